@@ -1,0 +1,22 @@
+"""Exceptions raised by the library.
+
+Every message is one line that names the file or input at fault, what was expected, and the fix.
+"""
+
+from __future__ import annotations
+
+
+class InfiniteTalkError(Exception):
+    """Base class for every error the library raises on purpose."""
+
+
+class CheckpointError(InfiniteTalkError, ValueError):
+    """A weight file is missing, unknown, truncated or does not fit the model."""
+
+
+class InputError(InfiniteTalkError, ValueError):
+    """A user input (image, audio, text, parameter) is unusable."""
+
+
+class Interrupted(InfiniteTalkError):
+    """Generation was cancelled through the pipeline's cancellation callback."""
