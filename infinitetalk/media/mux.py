@@ -1,0 +1,190 @@
+"""Final mp4 assembly: H.264 segments remuxed (never re-encoded) + AAC audio + optional mov_text subtitles.
+
+Everything goes through PyAV (no ffmpeg binary). Packets of the three streams are interleaved by decode time
+as they are produced, so memory does not grow with the video length (the audio array itself is in memory).
+"""
+
+from __future__ import annotations
+
+import heapq
+from math import ceil
+import logging
+from collections.abc import Iterator, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from av.subtitles.subtitle import SubtitleSet
+
+from ..errors import InputError
+from .audio import resample, to_mono
+from .captions import Cue
+
+logger = logging.getLogger(__name__)
+
+_AAC_RATES = {96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350}
+_AUDIO_CHUNK = 1024 * 16  # samples per AudioFrame handed to the encoder
+_SUB_TB = Fraction(1, 1000)  # mov_text timestamps in milliseconds
+_ASS_HEADER = (
+    "[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
+    "Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, "
+    "Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, "
+    "MarginL, MarginR, MarginV, Encoding\n"
+    "Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n\n"
+    "[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+)
+
+
+def mux(
+    video_segments: Sequence[str | Path],
+    out_path: str | Path,
+    audio: tuple[np.ndarray, int] | None = None,
+    subtitles: Sequence[Cue] | None = None,
+    fps: int = 25,
+) -> Path:
+    """Concatenate H.264 mp4 segments (as written by ``Mp4Writer``, same size and settings) into
+    ``out_path`` without re-encoding, adding ``audio = (wave (N,) or (C, N), sample_rate)`` as AAC cut or
+    zero-padded to the video length, and ``subtitles`` as a ``mov_text`` stream (overlapping cues are cut at
+    the next cue's start; cues past the end are dropped). Returns ``out_path``."""
+    segments = [Path(p) for p in video_segments]
+    if not segments:
+        raise InputError("mux: no video segments given: write at least one segment first")
+    for seg in segments:
+        if not seg.is_file():
+            raise InputError(f"video segment '{seg}' does not exist: check the segment folder")
+    out_path = Path(out_path)
+    fps_q = Fraction(int(fps))
+    probes = [_probe_segment(seg) for seg in segments]
+    counts = [count for count, _ in probes]
+    delay = max(ceil(d * fps_q) for _, d in probes)  # frames
+    duration = Fraction(sum(counts)) / fps_q  # seconds
+    container_format = "mov" if out_path.suffix.lower() == ".mov" else "mp4"
+    with av.open(str(out_path), "w", format=container_format, options={"movflags": "faststart"}) as out:
+        with av.open(str(segments[0])) as first:
+            v_out = out.add_stream_from_template(first.streams.video[0], opaque=True)
+        a_out = _add_audio_stream(out, audio) if audio is not None else None
+        s_out = None
+        if subtitles:
+            s_out = out.add_stream("mov_text")
+            s_out.codec_context.subtitle_header = _ASS_HEADER.encode()
+            s_out.time_base = _SUB_TB
+        out.start_encoding()
+        sources = [_video_packets(segments, counts, delay, fps_q, v_out)]
+        if a_out is not None:
+            sources.append(_audio_packets(a_out, audio, duration))
+        if s_out is not None:
+            sources.append(_subtitle_packets(s_out, subtitles, duration))
+        for _, _, packet in heapq.merge(*sources, key=lambda item: (item[0], item[1])):
+            out.mux(packet)
+    logger.info("muxed %d segments (%d frames, %.2f s) into %s", len(segments), sum(counts), duration, out_path)
+    return out_path
+
+
+def _probe_segment(path: Path) -> tuple[int, Fraction]:
+    """``(frame count, decode delay in seconds)``: how far the first decode time precedes the start."""
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise InputError(f"video segment '{path}' has no video stream: rewrite it with Mp4Writer")
+            stream = c.streams.video[0]
+            count, start, first_dts = 0, None, None
+            for packet in c.demux(stream):
+                if packet.size == 0 or packet.pts is None:
+                    continue
+                count += 1
+                pts = Fraction(packet.pts) * stream.time_base
+                start = pts if start is None else min(start, pts)
+                if first_dts is None and packet.dts is not None:
+                    first_dts = Fraction(packet.dts) * stream.time_base
+            if count == 0:
+                raise InputError(f"video segment '{path}' holds no frames: rewrite it with Mp4Writer")
+            return count, max(Fraction(0), start - (first_dts if first_dts is not None else start))
+    except av.FFmpegError as err:
+        raise InputError(f"video segment '{path}' is unreadable ({err}): rewrite it") from err
+
+
+def _video_packets(segments, counts, delay: int, fps: Fraction, stream) -> Iterator[tuple[Fraction, int, av.Packet]]:
+    """Packets of every segment, presentation times shifted by the frames before it.
+
+    Decode times are renumbered: packet k (over all segments, decode order) gets ``(k - delay) / fps``.
+    Segments can carry different decode delays (a 1-frame segment has no B-frames), so shifting their own
+    decode times would collide; with ``delay`` the largest one, ``dts <= pts`` still holds everywhere.
+    """
+    offset, k = Fraction(0), 0  # seconds before this segment, packets so far
+    for seg, count in zip(segments, counts, strict=True):
+        with av.open(str(seg)) as c:
+            src = c.streams.video[0]
+            tb = src.time_base
+            start = None
+            for packet in c.demux(src):
+                if packet.size == 0 or packet.pts is None:
+                    continue
+                start = packet.pts if start is None else start  # first packet is the keyframe at pts start
+                dts = Fraction(k - delay) / fps
+                packet.pts = round(offset / tb) + packet.pts - start
+                packet.dts = round(dts / tb)
+                packet.stream = stream
+                k += 1
+                yield dts, 0, packet
+        offset += Fraction(count) / fps
+
+
+def _add_audio_stream(out, audio):
+    wave, sr = audio
+    channels = 1 if np.asarray(wave).ndim == 1 else min(np.asarray(wave).shape[0], 2)
+    rate = int(sr) if int(sr) in _AAC_RATES else 48000
+    stream = out.add_stream("aac", rate=rate, layout="mono" if channels == 1 else "stereo")
+    stream.bit_rate = 96000 * channels
+    return stream
+
+
+def _fit_audio(audio, rate: int, duration: Fraction) -> np.ndarray:
+    """``(C, N)`` float32 at ``rate`` (<= 2 channels), cut or zero-padded to ``duration``."""
+    wave, sr = audio
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim == 1:
+        wave = wave[None]
+    elif wave.ndim != 2:
+        raise InputError(f"mux: audio has shape {wave.shape}: expected (N,) or (channels, N)")
+    if wave.shape[0] > 2:
+        wave = to_mono(wave)[None]
+    wave = resample(wave, int(sr), rate)  # (C, N)
+    n = round(duration * rate)
+    wave = wave[:, :n]
+    return np.pad(wave, ((0, 0), (0, n - wave.shape[1])))
+
+
+def _audio_packets(stream, audio, duration: Fraction) -> Iterator[tuple[Fraction, int, av.Packet]]:
+    rate = stream.codec_context.sample_rate
+    wave = _fit_audio(audio, rate, duration)  # (C, N)
+    layout = "mono" if wave.shape[0] == 1 else "stereo"
+
+    def encoded():
+        for start in range(0, wave.shape[1], _AUDIO_CHUNK):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(wave[:, start : start + _AUDIO_CHUNK]), format="fltp", layout=layout
+            )
+            frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+            yield from stream.encode(frame)
+        yield from stream.encode(None)
+
+    for packet in encoded():
+        yield Fraction(packet.dts) * packet.time_base, 1, packet
+
+
+def _subtitle_packets(stream, cues: Sequence[Cue], duration: Fraction) -> Iterator[tuple[Fraction, int, av.Packet]]:
+    ms = [(round(c.start * 1000), round(c.end * 1000), c.text) for c in sorted(cues, key=lambda c: c.start)]
+    end_ms = round(duration * 1000)
+    for k, (start, end, text) in enumerate(ms):
+        end = min(end, end_ms, ms[k + 1][0] if k + 1 < len(ms) else end_ms)
+        start = max(start, 0)
+        if end <= start or not text.strip():
+            continue
+        dialogue = "0,0,Default,,0,0,0,," + text.strip().replace("\r", "").replace("\n", "\\N")
+        packet = stream.codec_context.encode_subtitle(SubtitleSet.create(dialogue.encode(), 0, end - start, start))
+        packet.stream = stream
+        packet.time_base = _SUB_TB
+        packet.pts = packet.dts = start
+        packet.duration = end - start
+        yield Fraction(start) * _SUB_TB, 2, packet

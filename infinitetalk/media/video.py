@@ -1,0 +1,235 @@
+"""Video reading at 25 fps, still images, and a streaming H.264 writer (PyAV, no ffmpeg binary).
+
+Frames are ``uint8 (H, W, 3)`` RGB; batches ``uint8 (T, H, W, 3)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import InputError
+
+logger = logging.getLogger(__name__)
+
+_SEEK_AHEAD_S = 4  # forward jumps longer than this seek instead of decoding every frame
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as ``uint8 (H, W, 3)`` RGB; EXIF rotation applied, alpha dropped."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image file '{path}' does not exist: check the path or pick another file")
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError) as err:
+        raise InputError(f"'{path}' is not a readable image ({err}): use a png or jpg file") from err
+
+
+class VideoReader:
+    """Frames of a video resampled to ``fps`` (default 25): frame ``i`` is the source frame shown at time
+    ``i / fps``, i.e. the last source frame whose timestamp is at or before it.
+
+    ``frame(i)`` decodes on demand and keeps only two source frames in memory, so increasing indices are
+    cheap; a backward (or long forward) jump seeks to the previous keyframe and decodes from there.
+    ``num_frames`` is ``ceil(duration * fps)``; if the file ends before its header said, later indices
+    return the last decoded frame. Rotation metadata is ignored.
+    """
+
+    def __init__(self, path: str | Path, fps: int = 25):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"video file '{self.path}' does not exist: check the path or pick another file")
+        if fps <= 0:
+            raise InputError(f"video fps must be positive, got {fps}")
+        self.fps = Fraction(fps)
+        try:
+            self._container = av.open(str(self.path))
+        except av.FFmpegError as err:
+            raise InputError(f"'{self.path}' is not a readable video ({err}): convert it to mp4") from err
+        if not self._container.streams.video:
+            self._container.close()
+            raise InputError(f"'{self.path}' has no video stream: pick a video file (or load it as audio)")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        self._start = self._start_time()
+        self.native_fps = float(self._stream.average_rate or self._stream.guessed_rate or 0)
+        self.duration = self._probe_duration()  # seconds, Fraction
+        self.num_frames = int(np.ceil(self.duration * self.fps)) if self.duration > 0 else 0
+        self._reset_decoder()
+
+    # -- properties ---------------------------------------------------------------------------------
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` in pixels."""
+        return self._stream.codec_context.width, self._stream.codec_context.height
+
+    @property
+    def width(self) -> int:
+        return self.size[0]
+
+    @property
+    def height(self) -> int:
+        return self.size[1]
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    # -- probing ------------------------------------------------------------------------------------
+    def _start_time(self) -> Fraction:
+        s = self._stream
+        if s.start_time is not None:
+            return Fraction(s.start_time) * s.time_base
+        return Fraction(0)
+
+    def _probe_duration(self) -> Fraction:
+        s = self._stream
+        if s.duration:
+            return Fraction(s.duration) * s.time_base
+        if self._container.duration:
+            return Fraction(self._container.duration, av.time_base) - self._start
+        if s.frames and self.native_fps:
+            return Fraction(s.frames) / Fraction(self.native_fps).limit_denominator(1001000)
+        logger.warning("%s: duration unknown, decoding once to count frames", self.path)
+        return self._count_duration()
+
+    def _count_duration(self) -> Fraction:
+        last, step = Fraction(0), Fraction(0)
+        for frame in self._container.decode(self._stream):
+            t = self._frame_time(frame)
+            step, last = t - last, t
+        self._container.seek(0)
+        return last + step - self._start
+
+    # -- decoding -----------------------------------------------------------------------------------
+    def _frame_time(self, frame: av.VideoFrame) -> Fraction:
+        if frame.pts is None:
+            return Fraction(frame.time or 0).limit_denominator(1 << 20)
+        return Fraction(frame.pts) * frame.time_base
+
+    def _reset_decoder(self) -> None:
+        self._frames = self._container.decode(self._stream)
+        self._current: av.VideoFrame | None = None  # last frame at or before the last request
+        self._next: av.VideoFrame | None = self._pull()
+        self._last_index = -1
+
+    def _pull(self) -> av.VideoFrame | None:
+        try:
+            return next(self._frames)
+        except StopIteration:
+            return None
+        except av.FFmpegError as err:
+            raise InputError(f"video '{self.path}' cannot be decoded ({err}): re-encode it") from err
+
+    def _seek(self, t: Fraction) -> None:
+        target = int((t + self._start) / self._stream.time_base)
+        self._container.seek(target, backward=True, any_frame=False, stream=self._stream)
+        self._reset_decoder()
+        if self._next is not None and self._frame_time(self._next) - self._start > t:
+            self._container.seek(0)  # the demuxer landed after the target: decode from the start
+            self._reset_decoder()
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` at ``fps`` as ``uint8 (H, W, 3)`` RGB."""
+        if not 0 <= i < self.num_frames:
+            raise IndexError(f"frame {i} out of range: '{self.path}' has {self.num_frames} frames at {self.fps} fps")
+        t = Fraction(i) / self.fps  # seconds from the stream start
+        if i < self._last_index or (i - self._last_index) / self.fps > _SEEK_AHEAD_S:
+            self._seek(t)
+        while self._next is not None and self._frame_time(self._next) - self._start <= t:
+            self._current, self._next = self._next, self._pull()
+        if self._current is None:  # the first frame starts after t (stream offset): show it anyway
+            self._current, self._next = self._next, self._pull()
+        if self._current is None:
+            raise InputError(f"video '{self.path}' holds no decodable frames: re-encode it")
+        self._last_index = i
+        return self._current.to_ndarray(format="rgb24")
+
+    def __iter__(self):
+        for i in range(self.num_frames):
+            yield self.frame(i)
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Mp4Writer:
+    """Streaming H.264 (libx264, yuv420p) writer: frames are encoded as they arrive, memory stays flat.
+
+    yuv420p needs even width and height: an odd size is padded by one replicated row/column at the
+    bottom/right, so the file is ``encoded_size`` (logged once). Frames must all have the declared size.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fps: int = 25,
+        width: int = 0,
+        height: int = 0,
+        crf: int = 18,
+        preset: str = "medium",
+    ):
+        if width <= 0 or height <= 0:
+            raise InputError(f"video size {width}x{height} is invalid: width and height must be positive")
+        if not 0 <= crf <= 51:
+            raise InputError(f"crf {crf} out of range: use 0 (lossless) .. 51 (worst), 18 is visually lossless")
+        self.path = Path(path)
+        self.fps, self.width, self.height = int(fps), int(width), int(height)
+        self.encoded_size = (width + width % 2, height + height % 2)
+        if self.encoded_size != (width, height):
+            logger.info("%s: %dx%d padded to %dx%d for yuv420p", self.path, width, height, *self.encoded_size)
+        self.frames_written = 0
+        self._container = av.open(str(self.path), mode="w")
+        options = {"crf": str(crf), "preset": preset}
+        self._stream = self._container.add_stream("libx264", rate=self.fps, options=options)
+        self._stream.width, self._stream.height = self.encoded_size
+        self._stream.pix_fmt = "yuv420p"
+
+    def write(self, frames: np.ndarray) -> None:
+        """Encode ``uint8 (T, H, W, 3)`` (or one ``(H, W, 3)`` frame)."""
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (self.height, self.width, 3):
+            raise InputError(
+                f"frames {frames.dtype} {tuple(frames.shape)} do not fit '{self.path}': "
+                f"expected uint8 (T, {self.height}, {self.width}, 3)"
+            )
+        pad_w, pad_h = self.encoded_size[0] - self.width, self.encoded_size[1] - self.height
+        for frame in frames:  # (H, W, 3)
+            if pad_w or pad_h:
+                frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            vf.pts = self.frames_written
+            vf.time_base = Fraction(1, self.fps)
+            self._container.mux(self._stream.encode(vf))
+            self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file (idempotent)."""
+        if self._container is None:
+            return
+        try:
+            self._container.mux(self._stream.encode(None))
+        finally:
+            self._container.close()
+            self._container = None
+
+    def __enter__(self) -> Mp4Writer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
