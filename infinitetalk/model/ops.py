@@ -1,0 +1,54 @@
+"""Layer factories and the fp32 norms of the Wan DiT.
+
+Modules take ``operations=``: any namespace with ``Linear``, ``Conv3d`` and ``LayerNorm`` classes
+accepting ``device=``/``dtype=`` (``torch.nn`` by default, ComfyUI's ``comfy.ops.*`` when hosted),
+so a host can inject casting or quantised layers without touching the model code.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+default_operations = types.SimpleNamespace(Linear=nn.Linear, Conv3d=nn.Conv3d, LayerNorm=nn.LayerNorm)
+
+
+def resolve_operations(operations):
+    return default_operations if operations is None else operations
+
+
+class RMSNorm(nn.Module):
+    """RMS norm computed in float32, result cast back, then scaled (reference order)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        normed = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+class FP32LayerNorm(nn.Module):
+    """LayerNorm computed in float32 and cast back to the input dtype (affine optional)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, affine: bool = False, device=None, dtype=None):
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        if affine:
+            self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+            self.bias = nn.Parameter(torch.zeros(dim, device=device, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = None if self.weight is None else self.weight.float()
+        b = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), (self.dim,), w, b, self.eps).to(x.dtype)
