@@ -18,6 +18,7 @@ from ..errors import InputError
 logger = logging.getLogger(__name__)
 
 _SEEK_AHEAD_S = 4  # forward jumps longer than this seek instead of decoding every frame
+_X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -186,12 +187,15 @@ class Mp4Writer:
             raise InputError(f"video size {width}x{height} is invalid: width and height must be positive")
         if not 0 <= crf <= 51:
             raise InputError(f"crf {crf} out of range: use 0 (lossless) .. 51 (worst), 18 is visually lossless")
+        if preset not in _X264_PRESETS:
+            raise InputError(f"x264 preset '{preset}' is unknown: use one of {', '.join(_X264_PRESETS)}")
         self.path = Path(path)
         self.fps, self.width, self.height = int(fps), int(width), int(height)
         self.encoded_size = (width + width % 2, height + height % 2)
         if self.encoded_size != (width, height):
             logger.info("%s: %dx%d padded to %dx%d for yuv420p", self.path, width, height, *self.encoded_size)
         self.frames_written = 0
+        self._failed = False  # an encoder error: close() must not flush it again
         self._container = av.open(str(self.path), mode="w")
         options = {"crf": str(crf), "preset": preset}
         self._stream = self._container.add_stream("libx264", rate=self.fps, options=options)
@@ -200,6 +204,8 @@ class Mp4Writer:
 
     def write(self, frames: np.ndarray) -> None:
         """Encode ``uint8 (T, H, W, 3)`` (or one ``(H, W, 3)`` frame)."""
+        if self._container is None:
+            raise RuntimeError(f"Mp4Writer for '{self.path}' is closed")
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
@@ -215,7 +221,11 @@ class Mp4Writer:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             vf.pts = self.frames_written
             vf.time_base = Fraction(1, self.fps)
-            self._container.mux(self._stream.encode(vf))
+            try:
+                self._container.mux(self._stream.encode(vf))
+            except av.FFmpegError:
+                self._failed = True
+                raise
             self.frames_written += 1
 
     def close(self) -> None:
@@ -223,7 +233,8 @@ class Mp4Writer:
         if self._container is None:
             return
         try:
-            self._container.mux(self._stream.encode(None))
+            if not self._failed:
+                self._container.mux(self._stream.encode(None))
         finally:
             self._container.close()
             self._container = None
