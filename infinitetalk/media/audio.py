@@ -54,7 +54,9 @@ def _load_with_av(path: Path) -> tuple[np.ndarray, int]:
     try:
         container = av.open(str(path))
     except av.FFmpegError as err:
-        raise InputError(f"'{path}' is not a readable audio or video file ({err}): convert it to wav") from err
+        raise InputError(
+            f"'{path}' is not a readable audio or video file ({err}): convert it to wav"
+        ) from err
     with container:
         if not container.streams.audio:
             raise InputError(f"'{path}' has no audio stream: pick a file with a sound track")

@@ -38,7 +38,9 @@ def _srt_time(seconds: float) -> str:
 
 def srt_format(cues: Sequence[Cue]) -> str:
     """Cues -> SRT text (numbered from 1, ``HH:MM:SS,mmm``, blank line after each cue)."""
-    blocks = [f"{i}\n{_srt_time(c.start)} --> {_srt_time(c.end)}\n{c.text.strip()}\n" for i, c in enumerate(cues, 1)]
+    blocks = [
+        f"{i}\n{_srt_time(c.start)} --> {_srt_time(c.end)}\n{c.text.strip()}\n" for i, c in enumerate(cues, 1)
+    ]
     return "\n".join(blocks)
 
 
@@ -105,8 +107,14 @@ def _overlay(text: str, width: int, height: int, font_size: int, font_path: str 
     x = (width - text_w) // 2 - box[0]
     y = height - int(height * 0.05) - text_h - box[1]
     draw.multiline_text(
-        (x, y), "\n".join(lines), font=font, fill=(255, 255, 255, 255), spacing=spacing,
-        align="center", stroke_width=stroke, stroke_fill=(0, 0, 0, 255),
+        (x, y),
+        "\n".join(lines),
+        font=font,
+        fill=(255, 255, 255, 255),
+        spacing=spacing,
+        align="center",
+        stroke_width=stroke,
+        stroke_fill=(0, 0, 0, 255),
     )
     rgba = np.asarray(layer, dtype=np.float32) / 255.0  # (H, W, 4)
     rows = np.nonzero(rgba[..., 3].any(axis=1))[0]
@@ -133,7 +141,9 @@ def burn_captions(
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise InputError(f"burn_captions: frames are {frames.dtype} {frames.shape}: expected uint8 (T, H, W, 3)")
+        raise InputError(
+            f"burn_captions: frames are {frames.dtype} {frames.shape}: expected uint8 (T, H, W, 3)"
+        )
     out = frames.copy()
     height, width = frames.shape[1:3]
     size = int(font_size) if font_size else max(10, round(height * 0.05))

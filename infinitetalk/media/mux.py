@@ -7,10 +7,10 @@ as they are produced, so memory does not grow with the video length (the audio a
 from __future__ import annotations
 
 import heapq
-from math import ceil
 import logging
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
+from math import ceil
 from pathlib import Path
 
 import av
@@ -56,19 +56,34 @@ def mux(
     out_path = Path(out_path)
     fps_q = Fraction(int(fps))
     probes = [_probe_segment(seg) for seg in segments]
-    counts = [count for count, _ in probes]
-    delay = max(ceil(d * fps_q) for _, d in probes)  # frames
+    for seg, probe in zip(segments[1:], probes[1:], strict=True):
+        if probe[2] != probes[0][2]:
+            raise InputError(
+                f"video segment '{seg}' is {probe[2]}, '{segments[0]}' is {probes[0][2]}: "
+                "all segments must share codec and size (write them with the same Mp4Writer settings)"
+            )
+    counts = [count for count, _, _ in probes]
+    delay = max(ceil(d * fps_q) for _, d, _ in probes)  # frames
     duration = Fraction(sum(counts)) / fps_q  # seconds
+    partial = out_path.with_name(out_path.stem + ".partial" + out_path.suffix)
+    try:
+        _write(partial, segments, counts, delay, fps_q, duration, audio, subtitles)
+        partial.replace(out_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    logger.info(
+        "muxed %d segments (%d frames, %.2f s) into %s", len(segments), sum(counts), duration, out_path
+    )
+    return out_path
+
+
+def _write(out_path: Path, segments, counts, delay, fps_q, duration, audio, subtitles) -> None:
     container_format = "mov" if out_path.suffix.lower() == ".mov" else "mp4"
     with av.open(str(out_path), "w", format=container_format, options={"movflags": "faststart"}) as out:
         with av.open(str(segments[0])) as first:
             v_out = out.add_stream_from_template(first.streams.video[0], opaque=True)
         a_out = _add_audio_stream(out, audio) if audio is not None else None
-        s_out = None
-        if subtitles:
-            s_out = out.add_stream("mov_text")
-            s_out.codec_context.subtitle_header = _ASS_HEADER.encode()
-            s_out.time_base = _SUB_TB
+        s_out = _add_subtitle_stream(out) if subtitles else None
         out.start_encoding()
         sources = [_video_packets(segments, counts, delay, fps_q, v_out)]
         if a_out is not None:
@@ -77,12 +92,11 @@ def mux(
             sources.append(_subtitle_packets(s_out, subtitles, duration))
         for _, _, packet in heapq.merge(*sources, key=lambda item: (item[0], item[1])):
             out.mux(packet)
-    logger.info("muxed %d segments (%d frames, %.2f s) into %s", len(segments), sum(counts), duration, out_path)
-    return out_path
 
 
-def _probe_segment(path: Path) -> tuple[int, Fraction]:
-    """``(frame count, decode delay in seconds)``: how far the first decode time precedes the start."""
+def _probe_segment(path: Path) -> tuple[int, Fraction, str]:
+    """``(frame count, decode delay in seconds, "codec WxH")``; the delay is how far the first decode time
+    precedes the first presentation time (B-frames)."""
     try:
         with av.open(str(path)) as c:
             if not c.streams.video:
@@ -99,12 +113,16 @@ def _probe_segment(path: Path) -> tuple[int, Fraction]:
                     first_dts = Fraction(packet.dts) * stream.time_base
             if count == 0:
                 raise InputError(f"video segment '{path}' holds no frames: rewrite it with Mp4Writer")
-            return count, max(Fraction(0), start - (first_dts if first_dts is not None else start))
+            delay = max(Fraction(0), start - (first_dts if first_dts is not None else start))
+            ctx = stream.codec_context
+            return count, delay, f"{ctx.name} {ctx.width}x{ctx.height}"
     except av.FFmpegError as err:
         raise InputError(f"video segment '{path}' is unreadable ({err}): rewrite it") from err
 
 
-def _video_packets(segments, counts, delay: int, fps: Fraction, stream) -> Iterator[tuple[Fraction, int, av.Packet]]:
+def _video_packets(
+    segments, counts, delay: int, fps: Fraction, stream
+) -> Iterator[tuple[Fraction, int, av.Packet]]:
     """Packets of every segment, presentation times shifted by the frames before it.
 
     Decode times are renumbered: packet k (over all segments, decode order) gets ``(k - delay) / fps``.
@@ -128,6 +146,22 @@ def _video_packets(segments, counts, delay: int, fps: Fraction, stream) -> Itera
                 k += 1
                 yield dts, 0, packet
         offset += Fraction(count) / fps
+
+
+def _add_subtitle_stream(out):
+    """A ``mov_text`` stream, or None on PyAV < 17 (no subtitle encoding API there; FFmpeg's mov_text
+    encoder refuses to open without the ASS header that only PyAV >= 17 can set)."""
+    if not hasattr(SubtitleSet, "create"):
+        logger.warning(
+            "PyAV %s cannot encode subtitles (needs >= 17): subtitle stream skipped; "
+            "write a sidecar .srt with srt_format() instead",
+            av.__version__,
+        )
+        return None
+    stream = out.add_stream("mov_text")
+    stream.codec_context.subtitle_header = _ASS_HEADER.encode()
+    stream.time_base = _SUB_TB
+    return stream
 
 
 def _add_audio_stream(out, audio):
@@ -173,7 +207,9 @@ def _audio_packets(stream, audio, duration: Fraction) -> Iterator[tuple[Fraction
         yield Fraction(packet.dts) * packet.time_base, 1, packet
 
 
-def _subtitle_packets(stream, cues: Sequence[Cue], duration: Fraction) -> Iterator[tuple[Fraction, int, av.Packet]]:
+def _subtitle_packets(
+    stream, cues: Sequence[Cue], duration: Fraction
+) -> Iterator[tuple[Fraction, int, av.Packet]]:
     ms = [(round(c.start * 1000), round(c.end * 1000), c.text) for c in sorted(cues, key=lambda c: c.start)]
     end_ms = round(duration * 1000)
     for k, (start, end, text) in enumerate(ms):
@@ -181,8 +217,10 @@ def _subtitle_packets(stream, cues: Sequence[Cue], duration: Fraction) -> Iterat
         start = max(start, 0)
         if end <= start or not text.strip():
             continue
-        dialogue = "0,0,Default,,0,0,0,," + text.strip().replace("\r", "").replace("\n", "\\N")
-        packet = stream.codec_context.encode_subtitle(SubtitleSet.create(dialogue.encode(), 0, end - start, start))
+        dialogue = "0,0,Default,,0,0,0,," + text.strip().replace("\r", "").replace("\n", "\\N")  # ASS event
+        packet = stream.codec_context.encode_subtitle(
+            SubtitleSet.create(dialogue.encode(), 0, end - start, 0)
+        )
         packet.stream = stream
         packet.time_base = _SUB_TB
         packet.pts = packet.dts = start

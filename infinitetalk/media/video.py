@@ -18,7 +18,17 @@ from ..errors import InputError
 logger = logging.getLogger(__name__)
 
 _SEEK_AHEAD_S = 4  # forward jumps longer than this seek instead of decoding every frame
-_X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+_X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -140,7 +150,9 @@ class VideoReader:
     def frame(self, i: int) -> np.ndarray:
         """Frame ``i`` at ``fps`` as ``uint8 (H, W, 3)`` RGB."""
         if not 0 <= i < self.num_frames:
-            raise IndexError(f"frame {i} out of range: '{self.path}' has {self.num_frames} frames at {self.fps} fps")
+            raise IndexError(
+                f"frame {i} out of range: '{self.path}' has {self.num_frames} frames at {self.fps} fps"
+            )
         t = Fraction(i) / self.fps  # seconds from the stream start
         if i < self._last_index or (i - self._last_index) / self.fps > _SEEK_AHEAD_S:
             self._seek(t)
@@ -186,7 +198,9 @@ class Mp4Writer:
         if width <= 0 or height <= 0:
             raise InputError(f"video size {width}x{height} is invalid: width and height must be positive")
         if not 0 <= crf <= 51:
-            raise InputError(f"crf {crf} out of range: use 0 (lossless) .. 51 (worst), 18 is visually lossless")
+            raise InputError(
+                f"crf {crf} out of range: use 0 (lossless) .. 51 (worst), 18 is visually lossless"
+            )
         if preset not in _X264_PRESETS:
             raise InputError(f"x264 preset '{preset}' is unknown: use one of {', '.join(_X264_PRESETS)}")
         self.path = Path(path)

@@ -168,7 +168,9 @@ def test_combine_speakers_para_and_add():
 # -- video in ------------------------------------------------------------------------------------
 def index_frames(n: int, h: int = 32, w: int = 48) -> np.ndarray:
     """Frame j is flat grey at level 5*j: the decoded level gives the index back."""
-    return np.repeat((5 * np.arange(n, dtype=np.uint8))[:, None, None, None], h * w * 3, 1).reshape(n, h, w, 3)
+    return np.repeat((5 * np.arange(n, dtype=np.uint8))[:, None, None, None], h * w * 3, 1).reshape(
+        n, h, w, 3
+    )
 
 
 def level_to_index(frame: np.ndarray) -> int:
@@ -229,15 +231,19 @@ def test_mux_round_trip_segments_audio_subtitles(tmp_path):
     frames = rng.integers(0, 256, (50, 32, 48, 3), dtype=np.uint8)
     write_video(tmp_path / "s0.mp4", frames[:30], 25)
     write_video(tmp_path / "s1.mp4", frames[30:], 25)
-    cues = [Cue(0.1, 0.9, "hello"), Cue(1.0, 1.8, "second\nline")]
-    out = mux([tmp_path / "s0.mp4", tmp_path / "s1.mp4"], tmp_path / "out.mp4",
-              audio=(sine(440, 2.0, 16000), 16000), subtitles=cues)
+    cues = [Cue(0.1, 0.9, "héllo 你好"), Cue(1.0, 1.8, "second\nline")]
+    out = mux(
+        [tmp_path / "s0.mp4", tmp_path / "s1.mp4"],
+        tmp_path / "out.mp4",
+        audio=(sine(440, 2.0, 16000), 16000),
+        subtitles=cues,
+    )
     with av.open(str(out)) as c:
         v, a, s = c.streams.video[0], c.streams.audio[0], c.streams.subtitles[0]
         assert v.average_rate == 25 and a.codec_context.name == "aac" and s.codec_context.name == "mov_text"
         assert abs(float(a.duration * a.time_base) - 2.0) <= 1024 / 16000  # one AAC frame
         texts = [sub.dialogue.decode() for p in c.demux(s) for sub in s.decode(p)]
-    assert texts == ["hello", "second\nline"]
+    assert texts == ["héllo 你好", "second\nline"]
     # remuxed, not re-encoded: decoded pixels equal those of the segments
     ref = decode_all(tmp_path / "s0.mp4") + decode_all(tmp_path / "s1.mp4")
     got = decode_all(out)
@@ -263,6 +269,16 @@ def test_mux_uneven_segments_and_audio_fit(tmp_path):
     with av.open(str(out)) as c:
         a = c.streams.audio[0]
         assert a.sample_rate == 48000 and abs(float(a.duration * a.time_base) - 0.8) <= 1024 / 48000  # padded
+
+
+def test_mux_refuses_mismatched_segments(tmp_path):
+    write_video(tmp_path / "a.mp4", np.zeros((2, 32, 32, 3), np.uint8), 25)
+    write_video(tmp_path / "b.mp4", np.zeros((2, 32, 48, 3), np.uint8), 25)
+    with pytest.raises(InputError, match="share codec and size"):
+        mux([tmp_path / "a.mp4", tmp_path / "b.mp4"], tmp_path / "out.mp4")
+    with pytest.raises(InputError, match="does not exist"):
+        mux([tmp_path / "a.mp4", tmp_path / "c.mp4"], tmp_path / "out.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4"]  # nothing half-written left
 
 
 def test_mp4_writer_odd_size_and_bad_frames(tmp_path):
