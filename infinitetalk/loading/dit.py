@@ -383,7 +383,8 @@ def _assign_weights(model, sources: Mapping[str, CheckpointReader], device: torc
 
 
 def _in_modules(key: str, modules: tuple[str, ...]) -> bool:
-    return any(key == m or key.startswith(m + ".") for m in modules)
+    """True when ``key`` lies in one of ``modules`` (dotted names matched anywhere: "modulation")."""
+    return any(f".{m}." in f".{key}." for m in modules)
 
 
 def _check_shape(key: str, reader: CheckpointReader, meta: torch.Tensor, path) -> None:

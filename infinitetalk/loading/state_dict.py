@@ -189,16 +189,23 @@ def _torch_load(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # unpickling/zip/EOF errors: one clear line, never a traceback
-        msg = (str(exc).strip().splitlines() or [""])[0][:160]
-        if "weights only" in msg.lower() or "weights_only" in msg or "Unsupported global" in str(exc):
+        text = str(exc)
+        if "GLOBAL" in text or "Unsupported global" in text:
             raise CheckpointError(
                 f"{path}: holds Python objects other than tensors and is refused (safe loading only); "
                 "convert it to .safetensors"
             ) from None
         raise CheckpointError(
-            f"{path}: unreadable PyTorch checkpoint ({type(exc).__name__}: {msg}); "
+            f"{path}: unreadable PyTorch checkpoint ({type(exc).__name__}: {_short_reason(text)}); "
             "the file is truncated or not a checkpoint, download it again"
         ) from None
+
+
+def _short_reason(text: str) -> str:
+    """The informative line of a torch.load error (the weights-only preamble is boilerplate)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    picked = next((ln for ln in lines if ln.startswith(("Unsupported", "PytorchStreamReader"))), lines[0] if lines else "")
+    return picked[:160]
 
 
 def _flatten_state_dict(path: Path, obj) -> dict[str, torch.Tensor]:
