@@ -1,0 +1,88 @@
+"""Caption cues from Kokoro token timestamps.
+
+``KPipeline.join_timestamps`` gives every token of a chunk ``start_ts``/``end_ts`` in seconds
+from the chunk start. Here tokens become word cues (punctuation joins the word before it),
+shifted by the chunk's offset in the whole audio, and word cues are grouped into phrase
+cues (cut after clause punctuation or before ``max_chars``), the usual caption unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ..media.captions import Cue
+
+_CLAUSE_END = tuple(",.!?;:…—，、。！？；：")
+
+
+@dataclass(frozen=True)
+class SpeakerCue(Cue):
+    """A caption cue with the number of the speaker saying it (1, 2, ...)."""
+
+    speaker: int = 1
+
+
+def _has_speech(text: str) -> bool:
+    return any(c.isalnum() for c in text)
+
+
+def word_cues(tokens: Iterable, offset: float, duration: float) -> list[Cue]:
+    """Cues of one chunk's timed tokens, shifted by ``offset`` and clipped to ``[0, duration]``."""
+    cues: list[Cue] = []
+    for tk in tokens:
+        if tk.start_ts is None or tk.end_ts is None or not tk.text.strip():
+            continue
+        start = offset + min(max(tk.start_ts, 0.0), duration)
+        end = max(start, offset + min(tk.end_ts, duration))
+        if not _has_speech(tk.text):  # punctuation: glued to the word before
+            if cues:
+                last = cues.pop()
+                cues.append(Cue(last.start, max(last.end, end), last.text + tk.text))
+            continue
+        if cues:
+            start = max(start, cues[-1].end)
+        cues.append(Cue(start, max(start, end), tk.text))
+    return cues
+
+
+def phrase_cues(words: Sequence[Cue], max_chars: int = 42, min_chars: int = 12) -> list[Cue]:
+    """Group word cues into caption lines: cut after clause punctuation once a line has
+    ``min_chars`` (so "Dr." or "Yes." do not stand alone), and before passing ``max_chars``."""
+    out: list[Cue] = []
+    group: list[Cue] = []
+    for w in words:
+        text = _join([*group, w])
+        if group and len(text) > max_chars:
+            out.append(_merge(group))
+            group = []
+        group.append(w)
+        if w.text.endswith(_CLAUSE_END) and len(_join(group)) >= min_chars:
+            out.append(_merge(group))
+            group = []
+    if group:
+        out.append(_merge(group))
+    return out
+
+
+def _join(words: Sequence[Cue]) -> str:
+    text = ""
+    for w in words:
+        cjk = text and _is_cjk(text[-1]) and _is_cjk(w.text[0])
+        text = f"{text}{w.text}" if (not text or cjk) else f"{text} {w.text}"
+    return text
+
+
+def _is_cjk(c: str) -> bool:
+    return "\u3000" <= c <= "\u9fff" or "\uf900" <= c <= "\uffef"
+
+
+def _merge(words: Sequence[Cue]) -> Cue:
+    return Cue(words[0].start, words[-1].end, _join(words))
+
+
+def shift(cues: Iterable[Cue], offset: float, speaker: int | None = None) -> list[Cue]:
+    """Cues moved by ``offset`` seconds (and labelled with ``speaker`` when given)."""
+    if speaker is None:
+        return [Cue(c.start + offset, c.end + offset, c.text) for c in cues]
+    return [SpeakerCue(c.start + offset, c.end + offset, c.text, speaker) for c in cues]
