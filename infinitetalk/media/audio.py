@@ -84,8 +84,10 @@ def to_mono(wave: np.ndarray) -> np.ndarray:
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim == 1:
         return wave
-    if wave.ndim != 2:
-        raise InputError(f"audio waveform has shape {wave.shape}: expected (N,) or (channels, N)")
+    if wave.ndim != 2 or wave.shape[0] > 8:
+        raise InputError(
+            f"audio waveform has shape {wave.shape}: expected (N,) or (channels, N), channels first"
+        )
     return wave.mean(axis=0, dtype=np.float32)
 
 

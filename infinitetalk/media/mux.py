@@ -82,12 +82,13 @@ def _write(out_path: Path, segments, counts, delay, fps_q, duration, audio, subt
     with av.open(str(out_path), "w", format=container_format, options={"movflags": "faststart"}) as out:
         with av.open(str(segments[0])) as first:
             v_out = out.add_stream_from_template(first.streams.video[0], opaque=True)
-        a_out = _add_audio_stream(out, audio) if audio is not None else None
+        wave = _fit_audio(audio, duration) if audio is not None else None  # (C, N) at an AAC rate
+        a_out = _add_audio_stream(out, wave.shape[0], audio[1]) if wave is not None else None
         s_out = _add_subtitle_stream(out) if subtitles else None
         out.start_encoding()
         sources = [_video_packets(segments, counts, delay, fps_q, v_out)]
         if a_out is not None:
-            sources.append(_audio_packets(a_out, audio, duration))
+            sources.append(_audio_packets(a_out, wave))
         if s_out is not None:
             sources.append(_subtitle_packets(s_out, subtitles, duration))
         for _, _, packet in heapq.merge(*sources, key=lambda item: (item[0], item[1])):
@@ -164,34 +165,37 @@ def _add_subtitle_stream(out):
     return stream
 
 
-def _add_audio_stream(out, audio):
-    wave, sr = audio
-    channels = 1 if np.asarray(wave).ndim == 1 else min(np.asarray(wave).shape[0], 2)
-    rate = int(sr) if int(sr) in _AAC_RATES else 48000
-    stream = out.add_stream("aac", rate=rate, layout="mono" if channels == 1 else "stereo")
+def _aac_rate(sr: int) -> int:
+    return int(sr) if int(sr) in _AAC_RATES else 48000
+
+
+def _add_audio_stream(out, channels: int, sr: int):
+    stream = out.add_stream("aac", rate=_aac_rate(sr), layout="mono" if channels == 1 else "stereo")
     stream.bit_rate = 96000 * channels
     return stream
 
 
-def _fit_audio(audio, rate: int, duration: Fraction) -> np.ndarray:
-    """``(C, N)`` float32 at ``rate`` (<= 2 channels), cut or zero-padded to ``duration``."""
+def _fit_audio(audio, duration: Fraction) -> np.ndarray:
+    """``(wave (N,) or (C, N), sr)`` -> float32 ``(C <= 2, N)`` at an AAC rate, cut or zero-padded to
+    ``duration``; more than two channels are mixed down to mono."""
     wave, sr = audio
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim == 1:
         wave = wave[None]
-    elif wave.ndim != 2:
-        raise InputError(f"mux: audio has shape {wave.shape}: expected (N,) or (channels, N)")
+    if wave.ndim != 2 or wave.shape[0] > 8:
+        raise InputError(f"mux: audio has shape {wave.shape}: expected (N,) or (channels, N), channels first")
     if wave.shape[0] > 2:
         wave = to_mono(wave)[None]
+    rate = _aac_rate(sr)
     wave = resample(wave, int(sr), rate)  # (C, N)
     n = round(duration * rate)
     wave = wave[:, :n]
     return np.pad(wave, ((0, 0), (0, n - wave.shape[1])))
 
 
-def _audio_packets(stream, audio, duration: Fraction) -> Iterator[tuple[Fraction, int, av.Packet]]:
+def _audio_packets(stream, wave: np.ndarray) -> Iterator[tuple[Fraction, int, av.Packet]]:
+    """AAC packets of ``wave (C, N)``, encoded chunk by chunk as the merge asks for them."""
     rate = stream.codec_context.sample_rate
-    wave = _fit_audio(audio, rate, duration)  # (C, N)
     layout = "mono" if wave.shape[0] == 1 else "stereo"
 
     def encoded():

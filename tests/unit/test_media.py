@@ -105,6 +105,11 @@ def test_prepare_speech_mono_16k_normalised():
     assert abs(np.abs(raw).max() - 0.3) < 0.01  # channel mean of 0.5 and 0.1 amplitudes
 
 
+def test_channels_last_audio_is_refused():
+    with pytest.raises(InputError, match="channels first"):
+        prepare_speech(np.zeros((16000, 2), np.float32), 16000)
+
+
 def test_audio_num_frames_is_exact_floor():
     assert [audio_num_frames(n) for n in (0, 639, 640, 1920, 16000, 16639)] == [0, 0, 1, 3, 25, 25]
 
@@ -264,7 +269,7 @@ def test_mux_uneven_segments_and_audio_fit(tmp_path):
     for k, (a, b) in enumerate([(0, 1), (1, 9), (9, 10), (10, 20)]):  # 1-frame segments have no B-frames
         write_video(tmp_path / f"s{k}.mp4", frames[a:b], 25, crf=0)
         paths.append(tmp_path / f"s{k}.mp4")
-    long_stereo = np.stack([sine(440, 3.0, 44100), sine(660, 3.0, 44100)])
+    long_stereo = np.stack([sine(440, 3.0, 44100), sine(660, 3.0, 44100)])  # (2, N)
     out = mux(paths, tmp_path / "out.mp4", audio=(long_stereo, 44100))
     with av.open(str(out)) as c:
         v, a = c.streams.video[0], c.streams.audio[0]
@@ -277,6 +282,9 @@ def test_mux_uneven_segments_and_audio_fit(tmp_path):
     with av.open(str(out)) as c:
         a = c.streams.audio[0]
         assert a.sample_rate == 48000 and abs(float(a.duration * a.time_base) - 0.8) <= 1024 / 48000  # padded
+    five_channels = np.stack([sine(440, 1.0, 16000)] * 5)  # mixed down to mono
+    with av.open(str(mux(paths, tmp_path / "mono.mp4", audio=(five_channels, 16000)))) as c:
+        assert c.streams.audio[0].channels == 1
 
 
 def test_mux_refuses_mismatched_segments(tmp_path):
