@@ -73,11 +73,20 @@ def load(*models: Managed | None, memory_required: int = 0) -> None:
     """Bring models to their compute device through ComfyUI (offloading others if needed)."""
     present = [m for m in models if m is not None]
     whole = [m.patcher for m in present if not m.partial_ok]
-    partial = [m.patcher for m in present if m.partial_ok]
     if whole:
         mm.load_models_gpu(whole, memory_required=memory_required, force_full_load=True)
-    if partial:
-        mm.load_models_gpu(partial, memory_required=memory_required)
+    for m in present:
+        if m.partial_ok:
+            reserve = memory_required + m.options.get("block_swap", 0) * _block_bytes(m.patcher.model)
+            mm.load_models_gpu([m.patcher], memory_required=reserve)
+
+
+def _block_bytes(module: torch.nn.Module) -> int:
+    """Bytes of one repeated block (the unit of block swap)."""
+    blocks = getattr(module, getattr(module, "swappable_blocks", "blocks"), None)
+    if not blocks:
+        return 0
+    return mm.module_size(blocks[0])
 
 
 def pick_dtype(role: str, wanted: str, device: torch.device | None = None) -> torch.dtype:

@@ -1,0 +1,15 @@
+"""ComfyUI nodes of ComfyUI-InfiniteTalk (V3 schema). Thin: validate, convert ComfyUI types, call the library."""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import _common
+
+
+class InfiniteTalkExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        from . import audio, conditioning, loaders, sampler, tts, video
+
+        _common.register_folders()
+        return [*loaders.NODES, *audio.NODES, *tts.NODES, *conditioning.NODES, *sampler.NODES, *video.NODES]

@@ -1,0 +1,128 @@
+"""Audio nodes: load audio (PyAV/soundfile, no torchaudio) and the wav2vec2 audio embedding."""
+
+from __future__ import annotations
+
+import os
+import folder_paths
+import numpy as np
+import torch
+from comfy_api.latest import io
+
+from . import _common as c
+from ._widgets import advanced
+
+
+def audio_to_numpy(audio: dict) -> tuple[np.ndarray, int]:
+    """Core AUDIO ``{"waveform": (B, C, N), "sample_rate"}`` -> first item as float32 ``(C, N)``."""
+    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
+        raise ValueError("audio input must be a ComfyUI AUDIO ({'waveform': (B, C, N), 'sample_rate': int})")
+    wave = audio["waveform"]
+    if wave.ndim != 3 or wave.shape[-1] == 0:
+        raise ValueError(f"audio waveform has shape {tuple(wave.shape)}; expected (batch, channels, samples) with samples > 0")
+    return wave[0].detach().float().cpu().numpy(), int(audio["sample_rate"])
+
+
+def numpy_to_audio(wave: np.ndarray, sample_rate: int) -> dict:
+    """float32 ``(N,)`` or ``(C, N)`` -> core AUDIO with batch 1."""
+    tensor = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+    if tensor.ndim == 1:
+        tensor = tensor[None]  # (1, N)
+    return {"waveform": tensor[None], "sample_rate": int(sample_rate)}  # (1, C, N)
+
+
+def _input_audio_files() -> list[str]:
+    input_dir = folder_paths.get_input_directory()
+    files = [f for f in os.listdir(input_dir) if os.path.isfile(os.path.join(input_dir, f))]
+    return sorted(folder_paths.filter_files_content_types(files, ["audio", "video"]))
+
+
+class LoadAudio(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="InfiniteTalkLoadAudio",
+            display_name="InfiniteTalk Load Audio",
+            category=c.CATEGORY_AUDIO,
+            description="Loads an audio file (wav, flac, mp3, m4a, ogg, ...) or the sound track of a video from "
+            "ComfyUI's input folder, without torchaudio. Output is ComfyUI's standard AUDIO.",
+            inputs=[
+                io.Combo.Input("audio", options=_input_audio_files(), upload=io.UploadType.audio,
+                               tooltip="File in ComfyUI's input folder; use the upload button to add one."),
+                advanced(io.Float.Input("start_seconds", default=0.0, min=0.0, max=36000.0, step=0.1,
+                                        tooltip="Skip this many seconds at the start.")),
+                advanced(io.Float.Input("duration_seconds", default=0.0, min=0.0, max=36000.0, step=0.1,
+                                        tooltip="Keep at most this many seconds (0 = to the end).")),
+            ],
+            outputs=[io.Audio.Output(display_name="audio", tooltip="Waveform (1, channels, samples) and sample rate.")],
+        )
+
+    @classmethod
+    def execute(cls, audio, start_seconds=0.0, duration_seconds=0.0) -> io.NodeOutput:
+        from ..infinitetalk.media import load_audio
+
+        wave, sr = load_audio(folder_paths.get_annotated_filepath(audio))  # (C, N)
+        start = int(round(start_seconds * sr))
+        end = wave.shape[-1] if duration_seconds <= 0 else start + int(round(duration_seconds * sr))
+        wave = wave[:, start:end]
+        if wave.shape[-1] == 0:
+            raise ValueError(f"audio '{audio}': nothing left after start_seconds={start_seconds}; lower it")
+        return io.NodeOutput(numpy_to_audio(wave, sr))
+
+    @classmethod
+    def fingerprint_inputs(cls, audio, start_seconds=0.0, duration_seconds=0.0):
+        path = folder_paths.get_annotated_filepath(audio)
+        return (os.path.getmtime(path) if os.path.exists(path) else None, start_seconds, duration_seconds)
+
+    @classmethod
+    def validate_inputs(cls, audio, start_seconds=0.0, duration_seconds=0.0):
+        if not folder_paths.exists_annotated_filepath(audio):
+            return f"audio file '{audio}' not found in ComfyUI's input folder: upload it or pick another file"
+        return True
+
+
+class AudioEmbed(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="InfiniteTalkAudioEmbed",
+            display_name="InfiniteTalk Audio Embed",
+            category=c.CATEGORY_AUDIO,
+            description="Turns speech into the wav2vec2 features that drive the lips: mono, 16 kHz, optional "
+            "loudness normalisation to -23 LUFS, one feature row per 25 fps video frame. With a second "
+            "audio the video shows two speakers (use the multi adapter).",
+            inputs=[
+                io.Custom("INFINITETALK_AUDIO_ENCODER").Input("audio_encoder", tooltip="From InfiniteTalk Audio Encoder Loader."),
+                io.Audio.Input("audio_1", tooltip="Speech of speaker 1 (the only speaker for single-person video)."),
+                io.Audio.Input("audio_2", optional=True,
+                               tooltip="Speech of speaker 2 (two-person video; needs the multi adapter)."),
+                io.Boolean.Input("normalize_loudness", default=True,
+                                 tooltip="Normalise each track to -23 LUFS like the reference (off for TTS audio "
+                                 "that is already level, or to keep relative loudness)."),
+                io.Combo.Input("mode", options=["para", "add"], default="para",
+                               tooltip="Two speakers only. para: both tracks play together (dialogue tracks "
+                               "from TTS are already aligned). add: speaker 1 talks first, then speaker 2."),
+            ],
+            outputs=[
+                io.Custom("INFINITETALK_AUDIO_EMBEDS").Output(display_name="audio_embeds",
+                                                              tooltip="Per-speaker features for the sampler."),
+                io.Audio.Output(display_name="audio", tooltip="The soundtrack the video is timed to (16 kHz mono mix); "
+                                "connect it to Video Combine."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, audio_encoder, audio_1, normalize_loudness, mode, audio_2=None) -> io.NodeOutput:
+        from ..infinitetalk.media import SPEECH_SR
+        from ..infinitetalk.pipeline import InfiniteTalkPipeline
+
+        from ._bridge import ComfyModelManager
+
+        speakers = [audio_to_numpy(audio_1)] + ([audio_to_numpy(audio_2)] if audio_2 is not None else [])
+        pipe = InfiniteTalkPipeline(None, None, None, None, audio_encoder=audio_encoder.obj,
+                                    model_manager=ComfyModelManager({"audio_encoder": audio_encoder}))
+        with torch.inference_mode():
+            embeds = pipe.prepare_audio(speakers, audio_type=mode, normalize=normalize_loudness)
+        return io.NodeOutput(embeds, numpy_to_audio(embeds.waveform_16k_mix, SPEECH_SR))
+
+
+NODES = [LoadAudio, AudioEmbed]

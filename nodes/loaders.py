@@ -1,0 +1,284 @@
+"""Loader nodes: DiT + adapter, LoRA, umT5, CLIP vision, VAE, wav2vec2, Kokoro.
+
+Each combo lists ComfyUI's model folder(s) plus the official ``weights/`` tree(s) (see ``_common``).
+Models are loaded on ComfyUI's offload device and wrapped for ``comfy.model_management``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from comfy_api.latest import io
+
+from . import _common as c
+from . import _models
+from ._widgets import advanced
+
+log = logging.getLogger(__name__)
+
+MERGED = "none (adapter merged into the DiT file)"
+PRECISIONS = ["auto", "bf16", "fp16", "fp32"]
+QUANTIZATIONS = ["none", "fp8_e4m3fn", "int8"]
+ATTENTION = ["auto", "sdpa", "flash", "sage"]
+
+
+def _precision_input(tooltip_what: str) -> io.Combo.Input:
+    return io.Combo.Input(
+        "precision", options=PRECISIONS, default="auto",
+        tooltip=f"Compute dtype of the {tooltip_what}. 'auto' picks bf16/fp16 on GPU (what the device supports) "
+        "and fp32 on CPU. fp8 files are cast to this dtype.",
+    )
+
+
+def _dit_options() -> list[str]:
+    official = c.official_entries("*/diffusion_pytorch_model*.safetensors.index.json", parent=True)
+    return c.or_placeholder(c.folder_entries("diffusion_models") + official, "(no DiT found in diffusion_models)")
+
+
+def _adapter_options() -> list[str]:
+    official = c.official_entries("InfiniteTalk/*/*.safetensors")
+    patches = c.folder_entries("model_patches") + c.folder_entries("diffusion_models")
+    return [*official, *[p for p in patches if "infini" in p.lower()], *[p for p in patches if "infini" not in p.lower()], MERGED]
+
+
+def _resolve_adapter(name: str):
+    if name == MERGED:
+        return None
+    if name.startswith(c.WEIGHTS_PREFIX):
+        return c.resolve("model_patches", name)
+    for folder in ("model_patches", "diffusion_models"):
+        try:
+            return c.resolve(folder, name)
+        except FileNotFoundError:
+            continue
+    return c.resolve("model_patches", name)  # raises the one-line error
+
+
+class ModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="InfiniteTalkModelLoader",
+            display_name="InfiniteTalk Model Loader",
+            category=c.CATEGORY_LOADERS,
+            description="Loads the Wan2.1 I2V 14B DiT together with the InfiniteTalk audio adapter "
+            "(single-speaker or multi-speaker). Accepts the official sharded folder, ComfyUI's repackaged "
+            "files (fp16/bf16/fp8) and Kijai's fp8-scaled files.",
+            inputs=[
+                io.Combo.Input("dit", options=_dit_options(),
+                               tooltip="Wan2.1 I2V 14B DiT: a file from models/diffusion_models "
+                               "(wan2.1_i2v_480p_14B_*.safetensors) or the official weights/Wan2.1-I2V-14B-480P folder."),
+                io.Combo.Input("adapter", options=_adapter_options(),
+                               tooltip="InfiniteTalk adapter: models/model_patches/wan2.1_infiniteTalk_single_fp16"
+                               ".safetensors (one speaker) or the _multi_ file (two speakers), or the official "
+                               "weights/InfiniteTalk/{single,multi} files. Pick the last entry when the DiT file "
+                               "already holds the adapter."),
+                _precision_input("DiT"),
+                io.Combo.Input("quantization", options=QUANTIZATIONS, default="none",
+                               tooltip="Store the large linear weights in fewer bits: fp8_e4m3fn halves memory "
+                               "(weights are cast to the compute dtype per layer), int8 uses optimum-quanto. "
+                               "'none' keeps the precision above."),
+                advanced(io.Int.Input("block_swap", default=0, min=0, max=40, step=1,
+                                      tooltip="Keep GPU memory free for this many transformer blocks: ComfyUI then "
+                                      "streams that share of the DiT weights from the CPU during sampling (slower, "
+                                      "about 0.7 GB per block in bf16). 0 = ComfyUI decides alone (--lowvram also "
+                                      "streams).")),
+                advanced(io.Combo.Input("attention", options=ATTENTION, default="auto",
+                                        tooltip="Attention kernel: auto picks sage/flash when installed, else "
+                                        "PyTorch SDPA.")),
+            ],
+            outputs=[io.Custom("INFINITETALK_MODEL").Output(display_name="model",
+                                                           tooltip="DiT + adapter, managed by ComfyUI's memory manager.")],
+        )
+
+    @classmethod
+    def execute(cls, dit, adapter, precision, quantization, block_swap=0, attention="auto") -> io.NodeOutput:
+        from ..infinitetalk.loading.dit import load_dit
+
+        c.check_selected(dit, "DiT", "diffusion_models")
+        dit_path = c.resolve("diffusion_models", dit)
+        adapter_path = _resolve_adapter(adapter)
+        load_device, offload = _models.devices("diffusion")
+        dtype = _models.pick_dtype("diffusion", precision, load_device)
+        ops = _comfy_operations(quantization)
+        model = load_dit(dit_path, adapter_path, device=offload, dtype=dtype, operations=ops)
+        _quantize(model, quantization)
+        model.compute_dtype = dtype
+        model.attention_backend = attention
+        managed = _models.wrap(model, "diffusion", str(dit_path), partial_ok=quantization != "int8",
+                               adapter=str(adapter_path), quantization=quantization, attention=attention,
+                               block_swap=int(block_swap), dtype=dtype)
+        return io.NodeOutput(managed)
+
+
+def _comfy_operations(quantization: str):
+    """ComfyUI's layers: they let ``--lowvram`` stream weights; ``manual_cast`` also casts fp8 storage per layer."""
+    import comfy.ops
+
+    return comfy.ops.manual_cast if quantization == "fp8_e4m3fn" else comfy.ops.disable_weight_init
+
+
+def _quantize(model, quantization: str) -> None:
+    """fp8: block linear weights stored as float8_e4m3fn, cast per layer by ComfyUI's manual_cast layers (keeps
+    --lowvram streaming). int8: optimum-quanto through the library (whole-model load)."""
+    import torch
+
+    if quantization == "int8":
+        from ..infinitetalk.quant import quantize_dit
+
+        quantize_dit(model, "int8")
+    elif quantization == "fp8_e4m3fn":
+        blocks = getattr(model, "swappable_blocks", "blocks")
+        for name, module in model.named_modules():
+            if name.startswith(blocks + ".") and isinstance(module, torch.nn.Linear) and "norm" not in name:
+                module.weight = torch.nn.Parameter(module.weight.data.to(torch.float8_e4m3fn), requires_grad=False)
+
+
+class LoraLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="InfiniteTalkLoraLoader",
+            display_name="InfiniteTalk LoRA",
+            category=c.CATEGORY_LOADERS,
+            description="Applies a Wan2.1 LoRA (lightx2v step-distill, FusionX, ...) to the InfiniteTalk model. "
+            "Distill LoRAs want 4-8 steps, text scale 1 and audio scale about 2 in the sampler.",
+            inputs=[
+                io.Custom("INFINITETALK_MODEL").Input("model", tooltip="Model from InfiniteTalk Model Loader."),
+                io.Combo.Input("lora", options=c.or_placeholder(c.folder_entries("loras"), "(no LoRA in models/loras)"),
+                               tooltip="LoRA file from models/loras (lora_down/lora_up/alpha, diff, diff_b keys)."),
+                io.Float.Input("strength", default=1.0, min=-4.0, max=4.0, step=0.05,
+                               tooltip="Scale of the LoRA update (1 = as trained)."),
+            ],
+            outputs=[io.Custom("INFINITETALK_MODEL").Output(display_name="model", tooltip="Model with the LoRA applied.")],
+        )
+
+    @classmethod
+    def execute(cls, model, lora, strength) -> io.NodeOutput:
+        from ..infinitetalk.lora import lora_deltas, load_lora_file
+
+        c.check_selected(lora, "LoRA", "loras")
+        path = c.resolve("loras", lora)
+        patched = model.clone()
+        patched.options["loras"] = [*patched.options.get("loras", []), (str(path), float(strength))]
+        if strength == 0:
+            return io.NodeOutput(patched)
+        deltas = lora_deltas(patched.patcher.model, load_lora_file(path))
+        patches = {key: (delta,) for key, delta in deltas.items()}
+        applied = patched.patcher.add_patches(patches, strength)
+        log.info("LoRA %s: %d of %d updates applied", path.name, len(applied), len(patches))
+        return io.NodeOutput(patched)
+
+
+def _encoder_loader(node_id, display, description, folder, patterns, parent, what, role, loader_name, tooltip):
+    """Build a loader node class for one encoder (same inputs: file + precision)."""
+
+    class EncoderLoader(io.ComfyNode):
+        @classmethod
+        def define_schema(cls) -> io.Schema:
+            options = c.folder_entries(folder) + c.official_entries(*patterns, parent=parent)
+            return io.Schema(
+                node_id=node_id, display_name=display, category=c.CATEGORY_LOADERS, description=description,
+                inputs=[
+                    io.Combo.Input("name", options=c.or_placeholder(options, f"(no {what} found in {folder})"),
+                                   tooltip=tooltip),
+                    _precision_input(what),
+                ],
+                outputs=[io.Custom(f"INFINITETALK_{role.upper()}").Output(display_name=role.lower(),
+                                                                          tooltip=f"The {what}, managed by ComfyUI.")],
+            )
+
+        @classmethod
+        def execute(cls, name, precision) -> io.NodeOutput:
+            from ..infinitetalk import encoders
+
+            c.check_selected(name, what, folder)
+            path = c.resolve(folder, name)
+            managed_role = {"TEXT_ENCODER": "text", "VAE": "vae"}.get(role, "vision" if role == "CLIP_VISION" else "audio")
+            load_device, offload = _models.devices(managed_role)
+            dtype = _models.pick_dtype(managed_role, precision, load_device)
+            obj = getattr(encoders, loader_name)(path, device=offload, dtype=dtype)
+            return io.NodeOutput(_models.wrap(obj, managed_role, str(path), dtype=dtype))
+
+    EncoderLoader.__name__ = EncoderLoader.__qualname__ = node_id
+    return EncoderLoader
+
+
+TextEncoderLoader = _encoder_loader(
+    "InfiniteTalkTextEncoderLoader", "InfiniteTalk Text Encoder Loader",
+    "Loads the umT5-XXL text encoder (ComfyUI's umt5_xxl_*.safetensors or the official "
+    "models_t5_umt5-xxl-enc-bf16.pth with its google/umt5-xxl tokenizer).",
+    "text_encoders", ("*/models_t5_*.pth",), False, "text encoder", "TEXT_ENCODER", "load_text_encoder",
+    "umT5-XXL file: models/text_encoders/umt5_xxl_fp16.safetensors (or fp8_e4m3fn_scaled), or "
+    "weights/Wan2.1-I2V-14B-480P/models_t5_umt5-xxl-enc-bf16.pth.",
+)
+ClipVisionLoader = _encoder_loader(
+    "InfiniteTalkClipVisionLoader", "InfiniteTalk CLIP Vision Loader",
+    "Loads the CLIP ViT-H/14 image encoder (ComfyUI's clip_vision_h.safetensors or the official open-clip .pth).",
+    "clip_vision", ("*/models_clip_*.pth",), False, "CLIP vision encoder", "CLIP_VISION", "load_clip_vision",
+    "CLIP ViT-H/14: models/clip_vision/clip_vision_h.safetensors or "
+    "weights/Wan2.1-I2V-14B-480P/models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth.",
+)
+VAELoader = _encoder_loader(
+    "InfiniteTalkVAELoader", "InfiniteTalk VAE Loader",
+    "Loads the Wan 2.1 VAE (causal 3D, 16 latent channels).",
+    "vae", ("*/Wan2.1_VAE.pth",), False, "VAE", "VAE", "load_vae",
+    "Wan 2.1 VAE: models/vae/wan_2.1_vae.safetensors or weights/Wan2.1-I2V-14B-480P/Wan2.1_VAE.pth.",
+)
+AudioEncoderLoader = _encoder_loader(
+    "InfiniteTalkAudioEncoderLoader", "InfiniteTalk Audio Encoder Loader",
+    "Loads the chinese-wav2vec2-base speech encoder that drives the lips.",
+    "audio_encoders", ("*wav2vec2*/config.json",), True, "audio encoder", "AUDIO_ENCODER", "load_audio_encoder",
+    "wav2vec2: a file in models/audio_encoders (ComfyUI or Kijai wav2vec2-chinese-base_fp16.safetensors) or the "
+    "official weights/chinese-wav2vec2-base folder.",
+)
+
+
+def kokoro_options() -> list[str]:
+    files = [f for f in c.folder_entries(c.KOKORO_FOLDER) if f.endswith(".pth") and "voices/" not in f.replace("\\", "/")]
+    official = c.official_entries("*/kokoro-*.pth", parent=True)
+    return c.or_placeholder(files + official, "(no Kokoro model found in models/kokoro)")
+
+
+def voice_options() -> list[str]:
+    """Voice names (``voices/<name>.pt``) found next to any Kokoro model."""
+    names: set[str] = set()
+    for entry in c.folder_entries(c.KOKORO_FOLDER):
+        parts = entry.replace("\\", "/").split("/")
+        if len(parts) >= 2 and parts[-2] == "voices" and parts[-1].endswith(".pt"):
+            names.add(parts[-1][:-3])
+    for entry in c.official_entries("*/voices/*.pt"):
+        names.add(entry.rsplit("/", 1)[-1][:-3])
+    return sorted(names) or ["af_heart"]
+
+
+class KokoroLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="InfiniteTalkKokoroLoader",
+            display_name="InfiniteTalk Kokoro TTS Loader",
+            category=c.CATEGORY_LOADERS,
+            description="Loads the Kokoro-82M text-to-speech model (24 kHz) from models/kokoro or weights/Kokoro-82M. "
+            "Voices are the voices/*.pt files next to it.",
+            inputs=[
+                io.Combo.Input("name", options=kokoro_options(),
+                               tooltip="kokoro-v1_0.pth in models/kokoro (with config.json and voices/ beside it), "
+                               "or the official weights/Kokoro-82M folder."),
+            ],
+            outputs=[io.Custom("INFINITETALK_KOKORO").Output(display_name="kokoro", tooltip="The Kokoro TTS model.")],
+        )
+
+    @classmethod
+    def execute(cls, name) -> io.NodeOutput:
+        from ..infinitetalk.tts import KokoroTTS
+
+        c.check_selected(name, "Kokoro", c.KOKORO_FOLDER)
+        path = c.resolve(c.KOKORO_FOLDER, name)
+        model_dir = path if path.is_dir() else path.parent
+        _, offload = _models.devices("tts")
+        tts = KokoroTTS(model_dir, device=offload)
+        return io.NodeOutput(_models.wrap(tts, "tts", str(model_dir)))
+
+
+NODES = [ModelLoader, LoraLoader, TextEncoderLoader, ClipVisionLoader, VAELoader, AudioEncoderLoader, KokoroLoader]
