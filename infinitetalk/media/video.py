@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from fractions import Fraction
+from math import ceil
 from pathlib import Path
 
 import av
@@ -73,7 +74,7 @@ class VideoReader:
         self._start = self._start_time()
         self.native_fps = float(self._stream.average_rate or self._stream.guessed_rate or 0)
         self.duration = self._probe_duration()  # seconds, Fraction
-        self.num_frames = int(np.ceil(self.duration * self.fps)) if self.duration > 0 else 0
+        self.num_frames = ceil(self.duration * self.fps) if self.duration > 0 else 0  # exact (Fraction)
         self._reset_decoder()
 
     # -- properties ---------------------------------------------------------------------------------
