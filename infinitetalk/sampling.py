@@ -97,7 +97,8 @@ class DiffusersSampler:
         else:
             self.scheduler = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", **common)
         self.scheduler.set_timesteps(steps, device=device)
-        self.timesteps = self.scheduler.timesteps.to(torch.float32)  # (steps,)
+        # The model gets the exact sigma * 1000 (diffusers' own timesteps are rounded to integers).
+        self.timesteps = (self.scheduler.sigmas[:-1] * NUM_TRAIN_TIMESTEPS).to(device, torch.float32)  # (steps,)
 
     def step(self, latent: torch.Tensor, pred: torch.Tensor, i: int) -> torch.Tensor:
         return self.scheduler.step(pred, self.scheduler.timesteps[i], latent, return_dict=False)[0]
