@@ -137,8 +137,13 @@ def prepare_speech(wave: np.ndarray, sr: int, normalize: bool = True) -> np.ndar
 
 
 def audio_num_frames(num_samples_16k: int) -> int:
-    """Video frames (25 fps) covered by 16 kHz audio: ``floor(n / 16000 * 25)``, in exact integer maths."""
-    return int(num_samples_16k) * VIDEO_FPS // SPEECH_SR
+    """Video frames (25 fps) covered by 16 kHz audio, computed exactly as the reference does.
+
+    The reference takes ``int(n / 16000 * 25)`` in floating point, which for some lengths is one
+    frame below the exact ``n * 25 // 16000`` (e.g. 18560 samples -> 28, not 29). We follow the
+    reference so that the wav2vec2 features, the window schedule and the output length match it.
+    """
+    return int(int(num_samples_16k) / SPEECH_SR * VIDEO_FPS)
 
 
 def combine_speakers(

@@ -110,8 +110,10 @@ def test_channels_last_audio_is_refused():
         prepare_speech(np.zeros((16000, 2), np.float32), 16000)
 
 
-def test_audio_num_frames_is_exact_floor():
+def test_audio_num_frames_follows_reference_float_formula():
     assert [audio_num_frames(n) for n in (0, 639, 640, 1920, 16000, 16639)] == [0, 0, 1, 3, 25, 25]
+    # the reference's float int(n/16000*25) is one below the exact floor here; we keep the reference's
+    assert audio_num_frames(18560) == 28 == int(18560 / 16000 * 25)
 
 
 def test_load_audio_soundfile_formats(tmp_path):
