@@ -1,0 +1,379 @@
+"""Tiny random umT5, CLIP, VAE and wav2vec2 checkpoints with the real file names and key layouts.
+
+``write_all(root, seed)`` writes (a few hundred KiB in all, well under a second or two):
+
+official tree ``root/weights/``::
+
+    Wan2.1-I2V-14B-480P/models_t5_umt5-xxl-enc-bf16.pth                        original umT5 keys, bf16
+    Wan2.1-I2V-14B-480P/google/umt5-xxl/{spiece.model,tokenizer.json,...}     tiny SentencePiece tokenizer
+    Wan2.1-I2V-14B-480P/models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth  open-clip keys (+ text tower), fp32
+    Wan2.1-I2V-14B-480P/Wan2.1_VAE.pth                                         original Wan VAE keys, fp32
+    chinese-wav2vec2-base/{config.json,model.safetensors,preprocessor_config.json}  ``wav2vec2.``-prefixed, fp32
+
+ComfyUI tree ``root/models/``::
+
+    text_encoders/umt5_xxl_fp16.safetensors                 HF T5 keys, fp16, embedded ``spiece_model``
+    text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors    HF T5 keys, fp8 linears + ``scale_weight``
+    clip_vision/clip_vision_h.safetensors                   HF CLIP vision keys, fp16
+    vae/wan_2.1_vae.safetensors                             original Wan VAE keys, fp16
+    audio_encoders/wav2vec2-chinese-base_fp16.safetensors   Kijai: ``wav2vec2.``-prefixed, fp16
+
+Every layout of a component is converted from one random source whose values are exactly
+representable in bf16, fp16 and (with a per-tensor power-of-two scale) fp8 e4m3: all layouts of a
+component therefore load to bit-identical parameters, which the tests check.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+OFFICIAL_DIR = Path("weights") / "Wan2.1-I2V-14B-480P"
+T5_PTH = OFFICIAL_DIR / "models_t5_umt5-xxl-enc-bf16.pth"
+TOKENIZER_DIR = OFFICIAL_DIR / "google" / "umt5-xxl"
+CLIP_PTH = OFFICIAL_DIR / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
+VAE_PTH = OFFICIAL_DIR / "Wan2.1_VAE.pth"
+WAV2VEC2_DIR = Path("weights") / "chinese-wav2vec2-base"
+T5_FP16 = Path("models") / "text_encoders" / "umt5_xxl_fp16.safetensors"
+T5_FP8 = Path("models") / "text_encoders" / "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+CLIP_ST = Path("models") / "clip_vision" / "clip_vision_h.safetensors"
+VAE_ST = Path("models") / "vae" / "wan_2.1_vae.safetensors"
+WAV2VEC2_ST = Path("models") / "audio_encoders" / "wav2vec2-chinese-base_fp16.safetensors"
+
+TINY_UMT5 = dict(d_model=64, layers=2, heads=2, d_kv=32, d_ff=128, buckets=32)
+TINY_CLIP = dict(width=32, layers=2, mlp=128, patch=14, image=224, embed_dim=16)
+TINY_VAE = dict(base_dim=8, z_dim=16)
+TINY_WAV2VEC2 = dict(hidden=32, layers=2, heads=2, intermediate=64, conv_dim=32, pos_kernel=128, pos_groups=16)
+
+_FP8_MAX = 448.0
+_T5_LINEARS = ("attn.q", "attn.k", "attn.v", "attn.o", "ffn.gate.0", "ffn.fc1", "ffn.fc2")
+
+
+def write_all(root: str | Path, seed: int = 0) -> dict[str, Path]:
+    """Write every tiny encoder file under ``root``; return {name: path}."""
+    root = Path(root)
+    paths: dict[str, Path] = {}
+    paths.update(write_umt5(root, seed))
+    paths.update(write_clip(root, seed + 1))
+    paths.update(write_vae(root, seed + 2))
+    paths.update(write_wav2vec2(root, seed + 3))
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# random values exact in bf16 / fp16 / fp8 x power-of-two scale
+# --------------------------------------------------------------------------------------------
+def _pow2_scale(t: torch.Tensor) -> float:
+    amax = float(t.abs().max())
+    return 2.0 ** math.ceil(math.log2(amax / _FP8_MAX)) if amax > 0 else 1.0
+
+
+def snap(t: torch.Tensor) -> torch.Tensor:
+    """Round to fp8 e4m3 times a power-of-two scale (4 significant bits: exact in fp16 and bf16)."""
+    scale = _pow2_scale(t)
+    return (t / scale).to(torch.float8_e4m3fn).float() * scale
+
+
+class _Random:
+    def __init__(self, seed: int):
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def normal(self, *shape: int, std: float = 1.0, mean: float = 0.0) -> torch.Tensor:
+        return snap(torch.randn(*shape, generator=self.gen) * std + mean)
+
+    def weight(self, *shape: int) -> torch.Tensor:
+        """Fan-in scaled weight (out, in, *kernel)."""
+        return self.normal(*shape, std=math.prod(shape[1:]) ** -0.5)
+
+
+def _cast(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    return {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+
+
+def _save_pth(state: dict[str, torch.Tensor], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+
+
+def _save_st(state: dict[str, torch.Tensor], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# umT5 + tokenizer
+# --------------------------------------------------------------------------------------------
+_CORPUS = [
+    "A woman is talking to the camera in a bright room, natural light, realistic, high quality.",
+    "A man sings on a stage; the crowd claps. Two people have a conversation at a table.",
+    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images.",
+    "worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, deformed limbs",
+    "一个女人在明亮的房间里对着镜头说话。两个人在桌边聊天，一个男人在舞台上唱歌。",
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量。",
+    "The quick brown fox jumps over the lazy dog 0123456789 & < > \" ' ( ) [ ] { } ! ? . , ; : - _ + = * / \\ | @ # $ % ^ ~ `",
+]
+
+
+def _train_sentencepiece() -> bytes:
+    """A tiny unigram SentencePiece model with T5's special ids (pad 0, eos 1, unk 2)."""
+    import sentencepiece
+
+    ascii_line = "".join(chr(c) for c in range(33, 127))
+    lines = [*_CORPUS, ascii_line, " ".join(ascii_line)] * 8
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=320, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, hard_vocab_limit=False,
+        normalization_rule_name="identity", num_threads=1, minloglevel=2,
+    )
+    return model.getvalue()
+
+
+def _write_tokenizer(folder: Path, proto: bytes) -> int:
+    """Write spiece.model + tokenizer.json (+ configs) loadable offline; return the vocab size."""
+    import sentencepiece
+    from transformers import T5Tokenizer
+
+    spm = sentencepiece.SentencePieceProcessor(model_proto=proto)
+    vocab = [(spm.id_to_piece(i), spm.get_score(i)) for i in range(spm.get_piece_size())]
+    folder.mkdir(parents=True, exist_ok=True)
+    T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512).save_pretrained(str(folder))
+    (folder / "spiece.model").write_bytes(proto)
+    return len(vocab)
+
+
+def umt5_source(seed: int, vocab: int) -> dict[str, torch.Tensor]:
+    """Random umT5 encoder in the original Wan key layout (float32, snapped)."""
+    c, rnd = TINY_UMT5, _Random(seed)
+    d, inner, ff = c["d_model"], c["heads"] * c["d_kv"], c["d_ff"]
+    state = {"token_embedding.weight": rnd.normal(vocab, d)}
+    for i in range(c["layers"]):
+        p = f"blocks.{i}."
+        state |= {
+            p + "norm1.weight": rnd.normal(d, std=0.1, mean=1.0),
+            p + "attn.q.weight": rnd.weight(inner, d), p + "attn.k.weight": rnd.weight(inner, d),
+            p + "attn.v.weight": rnd.weight(inner, d), p + "attn.o.weight": rnd.weight(d, inner),
+            p + "norm2.weight": rnd.normal(d, std=0.1, mean=1.0),
+            p + "ffn.gate.0.weight": rnd.weight(ff, d), p + "ffn.fc1.weight": rnd.weight(ff, d),
+            p + "ffn.fc2.weight": rnd.weight(d, ff),
+            p + "pos_embedding.embedding.weight": rnd.normal(c["buckets"], c["heads"], std=0.5),
+        }
+    state["norm.weight"] = rnd.normal(d, std=0.1, mean=1.0)
+    return state
+
+
+def umt5_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Original Wan umT5 keys -> Hugging Face / ComfyUI keys."""
+    from ..encoders.text import wan_to_hf_keys
+
+    return {hf: state[src] for hf, src in wan_to_hf_keys(list(state)).items()}
+
+
+def _fp8_scaled(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ComfyUI scaled-fp8 layout: fp8 linear weights + scalar ``scale_weight``, the rest fp16."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if re.search(r"\.(SelfAttention\.[qkvo]|DenseReluDense\.(wi_0|wi_1|wo))\.weight$", key):
+            scale = _pow2_scale(value)
+            out[key] = (value / scale).to(torch.float8_e4m3fn)
+            out[key[: -len("weight")] + "scale_weight"] = torch.tensor(scale, dtype=torch.float32)
+        else:
+            out[key] = value.to(torch.float16)
+    out["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    return out
+
+
+def write_umt5(root: Path, seed: int) -> dict[str, Path]:
+    proto = _train_sentencepiece()
+    vocab = _write_tokenizer(root / TOKENIZER_DIR, proto)
+    source = umt5_source(seed, vocab)
+    _save_pth(_cast(source, torch.bfloat16), root / T5_PTH)
+    hf = umt5_to_hf(source)
+    spiece = torch.frombuffer(bytearray(proto), dtype=torch.uint8)
+    _save_st({**_cast(hf, torch.float16), "spiece_model": spiece}, root / T5_FP16)
+    _save_st({**_fp8_scaled(hf), "spiece_model": spiece}, root / T5_FP8)
+    return {"umt5_pth": root / T5_PTH, "umt5_tokenizer": root / TOKENIZER_DIR,
+            "umt5_fp16": root / T5_FP16, "umt5_fp8_scaled": root / T5_FP8}
+
+
+# --------------------------------------------------------------------------------------------
+# CLIP
+# --------------------------------------------------------------------------------------------
+def clip_source(seed: int) -> dict[str, torch.Tensor]:
+    """Random open-clip XLM-RoBERTa ViT in the Wan key layout (vision tower + a token text tower)."""
+    c, rnd = TINY_CLIP, _Random(seed)
+    w, mlp, p = c["width"], c["mlp"], c["patch"]
+    tokens = (c["image"] // p) ** 2 + 1
+    state = {
+        "visual.patch_embedding.weight": rnd.weight(w, 3, p, p),
+        "visual.cls_embedding": rnd.normal(1, 1, w, std=w**-0.5),
+        "visual.pos_embedding": rnd.normal(1, tokens, w, std=w**-0.5),
+        "visual.pre_norm.weight": rnd.normal(w, std=0.1, mean=1.0), "visual.pre_norm.bias": rnd.normal(w, std=0.1),
+    }
+    for i in range(c["layers"]):
+        b = f"visual.transformer.{i}."
+        for norm in ("norm1", "norm2"):
+            state[b + norm + ".weight"] = rnd.normal(w, std=0.1, mean=1.0)
+            state[b + norm + ".bias"] = rnd.normal(w, std=0.1)
+        for name, shape in (("attn.to_qkv", (3 * w, w)), ("attn.proj", (w, w)), ("mlp.0", (mlp, w)), ("mlp.2", (w, mlp))):
+            state[b + name + ".weight"] = rnd.weight(*shape)
+            state[b + name + ".bias"] = rnd.normal(shape[0], std=0.1)
+    state |= {
+        "visual.post_norm.weight": rnd.normal(w, std=0.1, mean=1.0), "visual.post_norm.bias": rnd.normal(w, std=0.1),
+        "visual.head": rnd.normal(w, c["embed_dim"], std=w**-0.5),
+        # a token text tower: the loader must ignore it, as it ignores the real XLM-RoBERTa one
+        "textual.token_embedding.weight": rnd.normal(16, 8), "textual.head.0.weight": rnd.weight(12, 8),
+        "log_scale": torch.tensor(math.log(1 / 0.07)),
+    }
+    return state
+
+
+def write_clip(root: Path, seed: int) -> dict[str, Path]:
+    from ..encoders.clip import convert_open_clip
+
+    source = clip_source(seed)
+    _save_pth(source, root / CLIP_PTH)
+    _save_st(_cast(convert_open_clip(source), torch.float16), root / CLIP_ST)
+    return {"clip_pth": root / CLIP_PTH, "clip_vision_h": root / CLIP_ST}
+
+
+# --------------------------------------------------------------------------------------------
+# VAE
+# --------------------------------------------------------------------------------------------
+def vae_source(seed: int) -> dict[str, torch.Tensor]:
+    """Random tiny Wan 2.1 VAE in diffusers key layout (shapes from diffusers' own model)."""
+    from diffusers import AutoencoderKLWan
+
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in AutoencoderKLWan(**TINY_VAE).state_dict().items()}
+    rnd = _Random(seed)
+    state = {}
+    for key, shape in shapes.items():
+        if key.endswith("gamma"):
+            state[key] = rnd.normal(*shape, std=0.1, mean=1.0)
+        elif key.endswith("bias"):
+            state[key] = rnd.normal(*shape, std=0.05)
+        else:
+            state[key] = rnd.weight(*shape)
+    return state
+
+
+def diffusers_to_wan_vae_keys(keys: list[str]) -> dict[str, str]:
+    """Original Wan key -> diffusers key (the inverse of diffusers' ``convert_wan_vae_to_diffusers``)."""
+    out = {}
+    for key in keys:
+        out[_wan_vae_key(key)] = key
+    return out
+
+
+_RES = {"norm1.gamma": "residual.0.gamma", "conv1.": "residual.2.", "norm2.gamma": "residual.3.gamma",
+        "conv2.": "residual.6.", "conv_shortcut.": "shortcut."}
+
+
+def _res(rest: str) -> str:
+    for old, new in _RES.items():
+        if rest.startswith(old):
+            return new + rest[len(old):]
+    return rest  # resample.1.*, time_conv.*, attention keys
+
+
+def _wan_vae_key(key: str) -> str:
+    simple = {"quant_conv.": "conv1.", "post_quant_conv.": "conv2.", "encoder.conv_in.": "encoder.conv1.",
+              "decoder.conv_in.": "decoder.conv1.", "encoder.norm_out.": "encoder.head.0.",
+              "decoder.norm_out.": "decoder.head.0.", "encoder.conv_out.": "encoder.head.2.",
+              "decoder.conv_out.": "decoder.head.2."}
+    for old, new in simple.items():
+        if key.startswith(old):
+            return new + key[len(old):]
+    if m := re.fullmatch(r"(encoder|decoder)\.mid_block\.(resnets|attentions)\.(\d)\.(.+)", key):
+        index = 1 if m.group(2) == "attentions" else 2 * int(m.group(3))
+        return f"{m.group(1)}.middle.{index}.{_res(m.group(4))}"
+    if m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.(.+)", key):
+        return f"encoder.downsamples.{m.group(1)}.{_res(m.group(2))}"
+    if m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
+        return f"decoder.upsamples.{4 * int(m.group(1)) + int(m.group(2))}.{_res(m.group(3))}"
+    if m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.+)", key):
+        return f"decoder.upsamples.{4 * int(m.group(1)) + 3}.{m.group(2)}"
+    raise ValueError(f"no Wan VAE name for diffusers key {key}")
+
+
+def write_vae(root: Path, seed: int) -> dict[str, Path]:
+    source = vae_source(seed)
+    wan = {wan_key: source[d_key] for wan_key, d_key in diffusers_to_wan_vae_keys(list(source)).items()}
+    _save_pth(wan, root / VAE_PTH)
+    _save_st(_cast(wan, torch.float16), root / VAE_ST)
+    return {"vae_pth": root / VAE_PTH, "vae_safetensors": root / VAE_ST}
+
+
+# --------------------------------------------------------------------------------------------
+# wav2vec2
+# --------------------------------------------------------------------------------------------
+def wav2vec2_config() -> dict:
+    """config.json of the tiny chinese-wav2vec2-base (a Wav2Vec2ForPreTraining checkpoint)."""
+    from transformers import Wav2Vec2Config
+
+    c = TINY_WAV2VEC2
+    config = Wav2Vec2Config(
+        hidden_size=c["hidden"], num_hidden_layers=c["layers"], num_attention_heads=c["heads"],
+        intermediate_size=c["intermediate"], conv_dim=[c["conv_dim"]] * 7, conv_bias=False,
+        feat_extract_norm="group", do_stable_layer_norm=False, num_conv_pos_embeddings=c["pos_kernel"],
+        num_conv_pos_embedding_groups=c["pos_groups"], vocab_size=32, architectures=["Wav2Vec2ForPreTraining"],
+    )
+    return config.to_dict()
+
+
+def wav2vec2_source(seed: int) -> dict[str, torch.Tensor]:
+    """Random tiny wav2vec2 (HF names, no prefix, weight-norm ``weight_g``/``weight_v``)."""
+    c, rnd = TINY_WAV2VEC2, _Random(seed)
+    h, conv, ff = c["hidden"], c["conv_dim"], c["intermediate"]
+    state = {"masked_spec_embed": rnd.normal(h)}
+    for i, k in enumerate((10, 3, 3, 3, 3, 2, 2)):
+        state[f"feature_extractor.conv_layers.{i}.conv.weight"] = rnd.weight(conv, 1 if i == 0 else conv, k)
+    state |= {
+        "feature_extractor.conv_layers.0.layer_norm.weight": rnd.normal(conv, std=0.1, mean=1.0),
+        "feature_extractor.conv_layers.0.layer_norm.bias": rnd.normal(conv, std=0.1),
+        "feature_projection.layer_norm.weight": rnd.normal(conv, std=0.1, mean=1.0),
+        "feature_projection.layer_norm.bias": rnd.normal(conv, std=0.1),
+        "feature_projection.projection.weight": rnd.weight(h, conv), "feature_projection.projection.bias": rnd.normal(h, std=0.1),
+        "encoder.pos_conv_embed.conv.weight_g": rnd.normal(1, 1, c["pos_kernel"], std=0.2, mean=1.0),
+        "encoder.pos_conv_embed.conv.weight_v": rnd.weight(h, h // c["pos_groups"], c["pos_kernel"]),
+        "encoder.pos_conv_embed.conv.bias": rnd.normal(h, std=0.1),
+        "encoder.layer_norm.weight": rnd.normal(h, std=0.1, mean=1.0), "encoder.layer_norm.bias": rnd.normal(h, std=0.1),
+    }
+    for i in range(c["layers"]):
+        p = f"encoder.layers.{i}."
+        for name, shape in (("attention.q_proj", (h, h)), ("attention.k_proj", (h, h)), ("attention.v_proj", (h, h)),
+                            ("attention.out_proj", (h, h)), ("feed_forward.intermediate_dense", (ff, h)),
+                            ("feed_forward.output_dense", (h, ff))):
+            state[p + name + ".weight"] = rnd.weight(*shape)
+            state[p + name + ".bias"] = rnd.normal(shape[0], std=0.1)
+        for norm in ("layer_norm", "final_layer_norm"):
+            state[p + norm + ".weight"] = rnd.normal(h, std=0.1, mean=1.0)
+            state[p + norm + ".bias"] = rnd.normal(h, std=0.1)
+    return state
+
+
+def _pretraining_heads(seed: int) -> dict[str, torch.Tensor]:
+    """Tiny stand-ins for the pre-training heads a Wav2Vec2ForPreTraining checkpoint also holds."""
+    rnd, h = _Random(seed), TINY_WAV2VEC2["hidden"]
+    return {"quantizer.codevectors": rnd.normal(1, 8, 8), "quantizer.weight_proj.weight": rnd.weight(8, h),
+            "quantizer.weight_proj.bias": rnd.normal(8), "project_hid.weight": rnd.weight(8, h),
+            "project_hid.bias": rnd.normal(8), "project_q.weight": rnd.weight(8, 8), "project_q.bias": rnd.normal(8)}
+
+
+def write_wav2vec2(root: Path, seed: int) -> dict[str, Path]:
+    source = {f"wav2vec2.{k}": v for k, v in wav2vec2_source(seed).items()}
+    folder = root / WAV2VEC2_DIR
+    _save_st({**source, **_pretraining_heads(seed + 100)}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps(wav2vec2_config(), indent=2))
+    preprocessor = {"do_normalize": False, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
+                    "padding_side": "right", "padding_value": 0.0, "return_attention_mask": False, "sampling_rate": 16000}
+    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
+    _save_st(_cast(source, torch.float16), root / WAV2VEC2_ST)
+    return {"wav2vec2_dir": folder, "wav2vec2_fp16": root / WAV2VEC2_ST}
