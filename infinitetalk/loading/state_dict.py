@@ -90,9 +90,10 @@ class _SafetensorsFile:
     def dtype(self, key: str) -> torch.dtype:
         return self.entries[key][0]
 
-    def read(self, key: str) -> torch.Tensor:
+    def read(self, key: str, scratch: torch.Tensor | None = None) -> torch.Tensor:
+        """Read ``key``; into ``scratch`` (a uint8 buffer, reused by the caller) when given."""
         dtype, shape, (start, end) = self.entries[key]
-        buf = torch.empty(end - start, dtype=torch.uint8)
+        buf = torch.empty(end - start, dtype=torch.uint8) if scratch is None else scratch[: end - start]
         if end > start:
             fh = self._handle()
             fh.seek(self.data_start + start)
@@ -103,6 +104,10 @@ class _SafetensorsFile:
                     "download the file again"
                 )
         return buf.view(dtype).reshape(shape)
+
+    def nbytes(self, key: str) -> int:
+        start, end = self.entries[key][2]
+        return end - start
 
     def _handle(self):
         if self._fh is None:
@@ -177,8 +182,11 @@ class _TorchFile:
     def dtype(self, key: str) -> torch.dtype:
         return self.tensors[key].dtype
 
-    def read(self, key: str) -> torch.Tensor:
-        return self.tensors[key]
+    def read(self, key: str, scratch: torch.Tensor | None = None) -> torch.Tensor:
+        return self.tensors[key]  # already memory-mapped: no scratch needed
+
+    def nbytes(self, key: str) -> int:
+        return 0
 
     def close(self) -> None:
         self.tensors = {}
@@ -240,6 +248,7 @@ class CheckpointReader:
         self.prefix = prefix
         self._raw: dict[str, str] = {}
         self._helpers: dict[str, str] = {}
+        self._scratch: torch.Tensor | None = None
         for raw in sources:
             name = raw[len(prefix):] if raw.startswith(prefix) else raw
             if name in _MARKER_KEYS or name.endswith(_HELPER_SUFFIXES):
@@ -301,23 +310,37 @@ class CheckpointReader:
         if key not in self._raw:
             raise KeyError(f"{self.path}: no tensor named '{key}'")
         raw = self._raw[key]
-        t = self._sources[raw].read(raw)
+        source = self._sources[raw]
+        storage = source.dtype(raw)
         scale_key = self.scale_key(key)
-        needs_math = t.dtype in FP8_DTYPES or scale_key is not None
+        needs_math = storage in FP8_DTYPES or scale_key is not None
         if dtype is None:
-            dtype = torch.float32 if needs_math else t.dtype
+            dtype = torch.float32 if needs_math else storage
+        kept_as_read = not needs_math and dtype == storage and torch.device(device).type == "cpu"
+        # A tensor that is converted or moved is read into one reused buffer: the transient copies
+        # would otherwise fragment the heap and raise peak RSS well above the kept size.
+        t = source.read(raw, None if kept_as_read else self._scratch_for(source.nbytes(raw)))
         if not needs_math:
             return _move(t, device, dtype)
         t = t.to(device).float()
         if scale_key is not None:
-            t = t * _broadcast_scale(self._read_helper(scale_key).to(device).float(), t, self.path, key)
+            t.mul_(_broadcast_scale(self._read_helper(scale_key).to(device).float(), t, self.path, key))
         return t.to(dtype)
+
+    def _scratch_for(self, nbytes: int) -> torch.Tensor | None:
+        if nbytes == 0:
+            return None
+        if self._scratch is None or self._scratch.numel() < nbytes:
+            self._scratch = None
+            self._scratch = torch.empty(nbytes, dtype=torch.uint8)
+        return self._scratch
 
     def _read_helper(self, name: str) -> torch.Tensor:
         raw = self._helpers[name]
         return self._sources[raw].read(raw)
 
     def close(self) -> None:
+        self._scratch = None
         for src in {id(s): s for s in self._sources.values()}.values():
             src.close()
 
