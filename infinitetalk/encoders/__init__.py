@@ -56,6 +56,7 @@ def __getattr__(name: str) -> Any:
 # produced one at a time, so a 11 GB umT5 never needs a second full copy in memory.
 LazyStateDict = dict[str, Callable[[], torch.Tensor]]
 
+
 def strip_prefix(keys: Iterable[str], prefixes: Iterable[str]) -> dict[str, str]:
     """Map stripped key -> original key, removing the first prefix that all matching keys share."""
     keys = list(keys)

@@ -78,8 +78,13 @@ def open_clip_rules(keys: list[str]) -> Rules:
     return rules
 
 
-_BLOCK_NAMES = {"norm1": "layer_norm1", "norm2": "layer_norm2", "attn.proj": "self_attn.out_proj",
-                "mlp.0": "mlp.fc1", "mlp.2": "mlp.fc2"}
+_BLOCK_NAMES = {
+    "norm1": "layer_norm1",
+    "norm2": "layer_norm2",
+    "attn.proj": "self_attn.out_proj",
+    "mlp.0": "mlp.fc1",
+    "mlp.2": "mlp.fc2",
+}
 
 
 def _block_rules(i: int, name: str, leaf: str, key: str) -> Rules:
@@ -99,7 +104,7 @@ def hf_rules(keys: list[str]) -> Rules:
     rules: Rules = {}
     for key in keys:
         if key.startswith("vision_model.") and not key.endswith("position_ids"):
-            rules[key[len("vision_model."):]] = (key, _same)
+            rules[key[len("vision_model.") :]] = (key, _same)
     return rules
 
 
@@ -134,7 +139,9 @@ def infer_clip_config(shapes: dict[str, torch.Size], source: Path | str = "?"):
     positions = shapes["embeddings.position_embedding.weight"][0]
     grid = math.isqrt(positions - 1)
     if grid * grid != positions - 1:
-        raise CheckpointError(f"checkpoint {source}: {positions} CLIP positions is not a square grid + class token")
+        raise CheckpointError(
+            f"checkpoint {source}: {positions} CLIP positions is not a square grid + class token"
+        )
     layers = 1 + max(int(k.split(".")[2]) for k in shapes if k.startswith("encoder.layers."))
     return CLIPVisionConfig(
         hidden_size=width,
@@ -180,7 +187,9 @@ class ClipVisionEncoder:
         if image.dim() != 4 or image.shape[1] != 3:
             raise InputError(f"CLIP image must be (B, 3, H, W) in [-1, 1], got shape {tuple(image.shape)}")
         size = (self.image_size, self.image_size)
-        x = F.interpolate(image.to(self.device, torch.float32), size=size, mode="bicubic", align_corners=False)
+        x = F.interpolate(
+            image.to(self.device, torch.float32), size=size, mode="bicubic", align_corners=False
+        )
         mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
         return (x * 0.5 + 0.5 - mean) / std
@@ -202,20 +211,32 @@ def load_clip_vision(
     rules = _rules_for(source)
     config = infer_clip_config({hf: _shape(source, src, fn) for hf, (src, fn) in rules.items()}, path)
     if config.num_hidden_layers < 2:
-        raise CheckpointError(f"checkpoint {path}: CLIP tower has {config.num_hidden_layers} layer(s), need >= 2")
+        raise CheckpointError(
+            f"checkpoint {path}: CLIP tower has {config.num_hidden_layers} layer(s), need >= 2"
+        )
     config.num_hidden_layers -= 1  # penultimate-layer output: the last block is never run
     last = f"encoder.layers.{config.num_hidden_layers}."
     with torch.device("meta"):
-        prefix = "vision_model." if "vision_model.pre_layrnorm.weight" in CLIPVisionModel(config).state_dict() else ""
+        prefix = (
+            "vision_model."
+            if "vision_model.pre_layrnorm.weight" in CLIPVisionModel(config).state_dict()
+            else ""
+        )
     state: LazyStateDict = {
-        prefix + hf: (lambda s=src, f=fn: f(source.get(s))) for hf, (src, fn) in rules.items() if not hf.startswith(last)
+        prefix + hf: (lambda s=src, f=fn: f(source.get(s)))
+        for hf, (src, fn) in rules.items()
+        if not hf.startswith(last)
     }
     model = build_module(lambda: CLIPVisionModel(config), state, source=path, device=device, dtype=dtype)
     _restore_position_ids(model, config)
     check_materialized(model, path)
     logger.info(
         "CLIP vision %s: width %d, %d+1 layers, %d heads, %d px",
-        path.name, config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.image_size,
+        path.name,
+        config.hidden_size,
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        config.image_size,
     )
     return ClipVisionEncoder(model, config.image_size)
 

@@ -154,8 +154,12 @@ class _Tokenizer:
     def __call__(self, texts: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.hf is not None:
             out = self.hf(
-                texts, padding="max_length", truncation=True, max_length=max_len,
-                add_special_tokens=True, return_tensors="pt",
+                texts,
+                padding="max_length",
+                truncation=True,
+                max_length=max_len,
+                add_special_tokens=True,
+                return_tensors="pt",
             )
             return out.input_ids, out.attention_mask
         return self._spm_call(texts, max_len)
@@ -189,13 +193,17 @@ def _tokenizer_from_spm(model_file: Path | None = None, proto: bytes | None = No
     return _Tokenizer(spm=sentencepiece.SentencePieceProcessor(model_proto=proto))
 
 
-def load_tokenizer(weights: Path, tokenizer: str | Path | None, source: CheckpointReader | None) -> _Tokenizer:
+def load_tokenizer(
+    weights: Path, tokenizer: str | Path | None, source: CheckpointReader | None
+) -> _Tokenizer:
     """Find the umT5 tokenizer: ``tokenizer`` given > folder next to the weights > embedded > error."""
     if tokenizer is not None:
         given = Path(tokenizer)
         found = _tokenizer_from_dir(given if given.is_dir() else given.parent)
         if found is None:
-            raise CheckpointError(f"tokenizer {given} has no tokenizer.json or spiece.model: {TOKENIZER_HELP}")
+            raise CheckpointError(
+                f"tokenizer {given} has no tokenizer.json or spiece.model: {TOKENIZER_HELP}"
+            )
         return found
     for parts in _TOKENIZER_DIRS:
         folder = weights.parent.joinpath(*parts)
@@ -243,7 +251,7 @@ class TextEncoder:
         ids, mask = ids.to(self.device), mask.to(self.device)
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, 512, C)
         lengths = mask.gt(0).sum(dim=1).tolist()
-        return [h[:n] for h, n in zip(hidden, lengths)]
+        return [h[:n] for h, n in zip(hidden, lengths, strict=True)]
 
 
 def _once(read):
@@ -279,6 +287,10 @@ def load_text_encoder(
     model.encoder.embed_tokens = model.shared  # keep the tie after assign-loading
     logger.info(
         "umT5 %s: d_model %d, %d layers, %d heads, vocab %d",
-        path.name, config.d_model, config.num_layers, config.num_heads, config.vocab_size,
+        path.name,
+        config.d_model,
+        config.num_layers,
+        config.num_heads,
+        config.vocab_size,
     )
     return TextEncoder(model, tok)

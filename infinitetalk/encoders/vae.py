@@ -33,12 +33,40 @@ logger = logging.getLogger(__name__)
 
 # Per-channel statistics of Wan 2.1 latents (reference wan/modules/vae.py, also diffusers' config).
 WAN21_LATENT_MEAN = (
-    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
-    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+    -0.7571,
+    -0.7089,
+    -0.9113,
+    0.1075,
+    -0.1745,
+    0.9653,
+    -0.1517,
+    1.5508,
+    0.4134,
+    -0.0715,
+    0.5517,
+    -0.3632,
+    -0.1922,
+    -0.9497,
+    0.2503,
+    -0.2921,
 )
 WAN21_LATENT_STD = (
-    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
-    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+    2.8184,
+    1.4541,
+    2.3275,
+    2.6558,
+    1.2196,
+    1.7708,
+    2.6052,
+    2.0743,
+    3.2687,
+    2.1526,
+    2.8652,
+    1.5579,
+    1.6382,
+    1.1253,
+    2.8251,
+    1.9160,
 )
 Z_DIM = 16
 SPATIAL_STRIDE = 8
@@ -91,8 +119,14 @@ def infer_vae_config(shapes: dict[str, torch.Size], source: Path | str = "?") ->
         )
     dim_mult = [level[-1] // base_dim for level in levels]
     return dict(
-        base_dim=base_dim, z_dim=z_dim, dim_mult=dim_mult, num_res_blocks=2, attn_scales=[],
-        temperal_downsample=temporal, latents_mean=list(WAN21_LATENT_MEAN), latents_std=list(WAN21_LATENT_STD),
+        base_dim=base_dim,
+        z_dim=z_dim,
+        dim_mult=dim_mult,
+        num_res_blocks=2,
+        attn_scales=[],
+        temperal_downsample=temporal,
+        latents_mean=list(WAN21_LATENT_MEAN),
+        latents_std=list(WAN21_LATENT_STD),
     )
 
 
@@ -109,7 +143,9 @@ def _encoder_levels(shapes: dict[str, torch.Size]) -> tuple[list[list[int]], lis
             temporal.append(prefix + "time_conv.weight" in shapes)
             current = []
         else:
-            raise CheckpointError(f"VAE encoder block {i} is neither a res block nor a downsample (attention?): unsupported")
+            raise CheckpointError(
+                f"VAE encoder block {i} is neither a res block nor a downsample (attention?): unsupported"
+            )
     levels.append(current)
     return levels, temporal
 
@@ -168,7 +204,9 @@ class WanVAE:
         return self.model.decode(z.to(self.dtype)).sample.float().clamp_(-1.0, 1.0)
 
 
-def load_vae(path: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> WanVAE:
+def load_vae(
+    path: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> WanVAE:
     """Load the Wan 2.1 VAE from any supported layout (see module docstring)."""
     from diffusers import AutoencoderKLWan
 
@@ -190,11 +228,17 @@ def _load_folder(path: Path, device, dtype) -> WanVAE:
 
     folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
     if not (folder / "config.json").is_file():
-        raise CheckpointError(f"VAE folder {path} has no config.json (diffusers layout): pass the .pth/.safetensors file instead")
+        raise CheckpointError(
+            f"VAE folder {path} has no config.json (diffusers layout): pass the .pth/.safetensors file instead"
+        )
     try:
-        model = AutoencoderKLWan.from_pretrained(str(folder), torch_dtype=dtype or torch.float32, local_files_only=True)
+        model = AutoencoderKLWan.from_pretrained(
+            str(folder), torch_dtype=dtype or torch.float32, local_files_only=True
+        )
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"VAE folder {folder} could not be loaded as diffusers AutoencoderKLWan ({exc})") from exc
+        raise CheckpointError(
+            f"VAE folder {folder} could not be loaded as diffusers AutoencoderKLWan ({exc})"
+        ) from exc
     if model.config.z_dim != Z_DIM:
         raise CheckpointError(f"VAE folder {folder}: z_dim {model.config.z_dim} is not the Wan 2.1 VAE (16)")
     return WanVAE(model.to(device or "cpu").eval().requires_grad_(False))

@@ -59,8 +59,15 @@ STANDARD_KERNELS = (10, 3, 3, 3, 3, 2, 2)
 STANDARD_STRIDES = (5, 2, 2, 2, 2, 2, 2)
 MIN_SAMPLES = 400  # receptive field of the standard CNN stack: shorter input gives no frame
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.bin")
-_DROP_PREFIXES = ("quantizer.", "project_q.", "project_hid.", "lm_head.", "dropout_features", "classifier.",
-                  "projector.")
+_DROP_PREFIXES = (
+    "quantizer.",
+    "project_q.",
+    "project_hid.",
+    "lm_head.",
+    "dropout_features",
+    "classifier.",
+    "projector.",
+)
 _POS = "encoder.pos_conv_embed.conv."
 
 
@@ -71,7 +78,9 @@ def num_video_frames(num_samples: int, sample_rate: int = SAMPLE_RATE, fps: int 
 
 def linear_interpolation(features: torch.Tensor, length: int) -> torch.Tensor:
     """``(B, T, C)`` -> ``(B, length, C)``, linear, ``align_corners=True`` (ends map onto ends)."""
-    return F.interpolate(features.transpose(1, 2), size=length, mode="linear", align_corners=True).transpose(1, 2)
+    return F.interpolate(features.transpose(1, 2), size=length, mode="linear", align_corners=True).transpose(
+        1, 2
+    )
 
 
 def normalize_wave(wave: np.ndarray) -> np.ndarray:
@@ -87,11 +96,14 @@ def _model_keys(keys: list[str]) -> dict[str, str]:
     prefixed = any(k.startswith("wav2vec2.") for k in keys)
     out = {}
     for key in keys:
-        name = key[len("wav2vec2."):] if prefixed and key.startswith("wav2vec2.") else key
+        name = key[len("wav2vec2.") :] if prefixed and key.startswith("wav2vec2.") else key
         if prefixed and name == key or name.startswith(_DROP_PREFIXES):
             continue
         out[name] = key
-    if "feature_projection.projection.weight" not in out or "encoder.layers.0.attention.q_proj.weight" not in out:
+    if (
+        "feature_projection.projection.weight" not in out
+        or "encoder.layers.0.attention.q_proj.weight" not in out
+    ):
         return {}
     return out
 
@@ -101,7 +113,9 @@ def _pos_conv_shape(keys: dict[str, str], source: CheckpointReader) -> torch.Siz
     for name in ("weight_v", "parametrizations.weight.original1", "weight"):
         if _POS + name in keys:
             return source.shape(keys[_POS + name])
-    raise CheckpointError(f"checkpoint {source.path} has no positional conv weight ({_POS}*): not a wav2vec2 model")
+    raise CheckpointError(
+        f"checkpoint {source.path} has no positional conv weight ({_POS}*): not a wav2vec2 model"
+    )
 
 
 def infer_wav2vec2_config(keys: dict[str, str], source: CheckpointReader):
@@ -111,7 +125,11 @@ def infer_wav2vec2_config(keys: dict[str, str], source: CheckpointReader):
     def shape(name: str) -> torch.Size:
         return source.shape(keys[name])
 
-    convs = sorted(int(m.group(1)) for k in keys if (m := re.fullmatch(r"feature_extractor\.conv_layers\.(\d+)\.conv\.weight", k)))
+    convs = sorted(
+        int(m.group(1))
+        for k in keys
+        if (m := re.fullmatch(r"feature_extractor\.conv_layers\.(\d+)\.conv\.weight", k))
+    )
     kernels = tuple(shape(f"feature_extractor.conv_layers.{i}.conv.weight")[2] for i in convs)
     if kernels != STANDARD_KERNELS:
         raise CheckpointError(
@@ -143,12 +161,17 @@ def infer_wav2vec2_config(keys: dict[str, str], source: CheckpointReader):
 def _state(keys: dict[str, str], source: CheckpointReader, expected: set[str]) -> LazyStateDict:
     """Lazy HF state dict with the positional-conv weight renamed to what the model expects."""
     state: LazyStateDict = {
-        name: (lambda s=src: source.get(s)) for name, src in keys.items()
-        if not name.startswith(_POS + "weight") and not name.startswith(_POS + "parametrizations")
+        name: (lambda s=src: source.get(s))
+        for name, src in keys.items()
+        if not name.startswith(_POS + "weight")
+        and not name.startswith(_POS + "parametrizations")
         and (name != "masked_spec_embed" or name in expected)
     }
-    g_name, v_name = ((_POS + "parametrizations.weight.original0", _POS + "parametrizations.weight.original1")
-                      if _POS + "parametrizations.weight.original0" in expected else (_POS + "weight_g", _POS + "weight_v"))
+    g_name, v_name = (
+        (_POS + "parametrizations.weight.original0", _POS + "parametrizations.weight.original1")
+        if _POS + "parametrizations.weight.original0" in expected
+        else (_POS + "weight_g", _POS + "weight_v")
+    )
     g, v = _pos_conv_parts(keys, source)
     state[g_name], state[v_name] = g, v
     return state
@@ -156,9 +179,13 @@ def _state(keys: dict[str, str], source: CheckpointReader, expected: set[str]) -
 
 def _pos_conv_parts(keys: dict[str, str], source: CheckpointReader):
     """Lazy (g, v) weight-norm parts of the positional conv (dim=2), from any naming."""
-    for g_name, v_name in (("weight_g", "weight_v"), ("parametrizations.weight.original0", "parametrizations.weight.original1")):
+    for g_name, v_name in (
+        ("weight_g", "weight_v"),
+        ("parametrizations.weight.original0", "parametrizations.weight.original1"),
+    ):
         if _POS + g_name in keys and _POS + v_name in keys:
-            return (lambda: source.get(keys[_POS + g_name])), (lambda: source.get(keys[_POS + v_name]))
+            g_key, v_key = keys[_POS + g_name], keys[_POS + v_name]
+            return (lambda g=g_key: source.get(g)), (lambda v=v_key: source.get(v))
     folded = keys[_POS + "weight"]  # plain weight: v = weight, g = its norm per kernel tap
 
     def norm() -> torch.Tensor:
@@ -178,8 +205,11 @@ class AudioEncoder:
         cfg = model.config
         self.stable_layer_norm = bool(cfg.do_stable_layer_norm)
         self.config = AudioEncoderConfig(
-            sample_rate=SAMPLE_RATE, video_fps=VIDEO_FPS, num_layers=cfg.num_hidden_layers,
-            hidden_size=cfg.hidden_size, do_normalize=do_normalize,
+            sample_rate=SAMPLE_RATE,
+            video_fps=VIDEO_FPS,
+            num_layers=cfg.num_hidden_layers,
+            hidden_size=cfg.hidden_size,
+            do_normalize=do_normalize,
         )
 
     @property
@@ -198,10 +228,14 @@ class AudioEncoder:
     def encode(self, wave_16k: np.ndarray) -> torch.Tensor:
         wave = np.asarray(wave_16k, dtype=np.float32)
         if wave.ndim != 1:
-            raise InputError(f"audio must be a mono 1-D 16 kHz waveform, got shape {wave.shape}: mix it to mono first")
+            raise InputError(
+                f"audio must be a mono 1-D 16 kHz waveform, got shape {wave.shape}: mix it to mono first"
+            )
         frames = num_video_frames(len(wave))
         if frames < 1 or len(wave) < MIN_SAMPLES:
-            raise InputError(f"audio is {len(wave)} samples long (< 1 video frame at 16 kHz / 25 fps): use longer audio")
+            raise InputError(
+                f"audio is {len(wave)} samples long (< 1 video frame at 16 kHz / 25 fps): use longer audio"
+            )
         if self.config.do_normalize:
             wave = normalize_wave(wave)
         x = torch.from_numpy(np.ascontiguousarray(wave))[None].to(self.device, self.dtype)  # (1, N)
@@ -250,14 +284,24 @@ def load_audio_encoder(
     with torch.device("meta"):
         expected = set(Wav2Vec2Model(config).state_dict())
     state = _state(keys, source, expected)
-    model = build_module(lambda: Wav2Vec2Model(config), state, source=weights, device=device, dtype=dtype,
-                         ignore_missing=("masked_spec_embed",))
+    model = build_module(
+        lambda: Wav2Vec2Model(config),
+        state,
+        source=weights,
+        device=device,
+        dtype=dtype,
+        ignore_missing=("masked_spec_embed",),
+    )
     check_materialized(model, weights)
     if do_normalize is None:
         do_normalize = _do_normalize(weights.parent, default=bool(config.do_stable_layer_norm))
     logger.info(
         "wav2vec2 %s: hidden %d, %d layers, %d heads, normalize=%s",
-        weights.name, config.hidden_size, config.num_hidden_layers, config.num_attention_heads, do_normalize,
+        weights.name,
+        config.hidden_size,
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        do_normalize,
     )
     return AudioEncoder(model, do_normalize)
 

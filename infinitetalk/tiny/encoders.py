@@ -49,7 +49,9 @@ WAV2VEC2_ST = Path("models") / "audio_encoders" / "wav2vec2-chinese-base_fp16.sa
 TINY_UMT5 = dict(d_model=64, layers=2, heads=2, d_kv=32, d_ff=128, buckets=32)
 TINY_CLIP = dict(width=32, layers=2, mlp=128, patch=14, image=224, embed_dim=16)
 TINY_VAE = dict(base_dim=8, z_dim=16)
-TINY_WAV2VEC2 = dict(hidden=32, layers=2, heads=2, intermediate=64, conv_dim=32, pos_kernel=128, pos_groups=16)
+TINY_WAV2VEC2 = dict(
+    hidden=32, layers=2, heads=2, intermediate=64, conv_dim=32, pos_kernel=128, pos_groups=16
+)
 
 _FP8_MAX = 448.0
 _T5_LINEARS = ("attn.q", "attn.k", "attn.v", "attn.o", "ffn.gate.0", "ffn.fc1", "ffn.fc2")
@@ -128,23 +130,61 @@ def _train_sentencepiece() -> bytes:
     lines = [*_CORPUS, ascii_line, " ".join(ascii_line)] * 8
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=model, vocab_size=320, model_type="unigram",
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, hard_vocab_limit=False,
-        normalization_rule_name="identity", num_threads=1, minloglevel=2,
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        vocab_size=320,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        character_coverage=1.0,
+        hard_vocab_limit=False,
+        normalization_rule_name="identity",
+        num_threads=1,
+        minloglevel=2,
     )
     return model.getvalue()
 
 
 def _write_tokenizer(folder: Path, proto: bytes) -> int:
-    """Write spiece.model + tokenizer.json (+ configs) loadable offline; return the vocab size."""
+    """Write spiece.model + tokenizer.json + configs (T5 conventions); return the vocab size.
+
+    tokenizer.json is built with ``tokenizers`` directly (Unigram over the SentencePiece pieces and
+    scores, whitespace split + metaspace, ``</s>`` appended), so transformers 4 and 5 both load it
+    offline without protobuf.
+    """
     import sentencepiece
-    from transformers import T5Tokenizer
+    from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors
+    from tokenizers.models import Unigram
 
     spm = sentencepiece.SentencePieceProcessor(model_proto=proto)
     vocab = [(spm.id_to_piece(i), spm.get_score(i)) for i in range(spm.get_piece_size())]
+    tok = Tokenizer(Unigram(vocab, unk_id=spm.unk_id(), byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always"),
+        ]
+    )
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.add_special_tokens([AddedToken(t, special=True) for t in ("<pad>", "</s>", "<unk>")])
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", spm.eos_id())]
+    )
     folder.mkdir(parents=True, exist_ok=True)
-    T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512).save_pretrained(str(folder))
+    tok.save(str(folder / "tokenizer.json"))
     (folder / "spiece.model").write_bytes(proto)
+    special = {"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+    config = {
+        "tokenizer_class": "T5Tokenizer",
+        "extra_ids": 0,
+        "model_max_length": 512,
+        "additional_special_tokens": [],
+        **special,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
     return len(vocab)
 
 
@@ -157,10 +197,13 @@ def umt5_source(seed: int, vocab: int) -> dict[str, torch.Tensor]:
         p = f"blocks.{i}."
         state |= {
             p + "norm1.weight": rnd.normal(d, std=0.1, mean=1.0),
-            p + "attn.q.weight": rnd.weight(inner, d), p + "attn.k.weight": rnd.weight(inner, d),
-            p + "attn.v.weight": rnd.weight(inner, d), p + "attn.o.weight": rnd.weight(d, inner),
+            p + "attn.q.weight": rnd.weight(inner, d),
+            p + "attn.k.weight": rnd.weight(inner, d),
+            p + "attn.v.weight": rnd.weight(inner, d),
+            p + "attn.o.weight": rnd.weight(d, inner),
             p + "norm2.weight": rnd.normal(d, std=0.1, mean=1.0),
-            p + "ffn.gate.0.weight": rnd.weight(ff, d), p + "ffn.fc1.weight": rnd.weight(ff, d),
+            p + "ffn.gate.0.weight": rnd.weight(ff, d),
+            p + "ffn.fc1.weight": rnd.weight(ff, d),
             p + "ffn.fc2.weight": rnd.weight(d, ff),
             p + "pos_embedding.embedding.weight": rnd.normal(c["buckets"], c["heads"], std=0.5),
         }
@@ -198,8 +241,12 @@ def write_umt5(root: Path, seed: int) -> dict[str, Path]:
     spiece = torch.frombuffer(bytearray(proto), dtype=torch.uint8)
     _save_st({**_cast(hf, torch.float16), "spiece_model": spiece}, root / T5_FP16)
     _save_st({**_fp8_scaled(hf), "spiece_model": spiece}, root / T5_FP8)
-    return {"umt5_pth": root / T5_PTH, "umt5_tokenizer": root / TOKENIZER_DIR,
-            "umt5_fp16": root / T5_FP16, "umt5_fp8_scaled": root / T5_FP8}
+    return {
+        "umt5_pth": root / T5_PTH,
+        "umt5_tokenizer": root / TOKENIZER_DIR,
+        "umt5_fp16": root / T5_FP16,
+        "umt5_fp8_scaled": root / T5_FP8,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,21 +261,29 @@ def clip_source(seed: int) -> dict[str, torch.Tensor]:
         "visual.patch_embedding.weight": rnd.weight(w, 3, p, p),
         "visual.cls_embedding": rnd.normal(1, 1, w, std=w**-0.5),
         "visual.pos_embedding": rnd.normal(1, tokens, w, std=w**-0.5),
-        "visual.pre_norm.weight": rnd.normal(w, std=0.1, mean=1.0), "visual.pre_norm.bias": rnd.normal(w, std=0.1),
+        "visual.pre_norm.weight": rnd.normal(w, std=0.1, mean=1.0),
+        "visual.pre_norm.bias": rnd.normal(w, std=0.1),
     }
     for i in range(c["layers"]):
         b = f"visual.transformer.{i}."
         for norm in ("norm1", "norm2"):
             state[b + norm + ".weight"] = rnd.normal(w, std=0.1, mean=1.0)
             state[b + norm + ".bias"] = rnd.normal(w, std=0.1)
-        for name, shape in (("attn.to_qkv", (3 * w, w)), ("attn.proj", (w, w)), ("mlp.0", (mlp, w)), ("mlp.2", (w, mlp))):
+        for name, shape in (
+            ("attn.to_qkv", (3 * w, w)),
+            ("attn.proj", (w, w)),
+            ("mlp.0", (mlp, w)),
+            ("mlp.2", (w, mlp)),
+        ):
             state[b + name + ".weight"] = rnd.weight(*shape)
             state[b + name + ".bias"] = rnd.normal(shape[0], std=0.1)
     state |= {
-        "visual.post_norm.weight": rnd.normal(w, std=0.1, mean=1.0), "visual.post_norm.bias": rnd.normal(w, std=0.1),
+        "visual.post_norm.weight": rnd.normal(w, std=0.1, mean=1.0),
+        "visual.post_norm.bias": rnd.normal(w, std=0.1),
         "visual.head": rnd.normal(w, c["embed_dim"], std=w**-0.5),
         # a token text tower: the loader must ignore it, as it ignores the real XLM-RoBERTa one
-        "textual.token_embedding.weight": rnd.normal(16, 8), "textual.head.0.weight": rnd.weight(12, 8),
+        "textual.token_embedding.weight": rnd.normal(16, 8),
+        "textual.head.0.weight": rnd.weight(12, 8),
         "log_scale": torch.tensor(math.log(1 / 0.07)),
     }
     return state
@@ -272,25 +327,36 @@ def diffusers_to_wan_vae_keys(keys: list[str]) -> dict[str, str]:
     return out
 
 
-_RES = {"norm1.gamma": "residual.0.gamma", "conv1.": "residual.2.", "norm2.gamma": "residual.3.gamma",
-        "conv2.": "residual.6.", "conv_shortcut.": "shortcut."}
+_RES = {
+    "norm1.gamma": "residual.0.gamma",
+    "conv1.": "residual.2.",
+    "norm2.gamma": "residual.3.gamma",
+    "conv2.": "residual.6.",
+    "conv_shortcut.": "shortcut.",
+}
 
 
 def _res(rest: str) -> str:
     for old, new in _RES.items():
         if rest.startswith(old):
-            return new + rest[len(old):]
+            return new + rest[len(old) :]
     return rest  # resample.1.*, time_conv.*, attention keys
 
 
 def _wan_vae_key(key: str) -> str:
-    simple = {"quant_conv.": "conv1.", "post_quant_conv.": "conv2.", "encoder.conv_in.": "encoder.conv1.",
-              "decoder.conv_in.": "decoder.conv1.", "encoder.norm_out.": "encoder.head.0.",
-              "decoder.norm_out.": "decoder.head.0.", "encoder.conv_out.": "encoder.head.2.",
-              "decoder.conv_out.": "decoder.head.2."}
+    simple = {
+        "quant_conv.": "conv1.",
+        "post_quant_conv.": "conv2.",
+        "encoder.conv_in.": "encoder.conv1.",
+        "decoder.conv_in.": "decoder.conv1.",
+        "encoder.norm_out.": "encoder.head.0.",
+        "decoder.norm_out.": "decoder.head.0.",
+        "encoder.conv_out.": "encoder.head.2.",
+        "decoder.conv_out.": "decoder.head.2.",
+    }
     for old, new in simple.items():
         if key.startswith(old):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     if m := re.fullmatch(r"(encoder|decoder)\.mid_block\.(resnets|attentions)\.(\d)\.(.+)", key):
         index = 1 if m.group(2) == "attentions" else 2 * int(m.group(3))
         return f"{m.group(1)}.middle.{index}.{_res(m.group(4))}"
@@ -320,10 +386,18 @@ def wav2vec2_config() -> dict:
 
     c = TINY_WAV2VEC2
     config = Wav2Vec2Config(
-        hidden_size=c["hidden"], num_hidden_layers=c["layers"], num_attention_heads=c["heads"],
-        intermediate_size=c["intermediate"], conv_dim=[c["conv_dim"]] * 7, conv_bias=False,
-        feat_extract_norm="group", do_stable_layer_norm=False, num_conv_pos_embeddings=c["pos_kernel"],
-        num_conv_pos_embedding_groups=c["pos_groups"], vocab_size=32, architectures=["Wav2Vec2ForPreTraining"],
+        hidden_size=c["hidden"],
+        num_hidden_layers=c["layers"],
+        num_attention_heads=c["heads"],
+        intermediate_size=c["intermediate"],
+        conv_dim=[c["conv_dim"]] * 7,
+        conv_bias=False,
+        feat_extract_norm="group",
+        do_stable_layer_norm=False,
+        num_conv_pos_embeddings=c["pos_kernel"],
+        num_conv_pos_embedding_groups=c["pos_groups"],
+        vocab_size=32,
+        architectures=["Wav2Vec2ForPreTraining"],
     )
     return config.to_dict()
 
@@ -340,17 +414,24 @@ def wav2vec2_source(seed: int) -> dict[str, torch.Tensor]:
         "feature_extractor.conv_layers.0.layer_norm.bias": rnd.normal(conv, std=0.1),
         "feature_projection.layer_norm.weight": rnd.normal(conv, std=0.1, mean=1.0),
         "feature_projection.layer_norm.bias": rnd.normal(conv, std=0.1),
-        "feature_projection.projection.weight": rnd.weight(h, conv), "feature_projection.projection.bias": rnd.normal(h, std=0.1),
+        "feature_projection.projection.weight": rnd.weight(h, conv),
+        "feature_projection.projection.bias": rnd.normal(h, std=0.1),
         "encoder.pos_conv_embed.conv.weight_g": rnd.normal(1, 1, c["pos_kernel"], std=0.2, mean=1.0),
         "encoder.pos_conv_embed.conv.weight_v": rnd.weight(h, h // c["pos_groups"], c["pos_kernel"]),
         "encoder.pos_conv_embed.conv.bias": rnd.normal(h, std=0.1),
-        "encoder.layer_norm.weight": rnd.normal(h, std=0.1, mean=1.0), "encoder.layer_norm.bias": rnd.normal(h, std=0.1),
+        "encoder.layer_norm.weight": rnd.normal(h, std=0.1, mean=1.0),
+        "encoder.layer_norm.bias": rnd.normal(h, std=0.1),
     }
     for i in range(c["layers"]):
         p = f"encoder.layers.{i}."
-        for name, shape in (("attention.q_proj", (h, h)), ("attention.k_proj", (h, h)), ("attention.v_proj", (h, h)),
-                            ("attention.out_proj", (h, h)), ("feed_forward.intermediate_dense", (ff, h)),
-                            ("feed_forward.output_dense", (h, ff))):
+        for name, shape in (
+            ("attention.q_proj", (h, h)),
+            ("attention.k_proj", (h, h)),
+            ("attention.v_proj", (h, h)),
+            ("attention.out_proj", (h, h)),
+            ("feed_forward.intermediate_dense", (ff, h)),
+            ("feed_forward.output_dense", (h, ff)),
+        ):
             state[p + name + ".weight"] = rnd.weight(*shape)
             state[p + name + ".bias"] = rnd.normal(shape[0], std=0.1)
         for norm in ("layer_norm", "final_layer_norm"):
@@ -362,9 +443,15 @@ def wav2vec2_source(seed: int) -> dict[str, torch.Tensor]:
 def _pretraining_heads(seed: int) -> dict[str, torch.Tensor]:
     """Tiny stand-ins for the pre-training heads a Wav2Vec2ForPreTraining checkpoint also holds."""
     rnd, h = _Random(seed), TINY_WAV2VEC2["hidden"]
-    return {"quantizer.codevectors": rnd.normal(1, 8, 8), "quantizer.weight_proj.weight": rnd.weight(8, h),
-            "quantizer.weight_proj.bias": rnd.normal(8), "project_hid.weight": rnd.weight(8, h),
-            "project_hid.bias": rnd.normal(8), "project_q.weight": rnd.weight(8, 8), "project_q.bias": rnd.normal(8)}
+    return {
+        "quantizer.codevectors": rnd.normal(1, 8, 8),
+        "quantizer.weight_proj.weight": rnd.weight(8, h),
+        "quantizer.weight_proj.bias": rnd.normal(8),
+        "project_hid.weight": rnd.weight(8, h),
+        "project_hid.bias": rnd.normal(8),
+        "project_q.weight": rnd.weight(8, 8),
+        "project_q.bias": rnd.normal(8),
+    }
 
 
 def write_wav2vec2(root: Path, seed: int) -> dict[str, Path]:
@@ -372,8 +459,15 @@ def write_wav2vec2(root: Path, seed: int) -> dict[str, Path]:
     folder = root / WAV2VEC2_DIR
     _save_st({**source, **_pretraining_heads(seed + 100)}, folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps(wav2vec2_config(), indent=2))
-    preprocessor = {"do_normalize": False, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
-                    "padding_side": "right", "padding_value": 0.0, "return_attention_mask": False, "sampling_rate": 16000}
+    preprocessor = {
+        "do_normalize": False,
+        "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+        "feature_size": 1,
+        "padding_side": "right",
+        "padding_value": 0.0,
+        "return_attention_mask": False,
+        "sampling_rate": 16000,
+    }
     (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
     _save_st(_cast(source, torch.float16), root / WAV2VEC2_ST)
     return {"wav2vec2_dir": folder, "wav2vec2_fp16": root / WAV2VEC2_ST}

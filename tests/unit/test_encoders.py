@@ -53,7 +53,12 @@ def _bucket(rel: torch.Tensor, num_buckets: int, max_distance: int = 128) -> tor
     side = (rel > 0).long() * half
     dist = rel.abs()
     exact = half // 2
-    far = exact + (torch.log(dist.float().clamp(min=1) / exact) / math.log(max_distance / exact) * (half - exact)).long()
+    far = (
+        exact
+        + (
+            torch.log(dist.float().clamp(min=1) / exact) / math.log(max_distance / exact) * (half - exact)
+        ).long()
+    )
     return side + torch.where(dist < exact, dist, far.clamp(max=half - 1))
 
 
@@ -92,13 +97,15 @@ def test_umt5_matches_reference_maths_and_trims(files):
     from infinitetalk.encoders import load_text_encoder
 
     enc = load_text_encoder(files["umt5_pth"])
-    prompts = ["A woman is talking to the camera in a bright room, natural light, realistic, high quality. 一个女人",
-               "  hi &amp;   there "]
+    prompts = [
+        "A woman is talking to the camera in a bright room, natural light, realistic, high quality. 一个女人",
+        "  hi &amp;   there ",
+    ]
     out = enc.encode(prompts)
     sd = torch.load(files["umt5_pth"], weights_only=True)
     heads = sd["blocks.0.pos_embedding.embedding.weight"].shape[1]
     hf = enc.tokenizer.hf
-    for prompt, got in zip(prompts, out):
+    for prompt, got in zip(prompts, out, strict=True):
         ids = torch.tensor(hf(" ".join(prompt.replace("&amp;", "&").split())).input_ids)
         assert ids[-1].item() == 1 and got.shape == (len(ids), 64)  # trimmed to real tokens incl. </s>
         # 1e-5: same float32 maths, different op order; sequence > 8 tokens exercises log buckets
@@ -144,7 +151,8 @@ def _reference_clip(sd: dict, image: torch.Tensor, heads: int) -> torch.Tensor:
     sd = {k: v.float() for k, v in sd.items()}
     x = F.interpolate(image, size=(224, 224), mode="bicubic", align_corners=False) * 0.5 + 0.5
     x = (x - torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)) / torch.tensor(
-        [0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+        [0.26862954, 0.26130258, 0.27577711]
+    ).view(1, 3, 1, 1)
     x = F.conv2d(x, sd["visual.patch_embedding.weight"], stride=14).flatten(2).transpose(1, 2)  # no bias
     b, _, c = x.shape
     x = torch.cat([sd["visual.cls_embedding"].expand(b, 1, c), x], dim=1) + sd["visual.pos_embedding"]
@@ -153,12 +161,20 @@ def _reference_clip(sd: dict, image: torch.Tensor, heads: int) -> torch.Tensor:
     for i in range(layers - 1):
         p = f"visual.transformer.{i}."
         h = F.layer_norm(x, (c,), sd[p + "norm1.weight"], sd[p + "norm1.bias"], 1e-5)
-        q, k, v = F.linear(h, sd[p + "attn.to_qkv.weight"], sd[p + "attn.to_qkv.bias"]).view(b, -1, 3, heads, c // heads).unbind(2)
+        q, k, v = (
+            F.linear(h, sd[p + "attn.to_qkv.weight"], sd[p + "attn.to_qkv.bias"])
+            .view(b, -1, 3, heads, c // heads)
+            .unbind(2)
+        )
         att = torch.softmax(torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(c // heads), dim=-1)
         o = torch.einsum("bhqk,bkhd->bqhd", att, v).reshape(b, -1, c)
         x = x + F.linear(o, sd[p + "attn.proj.weight"], sd[p + "attn.proj.bias"])
         h = F.layer_norm(x, (c,), sd[p + "norm2.weight"], sd[p + "norm2.bias"], 1e-5)
-        x = x + F.linear(F.gelu(F.linear(h, sd[p + "mlp.0.weight"], sd[p + "mlp.0.bias"])), sd[p + "mlp.2.weight"], sd[p + "mlp.2.bias"])
+        x = x + F.linear(
+            F.gelu(F.linear(h, sd[p + "mlp.0.weight"], sd[p + "mlp.0.bias"])),
+            sd[p + "mlp.2.weight"],
+            sd[p + "mlp.2.bias"],
+        )
     return x
 
 
@@ -220,7 +236,10 @@ def test_vae_layouts_identical_and_normalised(files, tmp_path):
 def test_vae_refuses_other_vaes(files):
     from infinitetalk.encoders.vae import infer_vae_config
 
-    shapes = {"encoder.conv_in.weight": torch.Size([8, 12, 3, 3, 3]), "post_quant_conv.weight": torch.Size([48, 48, 1, 1, 1])}
+    shapes = {
+        "encoder.conv_in.weight": torch.Size([8, 12, 3, 3, 3]),
+        "post_quant_conv.weight": torch.Size([48, 48, 1, 1, 1]),
+    }
     with pytest.raises(CheckpointError, match="Wan 2.2"):
         infer_vae_config(shapes, "wan2.2_vae.safetensors")
 
@@ -262,7 +281,9 @@ def test_wav2vec2_layer_stacking_matches_hf_hidden_states(files):
     full = enc.encode(x[0].numpy())
     from infinitetalk.encoders.wav2vec2 import linear_interpolation
 
-    torch.testing.assert_close(full, enc.encode_features(linear_interpolation(feats, 12)), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        full, enc.encode_features(linear_interpolation(feats, 12)), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_wav2vec2_stable_layer_norm_variant_matches_hf():
@@ -271,9 +292,18 @@ def test_wav2vec2_stable_layer_norm_variant_matches_hf():
     from infinitetalk.encoders.wav2vec2 import AudioEncoder
 
     torch.manual_seed(0)
-    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                            conv_dim=[16] * 7, conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,
-                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    config = Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=[16] * 7,
+        conv_bias=True,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+    )
     model = Wav2Vec2Model(config).eval()
     x = torch.randn(1, 6400) * 0.1
     feats = model.feature_extractor(x).transpose(1, 2)
@@ -291,18 +321,25 @@ def test_wav2vec2_single_file_config_inference_and_pos_conv_names(files, tmp_pat
     from infinitetalk.encoders import load_audio_encoder
 
     ref = load_audio_encoder(files["wav2vec2_dir"])
-    sd = {k[len("wav2vec2."):]: v.float() for k, v in load_file(files["wav2vec2_fp16"]).items()}
+    sd = {k[len("wav2vec2.") :]: v.float() for k, v in load_file(files["wav2vec2_fp16"]).items()}
     g, v = sd.pop("encoder.pos_conv_embed.conv.weight_g"), sd.pop("encoder.pos_conv_embed.conv.weight_v")
-    comfy = {**sd, "encoder.pos_conv_embed.conv.parametrizations.weight.original0": g,
-             "encoder.pos_conv_embed.conv.parametrizations.weight.original1": v}
+    comfy = {
+        **sd,
+        "encoder.pos_conv_embed.conv.parametrizations.weight.original0": g,
+        "encoder.pos_conv_embed.conv.parametrizations.weight.original1": v,
+    }
     save_file(comfy, tmp_path / "comfy_native.safetensors")
     _same_parameters(ref.model, load_audio_encoder(tmp_path / "comfy_native.safetensors").model)
     folded = {**sd, "encoder.pos_conv_embed.conv.weight": torch._weight_norm(v, g, 2)}
     save_file(folded, tmp_path / "folded.safetensors")
     wave = np.random.default_rng(2).standard_normal(16000).astype(np.float32) * 0.1
     # folded weight -> (g, v) re-derived: equal up to float32 rounding of the norm
-    torch.testing.assert_close(load_audio_encoder(tmp_path / "folded.safetensors").encode(wave), ref.encode(wave),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        load_audio_encoder(tmp_path / "folded.safetensors").encode(wave),
+        ref.encode(wave),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_wav2vec2_preprocessor_do_normalize_is_honoured(files, tmp_path):
@@ -335,8 +372,12 @@ def test_wav2vec2_input_errors(files):
 # ============================================================================================
 @pytest.mark.parametrize(
     ("loader", "wrong"),
-    [("load_text_encoder", "vae_pth"), ("load_clip_vision", "umt5_fp16"), ("load_vae", "clip_vision_h"),
-     ("load_audio_encoder", "vae_safetensors")],
+    [
+        ("load_text_encoder", "vae_pth"),
+        ("load_clip_vision", "umt5_fp16"),
+        ("load_vae", "clip_vision_h"),
+        ("load_audio_encoder", "vae_safetensors"),
+    ],
 )
 def test_wrong_file_is_one_line_checkpoint_error(files, loader, wrong):
     import infinitetalk.encoders as encoders
@@ -346,7 +387,9 @@ def test_wrong_file_is_one_line_checkpoint_error(files, loader, wrong):
     _one_line_error(exc_info, files[wrong].name)
 
 
-@pytest.mark.parametrize("loader", ["load_text_encoder", "load_clip_vision", "load_vae", "load_audio_encoder"])
+@pytest.mark.parametrize(
+    "loader", ["load_text_encoder", "load_clip_vision", "load_vae", "load_audio_encoder"]
+)
 def test_missing_or_corrupt_file_is_one_line_checkpoint_error(tmp_path, loader):
     import infinitetalk.encoders as encoders
 
