@@ -31,7 +31,7 @@ import torch
 
 from ..config import AudioEncoderConfig, DiTConfig
 from ..errors import CheckpointError
-from .state_dict import CheckpointReader, open_checkpoint
+from .state_dict import FP8_DTYPES, CheckpointReader, open_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,10 @@ def load_dit(
         dit_path: sharded folder / index json / single file of the DiT (may already hold the adapter).
         adapter_path: the InfiniteTalk adapter file; overrides adapter keys merged in ``dit_path``.
         device, dtype: where and in which dtype parameters are created; modules listed in the model's
-            ``fp32_modules`` (and parameters the model itself creates in fp32) stay float32.
+            ``fp32_modules`` (and parameters the model itself creates in fp32) stay float32. An fp8
+            ``dtype`` (``torch.float8_e4m3fn``) stores only the block linear weights in fp8 (half the
+            memory of bf16; everything else bf16): the host must then pass ``operations`` whose Linear
+            casts its weight to the input dtype (ComfyUI's ``comfy.ops.manual_cast``).
         operations: ComfyUI-style ops namespace passed to the model (``operations.Linear`` ...).
         audio_channels: audio encoder width, see :func:`infer_dit_config`.
 
@@ -293,7 +296,7 @@ def load_dit(
         shapes = {k: r.shape(k) for k, r in sources.items()}
         _check_adapter_fits(dit, adapter, shapes)
         cfg = infer_dit_config(shapes, audio_channels=audio_channels, source=str(dit.path))
-        model = _build_on_meta(cfg, dtype, operations)
+        model = _build_on_meta(cfg, torch.bfloat16 if dtype in FP8_DTYPES else dtype, operations)
         _assign_weights(model, sources, torch.device(device), dtype, dit.path)
     finally:
         dit.close()
@@ -372,14 +375,22 @@ def _assign_weights(model, sources: Mapping[str, CheckpointReader], device: torc
     fp32 = tuple(getattr(model, "fp32_modules", ()) or ())
     state = {}
     for key, meta in expected.items():
-        want = torch.float32 if _in_modules(key, fp32) or meta.dtype == torch.float32 else dtype
-        if not meta.dtype.is_floating_point:
-            want = meta.dtype
         _check_shape(key, sources[key], meta, path)
-        state[key] = sources[key].get(key, device, want)
+        state[key] = sources[key].get(key, device, _target_dtype(key, meta, dtype, fp32))
     model.load_state_dict(state, strict=True, assign=True)
     _materialise_buffers(model, device)
     model.eval().requires_grad_(False)
+
+
+def _target_dtype(key: str, meta: torch.Tensor, dtype: torch.dtype, fp32: tuple[str, ...]) -> torch.dtype:
+    """fp32 policy modules stay fp32; with an fp8 ``dtype`` only block linear weights are fp8."""
+    if not meta.dtype.is_floating_point:
+        return meta.dtype
+    if meta.dtype == torch.float32 or _in_modules(key, fp32):
+        return torch.float32
+    if dtype in FP8_DTYPES and not (key.startswith("blocks.") and key.endswith(".weight") and meta.dim() == 2):
+        return torch.bfloat16
+    return dtype
 
 
 def _in_modules(key: str, modules: tuple[str, ...]) -> bool:

@@ -14,6 +14,7 @@ import sys
 import textwrap
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -174,6 +175,42 @@ def test_fp16_file_loaded_as_fp16_is_bitwise_the_cast_source(tiny_dit_root, sour
     assert sd["blocks.1.modulation"].dtype == torch.float32
     for key, value in sd.items():
         assert torch.equal(value, src[key].to(torch.float16).to(value.dtype)), key
+
+
+class CastLinear(torch.nn.Linear):
+    """Like ComfyUI's manual_cast Linear: weights cast to the input dtype at call time."""
+
+    def forward(self, x):
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return torch.nn.functional.linear(x, self.weight.to(x.dtype), bias)
+
+
+CAST_OPS = SimpleNamespace(Linear=CastLinear, Conv3d=torch.nn.Conv3d, LayerNorm=torch.nn.LayerNorm)
+
+
+def test_fp8_storage_keeps_block_linears_in_fp8(tiny_dit_root, source):
+    dit = tiny_dit_root / DM / "wan2.1_i2v_480p_14B_fp8_e4m3fn.safetensors"
+    adapter = tiny_dit_root / MP / "wan2.1_infiniteTalk_single_fp16.safetensors"
+    m8 = load_dit(dit, adapter, dtype=torch.float8_e4m3fn, operations=CAST_OPS)
+    sd = m8.state_dict()
+    assert sd["blocks.1.ffn.0.weight"].dtype == torch.float8_e4m3fn
+    assert sd["blocks.1.audio_cross_attn.kv_linear.weight"].dtype == torch.float8_e4m3fn
+    assert sd["blocks.1.ffn.0.bias"].dtype == sd["patch_embedding.weight"].dtype == torch.bfloat16
+    assert sd["time_projection.1.weight"].dtype == torch.float32
+    want = source["base"]["blocks.1.ffn.0.weight"].to(torch.float8_e4m3fn)
+    assert torch.equal(sd["blocks.1.ffn.0.weight"].view(torch.uint8), want.view(torch.uint8))
+    # fp8 values are exact in bf16: a bf16 model holding the same values (the fp16 adapter's block
+    # linears were rounded to fp8 too) predicts bit for bit the same
+    m16 = load_dit(dit, adapter, dtype=torch.bfloat16, operations=CAST_OPS)
+    m16.load_state_dict({k: v.to(torch.bfloat16) if v.dtype == torch.float8_e4m3fn else v for k, v in sd.items()})
+    g = torch.Generator().manual_seed(0)
+    args = (
+        torch.randn(1, 16, 2, 4, 4, generator=g), torch.tensor([300.0]), torch.randn(1, 5, 64, generator=g),
+        torch.randn(1, 257, 32, generator=g), torch.randn(1, 20, 2, 4, 4, generator=g),
+        torch.randn(1, 1, 5, 5, 2, 32, generator=g),
+    )  # fmt: skip
+    with torch.no_grad():
+        assert torch.equal(m8(*args), m16(*args))
 
 
 def test_fp8_scaled_dequantisation_by_hand(tmp_path):
