@@ -83,10 +83,18 @@ def run(script: str, *args: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size-gb", type=float, default=1.5, help="checkpoint size to generate (default 1.5)")
-    parser.add_argument("--storage", choices=("bf16", "fp16"), default="bf16", help="dtype stored in the file")
-    parser.add_argument("--load-dtype", choices=("bf16", "fp16", "fp32"), default=None, help="default: the storage dtype")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--size-gb", type=float, default=1.5, help="checkpoint size to generate (default 1.5)"
+    )
+    parser.add_argument(
+        "--storage", choices=("bf16", "fp16"), default="bf16", help="dtype stored in the file"
+    )
+    parser.add_argument(
+        "--load-dtype", choices=("bf16", "fp16", "fp32"), default=None, help="default: the storage dtype"
+    )
     parser.add_argument("--keep", type=Path, default=None, help="folder to write the checkpoint in (kept)")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="load_rss_"))
@@ -108,8 +116,12 @@ def report(info: dict, res: dict, args) -> None:
     mib = 1024 * 1024
     peak = res["ru_maxrss_kib"] * 1024
     base = res["base_kib"] * 1024
-    print(f"checkpoint : {file_bytes / mib:8.0f} MiB  ({info['layers']} layers, {info['params'] / 1e6:.0f} M params, {args.storage})")
-    print(f"kept       : {res['kept_bytes'] / mib:8.0f} MiB  (model parameters after load, {args.load_dtype or args.storage})")
+    print(
+        f"checkpoint : {file_bytes / mib:8.0f} MiB  ({info['layers']} layers, {info['params'] / 1e6:.0f} M params, {args.storage})"
+    )
+    print(
+        f"kept       : {res['kept_bytes'] / mib:8.0f} MiB  (model parameters after load, {args.load_dtype or args.storage})"
+    )
     print(f"RSS before : {base / mib:8.0f} MiB  (python + torch + infinitetalk imported)")
     print(f"peak RSS   : {peak / mib:8.0f} MiB  (ru_maxrss; VmHWM {res['vmhwm_kib'] / 1024:.0f} MiB)")
     print(f"ratio      : {peak / file_bytes:8.2f}x file size  (target <= 1.3x)")

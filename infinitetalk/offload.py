@@ -37,7 +37,9 @@ class BlockSwap:
 
     def __init__(self, blocks: nn.ModuleList, num_swapped: int, device: torch.device | str):
         if not 0 <= num_swapped <= len(blocks):
-            raise InputError(f"blocks_to_swap={num_swapped} is out of range; the model has {len(blocks)} blocks (0..{len(blocks)})")
+            raise InputError(
+                f"blocks_to_swap={num_swapped} is out of range; the model has {len(blocks)} blocks (0..{len(blocks)})"
+            )
         self.blocks = blocks
         self.device = torch.device(device)
         self.first_swapped = len(blocks) - num_swapped
@@ -117,12 +119,14 @@ def place_model(model: nn.Module, device: torch.device | str, blocks_to_swap: in
     resident = set(range(len(blocks) - blocks_to_swap))
     for i, block in enumerate(blocks):
         block.to(device if i in resident else torch.device("cpu"))
-    for name, child in model.named_children():
+    for child in model.children():
         if child is not blocks:
             child.to(device)
     for name, p in model.named_parameters(recurse=False):
         model._parameters[name] = nn.Parameter(p.to(device), requires_grad=p.requires_grad)
-    log.info("block swap: %d of %d blocks stay on the CPU, the rest on %s", blocks_to_swap, len(blocks), device)
+    log.info(
+        "block swap: %d of %d blocks stay on the CPU, the rest on %s", blocks_to_swap, len(blocks), device
+    )
     return BlockSwap(blocks, blocks_to_swap, device)
 
 

@@ -69,7 +69,10 @@ def _norm(name: str, n: int, bias: bool = True) -> dict[str, tuple[int, ...]]:
 def base_key_shapes(cfg: DiTConfig) -> dict[str, tuple[int, ...]]:
     """Official key -> shape of the Wan2.1 I2V backbone (no adapter)."""
     d, pt, ph, pw = cfg.dim, *cfg.patch_size
-    s: dict[str, tuple[int, ...]] = {"patch_embedding.weight": (d, cfg.in_dim, pt, ph, pw), "patch_embedding.bias": (d,)}
+    s: dict[str, tuple[int, ...]] = {
+        "patch_embedding.weight": (d, cfg.in_dim, pt, ph, pw),
+        "patch_embedding.bias": (d,),
+    }
     s |= _linear("text_embedding.0", cfg.text_dim, d) | _linear("text_embedding.2", d, d)
     s |= _linear("time_embedding.0", cfg.freq_dim, d) | _linear("time_embedding.2", d, d)
     s |= _linear("time_projection.1", d, 6 * d)
@@ -127,7 +130,11 @@ def dit_key_shapes(cfg: DiTConfig) -> dict[str, tuple[int, ...]]:
 
 
 def is_adapter_key(key: str) -> bool:
-    return key.startswith("audio_proj.") or ".audio_cross_attn." in key or bool(re.match(r"^blocks\.\d+\.norm_x\.", key))
+    return (
+        key.startswith("audio_proj.")
+        or ".audio_cross_attn." in key
+        or bool(re.match(r"^blocks\.\d+\.norm_x\.", key))
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,13 +176,22 @@ def infer_dit_config(
         raise CheckpointError(f"{source}: DiT width {dim} is not a multiple of the Wan head width {HEAD_DIM}")
     head_rows = get("head.head.weight", 2)[0]
     if head_rows % (patch[0] * patch[1] * patch[2]):
-        raise CheckpointError(f"{source}: head.head.weight rows {head_rows} do not fit patch size {tuple(patch)}")
+        raise CheckpointError(
+            f"{source}: head.head.weight rows {head_rows} do not fit patch size {tuple(patch)}"
+        )
     cfg = dict(
-        dim=dim, ffn_dim=ffn_dim, num_heads=dim // HEAD_DIM, num_layers=n_layers, in_dim=in_dim,
-        out_dim=head_rows // (patch[0] * patch[1] * patch[2]), patch_size=tuple(patch),
-        freq_dim=get("time_embedding.0.weight", 2)[1], text_dim=get("text_embedding.0.weight", 2)[1],
+        dim=dim,
+        ffn_dim=ffn_dim,
+        num_heads=dim // HEAD_DIM,
+        num_layers=n_layers,
+        in_dim=in_dim,
+        out_dim=head_rows // (patch[0] * patch[1] * patch[2]),
+        patch_size=tuple(patch),
+        freq_dim=get("time_embedding.0.weight", 2)[1],
+        text_dim=get("text_embedding.0.weight", 2)[1],
         clip_dim=get("img_emb.proj.0.weight", 1)[0],
-        qk_norm="blocks.0.self_attn.norm_q.weight" in shapes, cross_attn_norm="blocks.0.norm3.weight" in shapes,
+        qk_norm="blocks.0.self_attn.norm_q.weight" in shapes,
+        cross_attn_norm="blocks.0.norm3.weight" in shapes,
     )
     if ADAPTER_ANCHOR in shapes:
         cfg |= _infer_adapter(shapes, get, audio_channels, source)
@@ -185,7 +201,9 @@ def infer_dit_config(
 def _shape_getter(shapes, source):
     def get(key: str, ndim: int) -> tuple[int, ...]:
         if key not in shapes:
-            raise CheckpointError(f"{source}: missing '{key}'; this is not a complete Wan2.1 I2V DiT checkpoint")
+            raise CheckpointError(
+                f"{source}: missing '{key}'; this is not a complete Wan2.1 I2V DiT checkpoint"
+            )
         shape = tuple(shapes[key])
         if len(shape) != ndim:
             raise CheckpointError(f"{source}: '{key}' has shape {shape}, expected {ndim} dimensions")
@@ -219,12 +237,19 @@ def _infer_adapter(shapes, get, audio_channels: int | None, source: str) -> dict
         out_dim, norm_out = get("blocks.0.audio_cross_attn.kv_linear.weight", 2)[1], False
     tokens_x_out = get("audio_proj.proj3.weight", 2)[0]
     if tokens_x_out % out_dim:
-        raise CheckpointError(f"{source}: audio_proj.proj3 rows {tokens_x_out} are not a multiple of output dim {out_dim}")
+        raise CheckpointError(
+            f"{source}: audio_proj.proj3 rows {tokens_x_out} are not a multiple of output dim {out_dim}"
+        )
     channels = _split_audio_features(feat, audio_channels, source)
     return dict(
-        audio_window=AUDIO_WINDOW, vae_scale=AUDIO_WINDOW_VF - AUDIO_WINDOW + 1,
-        audio_blocks=feat // channels, audio_channels=channels, audio_intermediate_dim=inter,
-        audio_output_dim=out_dim, audio_context_tokens=tokens_x_out // out_dim, norm_output_audio=norm_out,
+        audio_window=AUDIO_WINDOW,
+        vae_scale=AUDIO_WINDOW_VF - AUDIO_WINDOW + 1,
+        audio_blocks=feat // channels,
+        audio_channels=channels,
+        audio_intermediate_dim=inter,
+        audio_output_dim=out_dim,
+        audio_context_tokens=tokens_x_out // out_dim,
+        norm_output_audio=norm_out,
         norm_input_visual="blocks.0.norm_x.weight" in shapes,
     )
 
@@ -361,7 +386,9 @@ def _build_on_meta(cfg: DiTConfig, dtype: torch.dtype, operations):
     return WanInfiniteTalkDiT(cfg, device="meta", dtype=dtype, operations=operations)
 
 
-def _assign_weights(model, sources: Mapping[str, CheckpointReader], device: torch.device, dtype, path) -> None:
+def _assign_weights(
+    model, sources: Mapping[str, CheckpointReader], device: torch.device, dtype, path
+) -> None:
     expected = model.state_dict(keep_vars=True)
     missing = [k for k in expected if k not in sources]
     if missing:
@@ -388,7 +415,9 @@ def _target_dtype(key: str, meta: torch.Tensor, dtype: torch.dtype, fp32: tuple[
         return meta.dtype
     if meta.dtype == torch.float32 or _in_modules(key, fp32):
         return torch.float32
-    if dtype in FP8_DTYPES and not (key.startswith("blocks.") and key.endswith(".weight") and meta.dim() == 2):
+    if dtype in FP8_DTYPES and not (
+        key.startswith("blocks.") and key.endswith(".weight") and meta.dim() == 2
+    ):
         return torch.bfloat16
     return dtype
 
@@ -413,6 +442,7 @@ def _materialise_buffers(model, device: torch.device) -> None:
     init = getattr(model, "init_buffers", None)
     if init is None:
         names = [n for n, b in model.named_buffers() if b.is_meta]
-        raise RuntimeError(f"WanInfiniteTalkDiT buffers {names[:3]} stay on meta; the model needs init_buffers(device)")
+        raise RuntimeError(
+            f"WanInfiniteTalkDiT buffers {names[:3]} stay on meta; the model needs init_buffers(device)"
+        )
     init(device)
-

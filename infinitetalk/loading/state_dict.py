@@ -136,7 +136,9 @@ def _parse_safetensors_header(path: Path) -> tuple[dict, int]:
         try:
             header = json.loads(fh.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{path}: corrupt safetensors header ({exc}); download the file again") from exc
+            raise CheckpointError(
+                f"{path}: corrupt safetensors header ({exc}); download the file again"
+            ) from exc
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
     header.pop("__metadata__", None)
@@ -161,7 +163,9 @@ def _header_entry(path: Path, key: str, info) -> tuple[torch.dtype, tuple[int, .
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: unsupported or corrupt safetensors entry '{key}': {info!r}") from exc
     if end - start != math.prod(shape) * dtype.itemsize or start < 0:
-        raise CheckpointError(f"{path}: corrupt safetensors entry '{key}' (size does not match shape {shape})")
+        raise CheckpointError(
+            f"{path}: corrupt safetensors entry '{key}' (size does not match shape {shape})"
+        )
     return dtype, shape, (start, end)
 
 
@@ -212,7 +216,10 @@ def _torch_load(path: Path):
 def _short_reason(text: str) -> str:
     """The informative line of a torch.load error (the weights-only preamble is boilerplate)."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    picked = next((ln for ln in lines if ln.startswith(("Unsupported", "PytorchStreamReader"))), lines[0] if lines else "")
+    picked = next(
+        (ln for ln in lines if ln.startswith(("Unsupported", "PytorchStreamReader"))),
+        lines[0] if lines else "",
+    )
     return picked[:160]
 
 
@@ -250,7 +257,7 @@ class CheckpointReader:
         self._helpers: dict[str, str] = {}
         self._scratch: torch.Tensor | None = None
         for raw in sources:
-            name = raw[len(prefix):] if raw.startswith(prefix) else raw
+            name = raw[len(prefix) :] if raw.startswith(prefix) else raw
             if name in _MARKER_KEYS or name.endswith(_HELPER_SUFFIXES):
                 self._helpers[name] = raw
             elif name.endswith(_UNSUPPORTED_SUFFIXES):
@@ -301,7 +308,9 @@ class CheckpointReader:
         return None
 
     # -- reading ------------------------------------------------------------------------------
-    def get(self, key: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> torch.Tensor:
+    def get(
+        self, key: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
         """Read ``key`` onto ``device`` as ``dtype`` (default: storage dtype, float32 for fp8).
 
         fp8 values are widened to float32, multiplied by the weight's scale when there is one,
@@ -442,11 +451,17 @@ def _open_folder(folder: Path) -> dict[str, object]:
     if preferred or len(indexes) == 1:
         return _open_index((preferred or indexes)[0])
     if len(indexes) > 1:
-        raise CheckpointError(f"{folder}: several index files ({', '.join(p.name for p in indexes)}); pass one of them")
+        raise CheckpointError(
+            f"{folder}: several index files ({', '.join(p.name for p in indexes)}); pass one of them"
+        )
     files = sorted(p for p in folder.iterdir() if p.name.lower().endswith(SAFETENSORS_SUFFIXES))
     if len(files) == 1:
         return _by_key(_SafetensorsFile(files[0]))
-    what = "no .safetensors file or index json" if not files else f"{len(files)} .safetensors files but no index json"
+    what = (
+        "no .safetensors file or index json"
+        if not files
+        else f"{len(files)} .safetensors files but no index json"
+    )
     raise CheckpointError(f"{folder}: folder has {what}; pass the checkpoint file itself")
 
 
@@ -454,7 +469,9 @@ def _open_index(index: Path) -> dict[str, object]:
     try:
         weight_map = json.loads(index.read_text())["weight_map"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{index}: not a valid sharded-checkpoint index (no 'weight_map'): {exc}") from None
+        raise CheckpointError(
+            f"{index}: not a valid sharded-checkpoint index (no 'weight_map'): {exc}"
+        ) from None
     shard_names = sorted(set(weight_map.values()))
     missing = [s for s in shard_names if not (index.parent / s).is_file()]
     if missing:
@@ -508,7 +525,7 @@ def common_prefix(keys: Iterable[str]) -> str:
         return ""
     parts = [k.split(".")[:-1] for k in keys]
     common = []
-    for level in zip(*parts):
+    for level in zip(*parts, strict=False):
         if len(set(level)) != 1:
             break
         common.append(level[0])

@@ -29,8 +29,17 @@ from ..config import DiTConfig
 from ..loading.dit import adapter_key_shapes, base_key_shapes
 
 TINY_DIT = DiTConfig(
-    dim=256, ffn_dim=512, num_heads=2, num_layers=2, text_dim=64, clip_dim=32,
-    audio_blocks=2, audio_channels=32, audio_intermediate_dim=64, audio_output_dim=64, audio_context_tokens=32,
+    dim=256,
+    ffn_dim=512,
+    num_heads=2,
+    num_layers=2,
+    text_dim=64,
+    clip_dim=32,
+    audio_blocks=2,
+    audio_channels=32,
+    audio_intermediate_dim=64,
+    audio_output_dim=64,
+    audio_context_tokens=32,
 )
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 NUM_SHARDS = 7
@@ -56,12 +65,22 @@ DIT_FILES: tuple[TinyFile, ...] = (
     TinyFile("models/diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors", "dit", "fp16"),
     TinyFile("models/diffusion_models/wan2.1_i2v_480p_14B_bf16.safetensors", "dit", "bf16", prefix=PREFIX),
     TinyFile("models/diffusion_models/wan2.1_i2v_480p_14B_fp8_e4m3fn.safetensors", "dit", "fp8"),
-    TinyFile("models/diffusion_models/Wan2_1-I2V-14B-480P_fp8_e4m3fn_scaled_KJ.safetensors", "dit", "fp8_scaled"),
-    TinyFile("models/diffusion_models/Wan2_1-InfiniTetalk-Single_fp16.safetensors", "adapter", "fp16", "single"),
     TinyFile(
-        "models/diffusion_models/Wan2_1-InfiniteTalk-Single_fp8_e4m3fn_scaled_KJ.safetensors", "adapter", "fp8_scaled"
+        "models/diffusion_models/Wan2_1-I2V-14B-480P_fp8_e4m3fn_scaled_KJ.safetensors", "dit", "fp8_scaled"
     ),
-    TinyFile("models/diffusion_models/wan2.1_i2v_480p_14B_infinitetalk_single_merged_fp16.safetensors", "merged", "fp16"),
+    TinyFile(
+        "models/diffusion_models/Wan2_1-InfiniTetalk-Single_fp16.safetensors", "adapter", "fp16", "single"
+    ),
+    TinyFile(
+        "models/diffusion_models/Wan2_1-InfiniteTalk-Single_fp8_e4m3fn_scaled_KJ.safetensors",
+        "adapter",
+        "fp8_scaled",
+    ),
+    TinyFile(
+        "models/diffusion_models/wan2.1_i2v_480p_14B_infinitetalk_single_merged_fp16.safetensors",
+        "merged",
+        "fp16",
+    ),
     TinyFile("models/model_patches/wan2.1_infiniteTalk_single_fp16.safetensors", "adapter", "fp16", "single"),
     TinyFile("models/model_patches/wan2.1_infiniteTalk_multi_fp16.safetensors", "adapter", "fp16", "multi"),
 )
@@ -108,7 +127,9 @@ def fp8_eligible(key: str, shape: torch.Size | tuple[int, ...]) -> bool:
     return key.startswith("blocks.") and key.endswith(".weight") and len(shape) == 2
 
 
-def _store(tensors: dict[str, torch.Tensor], storage: str, scale_shape: tuple[int, ...] = ()) -> dict[str, torch.Tensor]:
+def _store(
+    tensors: dict[str, torch.Tensor], storage: str, scale_shape: tuple[int, ...] = ()
+) -> dict[str, torch.Tensor]:
     """Convert float32 tensors to one storage flavour (adding scale keys for fp8_scaled)."""
     plain = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if storage in plain:
@@ -171,7 +192,7 @@ def _write_sharded(index: Path, tensors: dict[str, torch.Tensor]) -> list[Path]:
     weight_map, written = {}, []
     for i in range(NUM_SHARDS):
         name = f"diffusion_pytorch_model-{i + 1:05d}-of-{NUM_SHARDS:05d}.safetensors"
-        chunk = {k: tensors[k] for k in keys[i * per:(i + 1) * per]}
+        chunk = {k: tensors[k] for k in keys[i * per : (i + 1) * per]}
         written.append(_save(index.parent / name, chunk))
         weight_map |= {k: name for k in chunk}
     total = sum(t.numel() * t.element_size() for t in tensors.values())

@@ -95,18 +95,24 @@ def test_real_14b_layout_and_config_from_shapes():
     }
     assert {k: shapes[k] for k in literal} == literal
     assert len(adapter_key_shapes(DiTConfig())) == 330
-    assert sum(torch.Size(s).numel() for s in adapter_key_shapes(DiTConfig()).values()) / 1e9 == pytest.approx(2.49, abs=0.01)
+    assert sum(
+        torch.Size(s).numel() for s in adapter_key_shapes(DiTConfig()).values()
+    ) / 1e9 == pytest.approx(2.49, abs=0.01)
     cfg = infer_dit_config({k: torch.Size(s) for k, s in shapes.items()})
     assert cfg == DiTConfig()
     assert (cfg.num_heads, cfg.head_dim, cfg.audio_blocks, cfg.audio_channels) == (40, 128, 12, 768)
 
 
 def test_tiny_config_from_file_shapes(tiny_dit_root):
-    with open_checkpoint(tiny_dit_root / DM / "wan2.1_i2v_480p_14B_infinitetalk_single_merged_fp16.safetensors") as r:
+    with open_checkpoint(
+        tiny_dit_root / DM / "wan2.1_i2v_480p_14B_infinitetalk_single_merged_fp16.safetensors"
+    ) as r:
         cfg = infer_dit_config(r.shapes())
     assert cfg == TINY_DIT
-    assert (cfg.dim, cfg.num_heads, cfg.num_layers, cfg.ffn_dim, cfg.text_dim, cfg.clip_dim) == (256, 2, 2, 512, 64, 32)
-    assert (cfg.audio_blocks, cfg.audio_channels, cfg.audio_output_dim, cfg.audio_context_tokens) == (2, 32, 64, 32)
+    backbone = (cfg.dim, cfg.num_heads, cfg.num_layers, cfg.ffn_dim, cfg.text_dim, cfg.clip_dim)
+    assert backbone == (256, 2, 2, 512, 64, 32)
+    audio = (cfg.audio_blocks, cfg.audio_channels, cfg.audio_output_dim, cfg.audio_context_tokens)
+    assert audio == (2, 32, 64, 32)
     # the audio blocks x channels split follows the encoder when it is given
     assert fit_audio_encoder(cfg, AudioEncoderConfig(num_layers=4, hidden_size=16)).audio_blocks == 4
     with pytest.raises(CheckpointError, match="expects 64 audio features per frame"):
@@ -148,7 +154,9 @@ LAYOUTS = [
 
 @pytest.mark.parametrize(("dit_rel", "adapter_rel"), LAYOUTS, ids=lambda p: Path(p).name if p else "merged")
 def test_every_layout_loads_to_the_source_values(tiny_dit_root, source, dit_rel, adapter_rel):
-    model = load_dit(tiny_dit_root / dit_rel, tiny_dit_root / adapter_rel if adapter_rel else None, dtype=torch.float32)
+    model = load_dit(
+        tiny_dit_root / dit_rel, tiny_dit_root / adapter_rel if adapter_rel else None, dtype=torch.float32
+    )
     dit_entry = entry(dit_rel)
     ad_entry = entry(adapter_rel) if adapter_rel else dit_entry
     params = model.state_dict()
@@ -202,7 +210,9 @@ def test_fp8_storage_keeps_block_linears_in_fp8(tiny_dit_root, source):
     # fp8 values are exact in bf16: a bf16 model holding the same values (the fp16 adapter's block
     # linears were rounded to fp8 too) predicts bit for bit the same
     m16 = load_dit(dit, adapter, dtype=torch.bfloat16, operations=CAST_OPS)
-    m16.load_state_dict({k: v.to(torch.bfloat16) if v.dtype == torch.float8_e4m3fn else v for k, v in sd.items()})
+    m16.load_state_dict(
+        {k: v.to(torch.bfloat16) if v.dtype == torch.float8_e4m3fn else v for k, v in sd.items()}
+    )
     g = torch.Generator().manual_seed(0)
     args = (
         torch.randn(1, 16, 2, 4, 4, generator=g), torch.tensor([300.0]), torch.randn(1, 5, 64, generator=g),
@@ -332,7 +342,10 @@ def test_adapter_given_as_dit(tiny_dit_root):
     with pytest.raises(CheckpointError, match="is an InfiniteTalk adapter, not a DiT"):
         load_dit(tiny_dit_root / MP / "wan2.1_infiniteTalk_single_fp16.safetensors")
     with pytest.raises(CheckpointError, match="not an InfiniteTalk adapter"):
-        load_dit(tiny_dit_root / DM / "wan2.1_i2v_480p_14B_fp16.safetensors", tiny_dit_root / DM / "wan2.1_i2v_480p_14B_bf16.safetensors")
+        load_dit(
+            tiny_dit_root / DM / "wan2.1_i2v_480p_14B_fp16.safetensors",
+            tiny_dit_root / DM / "wan2.1_i2v_480p_14B_bf16.safetensors",
+        )
 
 
 def _adapter_file(path: Path, cfg: DiTConfig, tweak=None) -> Path:
@@ -357,16 +370,25 @@ def test_adapter_dims_must_fit_the_dit(tiny_dit_root, tmp_path):
         tmp_path / "odd.safetensors", TINY_DIT,
         lambda t: t | {"audio_proj.norm.weight": torch.ones(48), "audio_proj.norm.bias": torch.zeros(48)},
     )  # fmt: skip
-    with pytest.raises(CheckpointError, match="audio tokens are 48 wide but the audio cross-attention expects 64"):
+    with pytest.raises(
+        CheckpointError, match="audio tokens are 48 wide but the audio cross-attention expects 64"
+    ):
         load_dit(dit, odd_audio)
 
 
 def test_truncated_files(tiny_dit_root, tmp_path):
-    for rel in (f"{DM}/wan2.1_i2v_480p_14B_fp16.safetensors", f"{MP}/wan2.1_infiniteTalk_single_fp16.safetensors"):
+    for rel in (
+        f"{DM}/wan2.1_i2v_480p_14B_fp16.safetensors",
+        f"{MP}/wan2.1_infiniteTalk_single_fp16.safetensors",
+    ):
         cut = tmp_path / Path(rel).name
         data = (tiny_dit_root / rel).read_bytes()
         cut.write_bytes(data[: len(data) - 1000])
-        args = (cut, tiny_dit_root / OFFICIAL_SINGLE) if "diffusion" in rel else (tiny_dit_root / DM / FILES_FP16, cut)
+        args = (
+            (cut, tiny_dit_root / OFFICIAL_SINGLE)
+            if "diffusion" in rel
+            else (tiny_dit_root / DM / FILES_FP16, cut)
+        )
         with pytest.raises(CheckpointError) as exc:
             load_dit(*args)
         assert f"{cut}: file truncated" in one_line(exc) and "download the file again" in one_line(exc)
@@ -385,7 +407,9 @@ def test_missing_keys(tiny_dit_root, tmp_path, source):
     save_file(tensors, str(tmp_path / "partial.safetensors"))
     with pytest.raises(CheckpointError) as exc:
         load_dit(tmp_path / "partial.safetensors", tiny_dit_root / OFFICIAL_SINGLE)
-    assert "partial.safetensors: 1 model tensors missing (e.g. blocks.1.cross_attn.k_img.weight)" in one_line(exc)
+    assert "partial.safetensors: 1 model tensors missing (e.g. blocks.1.cross_attn.k_img.weight)" in one_line(
+        exc
+    )
 
 
 def test_index_shard_mismatch(tiny_dit_root, tmp_path):
@@ -395,7 +419,9 @@ def test_index_shard_mismatch(tiny_dit_root, tmp_path):
     data = json.loads(index.read_text())
     data["weight_map"]["head.head.weight"] = "diffusion_pytorch_model-00001-of-00007.safetensors"
     index.write_text(json.dumps(data))
-    with pytest.raises(CheckpointError, match="index lists 'head.head.weight' in diffusion_pytorch_model-00001"):
+    with pytest.raises(
+        CheckpointError, match="index lists 'head.head.weight' in diffusion_pytorch_model-00001"
+    ):
         open_checkpoint(folder)
 
 
@@ -428,7 +454,9 @@ def test_peak_rss_near_file_size(tmp_path):
     save_file({k: v.half() for part in ("base", "single") for k, v in src[part].items()}, str(path))
     del src
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(path)], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_SCRIPT, str(path)], capture_output=True, text=True, env=env, check=True
+    )
     base, peak, kept = (int(v) for v in out.stdout.split())
     size = path.stat().st_size / 1024
     assert size > 80_000  # the check means something only for a file much larger than noise
