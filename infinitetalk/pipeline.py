@@ -369,6 +369,7 @@ class InfiniteTalkPipeline:
         target_size(c.size, *source.frame(0).shape[:2])  # validates the size string
 
     # ------------------------------------------------------------------ stage 2: audio
+    @torch.no_grad()
     def prepare_audio(
         self, speakers: Sequence[tuple[np.ndarray, int]], audio_type: str = "para", normalize: bool = True
     ) -> AudioEmbedding:
@@ -564,6 +565,7 @@ class InfiniteTalkPipeline:
         sink.write(frames_to_uint8(video[:, :, plan.keep_from : plan.keep_from + plan.keep]))
 
     # ------------------------------------------------------------------ the loop
+    @torch.no_grad()
     def generate(
         self, source: ReferenceSource | np.ndarray, audio: AudioEmbedding, config: GenerationConfig,
         sink: FrameSink, *, speaker_regions: SpeakerRegions | None = None,

@@ -16,16 +16,15 @@ import pytest
 from infinitetalk.errors import InputError, Interrupted
 from infinitetalk.sinks import SegmentStore
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_pipeline import audio_embedding, fake_pipeline, small_config, test_image  # noqa: E402
+from tests.unit.test_pipeline import audio_embedding, fake_pipeline, small_config, test_image
 
 FRAMES = 81 + 72 * 4  # 5 windows
 
 _RUN = textwrap.dedent(
     """
     import os, signal, sys
-    sys.path.insert(0, {unit!r})
-    from test_pipeline import audio_embedding, fake_pipeline, small_config, test_image
+    sys.path.insert(0, {root!r})
+    from tests.unit.test_pipeline import audio_embedding, fake_pipeline, small_config, test_image
     from infinitetalk.sinks import SegmentStore
 
     class KillAfter(SegmentStore):
@@ -52,7 +51,7 @@ def _hashes(store_dir: Path) -> list[str]:
 
 def test_sigkill_after_window_2_then_resume_is_identical(tmp_path):
     killed, full = tmp_path / "killed", tmp_path / "full"
-    script = _RUN.format(unit=str(Path(__file__).parent), frames=FRAMES, out=str(killed))
+    script = _RUN.format(root=str(Path(__file__).parents[2]), frames=FRAMES, out=str(killed))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2], env=env,
                           capture_output=True, text=True, timeout=300)

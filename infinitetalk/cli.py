@@ -1,0 +1,509 @@
+"""``python -m infinitetalk``: talking video from an image or video and speech (or text), any length.
+
+Keeps the reference's flags (``generate_infinitetalk.py``), plus direct inputs instead of a JSON file::
+
+    python -m infinitetalk --weights weights --input_path face.png --audio_path speech.wav \\
+        --output_path out.mp4 --size infinitetalk-480
+
+``--weights DIR``: the official ``weights/`` tree or a ComfyUI ``models/`` tree (or their parent); each
+component is found by its real file name. Differences from the reference's defaults: ``--mode`` is
+``streaming`` (the whole audio) and ``--max_frame_num`` has no limit unless given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import SpeakerRegions
+from .errors import CheckpointError, InfiniteTalkError, InputError
+from .sampling import SAMPLERS
+
+logger = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+HF_WAN = "Wan-AI/Wan2.1-I2V-14B-480P"
+HF_INFINITETALK = "MeiGen-AI/InfiniteTalk"
+HF_WAV2VEC = "TencentGameMate/chinese-wav2vec2-base"
+HF_KOKORO = "hexgrad/Kokoro-82M"
+HF_COMFY = "Comfy-Org/Wan_2.1_ComfyUI_repackaged"
+
+
+# ============================================================================ weights discovery
+@dataclass
+class WeightPaths:
+    dit: Path
+    adapter: Path | None  # None: the DiT file already holds the adapter
+    text_encoder: Path
+    clip: Path
+    vae: Path
+    audio_encoder: Path
+    kokoro: Path | None = None
+
+
+# (component, official relative paths, ComfyUI relative paths or globs, download hint)
+_WAN_DIRS = ("Wan2.1-I2V-14B-480P", "Wan2.1-I2V-14B-720P")
+_COMPONENTS = {
+    "dit": (
+        list(_WAN_DIRS),
+        ["diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors", "diffusion_models/wan2.1_i2v_480p_14B_bf16.safetensors",
+         "diffusion_models/wan2.1_i2v_720p_14B_fp16.safetensors", "diffusion_models/wan2.1_i2v_720p_14B_bf16.safetensors",
+         "diffusion_models/wan2.1_i2v_480p_14B_fp8_e4m3fn.safetensors",
+         "diffusion_models/wan2.1_i2v_720p_14B_fp8_e4m3fn.safetensors",
+         "diffusion_models/Wan2_1-I2V-14B-480P_fp8_e4m3fn_scaled_KJ.safetensors",
+         "diffusion_models/*i2v*14B*.safetensors", "diffusion_models/*I2V-14B*.safetensors"],
+        f"Hugging Face '{HF_WAN}' (into weights/Wan2.1-I2V-14B-480P/) or '{HF_COMFY}' "
+        "(split_files/diffusion_models/ into models/diffusion_models/)",
+    ),
+    "text_encoder": (
+        [f"{d}/models_t5_umt5-xxl-enc-bf16.pth" for d in _WAN_DIRS],
+        ["text_encoders/umt5_xxl_fp16.safetensors", "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+         "text_encoders/*umt5*xxl*.safetensors"],
+        f"Hugging Face '{HF_WAN}' or '{HF_COMFY}' (split_files/text_encoders/)",
+    ),
+    "clip": (
+        [f"{d}/models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth" for d in _WAN_DIRS],
+        ["clip_vision/clip_vision_h.safetensors"],
+        f"Hugging Face '{HF_WAN}' or '{HF_COMFY}' (split_files/clip_vision/)",
+    ),
+    "vae": (
+        [f"{d}/Wan2.1_VAE.pth" for d in _WAN_DIRS],
+        ["vae/wan_2.1_vae.safetensors"],
+        f"Hugging Face '{HF_WAN}' or '{HF_COMFY}' (split_files/vae/)",
+    ),
+    "audio_encoder": (
+        ["chinese-wav2vec2-base"],
+        ["audio_encoders/*wav2vec2*chinese*", "audio_encoders/*chinese*wav2vec2*", "audio_encoders/*wav2vec2*"],
+        f"Hugging Face '{HF_WAV2VEC}' (model.safetensors from revision refs/pr/1) into weights/chinese-wav2vec2-base/",
+    ),
+    "kokoro": (["Kokoro-82M"], ["kokoro"], f"Hugging Face '{HF_KOKORO}' into weights/Kokoro-82M/"),
+}
+_ADAPTERS = {
+    "single": (["InfiniteTalk/single/infinitetalk.safetensors"],
+               ["model_patches/wan2.1_infiniteTalk_single_fp16.safetensors", "model_patches/*nfini*alk*ingle*",
+                "diffusion_models/*nfini*alk*ingle*fp16*", "diffusion_models/*nfini*alk*ingle*"]),
+    "multi": (["InfiniteTalk/multi/infinitetalk.safetensors"],
+              ["model_patches/wan2.1_infiniteTalk_multi_fp16.safetensors", "model_patches/*nfini*alk*ulti*",
+               "diffusion_models/*nfini*alk*ulti*fp16*", "diffusion_models/*nfini*alk*ulti*"]),
+}
+
+
+def _roots(root: Path) -> tuple[list[Path], list[Path]]:
+    """(official roots, ComfyUI models roots) to search under ``root``."""
+    official = [r for r in (root, root / "weights") if r.is_dir()]
+    comfy = [r for r in (root, root / "models", root / "ComfyUI" / "models") if r.is_dir()]
+    return official, comfy
+
+
+def _first(roots: list[Path], patterns: list[str]) -> Path | None:
+    for pattern in patterns:
+        for root in roots:
+            hits = sorted(root.glob(pattern)) if any(ch in pattern for ch in "*?[") else [root / pattern]
+            hits = [h for h in hits if h.exists() and "merged" not in h.name.lower()]
+            if hits:
+                return hits[0]
+    return None
+
+
+def _missing(what: str, official: list[str], comfy: list[str], root: Path, hint: str) -> CheckpointError:
+    return CheckpointError(
+        f"{what} not found under '{root}': expected '{official[0]}' (official weights/ tree) or "
+        f"'{comfy[0]}' (ComfyUI models/ tree); download it from {hint}"
+    )
+
+
+def find_component(root: Path, name: str) -> Path:
+    """Path of one component (see ``_COMPONENTS``) under ``root``; ``CheckpointError`` naming file, folder, source."""
+    official, comfy, hint = _COMPONENTS[name]
+    off_roots, comfy_roots = _roots(root)
+    found = _first(off_roots, official) or _first(comfy_roots, comfy)
+    if found is None:
+        raise _missing(name.replace("_", " "), official, comfy, root, hint)
+    return found
+
+
+def find_adapter(root: Path, speakers: int) -> Path:
+    """The InfiniteTalk adapter for one (single) or two (multi) speakers; falls back to the other with a warning."""
+    off_roots, comfy_roots = _roots(root)
+    wanted = ["single", "multi"] if speakers == 1 else ["multi", "single"]
+    for i, kind in enumerate(wanted):
+        official, comfy = _ADAPTERS[kind]
+        found = _first(off_roots, official) or _first(comfy_roots, comfy)
+        if found is not None:
+            if i:
+                logger.warning("no '%s' InfiniteTalk adapter found: using the '%s' one (%s)", wanted[0], kind, found)
+            return found
+    official, comfy = _ADAPTERS[wanted[0]]
+    raise _missing(f"InfiniteTalk {wanted[0]} adapter", official, comfy, root, f"Hugging Face '{HF_INFINITETALK}'")
+
+
+def find_weights(root: str | Path, speakers: int = 1, need_kokoro: bool = False) -> WeightPaths:
+    """Every component under ``root``: the official ``weights/`` tree, a ComfyUI ``models/`` tree, or a parent."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise InputError(f"--weights '{root}' is not a folder: point it at your weights/ or ComfyUI models/ folder")
+    dit = find_component(root, "dit")
+    return WeightPaths(
+        dit=dit,
+        adapter=find_adapter(root, speakers),
+        text_encoder=find_component(root, "text_encoder"),
+        clip=find_component(root, "clip"),
+        vae=find_component(root, "vae"),
+        audio_encoder=find_component(root, "audio_encoder"),
+        kokoro=find_component(root, "kokoro") if need_kokoro else None,
+    )
+
+
+# ============================================================================ arguments
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "y", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"'{text}' is not a boolean: use true or false")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m infinitetalk", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    io = p.add_argument_group("inputs and output")
+    io.add_argument("--input_path", help="reference image (image-to-video) or video (dubbing)")
+    io.add_argument("--audio_path", help="speech of person 1 (any audio file, or a video's soundtrack)")
+    io.add_argument("--audio_path2", help="speech of person 2 (two-speaker video)")
+    io.add_argument("--audio_type", choices=("para", "add"), default="para",
+                    help="two speakers: para = tracks play together, add = person 1 then person 2")
+    io.add_argument("--text", help="say this with Kokoro TTS instead of --audio_path; '(s1) ... (s2) ...' for a dialogue")
+    io.add_argument("--voice", default="af_heart", help="Kokoro voice of person 1 (default af_heart)")
+    io.add_argument("--voice2", default="am_adam", help="Kokoro voice of person 2 (default am_adam)")
+    io.add_argument("--lang", default=None, help="Kokoro language code (default: the voice's language)")
+    io.add_argument("--input_json", help="the reference's input JSON (prompt, cond_video, cond_audio, audio_type, bbox)")
+    io.add_argument("--output_path", help="output mp4 (default infinitetalk.mp4)")
+    io.add_argument("--save_file", help="output path without .mp4 (the reference's flag)")
+    io.add_argument("--subtitles", action="store_true", help="add TTS captions as a subtitle track")
+    io.add_argument("--bbox", action="append", default=[],
+                    help="person box 'x_min,y_min,x_max,y_max' in input-image pixels (x = column); give twice "
+                    "(person 1, person 2) or once as 'box1;box2'. Default: left/right halves")
+    io.add_argument("--resume", action="store_true", help="continue an interrupted run (same inputs and options)")
+    io.add_argument("--segments_dir", help="where per-window segments and resume state go (default OUTPUT.parts/)")
+    io.add_argument("--keep_segments", action="store_true", help="keep the segments folder after muxing")
+    io.add_argument("--crf", type=int, default=18, help="H.264 quality of the segments (0 lossless .. 51; 18)")
+
+    w = p.add_argument_group("weights")
+    w.add_argument("--weights", help="official weights/ tree or ComfyUI models/ tree (components found by file name)")
+    w.add_argument("--ckpt_dir", help="Wan2.1-I2V-14B-480P folder (overrides --weights for DiT, T5, CLIP, VAE)")
+    w.add_argument("--infinitetalk_dir", help="InfiniteTalk adapter file (single or multi)")
+    w.add_argument("--wav2vec_dir", help="chinese-wav2vec2-base folder or file")
+    w.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]", help="merge a LoRA (repeatable)")
+    w.add_argument("--lora_dir", nargs="+", default=[], help="LoRA files (the reference's flag)")
+    w.add_argument("--lora_scale", nargs="+", type=float, default=[], help="scales for --lora_dir (default 1.2 each)")
+    w.add_argument("--quant", choices=("int8", "fp8"), help="quantise the DiT's block weights (optimum-quanto)")
+    w.add_argument("--offload_model", type=_bool, nargs="?", const=True, default=False,
+                   help="keep models on the CPU and move each to the GPU only while it runs")
+    w.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    w.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="compute dtype (bf16 on GPU, fp32 on CPU)")
+
+    g = p.add_argument_group("generation")
+    g.add_argument("--prompt", default=None, help="what the video shows")
+    g.add_argument("--n_prompt", default="", help="negative prompt (default: the reference's)")
+    g.add_argument("--mode", choices=("clip", "streaming"), default="streaming",
+                   help="streaming: the whole audio (default); clip: one window of --frame_num frames")
+    g.add_argument("--size", default="infinitetalk-480", help="infinitetalk-480, infinitetalk-720 or WxH (multiples of 16)")
+    g.add_argument("--frame_num", type=int, default=81, help="frames per window, 4n+1 (81)")
+    g.add_argument("--motion_frame", type=int, default=9, help="frames carried between windows, 4n+1 (9)")
+    g.add_argument("--max_frame_num", type=int, default=None, help="cap on the video length in frames (default none)")
+    g.add_argument("--sample_steps", type=int, default=40)
+    g.add_argument("--sample_shift", type=float, default=None, help="flow shift (default 7 at 480, 11 at 720)")
+    g.add_argument("--sample_text_guide_scale", type=float, default=5.0)
+    g.add_argument("--sample_audio_guide_scale", type=float, default=4.0)
+    g.add_argument("--sampler", choices=SAMPLERS, default="euler")
+    g.add_argument("--seed", "--base_seed", dest="seed", type=int, default=42, help="random seed (-1: random)")
+    g.add_argument("--color_correction_strength", type=float, default=1.0, help="0..1 (1.0)")
+    g.add_argument("--use_apg", action="store_true", help="adaptive projected guidance")
+    g.add_argument("--apg_momentum", type=float, default=-0.75)
+    g.add_argument("--apg_norm_threshold", type=float, default=55.0)
+    g.add_argument("--use_teacache", action="store_true")
+    g.add_argument("--teacache_thresh", type=float, default=0.2)
+    g.add_argument("--batch_guidance", action="store_true", help="run guidance branches as one batch (more memory)")
+    return p
+
+
+# ============================================================================ inputs
+@dataclass
+class Inputs:
+    source: object  # StillImage or VideoReader
+    speakers: list[tuple[np.ndarray, int]]
+    normalize: bool
+    audio_type: str
+    prompt: str
+    regions: SpeakerRegions | None
+    cues: list | None
+
+
+def parse_boxes(values: list[str]) -> list[tuple[float, float, float, float]]:
+    parts = [p for v in values for p in re.split(r"[;]", v) if p.strip()]
+    boxes = []
+    for part in parts:
+        nums = [float(x) for x in re.split(r"[,\s]+", part.strip()) if x]
+        if len(nums) != 4 or nums[2] <= nums[0] or nums[3] <= nums[1]:
+            raise InputError(f"--bbox '{part}': expected 'x_min,y_min,x_max,y_max' with x_max > x_min, y_max > y_min")
+        boxes.append(tuple(nums))
+    if boxes and len(boxes) != 2:
+        raise InputError(f"--bbox: give one box per person (2), got {len(boxes)}")
+    return boxes
+
+
+def _apply_json(args: argparse.Namespace) -> None:
+    """Fill missing arguments from the reference's input JSON."""
+    path = Path(args.input_json)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(f"--input_json '{path}' is unreadable ({err}): give the reference's JSON file") from err
+    base = path.parent
+    resolve = lambda p: str(p if Path(p).is_absolute() or Path(p).exists() else base / p)  # noqa: E731
+    args.input_path = args.input_path or resolve(data["cond_video"])
+    audio = data.get("cond_audio", {})
+    args.audio_path = args.audio_path or (resolve(audio["person1"]) if audio.get("person1") else None)
+    args.audio_path2 = args.audio_path2 or (resolve(audio["person2"]) if audio.get("person2") else None)
+    args.audio_type = data.get("audio_type", args.audio_type)
+    args.prompt = args.prompt if args.prompt is not None else data.get("prompt", "")
+    if data.get("bbox") and not args.bbox:
+        # The reference indexes mask[x_min:x_max, y_min:y_max]: its "x" is the row. Convert to x = column.
+        boxes = [(y0, x0, y1, x1) for x0, y0, x1, y1 in data["bbox"].values()]
+        args.bbox = [";".join(",".join(str(v) for v in b) for b in boxes)]
+
+
+def load_source(path: str):
+    from .media import VideoReader, read_image
+    from .pipeline import StillImage
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--input_path '{p}' does not exist: give an image or a video file")
+    if p.suffix.lower() in VIDEO_EXTENSIONS:
+        return VideoReader(p, fps=25)
+    return StillImage(read_image(p))
+
+
+def speech_inputs(args: argparse.Namespace, kokoro_dir: Path | None) -> tuple[list, bool, list | None]:
+    """(speaker tracks [(wave, sr)], normalise?, caption cues) from --text or --audio_path(s)."""
+    from .media import load_audio
+
+    if args.text:
+        from .tts import KokoroTTS
+
+        tts = KokoroTTS(kokoro_dir)
+        if re.search(r"[\(\[]\s*[sS]\s*[12]\s*[\)\]]", args.text):
+            d = tts.speak_dialogue(args.text, {1: args.voice, 2: args.voice2}, lang=args.lang)
+            return [(t, d.sample_rate) for t in d.tracks], False, d.cues
+        s = tts.speak(args.text, args.voice, lang=args.lang)
+        return [(s.audio, s.sample_rate)], False, s.cues  # the reference does not normalise TTS audio
+    if not args.audio_path and not args.audio_path2:
+        raise InputError("no speech given: pass --audio_path (and --audio_path2 for two people) or --text")
+    tracks = []
+    for path in (args.audio_path, args.audio_path2):
+        if path:
+            if not Path(path).is_file():
+                raise InputError(f"audio file '{path}' does not exist: check --audio_path/--audio_path2")
+            tracks.append(load_audio(path))
+        elif args.audio_path2:
+            tracks.append(None)  # a silent person 1
+    if len(tracks) == 2 and tracks[0] is None:
+        wave, sr = tracks[1]
+        tracks[0] = (np.zeros(wave.shape[-1], np.float32), sr)
+    return tracks, True, None
+
+
+# ============================================================================ models
+def _device_dtype(args) -> tuple[torch.device, torch.dtype]:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    names = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    dtype = names[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    return device, dtype
+
+
+def lora_specs(args) -> list[tuple[str, float]]:
+    from .lora import parse_lora_spec
+
+    specs = [parse_lora_spec(s) for s in args.lora]
+    scales = list(args.lora_scale) + [1.2] * (len(args.lora_dir) - len(args.lora_scale))  # reference default
+    specs += list(zip(args.lora_dir, scales))
+    return specs
+
+
+def load_dit_model(paths: WeightPaths, args, home: torch.device, dtype: torch.dtype):
+    """DiT + adapter, LoRAs merged, then (optionally) quantised — merging must come first."""
+    from .loading.dit import load_dit
+    from .lora import merge_loras
+
+    dit = load_dit(paths.dit, paths.adapter, device=home, dtype=dtype)
+    specs = lora_specs(args)
+    if specs:
+        merge_loras(dit, specs)
+    if args.quant:
+        from .quant import quantize_dit
+
+        quantize_dit(dit, args.quant)
+    return dit.eval().requires_grad_(False)
+
+
+# ============================================================================ main
+def _resolve_paths(args, speakers: int) -> WeightPaths:
+    """Component paths: explicit flags (--ckpt_dir, --infinitetalk_dir, --wav2vec_dir) win over --weights."""
+    root = Path(args.weights).expanduser() if args.weights else None
+    if root is not None and not root.is_dir():
+        raise InputError(f"--weights '{root}' is not a folder: point it at your weights/ or ComfyUI models/ folder")
+    ck = Path(args.ckpt_dir).expanduser() if args.ckpt_dir else None
+
+    def pick(name: str, official_name: str | None = None) -> Path:
+        if ck is not None and official_name is not None:
+            return ck / official_name if official_name else ck
+        if root is None:
+            raise InputError(f"no {name.replace('_', ' ')} given: pass --weights DIR (weights/ or ComfyUI models/)")
+        return find_component(root, name)
+
+    def adapter() -> Path:
+        if args.infinitetalk_dir:
+            return Path(args.infinitetalk_dir).expanduser()
+        if root is None:
+            raise InputError("no InfiniteTalk adapter given: pass --weights DIR or --infinitetalk_dir FILE")
+        return find_adapter(root, speakers)
+
+    paths = WeightPaths(
+        dit=pick("dit", ""),
+        adapter=adapter(),
+        text_encoder=pick("text_encoder", "models_t5_umt5-xxl-enc-bf16.pth"),
+        clip=pick("clip", "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"),
+        vae=pick("vae", "Wan2.1_VAE.pth"),
+        audio_encoder=Path(args.wav2vec_dir).expanduser() if args.wav2vec_dir else pick("audio_encoder"),
+        kokoro=pick("kokoro") if args.text else None,
+    )
+    for name, p in vars(paths).items():
+        if p is not None and not p.exists():
+            raise CheckpointError(f"{name.replace('_', ' ')} '{p}' does not exist: check the path or download it")
+    return paths
+
+
+def _speaker_count(args) -> int:
+    if args.text:
+        return 2 if re.search(r"[\(\[]\s*[sS]\s*2\s*[\)\]]", args.text) else 1
+    return 2 if args.audio_path2 else 1
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Generate the video described by ``args``; returns the mp4 path."""
+    from .encoders.clip import load_clip_vision
+    from .encoders.text import load_text_encoder
+    from .encoders.vae import load_vae
+    from .encoders.wav2vec2 import load_audio_encoder
+    from .media import SPEECH_SR
+    from .pipeline import DeviceModelManager, GenerationConfig, InfiniteTalkPipeline
+    from .sinks import SegmentStore
+
+    if args.input_json:
+        _apply_json(args)
+    if not args.input_path:
+        raise InputError("no reference given: pass --input_path (an image or a video)")
+    out = Path(args.output_path or (args.save_file + ".mp4" if args.save_file else "infinitetalk.mp4"))
+    speakers = _speaker_count(args)
+    paths = _resolve_paths(args, speakers)
+    device, dtype = _device_dtype(args)
+    home = torch.device("cpu") if args.offload_model else device
+    source = load_source(args.input_path)
+    boxes = parse_boxes(args.bbox)
+    regions = SpeakerRegions(bboxes=boxes) if boxes else None
+    tracks, normalize, cues = speech_inputs(args, paths.kokoro)
+
+    # 1. audio features first, then free the audio encoder before the big models load
+    audio_encoder = load_audio_encoder(paths.audio_encoder, device=device, dtype=torch.float32)
+    audio = InfiniteTalkPipeline(None, None, None, None, audio_encoder, device, dtype).prepare_audio(
+        tracks, args.audio_type, normalize)
+    del audio_encoder
+    logger.info("audio: %d speaker(s), %d frames (%.2f s)", audio.num_speakers, audio.num_frames, audio.num_frames / 25)
+
+    # 2. models
+    text = load_text_encoder(paths.text_encoder, device=home, dtype=dtype)
+    clip = load_clip_vision(paths.clip, device=home, dtype=dtype)
+    vae = load_vae(paths.vae, device=device, dtype=torch.float32)
+    dit = load_dit_model(paths, args, home, dtype)
+    manager = None
+    if args.offload_model:
+        manager = DeviceModelManager({"dit": dit, "text_encoder": text, "clip": clip}, device)
+    pipe = InfiniteTalkPipeline(dit, vae, clip, text, None, device, dtype, model_manager=manager)
+
+    # 3. generate into per-window segments, then mux with the soundtrack
+    config = GenerationConfig(
+        prompt=args.prompt or "", negative_prompt=args.n_prompt or None, mode=args.mode, size=args.size,
+        frame_num=args.frame_num, motion_frame=args.motion_frame, max_frame_num=args.max_frame_num,
+        steps=args.sample_steps, shift=args.sample_shift, text_scale=args.sample_text_guide_scale,
+        audio_scale=args.sample_audio_guide_scale,
+        seed=args.seed if args.seed >= 0 else int(torch.randint(0, 99999999, (1,)).item()),
+        color_correction_strength=args.color_correction_strength, sampler=args.sampler, use_apg=args.use_apg,
+        apg_momentum=args.apg_momentum, apg_norm_threshold=args.apg_norm_threshold,
+        use_teacache=args.use_teacache, teacache_thresh=args.teacache_thresh, batch_guidance=args.batch_guidance,
+    )
+    if args.resume and args.seed < 0:
+        raise InputError("--resume needs a fixed --seed (the interrupted run's seed)")
+    seg_dir = Path(args.segments_dir) if args.segments_dir else out.with_name(out.name + ".parts")
+    store = SegmentStore(seg_dir, fps=25, crf=args.crf)
+    extra = {"weights": {k: str(v) for k, v in vars(paths).items()}, "loras": lora_specs(args),
+             "quant": args.quant, "dtype": str(dtype)}
+    with _ProgressBar(config.steps) as bar:
+        result = pipe.generate(source, audio, config, store, speaker_regions=regions, on_progress=bar.update,
+                               resume=args.resume, fingerprint_extra=extra)
+    subtitles = cues if args.subtitles else None
+    final = store.finalize(out, audio=(audio.waveform_16k_mix, SPEECH_SR), subtitles=subtitles)
+    if not args.keep_segments:
+        shutil.rmtree(seg_dir, ignore_errors=True)
+    logger.info("wrote %s: %d frames (%.2f s) in %d windows", final, result.num_frames, result.num_frames / 25,
+                result.num_windows)
+    return final
+
+
+class _ProgressBar:
+    """tqdm over windows x steps (created when the number of windows is known)."""
+
+    def __init__(self, steps: int):
+        self.steps, self.bar = steps, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+    def update(self, event) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=event.num_windows * event.num_steps, unit="step", dynamic_ncols=True)
+            self.bar.update(event.window * event.num_steps)  # resumed runs start later
+        if event.step > 0:
+            self.bar.set_description(f"window {event.window + 1}/{event.num_windows}")
+            self.bar.update(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s: %(message)s")
+    try:
+        with torch.no_grad():
+            path = run(args)
+    except InfiniteTalkError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run again with --resume to continue", file=sys.stderr)
+        return 130
+    print(path)
+    return 0
