@@ -95,7 +95,7 @@ class BlockSwap:
             current = torch.cuda.current_stream(self.device)
             current.wait_event(event)
             for t in on_device.values():
-                t.record_stream(current)  # allocated on the side stream, used on this one
+                _record_stream(t, current)  # allocated on the side stream, used on this one
         _assign(self.blocks[i], on_device)
 
     def remove(self) -> None:
@@ -163,6 +163,16 @@ def _pinned(t: torch.Tensor, pin: bool) -> torch.Tensor:
 def _copy_to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     moved = t.to(device, non_blocking=True)
     return nn.Parameter(moved, requires_grad=False) if isinstance(t, nn.Parameter) else moved
+
+
+def _record_stream(t: torch.Tensor, stream) -> None:
+    """``record_stream`` on a tensor, or on the inner tensors of a subclass (quanto QTensor)."""
+    flatten = getattr(t, "__tensor_flatten__", None)
+    if type(t) in (torch.Tensor, nn.Parameter) or flatten is None:
+        t.record_stream(stream)
+        return
+    for name in flatten()[0]:
+        _record_stream(getattr(t, name), stream)
 
 
 def _assign(block: nn.Module, tensors: dict[str, torch.Tensor]) -> None:

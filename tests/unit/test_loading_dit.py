@@ -463,3 +463,24 @@ def test_peak_rss_near_file_size(tmp_path):
     # fp32 modules (time embedding, modulation, head) are widened: what is kept is a bit more than the file
     assert kept < 1.1 * size
     assert peak - base <= 1.3 * size, f"peak RSS grew by {(peak - base) / size:.2f}x the file size"
+
+
+# --------------------------------------------------------------------------------------------
+# the tiny generator CLI
+# --------------------------------------------------------------------------------------------
+
+
+def test_tiny_cli_writes_real_file_names(tmp_path, capsys, tiny_dit_root):
+    from infinitetalk.tiny.__main__ import main
+
+    assert main(["--out", str(tmp_path), "--only", "dit"]) == 0
+    shards = sorted(p.name for p in (tmp_path / OFFICIAL).glob("*.safetensors"))
+    assert shards == [f"diffusion_pytorch_model-{i:05d}-of-00007.safetensors" for i in range(1, 8)]
+    for f in DIT_FILES:
+        assert (tmp_path / f.path).is_file(), f.path
+        # same seed -> byte-identical files (the session fixture used seed 0 too)
+        assert (tmp_path / f.path).read_bytes() == (tiny_dit_root / f.path).read_bytes(), f.path
+    out = capsys.readouterr().out
+    assert (
+        "models/model_patches/wan2.1_infiniteTalk_multi_fp16.safetensors" in out and "total, 19 files" in out
+    )
