@@ -301,15 +301,70 @@ def write_clip(root: Path, seed: int) -> dict[str, Path]:
 # --------------------------------------------------------------------------------------------
 # VAE
 # --------------------------------------------------------------------------------------------
-def vae_source(seed: int) -> dict[str, torch.Tensor]:
-    """Random tiny Wan 2.1 VAE in diffusers key layout (shapes from diffusers' own model)."""
-    from diffusers import AutoencoderKLWan
+def wan_vae_shapes(base_dim: int, z_dim: int) -> dict[str, tuple[int, ...]]:
+    """Original-layout key -> shape of a Wan 2.1 VAE (4 levels x 2 res blocks, temporal down 2nd/3rd)."""
+    mult, temporal = (1, 2, 4, 4), (False, True, True)
+    shapes: dict[str, tuple[int, ...]] = {}
 
-    with torch.device("meta"):
-        shapes = {k: v.shape for k, v in AutoencoderKLWan(**TINY_VAE).state_dict().items()}
+    def conv(name: str, out: int, inp: int, *kernel: int) -> None:
+        shapes[name + ".weight"], shapes[name + ".bias"] = (out, inp, *kernel), (out,)
+
+    def res(name: str, inp: int, out: int) -> None:
+        shapes[name + ".residual.0.gamma"], shapes[name + ".residual.3.gamma"] = (
+            (inp, 1, 1, 1),
+            (out, 1, 1, 1),
+        )
+        conv(name + ".residual.2", out, inp, 3, 3, 3)
+        conv(name + ".residual.6", out, out, 3, 3, 3)
+        if inp != out:
+            conv(name + ".shortcut", out, inp, 1, 1, 1)
+
+    def middle(name: str, c: int) -> None:
+        res(name + ".middle.0", c, c)
+        shapes[name + ".middle.1.norm.gamma"] = (c, 1, 1)
+        conv(name + ".middle.1.to_qkv", 3 * c, c, 1, 1)
+        conv(name + ".middle.1.proj", c, c, 1, 1)
+        res(name + ".middle.2", c, c)
+
+    dims = [base_dim] + [base_dim * m for m in mult]  # encoder: 8, 8, 16, 32, 32
+    conv("encoder.conv1", dims[0], 3, 3, 3, 3)
+    index = 0
+    for level, (inp, out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        for block in range(2):
+            res(f"encoder.downsamples.{index}", inp if block == 0 else out, out)
+            index += 1
+        if level < 3:
+            conv(f"encoder.downsamples.{index}.resample.1", out, out, 3, 3)
+            if temporal[level]:
+                conv(f"encoder.downsamples.{index}.time_conv", out, out, 3, 1, 1)
+            index += 1
+    middle("encoder", dims[-1])
+    shapes["encoder.head.0.gamma"] = (dims[-1], 1, 1, 1)
+    conv("encoder.head.2", 2 * z_dim, dims[-1], 3, 3, 3)
+    conv("conv1", 2 * z_dim, 2 * z_dim, 1, 1, 1)
+    conv("conv2", z_dim, z_dim, 1, 1, 1)
+
+    dims = [base_dim * m for m in (mult[-1], *mult[::-1])]  # decoder: 32, 32, 32, 16, 8
+    conv("decoder.conv1", dims[0], z_dim, 3, 3, 3)
+    middle("decoder", dims[0])
+    for level, (inp, out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        inp = inp // 2 if level > 0 else inp  # each upsample halves the width
+        for block in range(3):
+            res(f"decoder.upsamples.{4 * level + block}", inp if block == 0 else out, out)
+        if level < 3:
+            conv(f"decoder.upsamples.{4 * level + 3}.resample.1", out // 2, out, 3, 3)
+            if temporal[::-1][level]:
+                conv(f"decoder.upsamples.{4 * level + 3}.time_conv", 2 * out, out, 3, 1, 1)
+    shapes["decoder.head.0.gamma"] = (dims[-1], 1, 1, 1)
+    conv("decoder.head.2", 3, dims[-1], 3, 3, 3)
+    return shapes
+
+
+def vae_source(seed: int) -> dict[str, torch.Tensor]:
+    """Random tiny Wan 2.1 VAE in the original Wan key layout."""
     rnd = _Random(seed)
     state = {}
-    for key, shape in shapes.items():
+    for key, shape in wan_vae_shapes(**TINY_VAE).items():
         if key.endswith("gamma"):
             state[key] = rnd.normal(*shape, std=0.1, mean=1.0)
         elif key.endswith("bias"):
@@ -320,7 +375,8 @@ def vae_source(seed: int) -> dict[str, torch.Tensor]:
 
 
 def diffusers_to_wan_vae_keys(keys: list[str]) -> dict[str, str]:
-    """Original Wan key -> diffusers key (the inverse of diffusers' ``convert_wan_vae_to_diffusers``)."""
+    """Original Wan key -> diffusers key (the inverse of diffusers' ``convert_wan_vae_to_diffusers``;
+    used by the tests to check the conversion both ways)."""
     out = {}
     for key in keys:
         out[_wan_vae_key(key)] = key
@@ -371,9 +427,8 @@ def _wan_vae_key(key: str) -> str:
 
 def write_vae(root: Path, seed: int) -> dict[str, Path]:
     source = vae_source(seed)
-    wan = {wan_key: source[d_key] for wan_key, d_key in diffusers_to_wan_vae_keys(list(source)).items()}
-    _save_pth(wan, root / VAE_PTH)
-    _save_st(_cast(wan, torch.float16), root / VAE_ST)
+    _save_pth(source, root / VAE_PTH)
+    _save_st(_cast(source, torch.float16), root / VAE_ST)
     return {"vae_pth": root / VAE_PTH, "vae_safetensors": root / VAE_ST}
 
 
@@ -382,24 +437,27 @@ def write_vae(root: Path, seed: int) -> dict[str, Path]:
 # --------------------------------------------------------------------------------------------
 def wav2vec2_config() -> dict:
     """config.json of the tiny chinese-wav2vec2-base (a Wav2Vec2ForPreTraining checkpoint)."""
-    from transformers import Wav2Vec2Config
-
     c = TINY_WAV2VEC2
-    config = Wav2Vec2Config(
-        hidden_size=c["hidden"],
-        num_hidden_layers=c["layers"],
-        num_attention_heads=c["heads"],
-        intermediate_size=c["intermediate"],
-        conv_dim=[c["conv_dim"]] * 7,
-        conv_bias=False,
-        feat_extract_norm="group",
-        do_stable_layer_norm=False,
-        num_conv_pos_embeddings=c["pos_kernel"],
-        num_conv_pos_embedding_groups=c["pos_groups"],
-        vocab_size=32,
-        architectures=["Wav2Vec2ForPreTraining"],
-    )
-    return config.to_dict()
+    return {
+        "architectures": ["Wav2Vec2ForPreTraining"],
+        "model_type": "wav2vec2",
+        "hidden_size": c["hidden"],
+        "num_hidden_layers": c["layers"],
+        "num_attention_heads": c["heads"],
+        "intermediate_size": c["intermediate"],
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-5,
+        "conv_dim": [c["conv_dim"]] * 7,
+        "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+        "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+        "conv_bias": False,
+        "feat_extract_norm": "group",
+        "feat_extract_activation": "gelu",
+        "do_stable_layer_norm": False,
+        "num_conv_pos_embeddings": c["pos_kernel"],
+        "num_conv_pos_embedding_groups": c["pos_groups"],
+        "vocab_size": 32,
+    }
 
 
 def wav2vec2_source(seed: int) -> dict[str, torch.Tensor]:

@@ -202,13 +202,20 @@ def test_clip_heads_rule():
 # ============================================================================================
 # VAE
 # ============================================================================================
-def test_vae_key_conversion_round_trips(files):
+def test_vae_tiny_layout_and_key_conversion_round_trip():
+    from diffusers import AutoencoderKLWan
     from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
-    source = tiny.vae_source(0)
-    wan = tiny.diffusers_to_wan_vae_keys(list(source))
-    assert convert_wan_vae_to_diffusers({w: d for w, d in wan.items()}) == {d: d for d in source}
-    assert "decoder.upsamples.4.shortcut.weight" in wan and "encoder.middle.1.to_qkv.weight" in wan
+    source = tiny.vae_source(0)  # original Wan keys, written by hand from the Wan structure
+    with torch.device("meta"):
+        expected = AutoencoderKLWan(**tiny.TINY_VAE).state_dict()
+    to_diffusers = convert_wan_vae_to_diffusers({k: k for k in source})  # diffusers key -> Wan key
+    assert {d: tuple(source[w].shape) for d, w in to_diffusers.items()} == {
+        k: tuple(v.shape) for k, v in expected.items()
+    }
+    back = tiny.diffusers_to_wan_vae_keys(list(expected))  # our inverse, Wan key -> diffusers key
+    assert back == {w: d for d, w in to_diffusers.items()}
+    assert "decoder.upsamples.4.shortcut.weight" in back and "encoder.middle.1.to_qkv.weight" in back
 
 
 def test_vae_layouts_identical_and_normalised(files, tmp_path):
@@ -401,3 +408,116 @@ def test_missing_or_corrupt_file_is_one_line_checkpoint_error(tmp_path, loader):
     with pytest.raises(CheckpointError) as exc_info:
         getattr(encoders, loader)(bad)
     _one_line_error(exc_info, "garbage.safetensors")
+
+
+# ============================================================================================
+# real-size shapes (meta tensors, nothing allocated) infer the real configurations
+# ============================================================================================
+class _ShapeSource:
+    """Stands in for a CheckpointReader: shapes only."""
+
+    def __init__(self, shapes):
+        self.shapes_, self.path = shapes, "real.safetensors"
+
+    def keys(self):
+        return self.shapes_.keys()
+
+    def __contains__(self, key):
+        return key in self.shapes_
+
+    def shape(self, key):
+        return self.shapes_[key]
+
+
+def test_real_size_shapes_infer_real_configs():
+    from diffusers import AutoencoderKLWan
+
+    from infinitetalk.encoders.clip import infer_clip_config, open_clip_rules
+    from infinitetalk.encoders.text import infer_umt5_config, wan_to_hf_keys
+    from infinitetalk.encoders.vae import infer_vae_config, wan_to_diffusers_keys
+    from infinitetalk.encoders.wav2vec2 import _model_keys, infer_wav2vec2_config
+
+    t5 = {"token_embedding.weight": (256384, 4096), "norm.weight": (4096,)}
+    for i in range(24):
+        t5 |= {f"blocks.{i}.attn.{m}.weight": (4096, 4096) for m in "qkvo"}
+        t5 |= {
+            f"blocks.{i}.ffn.gate.0.weight": (10240, 4096),
+            f"blocks.{i}.ffn.fc1.weight": (10240, 4096),
+            f"blocks.{i}.ffn.fc2.weight": (4096, 10240),
+            f"blocks.{i}.pos_embedding.embedding.weight": (32, 64),
+            f"blocks.{i}.norm1.weight": (4096,),
+            f"blocks.{i}.norm2.weight": (4096,),
+        }
+    cfg = infer_umt5_config({hf: torch.Size(t5[src]) for hf, src in wan_to_hf_keys(list(t5)).items()})
+    assert (cfg.d_model, cfg.num_heads, cfg.d_kv, cfg.d_ff, cfg.num_layers, cfg.vocab_size) == (
+        4096,
+        64,
+        64,
+        10240,
+        24,
+        256384,
+    )
+
+    clip = {
+        "visual.patch_embedding.weight": (1280, 3, 14, 14),
+        "visual.cls_embedding": (1, 1, 1280),
+        "visual.pos_embedding": (1, 257, 1280),
+    }
+    for i in range(32):
+        clip |= {
+            f"visual.transformer.{i}.attn.to_qkv.weight": (3840, 1280),
+            f"visual.transformer.{i}.mlp.0.weight": (5120, 1280),
+        }
+    rules = open_clip_rules(list(clip))
+    cfg = infer_clip_config(
+        {hf: fn(torch.empty(clip[src], device="meta")).shape for hf, (src, fn) in rules.items()}
+    )
+    assert (
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        cfg.num_hidden_layers,
+        cfg.image_size,
+        cfg.intermediate_size,
+    ) == (1280, 16, 32, 224, 5120)
+
+    with torch.device("meta"):
+        real_vae = AutoencoderKLWan().state_dict()  # diffusers defaults = Wan 2.1 (base_dim 96)
+    wan = tiny.diffusers_to_wan_vae_keys(list(real_vae))  # Wan key -> diffusers key
+    shapes = {d: real_vae[wan[w]].shape for d, w in wan_to_diffusers_keys(list(wan)).items()}
+    kwargs = infer_vae_config(shapes)
+    assert (kwargs["base_dim"], kwargs["dim_mult"], kwargs["temperal_downsample"]) == (
+        96,
+        [1, 2, 4, 4],
+        [False, True, True],
+    )
+
+    w2v = {
+        "wav2vec2.feature_projection.projection.weight": (768, 512),
+        "wav2vec2.encoder.pos_conv_embed.conv.weight_v": (768, 48, 128),
+        "wav2vec2.encoder.pos_conv_embed.conv.weight_g": (1, 1, 128),
+        "wav2vec2.feature_extractor.conv_layers.0.layer_norm.weight": (512,),
+        "quantizer.codevectors": (1, 640, 384),
+    }
+    w2v |= {
+        f"wav2vec2.feature_extractor.conv_layers.{i}.conv.weight": (512, 1 if i == 0 else 512, k)
+        for i, k in enumerate((10, 3, 3, 3, 3, 2, 2))
+    }
+    for i in range(12):
+        w2v |= {
+            f"wav2vec2.encoder.layers.{i}.attention.q_proj.weight": (768, 768),
+            f"wav2vec2.encoder.layers.{i}.feed_forward.intermediate_dense.weight": (3072, 768),
+        }
+    source = _ShapeSource({k: torch.Size(v) for k, v in w2v.items()})
+    cfg = infer_wav2vec2_config(_model_keys(list(w2v)), source)
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size) == (
+        768,
+        12,
+        12,
+        3072,
+    )
+    assert (cfg.num_conv_pos_embeddings, cfg.num_conv_pos_embedding_groups, cfg.feat_extract_norm) == (
+        128,
+        16,
+        "group",
+    )
+    assert not cfg.do_stable_layer_norm and not cfg.conv_bias and cfg.conv_stride == [5, 2, 2, 2, 2, 2, 2]
