@@ -381,3 +381,64 @@ def test_default_shift_by_size():
     assert GenerationConfig(size="infinitetalk-720").effective_shift == 11
     assert GenerationConfig().effective_shift == 7 and GenerationConfig(shift=3).effective_shift == 3
     assert math.isclose(len(GenerationConfig().effective_negative_prompt), 126, abs_tol=30)
+
+
+# ============================================================================ tiny real weights
+def tiny_pipeline(root, speakers: int = 1):
+    """The real modules on tiny random checkpoints (official tree), float32 on the CPU."""
+    from infinitetalk.encoders.clip import load_clip_vision
+    from infinitetalk.encoders.text import load_text_encoder
+    from infinitetalk.encoders.vae import load_vae
+    from infinitetalk.loading.dit import load_dit
+
+    wan = root / "weights" / "Wan2.1-I2V-14B-480P"
+    adapter = root / "weights" / "InfiniteTalk" / ("single" if speakers == 1 else "multi") / "infinitetalk.safetensors"
+    dit = load_dit(wan, adapter, device="cpu", dtype=torch.float32).eval()
+    return InfiniteTalkPipeline(
+        dit, load_vae(wan / "Wan2.1_VAE.pth", device="cpu", dtype=torch.float32),
+        load_clip_vision(wan / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth", device="cpu",
+                         dtype=torch.float32),
+        load_text_encoder(wan / "models_t5_umt5-xxl-enc-bf16.pth", device="cpu", dtype=torch.float32),
+        device="cpu", dtype=torch.float32,
+    )
+
+
+def tiny_audio(num_frames: int, speakers: int = 1, seed: int = 0) -> AudioEmbedding:
+    """Features shaped like the tiny wav2vec2 (2 layers, 32 channels) and a matching 16 kHz soundtrack."""
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(speakers, num_frames, 2, 32, generator=g)
+    wave = (np.sin(np.arange(num_frames * 640) / 16000 * 2 * np.pi * 200) * 0.3).astype(np.float32)
+    return AudioEmbedding(feats, wave, num_frames)
+
+
+def test_tiny_weights_streaming_10s_to_mp4(tiny_root, tmp_path):
+    import av
+
+    from infinitetalk.sinks import SegmentStore
+
+    pipe = tiny_pipeline(tiny_root)
+    audio = tiny_audio(250)
+    store = SegmentStore(tmp_path / "seg")
+    cfg = small_config(size="32x32", steps=1, text_scale=1.0)
+    result = pipe.generate(test_image(48, 64), audio, cfg, store)
+    assert result.windows_run == [0, 1, 2, 3] and [s["frames"] for s in store.segments] == [81, 72, 72, 25]
+    out = store.finalize(tmp_path / "out.mp4", audio=(audio.waveform_16k_mix, 16000))
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].average_rate == 25 and c.streams.audio[0].codec_context.name == "aac"
+        assert sum(1 for _ in c.decode(video=0)) == 250
+    with av.open(str(out)) as c:
+        assert abs(sum(f.samples for f in c.decode(audio=0)) / c.streams.audio[0].rate - 10.0) < 0.05
+    # Same seed, same frames (first window, re-run into memory).
+    again = MemorySink()
+    tiny_pipeline(tiny_root).generate(test_image(48, 64), tiny_audio(60), cfg, again)
+    first = MemorySink()
+    pipe.generate(test_image(48, 64), tiny_audio(60), cfg, first)
+    assert np.array_equal(first.frames, again.frames)
+
+
+def test_tiny_weights_two_speakers(tiny_root):
+    pipe, sink = tiny_pipeline(tiny_root, speakers=2), MemorySink()
+    regions = SpeakerRegions(bboxes=[(0, 0, 32, 48), (32, 0, 64, 48)])
+    pipe.generate(test_image(48, 64), tiny_audio(40, speakers=2), small_config(size="32x32", steps=1), sink,
+                  speaker_regions=regions)
+    assert sink.frames.shape == (40, 32, 32, 3)
