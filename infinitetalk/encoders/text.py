@@ -247,6 +247,8 @@ class TextEncoder:
     def encode(self, prompts: list[str]) -> list[torch.Tensor]:
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
             raise InputError(f"prompts must be a list of strings, got {type(prompts).__name__}")
+        if not prompts:
+            return []
         ids, mask = self.tokenizer([clean_prompt(p) for p in prompts], self.text_len)
         ids, mask = ids.to(self.device), mask.to(self.device)
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, 512, C)

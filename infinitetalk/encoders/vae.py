@@ -181,7 +181,10 @@ class WanVAE:
 
     def set_tiling(self, enabled: bool) -> None:
         """Spatial tiling (diffusers) for large frames: less memory, slightly different borders."""
-        self.model.enable_tiling() if enabled else self.model.disable_tiling()
+        if enabled:
+            self.model.enable_tiling()
+        else:
+            self.model.disable_tiling()
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
