@@ -220,7 +220,7 @@ def _short_reason(text: str) -> str:
         (ln for ln in lines if ln.startswith(("Unsupported", "PytorchStreamReader"))),
         lines[0] if lines else "",
     )
-    return picked[:160]
+    return picked.split(". ")[0][:160]
 
 
 def _flatten_state_dict(path: Path, obj) -> dict[str, torch.Tensor]:

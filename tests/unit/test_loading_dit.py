@@ -392,6 +392,11 @@ def test_truncated_files(tiny_dit_root, tmp_path):
         with pytest.raises(CheckpointError) as exc:
             load_dit(*args)
         assert f"{cut}: file truncated" in one_line(exc) and "download the file again" in one_line(exc)
+    torch.save({"w": torch.randn(300, 100)}, tmp_path / "t.pth")
+    (tmp_path / "t.pth").write_bytes((tmp_path / "t.pth").read_bytes()[:-40])
+    with pytest.raises(CheckpointError) as exc:
+        open_checkpoint(tmp_path / "t.pth")
+    assert "t.pth: unreadable PyTorch checkpoint" in one_line(exc) and "truncated" in one_line(exc)
     tiny = tmp_path / "tiny.safetensors"
     tiny.write_bytes(b"\x01\x02")
     with pytest.raises(CheckpointError, match="too small"):
