@@ -347,12 +347,25 @@ def test_cancel_raises_interrupted_and_progress_events():
     assert events[1].num_windows == 3 and events[1].latent_preview.shape == (1, 16, 21, 8, 8)
 
 
-def test_teacache_skips_blocks_with_per_branch_state():
-    pipe = fake_pipeline()
-    cfg = small_config(mode="clip", steps=10, use_teacache=True, teacache_thresh=10.0)
-    sink = MemorySink()
-    pipe.generate(test_image(), audio_embedding(60), cfg, sink)
-    assert sink.frames.shape[0] == 60 and pipe.model_calls == 30
+def test_teacache_skips_blocks_with_per_branch_state(monkeypatch):
+    import infinitetalk.pipeline as pl
+
+    made = []
+
+    class Recording(pl.TeaCache):
+        def __init__(self, config):
+            super().__init__(config)
+            made.append(self)
+
+    monkeypatch.setattr(pl, "TeaCache", Recording)
+    for text_scale, branches in ((5.0, 3), (1.0, 2)):
+        made.clear()
+        pipe, sink = fake_pipeline(), MemorySink()
+        cfg = small_config(mode="clip", steps=10, use_teacache=True, teacache_thresh=10.0, text_scale=text_scale)
+        pipe.generate(test_image(), audio_embedding(60), cfg, sink)
+        assert sink.frames.shape[0] == 60 and pipe.model_calls == 10 * branches
+        assert len(made) == branches  # one cache per branch (per window)
+        assert all(c.computed + c.skipped == 10 and c.skipped >= 1 for c in made)
 
 
 def test_bad_inputs_raise_input_error():

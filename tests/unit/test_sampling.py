@@ -130,3 +130,52 @@ def test_momentum_buffer():
     buf.update(torch.tensor(2.0))
     buf.update(torch.tensor(1.0))
     assert float(buf.running_average) == 1.0 - 0.5 * 2.0
+
+
+# ---------------------------------------------------------------------------- TeaCache
+def _run_cache(cache, mods, x=None):
+    """Feed a sequence of modulation tensors; returns which steps ran the blocks."""
+    x = torch.ones(1, 4, 8) if x is None else x
+    ran = []
+    for i, mod in enumerate(mods):
+        cache.set_step(i)
+        calls = []
+        cache.run(x, mod, mod, lambda h: (calls.append(1), h * 2)[1])
+        ran.append(bool(calls))
+    return ran
+
+
+def test_teacache_schedule_ret_steps_and_threshold():
+    from infinitetalk.teacache import TeaCache, TeaCacheConfig
+
+    mods = [torch.full((1, 6, 8), 1.0 + 1e-4 * i) for i in range(10)]  # barely moving embedding
+    cfg = TeaCacheConfig(steps=10, thresh=0.2, use_ret_steps=True)
+    ran = _run_cache(TeaCache(cfg), mods)
+    assert ran[:5] == [True] * 5 and not all(ran[5:])  # first 5 steps always computed, then skipping
+    never = _run_cache(TeaCache(TeaCacheConfig(steps=10, thresh=0.0)), mods)
+    assert all(never)  # threshold 0: nothing is skipped
+    legacy = _run_cache(TeaCache(TeaCacheConfig(steps=10, thresh=0.2, use_ret_steps=False)), mods)
+    assert legacy[0] and legacy[-1]  # without ret_steps: first and last step computed
+
+
+def test_teacache_reuses_the_residual_of_its_own_branch():
+    from infinitetalk.teacache import TeaCache, TeaCacheConfig
+
+    cfg = TeaCacheConfig(steps=8, thresh=1e9)
+    a, b = TeaCache(cfg), TeaCache(cfg)
+    mod = torch.ones(1, 6, 8)
+    for i in range(6):
+        for cache, x, f in ((a, torch.ones(1, 2, 2), lambda h: h + 1), (b, torch.ones(1, 2, 2), lambda h: h + 5)):
+            cache.set_step(i)
+            out = cache.run(x, mod, mod, f)
+            assert torch.equal(out, f(x))  # a skipped step adds the branch's own residual
+    assert (a.computed, a.skipped) == (5, 1) and (b.computed, b.skipped) == (5, 1)
+
+
+def test_teacache_coefficients_by_size():
+    from infinitetalk.teacache import TeaCacheConfig
+
+    assert TeaCacheConfig(4, size="infinitetalk-720").coefficients[0] == 8.10705460e03
+    assert TeaCacheConfig(4, size="64x64", use_ret_steps=False).coefficients[0] == -3.02331670e02
+    with pytest.raises(InputError):
+        TeaCacheConfig(4, thresh=-1)
