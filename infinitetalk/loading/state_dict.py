@@ -438,6 +438,10 @@ def _sniff(path: Path):
         head = fh.read(9)
     if head[:4] == b"PK\x03\x04":
         return _TorchFile(path)
+    if head[:4] == b"GGUF":
+        raise CheckpointError(
+            f"{path}: GGUF files are not supported; use the fp16, bf16 or fp8 .safetensors version of this model"
+        )
     if len(head) == 9 and head[8:9] == b"{":
         return _SafetensorsFile(path)
     raise CheckpointError(
