@@ -48,16 +48,17 @@ def word_cues(tokens: Iterable, offset: float, duration: float) -> list[Cue]:
 
 def phrase_cues(words: Sequence[Cue], max_chars: int = 42, min_chars: int = 12) -> list[Cue]:
     """Group word cues into caption lines: cut after clause punctuation once a line has
-    ``min_chars`` (so "Dr." or "Yes." do not stand alone), and before passing ``max_chars``."""
+    ``min_chars`` (so "Dr." or "Yes." do not stand alone), and before passing ``max_chars``.
+    Widths count a CJK character as two."""
     out: list[Cue] = []
     group: list[Cue] = []
     for w in words:
         text = _join([*group, w])
-        if group and len(text) > max_chars:
+        if group and _width(text) > max_chars:
             out.append(_merge(group))
             group = []
         group.append(w)
-        if w.text.endswith(_CLAUSE_END) and len(_join(group)) >= min_chars:
+        if w.text.endswith(_CLAUSE_END) and _width(_join(group)) >= min_chars:
             out.append(_merge(group))
             group = []
     if group:
@@ -71,6 +72,11 @@ def _join(words: Sequence[Cue]) -> str:
         cjk = text and _is_cjk(text[-1]) and _is_cjk(w.text[0])
         text = f"{text}{w.text}" if (not text or cjk) else f"{text} {w.text}"
     return text
+
+
+def _width(text: str) -> int:
+    """Display width in Latin characters (a CJK character counts two)."""
+    return sum(2 if _is_cjk(c) else 1 for c in text)
 
 
 def _is_cjk(c: str) -> bool:

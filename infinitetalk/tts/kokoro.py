@@ -35,6 +35,7 @@ MODEL_FILES = {"kokoro-v1_0.pth": HF_REPO, "kokoro-v1_1-zh.pth": "hexgrad/Kokoro
 SUBMODULES = ("bert", "bert_encoder", "predictor", "text_encoder", "decoder")
 CONFIG_KEYS = ("vocab", "n_token", "plbert", "hidden_dim", "style_dim", "n_layer", "istftnet")
 SPEED_RANGE = (0.25, 4.0)
+_PUNCT_PHONEMES = frozenset(';:,.!?—…"()“”')
 
 
 @dataclass
@@ -222,6 +223,8 @@ class KokoroTTS:
         offset = 0.0
         for paragraph in re.split(r"\n+", text.strip()):
             tokens = tokens_of(paragraph) if paragraph.strip() else []
+            if not any(_pronounceable(t.phonemes) for t in tokens):
+                continue  # only punctuation or symbols: nothing to say
             for result in self._pipeline.generate_from_tokens(tokens, voice=pack, speed=speed):
                 audio = result.audio.float().cpu().numpy().reshape(-1)  # (N,)
                 words += word_cues(result.tokens or [], offset, len(audio) / SAMPLE_RATE)
@@ -255,6 +258,10 @@ class KokoroTTS:
             shape = tuple(pack.shape) if isinstance(pack, torch.Tensor) else type(pack).__name__
             raise CheckpointError(f"voice file '{path}' holds {shape}: expected a (510, 1, 256) style tensor")
         return pack.float()
+
+
+def _pronounceable(phonemes: str | None) -> bool:
+    return any(not c.isspace() and c not in _PUNCT_PHONEMES for c in phonemes or "")
 
 
 def _check_speed(speed: float) -> None:
