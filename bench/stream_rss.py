@@ -82,8 +82,9 @@ print(json.dumps(dict(seconds=seconds, frames=result.num_frames, windows=result.
 
 def run_child(tiny: Path, seconds: float, size: str, steps: int, threads: int, work: Path) -> dict:
     out = work / f"run_{seconds:g}s"
-    code = CHILD.format(root=str(ROOT), tiny=str(tiny), seconds=seconds, size=size, steps=steps,
-                        threads=threads, out=str(out))
+    code = CHILD.format(
+        root=str(ROOT), tiny=str(tiny), seconds=seconds, size=size, steps=steps, threads=threads, out=str(out)
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"child for {seconds} s failed:\n{proc.stderr[-3000:]}")
@@ -103,25 +104,45 @@ def main() -> None:
         tiny = args.tiny
         if tiny is None:
             tiny = work / "tiny"
-            subprocess.run([sys.executable, "-m", "infinitetalk.tiny", "--out", str(tiny), "--only", "dit",
-                            "--only", "encoders"], cwd=ROOT, check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "infinitetalk.tiny",
+                    "--out",
+                    str(tiny),
+                    "--only",
+                    "dit",
+                    "--only",
+                    "encoders",
+                ],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )
         rows = []
         for s in args.seconds:
             t0 = time.time()
             rows.append(run_child(tiny, s, args.size, args.steps, args.threads, work))
             print(f"  {s:g} s done in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     print(f"\nstreaming RSS, tiny weights, {args.size}, {args.steps} step(s), 2-pass guidance, CPU")
-    print(f"{'audio':>7} {'frames':>7} {'windows':>7} {'loaded MB':>10} {'loop peak MB':>13} {'ru_maxrss MB':>13} "
-          f"{'loop s':>7}")
+    print(
+        f"{'audio':>7} {'frames':>7} {'windows':>7} {'loaded MB':>10} {'loop peak MB':>13} {'ru_maxrss MB':>13} "
+        f"{'loop s':>7}"
+    )
     for r in rows:
-        print(f"{r['seconds']:>6g}s {r['frames']:>7} {r['windows']:>7} {r['loaded_mb']:>10.1f} "
-              f"{r['loop_peak_mb']:>13.1f} {r['maxrss_mb']:>13.1f} {r['wall_s']:>7.1f}")
+        print(
+            f"{r['seconds']:>6g}s {r['frames']:>7} {r['windows']:>7} {r['loaded_mb']:>10.1f} "
+            f"{r['loop_peak_mb']:>13.1f} {r['maxrss_mb']:>13.1f} {r['wall_s']:>7.1f}"
+        )
     first, last = rows[0], rows[-1]
     growth = last["loop_peak_mb"] - first["loop_peak_mb"]
     total = last["maxrss_mb"] - first["maxrss_mb"]
     verdict = "OK" if growth < 200 else "OVER TARGET"
-    print(f"growth {first['seconds']:g} s -> {last['seconds']:g} s: window loop peak {growth:+.1f} MB ({verdict}, "
-          f"target < 200 MB); whole-process peak {total:+.1f} MB")
+    print(
+        f"growth {first['seconds']:g} s -> {last['seconds']:g} s: window loop peak {growth:+.1f} MB ({verdict}, "
+        f"target < 200 MB); whole-process peak {total:+.1f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,9 @@ def target_size(size: str, src_h: int, src_w: int) -> tuple[int, int]:
         return table[closest]
     match = _WXH.match(size.strip())
     if not match:
-        raise InputError(f"size '{size}' is unknown: use infinitetalk-480, infinitetalk-720 or WxH (e.g. 832x480)")
+        raise InputError(
+            f"size '{size}' is unknown: use infinitetalk-480, infinitetalk-720 or WxH (e.g. 832x480)"
+        )
     w, h = int(match[1]), int(match[2])
     if w <= 0 or h <= 0 or w % 16 or h % 16:
         raise InputError(f"size '{size}': width and height must be positive multiples of 16 (e.g. 832x480)")
@@ -80,4 +82,6 @@ def resize_and_crop_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.T
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """``uint8 (H, W, 3)`` -> ``float32 (3, H, W)`` in [-1, 1]."""
-    return (torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float() / 255 - 0.5) * 2
+    return (
+        torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float() / 255 - 0.5
+    ) * 2

@@ -55,19 +55,27 @@ _WAN_DIRS = ("Wan2.1-I2V-14B-480P", "Wan2.1-I2V-14B-720P")
 _COMPONENTS = {
     "dit": (
         list(_WAN_DIRS),
-        ["diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors", "diffusion_models/wan2.1_i2v_480p_14B_bf16.safetensors",
-         "diffusion_models/wan2.1_i2v_720p_14B_fp16.safetensors", "diffusion_models/wan2.1_i2v_720p_14B_bf16.safetensors",
-         "diffusion_models/wan2.1_i2v_480p_14B_fp8_e4m3fn.safetensors",
-         "diffusion_models/wan2.1_i2v_720p_14B_fp8_e4m3fn.safetensors",
-         "diffusion_models/Wan2_1-I2V-14B-480P_fp8_e4m3fn_scaled_KJ.safetensors",
-         "diffusion_models/*i2v*14B*.safetensors", "diffusion_models/*I2V-14B*.safetensors"],
+        [
+            "diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors",
+            "diffusion_models/wan2.1_i2v_480p_14B_bf16.safetensors",
+            "diffusion_models/wan2.1_i2v_720p_14B_fp16.safetensors",
+            "diffusion_models/wan2.1_i2v_720p_14B_bf16.safetensors",
+            "diffusion_models/wan2.1_i2v_480p_14B_fp8_e4m3fn.safetensors",
+            "diffusion_models/wan2.1_i2v_720p_14B_fp8_e4m3fn.safetensors",
+            "diffusion_models/Wan2_1-I2V-14B-480P_fp8_e4m3fn_scaled_KJ.safetensors",
+            "diffusion_models/*i2v*14B*.safetensors",
+            "diffusion_models/*I2V-14B*.safetensors",
+        ],
         f"Hugging Face '{HF_WAN}' (into weights/Wan2.1-I2V-14B-480P/) or '{HF_COMFY}' "
         "(split_files/diffusion_models/ into models/diffusion_models/)",
     ),
     "text_encoder": (
         [f"{d}/models_t5_umt5-xxl-enc-bf16.pth" for d in _WAN_DIRS],
-        ["text_encoders/umt5_xxl_fp16.safetensors", "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-         "text_encoders/*umt5*xxl*.safetensors"],
+        [
+            "text_encoders/umt5_xxl_fp16.safetensors",
+            "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+            "text_encoders/*umt5*xxl*.safetensors",
+        ],
         f"Hugging Face '{HF_WAN}' or '{HF_COMFY}' (split_files/text_encoders/)",
     ),
     "clip": (
@@ -82,18 +90,34 @@ _COMPONENTS = {
     ),
     "audio_encoder": (
         ["chinese-wav2vec2-base"],
-        ["audio_encoders/*wav2vec2*chinese*", "audio_encoders/*chinese*wav2vec2*", "audio_encoders/*wav2vec2*"],
+        [
+            "audio_encoders/*wav2vec2*chinese*",
+            "audio_encoders/*chinese*wav2vec2*",
+            "audio_encoders/*wav2vec2*",
+        ],
         f"Hugging Face '{HF_WAV2VEC}' (model.safetensors from revision refs/pr/1) into weights/chinese-wav2vec2-base/",
     ),
     "kokoro": (["Kokoro-82M"], ["kokoro"], f"Hugging Face '{HF_KOKORO}' into weights/Kokoro-82M/"),
 }
 _ADAPTERS = {
-    "single": (["InfiniteTalk/single/infinitetalk.safetensors"],
-               ["model_patches/wan2.1_infiniteTalk_single_fp16.safetensors", "model_patches/*nfini*alk*ingle*",
-                "diffusion_models/*nfini*alk*ingle*fp16*", "diffusion_models/*nfini*alk*ingle*"]),
-    "multi": (["InfiniteTalk/multi/infinitetalk.safetensors"],
-              ["model_patches/wan2.1_infiniteTalk_multi_fp16.safetensors", "model_patches/*nfini*alk*ulti*",
-               "diffusion_models/*nfini*alk*ulti*fp16*", "diffusion_models/*nfini*alk*ulti*"]),
+    "single": (
+        ["InfiniteTalk/single/infinitetalk.safetensors"],
+        [
+            "model_patches/wan2.1_infiniteTalk_single_fp16.safetensors",
+            "model_patches/*nfini*alk*ingle*",
+            "diffusion_models/*nfini*alk*ingle*fp16*",
+            "diffusion_models/*nfini*alk*ingle*",
+        ],
+    ),
+    "multi": (
+        ["InfiniteTalk/multi/infinitetalk.safetensors"],
+        [
+            "model_patches/wan2.1_infiniteTalk_multi_fp16.safetensors",
+            "model_patches/*nfini*alk*ulti*",
+            "diffusion_models/*nfini*alk*ulti*fp16*",
+            "diffusion_models/*nfini*alk*ulti*",
+        ],
+    ),
 }
 
 
@@ -140,17 +164,23 @@ def find_adapter(root: Path, speakers: int) -> Path:
         found = _first(off_roots, official) or _first(comfy_roots, comfy)
         if found is not None:
             if i:
-                logger.warning("no '%s' InfiniteTalk adapter found: using the '%s' one (%s)", wanted[0], kind, found)
+                logger.warning(
+                    "no '%s' InfiniteTalk adapter found: using the '%s' one (%s)", wanted[0], kind, found
+                )
             return found
     official, comfy = _ADAPTERS[wanted[0]]
-    raise _missing(f"InfiniteTalk {wanted[0]} adapter", official, comfy, root, f"Hugging Face '{HF_INFINITETALK}'")
+    raise _missing(
+        f"InfiniteTalk {wanted[0]} adapter", official, comfy, root, f"Hugging Face '{HF_INFINITETALK}'"
+    )
 
 
 def find_weights(root: str | Path, speakers: int = 1, need_kokoro: bool = False) -> WeightPaths:
     """Every component under ``root``: the official ``weights/`` tree, a ComfyUI ``models/`` tree, or a parent."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise InputError(f"--weights '{root}' is not a folder: point it at your weights/ or ComfyUI models/ folder")
+        raise InputError(
+            f"--weights '{root}' is not a folder: point it at your weights/ or ComfyUI models/ folder"
+        )
     dit = find_component(root, "dit")
     return WeightPaths(
         dit=dit,
@@ -173,66 +203,124 @@ def _bool(text: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m infinitetalk", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m infinitetalk",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     io = p.add_argument_group("inputs and output")
     io.add_argument("--input_path", help="reference image (image-to-video) or video (dubbing)")
     io.add_argument("--audio_path", help="speech of person 1 (any audio file, or a video's soundtrack)")
     io.add_argument("--audio_path2", help="speech of person 2 (two-speaker video)")
-    io.add_argument("--audio_type", choices=("para", "add"), default="para",
-                    help="two speakers: para = tracks play together, add = person 1 then person 2")
-    io.add_argument("--text", help="say this with Kokoro TTS instead of --audio_path; '(s1) ... (s2) ...' for a dialogue")
+    io.add_argument(
+        "--audio_type",
+        choices=("para", "add"),
+        default="para",
+        help="two speakers: para = tracks play together, add = person 1 then person 2",
+    )
+    io.add_argument(
+        "--text", help="say this with Kokoro TTS instead of --audio_path; '(s1) ... (s2) ...' for a dialogue"
+    )
     io.add_argument("--voice", default="af_heart", help="Kokoro voice of person 1 (default af_heart)")
     io.add_argument("--voice2", default="am_adam", help="Kokoro voice of person 2 (default am_adam)")
     io.add_argument("--lang", default=None, help="Kokoro language code (default: the voice's language)")
-    io.add_argument("--input_json", help="the reference's input JSON (prompt, cond_video, cond_audio, audio_type, bbox)")
+    io.add_argument(
+        "--input_json", help="the reference's input JSON (prompt, cond_video, cond_audio, audio_type, bbox)"
+    )
     io.add_argument("--output_path", help="output mp4 (default infinitetalk.mp4)")
     io.add_argument("--save_file", help="output path without .mp4 (the reference's flag)")
     io.add_argument("--subtitles", action="store_true", help="add TTS captions as a subtitle track")
-    io.add_argument("--bbox", action="append", default=[],
-                    help="person box 'x_min,y_min,x_max,y_max' in input-image pixels (x = column); give twice "
-                    "(person 1, person 2) or once as 'box1;box2'. Default: left/right halves")
-    io.add_argument("--resume", action="store_true", help="continue an interrupted run (same inputs and options)")
-    io.add_argument("--segments_dir", help="where per-window segments and resume state go (default OUTPUT.parts/)")
+    io.add_argument(
+        "--bbox",
+        action="append",
+        default=[],
+        help="person box 'x_min,y_min,x_max,y_max' in input-image pixels (x = column); give twice "
+        "(person 1, person 2) or once as 'box1;box2'. Default: left/right halves",
+    )
+    io.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run (same inputs and options)"
+    )
+    io.add_argument(
+        "--segments_dir", help="where per-window segments and resume state go (default OUTPUT.parts/)"
+    )
     io.add_argument("--keep_segments", action="store_true", help="keep the segments folder after muxing")
-    io.add_argument("--crf", type=int, default=18, help="H.264 quality of the segments (0 lossless .. 51; 18)")
+    io.add_argument(
+        "--crf", type=int, default=18, help="H.264 quality of the segments (0 lossless .. 51; 18)"
+    )
 
     w = p.add_argument_group("weights")
-    w.add_argument("--weights", help="official weights/ tree or ComfyUI models/ tree (components found by file name)")
-    w.add_argument("--ckpt_dir", help="Wan2.1-I2V-14B-480P folder (overrides --weights for DiT, T5, CLIP, VAE)")
+    w.add_argument(
+        "--weights", help="official weights/ tree or ComfyUI models/ tree (components found by file name)"
+    )
+    w.add_argument(
+        "--ckpt_dir", help="Wan2.1-I2V-14B-480P folder (overrides --weights for DiT, T5, CLIP, VAE)"
+    )
     w.add_argument("--infinitetalk_dir", help="InfiniteTalk adapter file (single or multi)")
     w.add_argument("--wav2vec_dir", help="chinese-wav2vec2-base folder or file")
-    w.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]", help="merge a LoRA (repeatable)")
+    w.add_argument(
+        "--lora", action="append", default=[], metavar="PATH[:SCALE]", help="merge a LoRA (repeatable)"
+    )
     w.add_argument("--lora_dir", nargs="+", default=[], help="LoRA files (the reference's flag)")
-    w.add_argument("--lora_scale", nargs="+", type=float, default=[], help="scales for --lora_dir (default 1.2 each)")
-    w.add_argument("--quant", choices=("int8", "fp8"), help="quantise the DiT's block weights (optimum-quanto)")
-    w.add_argument("--offload_model", type=_bool, nargs="?", const=True, default=False,
-                   help="keep models on the CPU and move each to the GPU only while it runs")
+    w.add_argument(
+        "--lora_scale", nargs="+", type=float, default=[], help="scales for --lora_dir (default 1.2 each)"
+    )
+    w.add_argument(
+        "--quant", choices=("int8", "fp8"), help="quantise the DiT's block weights (optimum-quanto)"
+    )
+    w.add_argument(
+        "--offload_model",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="keep models on the CPU and move each to the GPU only while it runs",
+    )
     w.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
-    w.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="compute dtype (bf16 on GPU, fp32 on CPU)")
+    w.add_argument(
+        "--dtype",
+        choices=("bf16", "fp16", "fp32"),
+        default=None,
+        help="compute dtype (bf16 on GPU, fp32 on CPU)",
+    )
 
     g = p.add_argument_group("generation")
     g.add_argument("--prompt", default=None, help="what the video shows")
     g.add_argument("--n_prompt", default="", help="negative prompt (default: the reference's)")
-    g.add_argument("--mode", choices=("clip", "streaming"), default="streaming",
-                   help="streaming: the whole audio (default); clip: one window of --frame_num frames")
-    g.add_argument("--size", default="infinitetalk-480", help="infinitetalk-480, infinitetalk-720 or WxH (multiples of 16)")
+    g.add_argument(
+        "--mode",
+        choices=("clip", "streaming"),
+        default="streaming",
+        help="streaming: the whole audio (default); clip: one window of --frame_num frames",
+    )
+    g.add_argument(
+        "--size",
+        default="infinitetalk-480",
+        help="infinitetalk-480, infinitetalk-720 or WxH (multiples of 16)",
+    )
     g.add_argument("--frame_num", type=int, default=81, help="frames per window, 4n+1 (81)")
     g.add_argument("--motion_frame", type=int, default=9, help="frames carried between windows, 4n+1 (9)")
-    g.add_argument("--max_frame_num", type=int, default=None, help="cap on the video length in frames (default none)")
+    g.add_argument(
+        "--max_frame_num", type=int, default=None, help="cap on the video length in frames (default none)"
+    )
     g.add_argument("--sample_steps", type=int, default=40)
-    g.add_argument("--sample_shift", type=float, default=None, help="flow shift (default 7 at 480, 11 at 720)")
+    g.add_argument(
+        "--sample_shift", type=float, default=None, help="flow shift (default 7 at 480, 11 at 720)"
+    )
     g.add_argument("--sample_text_guide_scale", type=float, default=5.0)
     g.add_argument("--sample_audio_guide_scale", type=float, default=4.0)
     g.add_argument("--sampler", choices=SAMPLERS, default="euler")
-    g.add_argument("--seed", "--base_seed", dest="seed", type=int, default=42, help="random seed (-1: random)")
+    g.add_argument(
+        "--seed", "--base_seed", dest="seed", type=int, default=42, help="random seed (-1: random)"
+    )
     g.add_argument("--color_correction_strength", type=float, default=1.0, help="0..1 (1.0)")
     g.add_argument("--use_apg", action="store_true", help="adaptive projected guidance")
     g.add_argument("--apg_momentum", type=float, default=-0.75)
     g.add_argument("--apg_norm_threshold", type=float, default=55.0)
     g.add_argument("--use_teacache", action="store_true")
     g.add_argument("--teacache_thresh", type=float, default=0.2)
-    g.add_argument("--batch_guidance", action="store_true", help="run guidance branches as one batch (more memory)")
+    g.add_argument(
+        "--batch_guidance", action="store_true", help="run guidance branches as one batch (more memory)"
+    )
     return p
 
 
@@ -254,7 +342,9 @@ def parse_boxes(values: list[str]) -> list[tuple[float, float, float, float]]:
     for part in parts:
         nums = [float(x) for x in re.split(r"[,\s]+", part.strip()) if x]
         if len(nums) != 4 or nums[2] <= nums[0] or nums[3] <= nums[1]:
-            raise InputError(f"--bbox '{part}': expected 'x_min,y_min,x_max,y_max' with x_max > x_min, y_max > y_min")
+            raise InputError(
+                f"--bbox '{part}': expected 'x_min,y_min,x_max,y_max' with x_max > x_min, y_max > y_min"
+            )
         boxes.append(tuple(nums))
     if boxes and len(boxes) != 2:
         raise InputError(f"--bbox: give one box per person (2), got {len(boxes)}")
@@ -267,7 +357,9 @@ def _apply_json(args: argparse.Namespace) -> None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        raise InputError(f"--input_json '{path}' is unreadable ({err}): give the reference's JSON file") from err
+        raise InputError(
+            f"--input_json '{path}' is unreadable ({err}): give the reference's JSON file"
+        ) from err
     base = path.parent
     resolve = lambda p: str(p if Path(p).is_absolute() or Path(p).exists() else base / p)  # noqa: E731
     args.input_path = args.input_path or resolve(data["cond_video"])
@@ -336,7 +428,7 @@ def lora_specs(args) -> list[tuple[str, float]]:
 
     specs = [parse_lora_spec(s) for s in args.lora]
     scales = list(args.lora_scale) + [1.2] * (len(args.lora_dir) - len(args.lora_scale))  # reference default
-    specs += list(zip(args.lora_dir, scales))
+    specs += list(zip(args.lora_dir, scales[: len(args.lora_dir)], strict=True))
     return specs
 
 
@@ -361,14 +453,18 @@ def _resolve_paths(args, speakers: int) -> WeightPaths:
     """Component paths: explicit flags (--ckpt_dir, --infinitetalk_dir, --wav2vec_dir) win over --weights."""
     root = Path(args.weights).expanduser() if args.weights else None
     if root is not None and not root.is_dir():
-        raise InputError(f"--weights '{root}' is not a folder: point it at your weights/ or ComfyUI models/ folder")
+        raise InputError(
+            f"--weights '{root}' is not a folder: point it at your weights/ or ComfyUI models/ folder"
+        )
     ck = Path(args.ckpt_dir).expanduser() if args.ckpt_dir else None
 
     def pick(name: str, official_name: str | None = None) -> Path:
         if ck is not None and official_name is not None:
             return ck / official_name if official_name else ck
         if root is None:
-            raise InputError(f"no {name.replace('_', ' ')} given: pass --weights DIR (weights/ or ComfyUI models/)")
+            raise InputError(
+                f"no {name.replace('_', ' ')} given: pass --weights DIR (weights/ or ComfyUI models/)"
+            )
         return find_component(root, name)
 
     def adapter() -> Path:
@@ -389,7 +485,9 @@ def _resolve_paths(args, speakers: int) -> WeightPaths:
     )
     for name, p in vars(paths).items():
         if p is not None and not p.exists():
-            raise CheckpointError(f"{name.replace('_', ' ')} '{p}' does not exist: check the path or download it")
+            raise CheckpointError(
+                f"{name.replace('_', ' ')} '{p}' does not exist: check the path or download it"
+            )
     return paths
 
 
@@ -426,9 +524,15 @@ def run(args: argparse.Namespace) -> Path:
     # 1. audio features first, then free the audio encoder before the big models load
     audio_encoder = load_audio_encoder(paths.audio_encoder, device=device, dtype=torch.float32)
     audio = InfiniteTalkPipeline(None, None, None, None, audio_encoder, device, dtype).prepare_audio(
-        tracks, args.audio_type, normalize)
+        tracks, args.audio_type, normalize
+    )
     del audio_encoder
-    logger.info("audio: %d speaker(s), %d frames (%.2f s)", audio.num_speakers, audio.num_frames, audio.num_frames / 25)
+    logger.info(
+        "audio: %d speaker(s), %d frames (%.2f s)",
+        audio.num_speakers,
+        audio.num_frames,
+        audio.num_frames / 25,
+    )
 
     # 2. models
     text = load_text_encoder(paths.text_encoder, device=home, dtype=dtype)
@@ -442,30 +546,59 @@ def run(args: argparse.Namespace) -> Path:
 
     # 3. generate into per-window segments, then mux with the soundtrack
     config = GenerationConfig(
-        prompt=args.prompt or "", negative_prompt=args.n_prompt or None, mode=args.mode, size=args.size,
-        frame_num=args.frame_num, motion_frame=args.motion_frame, max_frame_num=args.max_frame_num,
-        steps=args.sample_steps, shift=args.sample_shift, text_scale=args.sample_text_guide_scale,
+        prompt=args.prompt or "",
+        negative_prompt=args.n_prompt or None,
+        mode=args.mode,
+        size=args.size,
+        frame_num=args.frame_num,
+        motion_frame=args.motion_frame,
+        max_frame_num=args.max_frame_num,
+        steps=args.sample_steps,
+        shift=args.sample_shift,
+        text_scale=args.sample_text_guide_scale,
         audio_scale=args.sample_audio_guide_scale,
         seed=args.seed if args.seed >= 0 else int(torch.randint(0, 99999999, (1,)).item()),
-        color_correction_strength=args.color_correction_strength, sampler=args.sampler, use_apg=args.use_apg,
-        apg_momentum=args.apg_momentum, apg_norm_threshold=args.apg_norm_threshold,
-        use_teacache=args.use_teacache, teacache_thresh=args.teacache_thresh, batch_guidance=args.batch_guidance,
+        color_correction_strength=args.color_correction_strength,
+        sampler=args.sampler,
+        use_apg=args.use_apg,
+        apg_momentum=args.apg_momentum,
+        apg_norm_threshold=args.apg_norm_threshold,
+        use_teacache=args.use_teacache,
+        teacache_thresh=args.teacache_thresh,
+        batch_guidance=args.batch_guidance,
     )
     if args.resume and args.seed < 0:
         raise InputError("--resume needs a fixed --seed (the interrupted run's seed)")
     seg_dir = Path(args.segments_dir) if args.segments_dir else out.with_name(out.name + ".parts")
     store = SegmentStore(seg_dir, fps=25, crf=args.crf)
-    extra = {"weights": {k: str(v) for k, v in vars(paths).items()}, "loras": lora_specs(args),
-             "quant": args.quant, "dtype": str(dtype)}
+    extra = {
+        "weights": {k: str(v) for k, v in vars(paths).items()},
+        "loras": lora_specs(args),
+        "quant": args.quant,
+        "dtype": str(dtype),
+    }
     with _ProgressBar(config.steps) as bar:
-        result = pipe.generate(source, audio, config, store, speaker_regions=regions, on_progress=bar.update,
-                               resume=args.resume, fingerprint_extra=extra)
+        result = pipe.generate(
+            source,
+            audio,
+            config,
+            store,
+            speaker_regions=regions,
+            on_progress=bar.update,
+            resume=args.resume,
+            fingerprint_extra=extra,
+        )
     subtitles = cues if args.subtitles else None
     final = store.finalize(out, audio=(audio.waveform_16k_mix, SPEECH_SR), subtitles=subtitles)
     if not args.keep_segments:
         shutil.rmtree(seg_dir, ignore_errors=True)
-    logger.info("wrote %s: %d frames (%.2f s) in %d windows", final, result.num_frames, result.num_frames / 25,
-                result.num_windows)
+    logger.info(
+        "wrote %s: %d frames (%.2f s) in %d windows",
+        final,
+        result.num_frames,
+        result.num_frames / 25,
+        result.num_windows,
+    )
     return final
 
 

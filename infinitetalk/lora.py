@@ -55,7 +55,9 @@ def load_lora_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any reader failure means the same thing to the user
-        raise CheckpointError(f"LoRA file '{path}' could not be read ({err}): use a .safetensors LoRA") from err
+        raise CheckpointError(
+            f"LoRA file '{path}' could not be read ({err}): use a .safetensors LoRA"
+        ) from err
     obj = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"LoRA file '{path}' holds no tensor dictionary: use a .safetensors LoRA")
@@ -69,7 +71,9 @@ def _strip(key: str) -> str:
     return key
 
 
-def _resolve(name: str, params: dict[str, nn.Parameter], underscored: dict[str, str], leaf: str) -> str | None:
+def _resolve(
+    name: str, params: dict[str, nn.Parameter], underscored: dict[str, str], leaf: str
+) -> str | None:
     """LoRA module name (dots or underscores) -> model parameter name ending in ``leaf`` (or the name itself)."""
     for candidate in (f"{name}.{leaf}", name):
         if candidate in params:
@@ -156,7 +160,9 @@ def _apply_float8(module: nn.Module, param: nn.Parameter, delta: torch.Tensor) -
     param.data = merged.clamp(-limit, limit).to(param.dtype)
 
 
-def merge_lora(model: nn.Module, lora: str | os.PathLike | dict[str, torch.Tensor], scale: float = 1.0) -> int:
+def merge_lora(
+    model: nn.Module, lora: str | os.PathLike | dict[str, torch.Tensor], scale: float = 1.0
+) -> int:
     """Merge one LoRA into ``model`` in place; returns the number of parameters changed."""
     sd = load_lora_file(lora) if not isinstance(lora, dict) else lora
     label = "LoRA" if isinstance(lora, dict) else f"LoRA '{lora}'"

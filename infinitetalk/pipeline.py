@@ -197,8 +197,13 @@ class DeviceModelManager:
 
 # ============================================================================ pure helpers
 def plan_windows(
-    num_frames: int, frame_num: int, motion_frame: int, mode: str, max_frame_num: int | None = None,
-    source_frames: int = 1, is_video: bool = False,
+    num_frames: int,
+    frame_num: int,
+    motion_frame: int,
+    mode: str,
+    max_frame_num: int | None = None,
+    source_frames: int = 1,
+    is_video: bool = False,
 ) -> tuple[list[WindowPlan], int]:
     """The window schedule and the output length (spec §4, minus the reference's forced second window).
 
@@ -248,7 +253,9 @@ def condition_mask(frame_num: int, lat_h: int, lat_w: int) -> torch.Tensor:
     return msk.transpose(1, 2)
 
 
-def speaker_masks(regions: SpeakerRegions | None, src_h: int, src_w: int, face_scale: float = 0.05) -> torch.Tensor:
+def speaker_masks(
+    regions: SpeakerRegions | None, src_h: int, src_w: int, face_scale: float = 0.05
+) -> torch.Tensor:
     """(3, src_h, src_w) masks: person 1, person 2, background (the complement), in source pixels.
 
     Boxes are ``(x_min, y_min, x_max, y_max)`` with x horizontal (columns) and y vertical (rows).
@@ -321,8 +328,15 @@ class InfiniteTalkPipeline:
     """
 
     def __init__(
-        self, dit, vae, clip, text_encoder, audio_encoder=None, device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.bfloat16, model_manager: ModelManager | None = None,
+        self,
+        dit,
+        vae,
+        clip,
+        text_encoder,
+        audio_encoder=None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.bfloat16,
+        model_manager: ModelManager | None = None,
     ):
         self.dit, self.vae, self.clip = dit, vae, clip
         self.text_encoder, self.audio_encoder = text_encoder, audio_encoder
@@ -349,11 +363,17 @@ class InfiniteTalkPipeline:
         if c.frame_num < 5 or (c.frame_num - 1) % 4:
             raise InputError(f"frame_num {c.frame_num} must be 4n+1 and at least 5 (81 is the default)")
         if c.motion_frame < 1 or (c.motion_frame - 1) % 4 or c.motion_frame >= c.frame_num:
-            raise InputError(f"motion_frame {c.motion_frame} must be 4n+1 and below frame_num {c.frame_num} (9)")
+            raise InputError(
+                f"motion_frame {c.motion_frame} must be 4n+1 and below frame_num {c.frame_num} (9)"
+            )
         if c.steps < 1:
-            raise InputError(f"steps {c.steps} must be at least 1 (40 is the default, 4-8 with a distill LoRA)")
+            raise InputError(
+                f"steps {c.steps} must be at least 1 (40 is the default, 4-8 with a distill LoRA)"
+            )
         if c.max_frame_num is not None and c.max_frame_num < 1:
-            raise InputError(f"max_frame_num {c.max_frame_num} must be positive (or None for the whole audio)")
+            raise InputError(
+                f"max_frame_num {c.max_frame_num} must be positive (or None for the whole audio)"
+            )
         if not 0.0 <= c.color_correction_strength <= 1.0:
             raise InputError(f"color_correction_strength {c.color_correction_strength} must be in [0, 1]")
         if c.effective_shift <= 0:
@@ -379,7 +399,9 @@ class InfiniteTalkPipeline:
         if not 1 <= len(speakers) <= 2:
             raise InputError(f"{len(speakers)} audio tracks given: InfiniteTalk drives one or two speakers")
         if self.audio_encoder is None:
-            raise InputError("no audio encoder was given to the pipeline: load wav2vec2 or pass an AudioEmbedding")
+            raise InputError(
+                "no audio encoder was given to the pipeline: load wav2vec2 or pass an AudioEmbedding"
+            )
         tracks = [prepare_speech(w, sr, normalize=normalize) for w, sr in speakers]
         if len(tracks) == 2:
             t1, t2, mix = combine_speakers(tracks[0], tracks[1], audio_type)
@@ -387,14 +409,20 @@ class InfiniteTalkPipeline:
         else:
             mix = tracks[0]
         self._load("audio_encoder")
-        feats = torch.stack([self.audio_encoder.encode(np.asarray(t, np.float32)).float().cpu() for t in tracks])
+        feats = torch.stack(
+            [self.audio_encoder.encode(np.asarray(t, np.float32)).float().cpu() for t in tracks]
+        )
         self._offload("audio_encoder")
         return AudioEmbedding(feats, np.asarray(mix, np.float32), int(feats.shape[1]))
 
     # ------------------------------------------------------------------ stage 3: run-wide conditioning
     def encode(
-        self, source: ReferenceSource, audio: AudioEmbedding, config: GenerationConfig,
-        plans: list[WindowPlan], regions: SpeakerRegions | None = None,
+        self,
+        source: ReferenceSource,
+        audio: AudioEmbedding,
+        config: GenerationConfig,
+        plans: list[WindowPlan],
+        regions: SpeakerRegions | None = None,
     ) -> _Encoded:
         """Text contexts (once), padded audio features, speaker masks, colour reference, output size."""
         first = source.frame(0)
@@ -422,14 +450,26 @@ class InfiniteTalkPipeline:
 
     # ------------------------------------------------------------------ stage 4: one window's inputs
     def prepare_window(
-        self, plan: WindowPlan, enc: _Encoded, source: ReferenceSource, config: GenerationConfig,
-        motion_frames: torch.Tensor | None, generator: torch.Generator,
+        self,
+        plan: WindowPlan,
+        enc: _Encoded,
+        source: ReferenceSource,
+        config: GenerationConfig,
+        motion_frames: torch.Tensor | None,
+        generator: torch.Generator,
     ) -> _Window:
         """Noise (drawn first, as the reference), conditioning of the window's reference frame, motion latents."""
         h, w = enc.size
-        lat_t, lat_h, lat_w = (config.frame_num - 1) // VAE_STRIDE_T + 1, h // VAE_STRIDE_HW, w // VAE_STRIDE_HW
+        lat_t, lat_h, lat_w = (
+            (config.frame_num - 1) // VAE_STRIDE_T + 1,
+            h // VAE_STRIDE_HW,
+            w // VAE_STRIDE_HW,
+        )
         noise = torch.randn(
-            (LATENT_CHANNELS, lat_t, lat_h, lat_w), generator=generator, device=self.device, dtype=torch.float32
+            (LATENT_CHANNELS, lat_t, lat_h, lat_w),
+            generator=generator,
+            device=self.device,
+            dtype=torch.float32,
         )[None]
         cond_image, y, clip = self._reference_conditioning(plan.reference_frame, enc, source, config)
         self._load("vae")
@@ -447,7 +487,9 @@ class InfiniteTalkPipeline:
         if index in self._cond_cache:
             return self._cond_cache[index]
         h, w = enc.size
-        cond = image_to_tensor(resize_and_crop_image(source.frame(index), (h, w)))[None, :, None].to(self.device)
+        cond = image_to_tensor(resize_and_crop_image(source.frame(index), (h, w)))[None, :, None].to(
+            self.device
+        )
         self._load("clip")
         clip = self.clip.encode(cond[:, :, 0]).to(self.dtype)
         self._offload("clip")
@@ -455,20 +497,32 @@ class InfiniteTalkPipeline:
         padded = torch.cat([cond, cond.new_zeros(1, 3, config.frame_num - 1, h, w)], dim=2)
         latents = self.vae.encode(padded.to(self._vae_dtype())).to(self.dtype)
         self._offload("vae")
-        msk = condition_mask(config.frame_num, h // VAE_STRIDE_HW, w // VAE_STRIDE_HW).to(self.device, self.dtype)
+        msk = condition_mask(config.frame_num, h // VAE_STRIDE_HW, w // VAE_STRIDE_HW).to(
+            self.device, self.dtype
+        )
         y = torch.cat([msk, latents], dim=1)
         self._cond_cache = {index: (cond, y, clip)}  # keep one: constant memory for video sources
         return self._cond_cache[index]
 
     # ------------------------------------------------------------------ stage 5: denoising
     def denoise_window(
-        self, win: _Window, enc: _Encoded, config: GenerationConfig, generator: torch.Generator,
-        num_windows: int, on_progress=None, should_cancel=None,
+        self,
+        win: _Window,
+        enc: _Encoded,
+        config: GenerationConfig,
+        generator: torch.Generator,
+        num_windows: int,
+        on_progress=None,
+        should_cancel=None,
     ) -> torch.Tensor:
         """Run the sampler on one window -> clean latents (1, 16, T, h, w) float32."""
         sampler = make_sampler(config.sampler, config.steps, config.effective_shift, self.device)
         guidance = GuidanceState(
-            config.text_scale, config.audio_scale, config.use_apg, config.apg_momentum, config.apg_norm_threshold
+            config.text_scale,
+            config.audio_scale,
+            config.use_apg,
+            config.apg_momentum,
+            config.apg_norm_threshold,
         )
         groups = self._call_groups(guidance.branches, win.audio.shape[1], config.batch_guidance)
         caches = self._make_caches(groups, config)
@@ -480,7 +534,9 @@ class InfiniteTalkPipeline:
         self._load("dit")
         for i in range(config.steps):
             if should_cancel is not None and should_cancel():
-                raise Interrupted(f"generation cancelled in window {win.plan.index + 1}/{num_windows}, step {i + 1}")
+                raise Interrupted(
+                    f"generation cancelled in window {win.plan.index + 1}/{num_windows}, step {i + 1}"
+                )
             latent[:, :, :n_motion] = motion
             t = sampler.timesteps[i].reshape(1).to(self.device, torch.float32)
             preds = self._predict(latent, t, win, enc, groups, caches, i)
@@ -526,7 +582,7 @@ class InfiniteTalkPipeline:
         """Model predictions for every guidance branch, by name."""
         preds = {}
         for group in groups:
-            contexts, audios = zip(*(self._branch_inputs(b, win, enc) for b in group))
+            contexts, audios = zip(*(self._branch_inputs(b, win, enc) for b in group), strict=True)
             n = len(group)
             length = max(c.shape[1] for c in contexts)
             context = torch.cat([F.pad(c, (0, 0, 0, length - c.shape[1])) for c in contexts])
@@ -567,10 +623,16 @@ class InfiniteTalkPipeline:
     # ------------------------------------------------------------------ the loop
     @torch.no_grad()
     def generate(
-        self, source: ReferenceSource | np.ndarray, audio: AudioEmbedding, config: GenerationConfig,
-        sink: FrameSink, *, speaker_regions: SpeakerRegions | None = None,
+        self,
+        source: ReferenceSource | np.ndarray,
+        audio: AudioEmbedding,
+        config: GenerationConfig,
+        sink: FrameSink,
+        *,
+        speaker_regions: SpeakerRegions | None = None,
         on_progress: Callable[[ProgressEvent], None] | None = None,
-        should_cancel: Callable[[], bool] | None = None, resume: bool = False,
+        should_cancel: Callable[[], bool] | None = None,
+        resume: bool = False,
         fingerprint_extra: dict[str, Any] | None = None,
     ) -> GenerationResult:
         """Generate the whole video into ``sink``, window by window.
@@ -583,8 +645,13 @@ class InfiniteTalkPipeline:
         self.check_inputs(source, audio, config)
         is_video = getattr(source, "is_video", True) and source.num_frames > 1
         plans, total = plan_windows(
-            audio.num_frames, config.frame_num, config.motion_frame, config.mode, config.max_frame_num,
-            source.num_frames, is_video,
+            audio.num_frames,
+            config.frame_num,
+            config.motion_frame,
+            config.mode,
+            config.max_frame_num,
+            source.num_frames,
+            is_video,
         )
         resumable = isinstance(sink, ResumableSink)
         if resume and not resumable:
@@ -602,7 +669,16 @@ class InfiniteTalkPipeline:
             enc = self.encode(source, audio, config, plans, speaker_regions)
             for plan in plans[first:]:
                 motion_frames = self._run_window(
-                    plan, enc, source, config, motion_frames, generator, sink, len(plans), on_progress, should_cancel
+                    plan,
+                    enc,
+                    source,
+                    config,
+                    motion_frames,
+                    generator,
+                    sink,
+                    len(plans),
+                    on_progress,
+                    should_cancel,
                 )
                 result.windows_run.append(plan.index)
                 result.reference_frames.append(plan.reference_frame)
@@ -613,10 +689,26 @@ class InfiniteTalkPipeline:
             sink.close()
         return result
 
-    def _run_window(self, plan, enc, source, config, motion_frames, generator, sink, num_windows, on_progress,
-                    should_cancel) -> torch.Tensor:
-        logger.info("window %d/%d: frames %d..%d", plan.index + 1, num_windows, plan.start,
-                    plan.start + config.frame_num - 1)
+    def _run_window(
+        self,
+        plan,
+        enc,
+        source,
+        config,
+        motion_frames,
+        generator,
+        sink,
+        num_windows,
+        on_progress,
+        should_cancel,
+    ) -> torch.Tensor:
+        logger.info(
+            "window %d/%d: frames %d..%d",
+            plan.index + 1,
+            num_windows,
+            plan.start,
+            plan.start + config.frame_num - 1,
+        )
         if on_progress is not None:
             on_progress(ProgressEvent(plan.index, num_windows, 0, config.steps))
         win = self.prepare_window(plan, enc, source, config, motion_frames, generator)
@@ -644,8 +736,12 @@ class InfiniteTalkPipeline:
         return state["window"] + 1, state["motion_frames"].to(self.device)
 
     def fingerprint(
-        self, source: ReferenceSource, audio: AudioEmbedding, config: GenerationConfig,
-        regions: SpeakerRegions | None, extra: dict[str, Any] | None = None,
+        self,
+        source: ReferenceSource,
+        audio: AudioEmbedding,
+        config: GenerationConfig,
+        regions: SpeakerRegions | None,
+        extra: dict[str, Any] | None = None,
     ) -> str:
         """Hash of everything that decides the frames: inputs, config, model shape/dtype, caller extras."""
         h = hashlib.sha256()

@@ -49,7 +49,9 @@ def flow_timesteps(steps: int, shift: float, num_train: int = NUM_TRAIN_TIMESTEP
     return shift_timesteps(t, float(shift), num_train)
 
 
-def euler_step(latent: torch.Tensor, pred: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
+def euler_step(
+    latent: torch.Tensor, pred: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor
+) -> torch.Tensor:
     """One Euler step of the flow ODE: ``latent + (-pred) * (t - t_next) / 1000``."""
     dt = (t - t_next) / NUM_TRAIN_TIMESTEPS  # float32 scalar tensor
     return latent + (-pred) * dt
@@ -98,7 +100,9 @@ class DiffusersSampler:
             self.scheduler = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", **common)
         self.scheduler.set_timesteps(steps, device=device)
         # The model gets the exact sigma * 1000 (diffusers' own timesteps are rounded to integers).
-        self.timesteps = (self.scheduler.sigmas[:-1] * NUM_TRAIN_TIMESTEPS).to(device, torch.float32)  # (steps,)
+        self.timesteps = (self.scheduler.sigmas[:-1] * NUM_TRAIN_TIMESTEPS).to(
+            device, torch.float32
+        )  # (steps,)
 
     def step(self, latent: torch.Tensor, pred: torch.Tensor, i: int) -> torch.Tensor:
         return self.scheduler.step(pred, self.scheduler.timesteps[i], latent, return_dict=False)[0]
@@ -197,9 +201,13 @@ class GuidanceState:
     def _combine_apg(self, preds: dict[str, torch.Tensor]) -> torch.Tensor:
         cond, thr = preds[COND], self.apg_norm_threshold
         if DROP_AUDIO in preds:
-            audio = adaptive_projected_guidance(cond - preds[DROP_AUDIO], cond, self.audio_momentum, norm_threshold=thr)
+            audio = adaptive_projected_guidance(
+                cond - preds[DROP_AUDIO], cond, self.audio_momentum, norm_threshold=thr
+            )
             return cond + (self.audio_scale - 1) * audio
-        text = adaptive_projected_guidance(cond - preds[DROP_TEXT], cond, self.text_momentum, norm_threshold=thr)
+        text = adaptive_projected_guidance(
+            cond - preds[DROP_TEXT], cond, self.text_momentum, norm_threshold=thr
+        )
         audio = adaptive_projected_guidance(
             preds[DROP_TEXT] - preds[UNCOND], cond, self.audio_momentum, norm_threshold=thr
         )

@@ -160,7 +160,9 @@ class SegmentStore:
         if self._writer is None:
             index = len(self.segments)
             w, h = self.size
-            self._writer = Mp4Writer(self.directory / _PART.format(index), self.fps, w, h, self.crf, self.preset)
+            self._writer = Mp4Writer(
+                self.directory / _PART.format(index), self.fps, w, h, self.crf, self.preset
+            )
             self._hash, self._pending = hashlib.sha256(), 0
         self._writer.write(frames)
         self._hash.update(np.ascontiguousarray(frames).tobytes())

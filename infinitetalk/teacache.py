@@ -23,9 +23,27 @@ from .errors import InputError
 
 # Rescaling polynomials fitted by the reference for InfiniteTalk (highest power first).
 _COEFFICIENTS = {
-    ("infinitetalk-480", True): (2.57151496e05, -3.54229917e04, 1.40286849e03, -1.35890334e01, 1.32517977e-01),
-    ("infinitetalk-720", True): (8.10705460e03, 2.13393892e03, -3.72934672e02, 1.66203073e01, -4.17769401e-02),
-    ("infinitetalk-480", False): (-3.02331670e02, 2.23948934e02, -5.25463970e01, 5.87348440e00, -2.01973289e-01),
+    ("infinitetalk-480", True): (
+        2.57151496e05,
+        -3.54229917e04,
+        1.40286849e03,
+        -1.35890334e01,
+        1.32517977e-01,
+    ),
+    ("infinitetalk-720", True): (
+        8.10705460e03,
+        2.13393892e03,
+        -3.72934672e02,
+        1.66203073e01,
+        -4.17769401e-02,
+    ),
+    ("infinitetalk-480", False): (
+        -3.02331670e02,
+        2.23948934e02,
+        -5.25463970e01,
+        5.87348440e00,
+        -2.01973289e-01,
+    ),
     ("infinitetalk-720", False): (-114.36346466, 65.26524496, -18.82220707, 4.91518089, -0.23412683),
 }
 
@@ -54,7 +72,9 @@ class TeaCacheConfig:
 
     def __post_init__(self) -> None:
         if self.thresh < 0:
-            raise InputError(f"teacache threshold {self.thresh} is negative: use a value >= 0 (0.2 is typical)")
+            raise InputError(
+                f"teacache threshold {self.thresh} is negative: use a value >= 0 (0.2 is typical)"
+            )
 
 
 class TeaCache:

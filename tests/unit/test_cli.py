@@ -19,7 +19,9 @@ def _inputs(tmp_path, seconds=1.0, h=48, w=64):
     t = np.arange(int(sr * seconds)) / sr
     sf.write(tmp_path / "speech.wav", (np.sin(2 * np.pi * 200 * t) * 0.3).astype(np.float32), sr)
     yy, xx = np.mgrid[0:h, 0:w]
-    Image.fromarray(np.stack([xx * 3, yy * 4, np.full_like(xx, 99)], -1).astype(np.uint8)).save(tmp_path / "face.png")
+    Image.fromarray(np.stack([xx * 3, yy * 4, np.full_like(xx, 99)], -1).astype(np.uint8)).save(
+        tmp_path / "face.png"
+    )
     return tmp_path / "face.png", tmp_path / "speech.wav"
 
 
@@ -36,10 +38,28 @@ def _probe(path):
 
 
 def test_reference_flags_and_defaults():
-    args = build_parser().parse_args(["--input_path", "x.png", "--audio_path", "a.wav", "--lora", "l.safetensors:0.5",
-                                      "--lora", "m.safetensors", "--offload_model", "--base_seed", "3"])
+    args = build_parser().parse_args(
+        [
+            "--input_path",
+            "x.png",
+            "--audio_path",
+            "a.wav",
+            "--lora",
+            "l.safetensors:0.5",
+            "--lora",
+            "m.safetensors",
+            "--offload_model",
+            "--base_seed",
+            "3",
+        ]
+    )
     assert (args.sample_steps, args.sample_text_guide_scale, args.sample_audio_guide_scale) == (40, 5.0, 4.0)
-    assert (args.frame_num, args.motion_frame, args.mode, args.size) == (81, 9, "streaming", "infinitetalk-480")
+    assert (args.frame_num, args.motion_frame, args.mode, args.size) == (
+        81,
+        9,
+        "streaming",
+        "infinitetalk-480",
+    )
     assert args.sample_shift is None and args.color_correction_strength == 1.0 and args.seed == 3
     assert args.offload_model is True and args.lora == ["l.safetensors:0.5", "m.safetensors"]
     args = build_parser().parse_args(["--offload_model", "false", "--sampler", "unipc", "--quant", "fp8"])
@@ -80,7 +100,12 @@ def test_missing_weights_name_file_folder_and_source(tmp_path):
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
-    assert main(["--input_path", str(tmp_path / "none.png"), "--audio_path", "a.wav", "--weights", str(tmp_path)]) == 2
+    assert (
+        main(
+            ["--input_path", str(tmp_path / "none.png"), "--audio_path", "a.wav", "--weights", str(tmp_path)]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
 
@@ -88,9 +113,26 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
 def test_cli_clip_run_on_tiny_weights(tiny_root, tmp_path):
     face, speech = _inputs(tmp_path, seconds=1.0)
     out = tmp_path / "out.mp4"
-    rc = main(["--weights", str(tiny_root / "models"), "--input_path", str(face), "--audio_path", str(speech),
-               "--output_path", str(out), "--size", "32x32", "--sample_steps", "2", "--mode", "clip",
-               "--prompt", "a face"])
+    rc = main(
+        [
+            "--weights",
+            str(tiny_root / "models"),
+            "--input_path",
+            str(face),
+            "--audio_path",
+            str(speech),
+            "--output_path",
+            str(out),
+            "--size",
+            "32x32",
+            "--sample_steps",
+            "2",
+            "--mode",
+            "clip",
+            "--prompt",
+            "a face",
+        ]
+    )
     assert rc == 0
     frames, rate, size, codec, seconds = _probe(out)
     assert (frames, rate, size, codec) == (25, 25, (32, 32), "aac")  # audio shorter than a window: 25 frames
@@ -100,15 +142,66 @@ def test_cli_clip_run_on_tiny_weights(tiny_root, tmp_path):
 
 def test_cli_json_input_two_speakers(tiny_root, tmp_path):
     face, speech = _inputs(tmp_path, seconds=0.6)
-    data = {"prompt": "two people", "cond_video": face.name, "audio_type": "add",
-            "cond_audio": {"person1": speech.name, "person2": speech.name},
-            "bbox": {"person1": [0, 0, 48, 32], "person2": [0, 32, 48, 64]}}  # reference order: rows first
+    data = {
+        "prompt": "two people",
+        "cond_video": face.name,
+        "audio_type": "add",
+        "cond_audio": {"person1": speech.name, "person2": speech.name},
+        "bbox": {"person1": [0, 0, 48, 32], "person2": [0, 32, 48, 64]},
+    }  # reference order: rows first
     (tmp_path / "in.json").write_text(json.dumps(data))
     out = tmp_path / "two.mp4"
-    rc = main(["--weights", str(tiny_root), "--input_json", str(tmp_path / "in.json"), "--output_path", str(out),
-               "--size", "32x32", "--sample_steps", "1", "--sample_text_guide_scale", "1", "--keep_segments"])
+    rc = main(
+        [
+            "--weights",
+            str(tiny_root),
+            "--input_json",
+            str(tmp_path / "in.json"),
+            "--output_path",
+            str(out),
+            "--size",
+            "32x32",
+            "--sample_steps",
+            "1",
+            "--sample_text_guide_scale",
+            "1",
+            "--keep_segments",
+        ]
+    )
     assert rc == 0
     frames, *_ = _probe(out)
     assert frames == 30  # add mode: 0.6 s + 0.6 s
     manifest = json.loads((tmp_path / "two.mp4.parts" / "manifest.json").read_text())
     assert manifest["complete"] and manifest["frames_written"] == 30
+
+
+def test_cli_tts_dialogue_with_subtitles(tiny_root, tmp_path):
+    face, _ = _inputs(tmp_path)
+    out = tmp_path / "tts.mp4"
+    rc = main(
+        [
+            "--weights",
+            str(tiny_root),
+            "--input_path",
+            str(face),
+            "--text",
+            "(s1) Hello there. (s2) Hi!",
+            "--lang",
+            "a",
+            "--subtitles",
+            "--output_path",
+            str(out),
+            "--size",
+            "32x32",
+            "--sample_steps",
+            "1",
+            "--sample_text_guide_scale",
+            "1",
+        ]
+    )
+    assert rc == 0
+    with av.open(str(out)) as c:
+        kinds = sorted(s.type for s in c.streams)
+    assert kinds[:2] == ["audio", "subtitle"] or kinds == ["audio", "video"]  # mov_text needs PyAV >= 17
+    frames, rate, _, codec, seconds = _probe(out)
+    assert frames >= 1 and rate == 25 and codec == "aac" and abs(seconds - frames / 25) < 0.05

@@ -78,7 +78,9 @@ def test_rgb_to_lab_matches_skimage():
     ours = rgb_to_lab(torch.from_numpy(rgb)).numpy()
     np.testing.assert_allclose(ours, color.rgb2lab(rgb), atol=1e-6)  # float64 both sides
     lab = color.rgb2lab(rgb) * 1.1 + 3
-    np.testing.assert_allclose(lab_to_rgb(torch.from_numpy(lab)).numpy(), np.clip(color.lab2rgb(lab), 0, 1), atol=1e-6)
+    np.testing.assert_allclose(
+        lab_to_rgb(torch.from_numpy(lab)).numpy(), np.clip(color.lab2rgb(lab), 0, 1), atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("strength", [1.0, 0.3])

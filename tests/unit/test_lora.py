@@ -64,8 +64,12 @@ def test_kohya_underscores_peft_ab_and_no_alpha():
         "blocks.0.self_attn.q.lora_B.weight": up2,
     }
     assert merge_lora(model, sd) == 2
-    assert torch.allclose(model.blocks[1].self_attn.k.weight, ref.blocks[1].self_attn.k.weight + up @ down, atol=1e-6)
-    assert torch.allclose(model.blocks[0].self_attn.q.weight, ref.blocks[0].self_attn.q.weight + up2 @ down2, atol=1e-6)
+    assert torch.allclose(
+        model.blocks[1].self_attn.k.weight, ref.blocks[1].self_attn.k.weight + up @ down, atol=1e-6
+    )
+    assert torch.allclose(
+        model.blocks[0].self_attn.q.weight, ref.blocks[0].self_attn.q.weight + up2 @ down2, atol=1e-6
+    )
 
 
 def test_fusionx_diff_and_diff_b_and_bare_parameter():
@@ -85,16 +89,24 @@ def test_conv_lora_reshaped():
     model, ref = TinyDiT(), TinyDiT()
     g = torch.Generator().manual_seed(3)
     down, up = torch.randn(2, 4, 1, 2, 2, generator=g), torch.randn(8, 2, 1, 1, 1, generator=g)
-    merge_lora(model, {"diffusion_model.patch_embedding.lora_down.weight": down,
-                       "diffusion_model.patch_embedding.lora_up.weight": up})
+    merge_lora(
+        model,
+        {
+            "diffusion_model.patch_embedding.lora_down.weight": down,
+            "diffusion_model.patch_embedding.lora_up.weight": up,
+        },
+    )
     delta = (up.flatten(1) @ down.flatten(1)).view(8, 4, 1, 2, 2)
     assert torch.allclose(model.patch_embedding.weight, ref.patch_embedding.weight + delta, atol=1e-6)
 
 
 def test_two_entries_on_one_weight_add_up():
     model, (down, up) = TinyDiT(), _pair(seed=4)
-    sd = {"blocks.0.self_attn.q.lora_down.weight": down, "blocks.0.self_attn.q.lora_up.weight": up,
-          "blocks.0.self_attn.q.diff": torch.ones(8, 8)}
+    sd = {
+        "blocks.0.self_attn.q.lora_down.weight": down,
+        "blocks.0.self_attn.q.lora_up.weight": up,
+        "blocks.0.self_attn.q.diff": torch.ones(8, 8),
+    }
     deltas, unmatched = lora_deltas(sd, model, 1.0)
     assert unmatched == [] and torch.allclose(deltas["blocks.0.self_attn.q.weight"], up @ down + 1)
 
@@ -138,6 +150,8 @@ def test_lora_spec_parsing(tmp_path):
     assert parse_lora_spec("C:\\loras\\x.safetensors") == ("C:\\loras\\x.safetensors", 1.0)
     assert parse_lora_spec("C:\\loras\\x.safetensors:2") == ("C:\\loras\\x.safetensors", 2.0)
     model, (down, up) = TinyDiT(), _pair(seed=5)
-    save_file({"blocks.0.self_attn.q.lora_down.weight": down, "blocks.0.self_attn.q.lora_up.weight": up},
-              tmp_path / "a.safetensors")
+    save_file(
+        {"blocks.0.self_attn.q.lora_down.weight": down, "blocks.0.self_attn.q.lora_up.weight": up},
+        tmp_path / "a.safetensors",
+    )
     assert merge_loras(model, [(str(tmp_path / "a.safetensors"), 1.0)] * 2) == 2

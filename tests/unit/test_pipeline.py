@@ -102,9 +102,15 @@ class FakeDiT(torch.nn.Module):
         b = x.shape[0]
         context = torch.nn.functional.pad(context, (0, 0, 0, 12 - context.shape[1]))  # like text_len padding
         self.calls.append(
-            dict(batch=b, speakers=audio.shape[1], ctx=context.float().mean(dim=(1, 2)).tolist(),
-                 audio_abs=audio.float().abs().sum().item(), masks=None if ref_target_masks is None
-                 else tuple(ref_target_masks.shape), t=t.tolist(), x=x.float().clone() if self.record_inputs else None)
+            dict(
+                batch=b,
+                speakers=audio.shape[1],
+                ctx=context.float().mean(dim=(1, 2)).tolist(),
+                audio_abs=audio.float().abs().sum().item(),
+                masks=None if ref_target_masks is None else tuple(ref_target_masks.shape),
+                t=t.tolist(),
+                x=x.float().clone() if self.record_inputs else None,
+            )
         )
         e = (t.float() / 1000)[:, None].expand(b, 8)
         e0 = e[:, None].expand(b, 6, 8)
@@ -117,14 +123,26 @@ class FakeDiT(torch.nn.Module):
         out = 0.5 * h.view_as(x.float()) + 0.2 * y[:, 4:].float()
         a = audio.float().mean(dim=(1, 3, 4, 5))  # (B, F)
         a = torch.cat([a[:, :1], a[:, 1:].unflatten(1, (-1, 4)).mean(2)], dim=1)  # (B, T)
-        out = out + 0.3 * a[:, None, :, None, None] + 0.1 * context.float().mean(dim=(1, 2))[:, None, None, None, None]
+        out = (
+            out
+            + 0.3 * a[:, None, :, None, None]
+            + 0.1 * context.float().mean(dim=(1, 2))[:, None, None, None, None]
+        )
         out = out + 0.05 * clip_fea.float().mean(dim=(1, 2))[:, None, None, None, None]
         return out.float()
 
 
 def fake_pipeline(**kw) -> InfiniteTalkPipeline:
-    return InfiniteTalkPipeline(FakeDiT(), FakeVAE(), FakeClip(), FakeText(), FakeAudioEncoder(),
-                                device="cpu", dtype=torch.float32, **kw)
+    return InfiniteTalkPipeline(
+        FakeDiT(),
+        FakeVAE(),
+        FakeClip(),
+        FakeText(),
+        FakeAudioEncoder(),
+        device="cpu",
+        dtype=torch.float32,
+        **kw,
+    )
 
 
 def test_image(h=64, w=64, seed=0) -> np.ndarray:
@@ -168,7 +186,12 @@ class RecordingVideo:
 def test_plan_streaming_10s_is_4_windows_of_spec():
     plans, total = plan_windows(250, 81, 9, "streaming")
     assert total == 250
-    assert [(p.start, p.keep_from, p.keep) for p in plans] == [(0, 0, 81), (72, 9, 72), (144, 9, 72), (216, 9, 25)]
+    assert [(p.start, p.keep_from, p.keep) for p in plans] == [
+        (0, 0, 81),
+        (72, 9, 72),
+        (144, 9, 72),
+        (216, 9, 25),
+    ]
 
 
 def test_plan_short_audio_is_one_window_and_clip_mode_one_window():
@@ -255,7 +278,9 @@ def test_three_pass_and_two_pass_branch_calls():
     assert ctx[0] != ctx[1] and ctx[1] == ctx[2]  # cond: prompt; drop_text & uncond: negative prompt
     assert calls[0]["audio_abs"] > 0 and calls[1]["audio_abs"] > 0 and calls[2]["audio_abs"] == 0
     pipe = fake_pipeline()
-    pipe.generate(test_image(), audio_embedding(60), small_config(steps=3, mode="clip", text_scale=1.0), MemorySink())
+    pipe.generate(
+        test_image(), audio_embedding(60), small_config(steps=3, mode="clip", text_scale=1.0), MemorySink()
+    )
     calls = pipe.dit.calls
     assert len(calls) == 3 * 2
     assert calls[0]["ctx"] == calls[1]["ctx"] and calls[0]["audio_abs"] > 0 and calls[1]["audio_abs"] == 0
@@ -309,7 +334,9 @@ def test_rng_consumption_order_matches_reference():
     """Window k's initial noise = the k-th draw of the reference order: noise, then 1 + steps motion draws."""
     pipe, steps, seed = fake_pipeline(), 2, 7
     pipe.dit.record_inputs = True
-    pipe.generate(test_image(), audio_embedding(250), small_config(steps=steps, text_scale=1.0, seed=seed), MemorySink())
+    pipe.generate(
+        test_image(), audio_embedding(250), small_config(steps=steps, text_scale=1.0, seed=seed), MemorySink()
+    )
     g = torch.Generator().manual_seed(seed)
     for k in range(4):
         noise = torch.randn((16, 21, 8, 8), generator=g)
@@ -340,8 +367,14 @@ def test_cancel_raises_interrupted_and_progress_events():
         return calls["n"] > 3
 
     with pytest.raises(Interrupted):
-        fake_pipeline().generate(test_image(), audio_embedding(200), small_config(), MemorySink(),
-                                 on_progress=events.append, should_cancel=cancel)
+        fake_pipeline().generate(
+            test_image(),
+            audio_embedding(200),
+            small_config(),
+            MemorySink(),
+            on_progress=events.append,
+            should_cancel=cancel,
+        )
     steps = [(e.window, e.step) for e in events]
     assert steps == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
     assert events[1].num_windows == 3 and events[1].latent_preview.shape == (1, 16, 21, 8, 8)
@@ -361,7 +394,9 @@ def test_teacache_skips_blocks_with_per_branch_state(monkeypatch):
     for text_scale, branches in ((5.0, 3), (1.0, 2)):
         made.clear()
         pipe, sink = fake_pipeline(), MemorySink()
-        cfg = small_config(mode="clip", steps=10, use_teacache=True, teacache_thresh=10.0, text_scale=text_scale)
+        cfg = small_config(
+            mode="clip", steps=10, use_teacache=True, teacache_thresh=10.0, text_scale=text_scale
+        )
         pipe.generate(test_image(), audio_embedding(60), cfg, sink)
         assert sink.frames.shape[0] == 60 and pipe.model_calls == 10 * branches
         assert len(made) == branches  # one cache per branch (per window)
@@ -405,14 +440,23 @@ def tiny_pipeline(root, speakers: int = 1):
     from infinitetalk.loading.dit import load_dit
 
     wan = root / "weights" / "Wan2.1-I2V-14B-480P"
-    adapter = root / "weights" / "InfiniteTalk" / ("single" if speakers == 1 else "multi") / "infinitetalk.safetensors"
+    adapter = (
+        root
+        / "weights"
+        / "InfiniteTalk"
+        / ("single" if speakers == 1 else "multi")
+        / "infinitetalk.safetensors"
+    )
     dit = load_dit(wan, adapter, device="cpu", dtype=torch.float32).eval()
     return InfiniteTalkPipeline(
-        dit, load_vae(wan / "Wan2.1_VAE.pth", device="cpu", dtype=torch.float32),
-        load_clip_vision(wan / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth", device="cpu",
-                         dtype=torch.float32),
+        dit,
+        load_vae(wan / "Wan2.1_VAE.pth", device="cpu", dtype=torch.float32),
+        load_clip_vision(
+            wan / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth", device="cpu", dtype=torch.float32
+        ),
         load_text_encoder(wan / "models_t5_umt5-xxl-enc-bf16.pth", device="cpu", dtype=torch.float32),
-        device="cpu", dtype=torch.float32,
+        device="cpu",
+        dtype=torch.float32,
     )
 
 
@@ -452,6 +496,11 @@ def test_tiny_weights_streaming_10s_to_mp4(tiny_root, tmp_path):
 def test_tiny_weights_two_speakers(tiny_root):
     pipe, sink = tiny_pipeline(tiny_root, speakers=2), MemorySink()
     regions = SpeakerRegions(bboxes=[(0, 0, 32, 48), (32, 0, 64, 48)])
-    pipe.generate(test_image(48, 64), tiny_audio(40, speakers=2), small_config(size="32x32", steps=1), sink,
-                  speaker_regions=regions)
+    pipe.generate(
+        test_image(48, 64),
+        tiny_audio(40, speakers=2),
+        small_config(size="32x32", steps=1),
+        sink,
+        speaker_regions=regions,
+    )
     assert sink.frames.shape == (40, 32, 32, 3)

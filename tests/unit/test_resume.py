@@ -15,7 +15,6 @@ import pytest
 
 from infinitetalk.errors import InputError, Interrupted
 from infinitetalk.sinks import SegmentStore
-
 from tests.unit.test_pipeline import audio_embedding, fake_pipeline, small_config, test_image
 
 FRAMES = 81 + 72 * 4  # 5 windows
@@ -53,14 +52,21 @@ def test_sigkill_after_window_2_then_resume_is_identical(tmp_path):
     killed, full = tmp_path / "killed", tmp_path / "full"
     script = _RUN.format(root=str(Path(__file__).parents[2]), frames=FRAMES, out=str(killed))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     manifest = json.loads((killed / "manifest.json").read_text())
     assert [s["window"] for s in manifest["segments"]] == [0, 1, 2] and not manifest["complete"]
 
-    result = fake_pipeline().generate(test_image(), audio_embedding(FRAMES), small_config(), SegmentStore(killed),
-                                      resume=True)
+    result = fake_pipeline().generate(
+        test_image(), audio_embedding(FRAMES), small_config(), SegmentStore(killed), resume=True
+    )
     assert result.windows_run == [3, 4]
     fake_pipeline().generate(test_image(), audio_embedding(FRAMES), small_config(), SegmentStore(full))
     assert _hashes(killed) == _hashes(full)  # raw uint8 frames of every window, bit for bit
@@ -77,8 +83,9 @@ def test_cancel_then_resume_is_identical(tmp_path):
 
     audio, cfg = audio_embedding(FRAMES), small_config()
     with pytest.raises(Interrupted):
-        fake_pipeline().generate(test_image(), audio, cfg, SegmentStore(tmp_path / "a"),
-                                 should_cancel=cancel_in_window_2)
+        fake_pipeline().generate(
+            test_image(), audio, cfg, SegmentStore(tmp_path / "a"), should_cancel=cancel_in_window_2
+        )
     assert sorted(p.name for p in (tmp_path / "a").iterdir())[-1] == "state_00001.pt"
     fake_pipeline().generate(test_image(), audio, cfg, SegmentStore(tmp_path / "a"), resume=True)
     fake_pipeline().generate(test_image(), audio, cfg, SegmentStore(tmp_path / "b"))
@@ -88,12 +95,21 @@ def test_cancel_then_resume_is_identical(tmp_path):
 def test_resume_with_changed_config_is_refused(tmp_path):
     audio = audio_embedding(200)
     with pytest.raises(Interrupted):
-        fake_pipeline().generate(test_image(), audio, small_config(), SegmentStore(tmp_path),
-                                 should_cancel=iter([False, False, True]).__next__)
+        fake_pipeline().generate(
+            test_image(),
+            audio,
+            small_config(),
+            SegmentStore(tmp_path),
+            should_cancel=iter([False, False, True]).__next__,
+        )
     with pytest.raises(InputError, match="other inputs or settings"):
-        fake_pipeline().generate(test_image(), audio, small_config(seed=8), SegmentStore(tmp_path), resume=True)
+        fake_pipeline().generate(
+            test_image(), audio, small_config(seed=8), SegmentStore(tmp_path), resume=True
+        )
     with pytest.raises(InputError, match="other inputs or settings"):
-        fake_pipeline().generate(test_image(seed=1), audio, small_config(), SegmentStore(tmp_path), resume=True)
+        fake_pipeline().generate(
+            test_image(seed=1), audio, small_config(), SegmentStore(tmp_path), resume=True
+        )
 
 
 def test_resume_of_a_complete_run_runs_nothing(tmp_path):

@@ -110,7 +110,9 @@ def test_apg_matches_reference_over_steps():
     state = GuidanceState(5.0, 4.0, use_apg=True, apg_norm_threshold=3.0)
     buf_t, buf_a = {"avg": 0.0, "m": -0.75}, {"avg": 0.0, "m": -0.75}
     for _ in range(3):
-        preds = {k: torch.randn(1, 4, 2, 3, 3, generator=g, dtype=torch.float64) for k in (COND, DROP_TEXT, UNCOND)}
+        preds = {
+            k: torch.randn(1, 4, 2, 3, 3, generator=g, dtype=torch.float64) for k in (COND, DROP_TEXT, UNCOND)
+        }
         ours = state.combine(preds)
         c, dt, u = (preds[k][0].numpy() for k in (COND, DROP_TEXT, UNCOND))
         ref = c + 4 * reference_apg(c - dt, c, buf_t, 3.0) + 3 * reference_apg(dt - u, c, buf_a, 3.0)
@@ -140,7 +142,12 @@ def _run_cache(cache, mods, x=None):
     for i, mod in enumerate(mods):
         cache.set_step(i)
         calls = []
-        cache.run(x, mod, mod, lambda h: (calls.append(1), h * 2)[1])
+
+        def blocks(h, calls=calls):
+            calls.append(1)
+            return h * 2
+
+        cache.run(x, mod, mod, blocks)
         ran.append(bool(calls))
     return ran
 
@@ -165,7 +172,10 @@ def test_teacache_reuses_the_residual_of_its_own_branch():
     a, b = TeaCache(cfg), TeaCache(cfg)
     mod = torch.ones(1, 6, 8)
     for i in range(6):
-        for cache, x, f in ((a, torch.ones(1, 2, 2), lambda h: h + 1), (b, torch.ones(1, 2, 2), lambda h: h + 5)):
+        for cache, x, f in (
+            (a, torch.ones(1, 2, 2), lambda h: h + 1),
+            (b, torch.ones(1, 2, 2), lambda h: h + 5),
+        ):
             cache.set_step(i)
             out = cache.run(x, mod, mod, f)
             assert torch.equal(out, f(x))  # a skipped step adds the branch's own residual

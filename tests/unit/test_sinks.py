@@ -30,9 +30,15 @@ def test_segments_manifest_and_readback(tmp_path):
     assert [s["frames"] for s in manifest["segments"]] == [5, 3] and manifest["frames_written"] == 8
     assert manifest["complete"] and manifest["size"] == [48, 32] and manifest["state"] == "state_00001.pt"
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "manifest.json", "segment_00000.mp4", "segment_00001.mp4", "state_00001.pt"]
+        "manifest.json",
+        "segment_00000.mp4",
+        "segment_00001.mp4",
+        "state_00001.pt",
+    ]
     frames = list(store.iter_frames())
-    assert len(frames) == 8 and abs(int(frames[0].mean()) - 40) <= 2 and abs(int(frames[-1].mean()) - 140) <= 2
+    assert (
+        len(frames) == 8 and abs(int(frames[0].mean()) - 40) <= 2 and abs(int(frames[-1].mean()) - 140) <= 2
+    )
 
 
 def test_resume_drops_uncommitted_files_and_returns_state(tmp_path):
@@ -45,7 +51,11 @@ def test_resume_drops_uncommitted_files_and_returns_state(tmp_path):
     again = SegmentStore(tmp_path)
     state = again.begin("fp", resume=True)
     assert state["window"] == 0 and torch.equal(state["v"], torch.arange(3)) and state["complete"] is False
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "segment_00000.mp4", "state_00000.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "manifest.json",
+        "segment_00000.mp4",
+        "state_00000.pt",
+    ]
     assert again.frames_written == 4
 
 
