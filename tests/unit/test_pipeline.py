@@ -504,3 +504,100 @@ def test_tiny_weights_two_speakers(tiny_root):
         speaker_regions=regions,
     )
     assert sink.frames.shape == (40, 32, 32, 3)
+
+
+# ============================================================================ against the reference loop
+def reference_loop(pipe, image, feats, cfg, max_frames=1000):
+    """A step-by-step transcription of the reference's ``generate_infinitetalk`` (streaming, one image,
+    no colour correction) over the same components: global RNG seeded once, noise per window, the
+    discarded ``randn_like`` motion draws, ``count`` of windows decided after each window, mirror padding
+    of the audio features before the last window, trimming at the end."""
+    from infinitetalk.buckets import image_to_tensor, resize_and_crop_image, target_size
+
+    torch.manual_seed(cfg.seed)
+    h, w = target_size(cfg.size, *image.shape[:2])
+    lat_h, lat_w = h // 8, w // 8
+    cond_image = image_to_tensor(resize_and_crop_image(image, (h, w)))[None, :, None]
+    context, context_null = pipe.text_encoder.encode([cfg.prompt, cfg.effective_negative_prompt])
+    full = [feats[s] for s in range(feats.shape[0])]
+    offsets = torch.arange(5) - 2
+    first, last, n_motion_px, start, out = True, False, 1, 0, []
+    miss_total = 0
+    while True:
+        end = start + cfg.frame_num
+        audio = torch.cat(
+            [f[(torch.arange(start, end)[:, None] + offsets).clamp(0, f.shape[0] - 1)][None] for f in full]
+        )  # (S, 81, 5, layers, C)
+        noise = torch.randn(16, (cfg.frame_num - 1) // 4 + 1, lat_h, lat_w)
+        msk = torch.ones(1, cfg.frame_num, lat_h, lat_w)
+        msk[:, 1:] = 0
+        msk = torch.cat([msk[:, :1].repeat_interleave(4, dim=1), msk[:, 1:]], dim=1)
+        msk = msk.view(1, msk.shape[1] // 4, 4, lat_h, lat_w).transpose(1, 2)
+        clip_ctx = pipe.clip.encode(cond_image[:, :, -1])
+        y = pipe.vae.encode(torch.cat([cond_image, torch.zeros(1, 3, cfg.frame_num - 1, h, w)], dim=2))
+        y = torch.cat([msk, y], dim=1)
+        motion = pipe.vae.encode(cond_image if first else cond_frame)[0]  # (16, n, h, w)
+        n_lat = 1 + (n_motion_px - 1) // 4
+        ts = [torch.tensor([t]) for t in np.linspace(1000, 1, cfg.steps, dtype=np.float32)] + [
+            torch.tensor([0.0])
+        ]
+        ts = [
+            cfg.effective_shift * (t / 1000) / (1 + (cfg.effective_shift - 1) * (t / 1000)) * 1000 for t in ts
+        ]
+        latent = noise
+        if not first:
+            extra = torch.randn_like(motion)
+            latent[:, : motion.shape[1]] = (1 - ts[0] / 1000) * motion + ts[0] / 1000 * extra
+
+        def call(ctx, aud, lat):
+            return pipe.dit(lat[None], ts[i], ctx[None], clip_ctx, y, aud[None])[0]
+
+        for i in range(cfg.steps):
+            latent[:, :n_lat] = motion
+            cond = call(context, audio, latent)
+            if cfg.text_scale == 1.0:
+                drop_audio = call(context, torch.zeros_like(audio)[-1:], latent)
+                pred = drop_audio + cfg.audio_scale * (cond - drop_audio)
+            else:
+                drop_text = call(context_null, audio, latent)
+                uncond = call(context_null, torch.zeros_like(audio)[-1:], latent)
+                pred = uncond + cfg.text_scale * (cond - drop_text) + cfg.audio_scale * (drop_text - uncond)
+            pred = -pred
+            dt = (ts[i] - ts[i + 1]) / 1000
+            latent = latent + pred * dt[:, None, None, None]
+            if not first:
+                extra = torch.randn_like(motion)
+                latent[:, : motion.shape[1]] = (1 - ts[i + 1] / 1000) * motion + ts[i + 1] / 1000 * extra
+            latent[:, :n_lat] = motion
+        videos = pipe.vae.decode(latent[None])
+        out.append(videos if first else videos[:, :, n_motion_px:])
+        if last:
+            break
+        first, n_motion_px = False, cfg.motion_frame
+        cond_frame = videos[:, :, -n_motion_px:]
+        start += cfg.frame_num - n_motion_px
+        end = start + cfg.frame_num
+        if end >= min(max_frames, full[0].shape[0]):
+            last = True
+            for s, f in enumerate(full):
+                if end >= f.shape[0]:
+                    miss = end - f.shape[0] + 3
+                    full[s] = torch.cat([f, f[-miss:].flip(0)])
+                    miss_total += miss
+    video = torch.cat(out, dim=2)[:, :, :max_frames]
+    if miss_total > 0:
+        video = video[:, :, : feats.shape[1]]
+    return video
+
+
+@pytest.mark.parametrize("text_scale", [5.0, 1.0])
+def test_frames_equal_the_reference_loop(text_scale):
+    from infinitetalk.pipeline import frames_to_uint8
+
+    audio = audio_embedding(200)  # 3 windows in both schedules
+    cfg = small_config(steps=3, text_scale=text_scale, color_correction_strength=0.0, seed=11)
+    pipe, sink = fake_pipeline(), MemorySink()
+    pipe.generate(test_image(), audio, cfg, sink)
+    ref = frames_to_uint8(reference_loop(fake_pipeline(), test_image(), audio.features, cfg))
+    assert ref.shape == sink.frames.shape == (200, 64, 64, 3)
+    assert np.array_equal(sink.frames, ref)
