@@ -521,7 +521,7 @@ def reference_loop(pipe, image, feats, cfg, max_frames=1000):
     context, context_null = pipe.text_encoder.encode([cfg.prompt, cfg.effective_negative_prompt])
     full = [feats[s] for s in range(feats.shape[0])]
     offsets = torch.arange(5) - 2
-    first, last, n_motion_px, start, out = True, False, 1, 0, []
+    first, last, n_motion_px, start, out, cond_frame = True, False, 1, 0, [], None
     miss_total = 0
     while True:
         end = start + cfg.frame_num
@@ -549,18 +549,18 @@ def reference_loop(pipe, image, feats, cfg, max_frames=1000):
             extra = torch.randn_like(motion)
             latent[:, : motion.shape[1]] = (1 - ts[0] / 1000) * motion + ts[0] / 1000 * extra
 
-        def call(ctx, aud, lat):
-            return pipe.dit(lat[None], ts[i], ctx[None], clip_ctx, y, aud[None])[0]
+        def call(ctx, aud, lat, t):
+            return pipe.dit(lat[None], t, ctx[None], clip_ctx, y, aud[None])[0]
 
         for i in range(cfg.steps):
             latent[:, :n_lat] = motion
-            cond = call(context, audio, latent)
+            cond = call(context, audio, latent, ts[i])
             if cfg.text_scale == 1.0:
-                drop_audio = call(context, torch.zeros_like(audio)[-1:], latent)
+                drop_audio = call(context, torch.zeros_like(audio)[-1:], latent, ts[i])
                 pred = drop_audio + cfg.audio_scale * (cond - drop_audio)
             else:
-                drop_text = call(context_null, audio, latent)
-                uncond = call(context_null, torch.zeros_like(audio)[-1:], latent)
+                drop_text = call(context_null, audio, latent, ts[i])
+                uncond = call(context_null, torch.zeros_like(audio)[-1:], latent, ts[i])
                 pred = uncond + cfg.text_scale * (cond - drop_text) + cfg.audio_scale * (drop_text - uncond)
             pred = -pred
             dt = (ts[i] - ts[i + 1]) / 1000
