@@ -549,7 +549,7 @@ def reference_loop(pipe, image, feats, cfg, max_frames=1000):
             extra = torch.randn_like(motion)
             latent[:, : motion.shape[1]] = (1 - ts[0] / 1000) * motion + ts[0] / 1000 * extra
 
-        def call(ctx, aud, lat, t):
+        def call(ctx, aud, lat, t, clip_ctx=clip_ctx, y=y):
             return pipe.dit(lat[None], t, ctx[None], clip_ctx, y, aud[None])[0]
 
         for i in range(cfg.steps):
