@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 MODEL_FILE = "kokoro-v1_0.pth"
 
 # The released Kokoro-82M phoneme vocabulary (phoneme -> token id; 0 is the pad/boundary id).
+# fmt: off
 VOCAB: dict[str, int] = {
     ";": 1, ":": 2, ",": 3, ".": 4, "!": 5, "?": 6, "\u2014": 9, "\u2026": 10, '"': 11,
     "(": 12, ")": 13, "\u201c": 14, "\u201d": 15, " ": 16, "\u0303": 17, "ʣ": 18, "ʥ": 19,
@@ -44,11 +45,23 @@ VOCAB: dict[str, int] = {
     "ʒ": 147, "ʔ": 148, "ˈ": 156, "ˌ": 157, "ː": 158, "ʰ": 162, "ʲ": 164, "↓": 169, "→": 171,
     "↗": 172, "↘": 173, "ᵻ": 177,
 }
+# fmt: on
 
 # Released voice names (prefix: language letter + gender); a few per language the tests use.
 VOICES = (
-    "af_heart", "af_bella", "am_adam", "bf_emma", "bm_george", "ef_dora", "ff_siwis",
-    "hf_alpha", "if_sara", "jf_alpha", "pf_dora", "zf_xiaobei", "zm_yunjian",
+    "af_heart",
+    "af_bella",
+    "am_adam",
+    "bf_emma",
+    "bm_george",
+    "ef_dora",
+    "ff_siwis",
+    "hf_alpha",
+    "if_sara",
+    "jf_alpha",
+    "pf_dora",
+    "zf_xiaobei",
+    "zm_yunjian",
 )
 
 STYLE_ROWS = 510  # one style row per phoneme count (1..510)
@@ -106,16 +119,19 @@ def _build_modules(config: dict) -> dict[str, torch.nn.Module]:
         "bert": bert,
         "bert_encoder": torch.nn.Linear(bert.config.hidden_size, hidden),
         "predictor": ProsodyPredictor(
-            style_dim=style, d_hid=hidden, nlayers=config["n_layer"],
-            max_dur=config["max_dur"], dropout=config["dropout"],
+            style_dim=style,
+            d_hid=hidden,
+            nlayers=config["n_layer"],
+            max_dur=config["max_dur"],
+            dropout=config["dropout"],
         ),
         "text_encoder": TextEncoder(
-            channels=hidden, kernel_size=config["text_encoder_kernel_size"],
-            depth=config["n_layer"], n_symbols=config["n_token"],
+            channels=hidden,
+            kernel_size=config["text_encoder_kernel_size"],
+            depth=config["n_layer"],
+            n_symbols=config["n_token"],
         ),
-        "decoder": Decoder(
-            dim_in=hidden, style_dim=style, dim_out=config["n_mels"], **config["istftnet"]
-        ),
+        "decoder": Decoder(dim_in=hidden, style_dim=style, dim_out=config["n_mels"], **config["istftnet"]),
     }
 
 

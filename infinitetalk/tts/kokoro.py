@@ -79,8 +79,12 @@ class Dialogue:
         """SRT text; each cue starts with its speaker's label (``S1: ...``), or none if labels={}."""
         names = {s: f"S{s}" for s in self.speakers} if labels is None else dict(labels)
         cues = self.words if words else self.cues
-        return srt_format([Cue(c.start, c.end, f"{names[c.speaker]}: {c.text}" if c.speaker in names else c.text)
-                           for c in cues])
+        return srt_format(
+            [
+                Cue(c.start, c.end, f"{names[c.speaker]}: {c.text}" if c.speaker in names else c.text)
+                for c in cues
+            ]
+        )
 
 
 # -- model folder -----------------------------------------------------------------------------------
@@ -122,10 +126,14 @@ def _read_config(model_dir: Path) -> dict:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read Kokoro config '{path}': {exc}; re-download it from '{HF_REPO}'") from exc
+        raise CheckpointError(
+            f"cannot read Kokoro config '{path}': {exc}; re-download it from '{HF_REPO}'"
+        ) from exc
     missing = [k for k in CONFIG_KEYS if k not in config]
     if missing:
-        raise CheckpointError(f"Kokoro config '{path}' lacks {missing}: expected the config.json of '{HF_REPO}'")
+        raise CheckpointError(
+            f"Kokoro config '{path}' lacks {missing}: expected the config.json of '{HF_REPO}'"
+        )
     return config
 
 
@@ -179,7 +187,9 @@ class KokoroTTS:
         self.model = _load_model(self.config, weights, device)
         self.voices = list_voices(self.model_dir)
         if not self.voices:
-            raise CheckpointError(f"no voices in '{self.model_dir / 'voices'}': download voices/*.pt from '{HF_REPO}'")
+            raise CheckpointError(
+                f"no voices in '{self.model_dir / 'voices'}': download voices/*.pt from '{HF_REPO}'"
+            )
         self._zh_version = "1.1" if "v1_1" in weights.name else None
         self._pipeline = _token_pipeline(self.model, MODEL_FILES.get(weights.name, HF_REPO))
         self._front_ends: dict[str, Callable[[str], list]] = {}
@@ -214,7 +224,9 @@ class KokoroTTS:
         return resolve_lang(lang, voice)
 
     # -- steps
-    def _synthesise(self, text: str, voice: str, speed: float, lang: str | None) -> tuple[np.ndarray, list[Cue]]:
+    def _synthesise(
+        self, text: str, voice: str, speed: float, lang: str | None
+    ) -> tuple[np.ndarray, list[Cue]]:
         _check_speed(speed)
         pack = self._voice(voice)
         tokens_of = self._front_end(resolve_lang(lang, voice))
@@ -231,7 +243,9 @@ class KokoroTTS:
                 pieces.append(audio)
                 offset += len(audio) / SAMPLE_RATE
         if not pieces:
-            raise InputError(f"TTS text '{text.strip()[:60]}' has nothing to pronounce: write words, not only symbols")
+            raise InputError(
+                f"TTS text '{text.strip()[:60]}' has nothing to pronounce: write words, not only symbols"
+            )
         return np.concatenate(pieces).astype(np.float32), words
 
     def _front_end(self, code: str) -> Callable[[str], list]:
@@ -252,9 +266,15 @@ class KokoroTTS:
     def _load_pack(self, name: str) -> torch.Tensor:
         path = Path(name) if name.endswith(".pt") else self.model_dir / "voices" / f"{name}.pt"
         if not path.is_file():
-            raise InputError(f"unknown Kokoro voice '{name}': available in {self.model_dir / 'voices'}: {self.voices}")
+            raise InputError(
+                f"unknown Kokoro voice '{name}': available in {self.model_dir / 'voices'}: {self.voices}"
+            )
         pack = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(pack, torch.Tensor) or pack.ndim != 3 or pack.shape[1:] != (1, 2 * self.config["style_dim"]):
+        if (
+            not isinstance(pack, torch.Tensor)
+            or pack.ndim != 3
+            or pack.shape[1:] != (1, 2 * self.config["style_dim"])
+        ):
             shape = tuple(pack.shape) if isinstance(pack, torch.Tensor) else type(pack).__name__
             raise CheckpointError(f"voice file '{path}' holds {shape}: expected a (510, 1, 256) style tensor")
         return pack.float()
@@ -271,8 +291,14 @@ def _check_speed(speed: float) -> None:
 
 
 def _check_speakers(voices: Mapping[int, str]) -> list[int]:
-    if not isinstance(voices, Mapping) or 1 not in voices or not all(isinstance(k, int) and k > 0 for k in voices):
-        raise InputError(f"dialogue voices={voices!r}: expected {{1: 'af_heart', 2: 'am_adam'}} (speaker number -> voice)")
+    if (
+        not isinstance(voices, Mapping)
+        or 1 not in voices
+        or not all(isinstance(k, int) and k > 0 for k in voices)
+    ):
+        raise InputError(
+            f"dialogue voices={voices!r}: expected {{1: 'af_heart', 2: 'am_adam'}} (speaker number -> voice)"
+        )
     return sorted(voices)
 
 
@@ -286,7 +312,7 @@ def _assemble(
     words: list[SpeakerCue] = []
     spans: list[SpeakerCue] = []
     pos = 0
-    for turn, (audio, turn_words) in zip(turns, said):
+    for turn, (audio, turn_words) in zip(turns, said, strict=True):
         tracks[turn.speaker][pos : pos + len(audio)] = audio
         t0 = pos / SAMPLE_RATE
         words += shift(turn_words, t0, turn.speaker)

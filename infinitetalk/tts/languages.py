@@ -50,6 +50,7 @@ LANGUAGES: dict[str, Language] = {
     "z": Language("z", "Mandarin Chinese"),
 }
 
+# fmt: off
 _ALIASES = {
     "en": "a", "en-us": "a", "en_us": "a", "en-gb": "b", "en_gb": "b", "es": "e", "fr": "f",
     "fr-fr": "f", "hi": "h", "it": "i", "ja": "j", "jp": "j", "pt": "p", "pt-br": "p",
@@ -62,7 +63,8 @@ _PUNCT_PHONEMES = {
     "…": "…", "—": "—", "–": "—", "「": "“", "」": "”", "『": "“", "』": "”", "《": "“",
     "》": "”", "（": "(", "）": ")", "«": "“", "»": "”",
 }
-_PUNCT_CHARS = ",.!?;:…—–，、。．！？；：「」『』《》（）«»\"“”()"
+# fmt: on
+_PUNCT_CHARS = ',.!?;:…—–，、。．！？；：「」『』《》（）«»"“”()'
 _PHRASE_RE = re.compile(rf"([^{re.escape(_PUNCT_CHARS)}]*)([{re.escape(_PUNCT_CHARS)}\s]*)")
 MAX_TOKEN_PHONEMES = 400  # a longer phrase is split (kokoro truncates a chunk at 510)
 
@@ -97,11 +99,13 @@ def _token(text: str, phonemes: str, whitespace: str):
 
 
 # -- English -----------------------------------------------------------------------------------------
+# fmt: off
 _PENN_PUNCT = {
     ".": ".", "!": ".", "?": ".", ",": ",", ";": ":", ":": ":", "…": ":", "—": ":", "–": ":",
     "(": "-LRB-", "[": "-LRB-", "{": "-LRB-", ")": "-RRB-", "]": "-RRB-", "}": "-RRB-",
     '"': '""', "“": "``", "”": "''", "$": "$", "#": "#",
 }
+# fmt: on
 
 
 def _english_g2p(british: bool):
@@ -194,7 +198,10 @@ def _phrase_tokens(text: str, ps: str, spaced: bool, trailing: str) -> list:
     """Tokens for one phrase: one per word when the phoneme words match the text words."""
     words, parts = text.split(), ps.split()
     if spaced and len(words) == len(parts) > 1:
-        return [_token(w, p, " " if k < len(words) - 1 else trailing) for k, (w, p) in enumerate(zip(words, parts))]
+        return [
+            _token(w, p, " " if k < len(words) - 1 else trailing)
+            for k, (w, p) in enumerate(zip(words, parts, strict=True))
+        ]
     return [_token(text.strip(), ps, trailing)]
 
 
