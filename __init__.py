@@ -11,3 +11,6 @@ async def comfy_entrypoint():
     from .nodes import InfiniteTalkExtension
 
     return InfiniteTalkExtension()
+
+# Front-end glue (an audio player for InfiniteTalk Load Audio), served by ComfyUI from this folder.
+WEB_DIRECTORY = "./web"

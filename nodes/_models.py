@@ -60,8 +60,24 @@ class Managed:
         return Managed(self.obj, self.patcher.clone(), self.role, self.source, self.partial_ok, dict(self.options))
 
 
+class _Holder(torch.nn.Module):
+    """Container for modules with a read-only ``device`` property (transformers models): ModelPatcher sets
+    ``model.device``, so it patches this holder, which moves the inner module with it."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.device = None
+
+
+def _patchable(module: torch.nn.Module) -> torch.nn.Module:
+    if isinstance(getattr(type(module), "device", None), property):
+        return _Holder(module)
+    return module
+
+
 def wrap(obj: Any, role: str, source: str, partial_ok: bool = False, **options: Any) -> Managed:
-    module = torch_module(obj)
+    module = _patchable(torch_module(obj))
     load_device, offload_device = devices(role)
     patcher = comfy.model_patcher.ModelPatcher(
         module, load_device=load_device, offload_device=offload_device, size=mm.module_size(module)

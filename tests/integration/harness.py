@@ -56,7 +56,7 @@ class ComfyServer:
 
     def __init__(self, workdir: Path, tiny: Path, port: int | None = None):
         self.workdir = Path(workdir)
-        self.tiny = Path(tiny)
+        self.tiny = Path(tiny).resolve()
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.input_dir = self.workdir / "input"

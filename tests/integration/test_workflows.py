@@ -1,0 +1,148 @@
+"""The example workflows, queued on a real ComfyUI server (CPU, tiny random checkpoints).
+
+Each API twin in ``example_workflows/api/`` is queued through POST /prompt exactly as shipped, except for
+the sampler inputs in ``CPU_OVERRIDES``: the shipped values (480p buckets, 40 steps, 81-frame windows) are
+what users want on a GPU with the real weights, but would take hours on two CPU cores. The overrides keep
+every code path (streaming over two windows with motion frames, guidance, colour correction, muxing):
+64x64 pixels, 2 steps, 17-frame windows with 5 motion frames, and at most 29 frames (two windows).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from .harness import REPO, output_files
+
+pytestmark = pytest.mark.integration
+
+WORKFLOWS = sorted((REPO / "example_workflows" / "api").glob("*_api.json"))
+CPU_OVERRIDES = {"size": "custom", "width": 64, "height": 64, "steps": 2, "frame_num": 17, "motion_frame": 5,
+                 "max_frames": 29}
+EXPECTED_FRAMES = 29  # every sample input is longer than 29 / 25 s
+NODE_IDS = {
+    "InfiniteTalkModelLoader", "InfiniteTalkLoraLoader", "InfiniteTalkTextEncoderLoader",
+    "InfiniteTalkClipVisionLoader", "InfiniteTalkVAELoader", "InfiniteTalkAudioEncoderLoader",
+    "InfiniteTalkKokoroLoader", "InfiniteTalkLoadAudio", "InfiniteTalkAudioEmbed", "InfiniteTalkTTS",
+    "InfiniteTalkDialogueTTS", "InfiniteTalkTextEncode", "InfiniteTalkSampler", "InfiniteTalkVideoCombine",
+}
+
+
+def load_api(path: Path, **sampler_overrides) -> dict:
+    prompt = json.loads(path.read_text())
+    for node in prompt.values():
+        if node["class_type"] == "InfiniteTalkSampler":
+            node["inputs"].update({**CPU_OVERRIDES, **sampler_overrides})
+    return prompt
+
+
+def node_of(prompt: dict, class_type: str) -> str:
+    return next(k for k, v in prompt.items() if v["class_type"] == class_type)
+
+
+def probe(path: Path) -> dict:
+    with av.open(str(path)) as c:
+        video = c.streams.video[0]
+        frames = sum(1 for _ in c.decode(video=0))
+        audio = c.streams.audio[0] if c.streams.audio else None
+        return {
+            "frames": frames,
+            "fps": float(video.average_rate),
+            "size": (video.codec_context.width, video.codec_context.height),
+            "audio_s": float(audio.duration * audio.time_base) if audio is not None else 0.0,
+            "subtitles": len(c.streams.subtitles),
+            "codecs": (video.codec_context.name, audio.codec_context.name if audio is not None else None),
+        }
+
+
+def test_object_info_lists_the_pack(comfy_server):
+    info = comfy_server.get("/object_info")
+    assert NODE_IDS <= set(info)
+    for node_id in NODE_IDS:
+        assert info[node_id]["category"].startswith("InfiniteTalk/"), node_id
+    assert info["InfiniteTalkVideoCombine"]["output_node"] is True
+
+
+def test_templates_are_served(comfy_server):
+    listed = comfy_server.get("/workflow_templates")["ComfyUI-InfiniteTalk"]
+    assert sorted(listed) == sorted(p.stem for p in (REPO / "example_workflows").glob("*.json"))
+    assert not any(name.endswith("_api") for name in listed)  # API twins stay out of the template browser
+    for name in listed:
+        ui = comfy_server.get(f"/api/workflow_templates/ComfyUI-InfiniteTalk/{name}.json")
+        assert {n["type"] for n in ui["nodes"]} - {"Note", "LoadImage", "LoadVideo"} <= NODE_IDS
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.stem)
+def test_example_workflow(comfy_server, workflow):
+    prompt = load_api(workflow)
+    sampler = node_of(prompt, "InfiniteTalkSampler")
+    progress = []
+
+    def on_message(msg):
+        if msg.get("type") == "progress" and msg["data"].get("node") == sampler:
+            progress.append((msg["data"]["value"], msg["data"]["max"]))
+
+    entry = comfy_server.run(prompt, timeout=900, on_message=on_message)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+    videos = [p for p in output_files(entry, comfy_server.output_dir) if p.suffix == ".mp4"]
+    assert len(videos) == 1 and videos[0].is_file()
+    info = probe(videos[0])
+    assert info["frames"] == EXPECTED_FRAMES
+    assert info["fps"] == 25.0
+    assert info["size"] == (64, 64)
+    assert info["codecs"] == ("h264", "aac")
+    # audio cut to the video: 29 / 25 = 1.16 s, AAC adds at most one 1024-sample frame of padding
+    assert abs(info["audio_s"] - EXPECTED_FRAMES / 25) < 0.07, info
+    captions = prompt[node_of(prompt, "InfiniteTalkVideoCombine")]["inputs"]["captions"]
+    assert info["subtitles"] == (1 if captions == "subtitle track" else 0)
+    # progress: 2 windows x 2 steps, reported step by step up to the end
+    assert progress and progress[-1] == (4, 4), progress
+
+
+def test_interrupt_then_next_prompt_runs(comfy_server):
+    path = REPO / "example_workflows" / "api" / "infinitetalk_image_to_video_api.json"
+    slow = load_api(path, steps=40, max_frames=0, seed=7)  # long enough to be caught mid-sampling
+    sampler = node_of(slow, "InfiniteTalkSampler")
+    sent = {}
+
+    def on_message(msg):
+        data = msg.get("data", {})
+        if msg.get("type") == "progress" and data.get("node") == sampler and "at" not in sent and data["value"] >= 1:
+            comfy_server.post("/interrupt")
+            sent["at"] = time.monotonic()
+        if msg.get("type") == "execution_interrupted" and "at" in sent:
+            sent["stopped"] = time.monotonic()
+
+    entry = comfy_server.run(slow, timeout=900, on_message=on_message)
+    assert "at" in sent, "no sampler progress seen before the run ended"
+    assert entry["status"]["status_str"] == "error"
+    kinds = [m[0] for m in entry["status"]["messages"]]
+    assert "execution_interrupted" in kinds, kinds
+    step_bound = 60.0  # one CPU step of the tiny model takes ~1 s; generous for loaded CI machines
+    assert sent.get("stopped", time.monotonic()) - sent["at"] < step_bound
+    # the server is healthy: the next prompt runs to the end
+    again = comfy_server.run(load_api(path, seed=8), timeout=900)
+    assert again["status"]["status_str"] == "success", json.dumps(again["status"])[:3000]
+
+
+def test_bad_inputs_give_clear_messages(comfy_server):
+    from .harness import PromptError
+
+    prompt = load_api(REPO / "example_workflows" / "api" / "infinitetalk_image_to_video_api.json", frame_num=80)
+    with pytest.raises(PromptError) as err:
+        comfy_server.queue(prompt)
+    assert "frame_num 80 must be 4n+1" in err.value.body
+    bad = copy.deepcopy(prompt)
+    bad[node_of(bad, "InfiniteTalkSampler")]["inputs"]["frame_num"] = 17
+    bad[node_of(bad, "InfiniteTalkModelLoader")]["inputs"]["dit"] = "no_such_model.safetensors"
+    entry = comfy_server.run(bad, timeout=300)  # 0.3.75 does not check V3 combo values: the loader must
+    errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert errors and errors[0]["node_type"] == "InfiniteTalkModelLoader"
+    message = errors[0]["exception_message"]
+    assert "no_such_model.safetensors" in message and "diffusion_models" in message
+    assert message.count("\n") <= 1  # one line
