@@ -66,8 +66,12 @@ image = np.stack([xx * 2, yy * 2, np.full_like(xx, 120)], -1).astype(np.uint8)
 config = GenerationConfig(prompt="a person talking", size={size!r}, steps={steps}, text_scale=1.0, seed=1)
 loaded = rss_mb()
 peak = {{"loop": loaded}}
+window_rss = []  # RSS when each window starts
 def on_progress(event):
-    peak["loop"] = max(peak["loop"], rss_mb())
+    rss = rss_mb()
+    peak["loop"] = max(peak["loop"], rss)
+    if event.step == 0:
+        window_rss.append(rss)
 store = SegmentStore({out!r})
 t0 = time.time()
 result = pipe.generate(image, audio, config, store, on_progress=on_progress)
@@ -76,6 +80,7 @@ peak["loop"] = max(peak["loop"], rss_mb())
 print(json.dumps(dict(seconds=seconds, frames=result.num_frames, windows=result.num_windows,
                       start_mb=start, loaded_mb=loaded, loop_peak_mb=peak["loop"],
                       maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      window_rss_mb=window_rss,
                       wall_s=time.time() - t0)))
 """
 
@@ -139,6 +144,13 @@ def main() -> None:
     growth = last["loop_peak_mb"] - first["loop_peak_mb"]
     total = last["maxrss_mb"] - first["maxrss_mb"]
     verdict = "OK" if growth < 200 else "OVER TARGET"
+    steady = last["window_rss_mb"]
+    if len(steady) > 4:
+        k = len(steady) // 2
+        print(
+            f"RSS at window start, {last['seconds']:g} s run: window 3 {steady[2]:.1f} MB, window {k + 1} "
+            f"{steady[k]:.1f} MB, last window {steady[-1]:.1f} MB"
+        )
     print(
         f"growth {first['seconds']:g} s -> {last['seconds']:g} s: window loop peak {growth:+.1f} MB ({verdict}, "
         f"target < 200 MB); whole-process peak {total:+.1f} MB"

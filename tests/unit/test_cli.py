@@ -205,3 +205,50 @@ def test_cli_tts_dialogue_with_subtitles(tiny_root, tmp_path):
     assert kinds[:2] == ["audio", "subtitle"] or kinds == ["audio", "video"]  # mov_text needs PyAV >= 17
     frames, rate, _, codec, seconds = _probe(out)
     assert frames >= 1 and rate == 25 and codec == "aac" and abs(seconds - frames / 25) < 0.05
+
+
+def test_cli_lora_quant_offload_and_resume_of_finished_run(tiny_root, tmp_path, caplog):
+    import logging
+
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    save_file(
+        {
+            "diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.randn(4, 256, generator=g) * 0.01,
+            "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.randn(256, 4, generator=g) * 0.01,
+        },
+        tmp_path / "lora.safetensors",
+    )
+    face, speech = _inputs(tmp_path, seconds=0.4)
+    out = tmp_path / "q.mp4"
+    argv = [
+        "--weights",
+        str(tiny_root),
+        "--input_path",
+        str(face),
+        "--audio_path",
+        str(speech),
+        "--output_path",
+        str(out),
+        "--size",
+        "32x32",
+        "--sample_steps",
+        "1",
+        "--quant",
+        "int8",
+        "--offload_model",
+        "--lora",
+        f"{tmp_path / 'lora.safetensors'}:0.5",
+        "--keep_segments",
+    ]
+    with caplog.at_level(logging.INFO):
+        assert main(argv) == 0
+    assert "merged into 1 weights at scale 0.5" in caplog.text and "to int8" in caplog.text
+    first = _probe(out)
+    out.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main([*argv, "--resume"]) == 0  # everything committed: nothing to denoise, just mux again
+    assert "window 1/1" not in caplog.text and _probe(out) == first
