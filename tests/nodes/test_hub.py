@@ -1,0 +1,62 @@
+"""infinitetalk.hub: the download plan matches what the loaders and example workflows expect; offline it
+fails at once with one clear line."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from infinitetalk.errors import CheckpointError
+from infinitetalk.hub import download, plan
+
+from tests.integration.harness import REPO
+
+LOADER_FOLDERS = {
+    "InfiniteTalkModelLoader": {"dit": "diffusion_models", "adapter": "model_patches"},
+    "InfiniteTalkTextEncoderLoader": {"name": "text_encoders"},
+    "InfiniteTalkClipVisionLoader": {"name": "clip_vision"},
+    "InfiniteTalkVAELoader": {"name": "vae"},
+    "InfiniteTalkAudioEncoderLoader": {"name": "audio_encoders"},
+    "InfiniteTalkKokoroLoader": {"name": "kokoro"},
+}
+
+
+def test_comfyui_plan_covers_the_example_workflows():
+    downloadable = {item.dest for item in plan("comfyui")}
+    for path in (REPO / "example_workflows" / "api").glob("*_api.json"):
+        for node in json.loads(path.read_text()).values():
+            for key, folder in LOADER_FOLDERS.get(node["class_type"], {}).items():
+                assert f"{folder}/{node['inputs'][key]}" in downloadable, (path.name, key)
+
+
+def test_official_plan_matches_the_reference_layout():
+    dests = {item.dest for item in plan("official")}
+    assert "Wan2.1-I2V-14B-480P/diffusion_pytorch_model.safetensors.index.json" in dests
+    assert "InfiniteTalk/single/infinitetalk.safetensors" in dests
+    assert "chinese-wav2vec2-base/model.safetensors" in dests
+    assert "Kokoro-82M/voices/af_heart.pt" in dests
+    assert {i.part for i in plan("official", only=["adapter"])} == {"adapter"}
+
+
+def test_unknown_names_are_clear_errors():
+    with pytest.raises(CheckpointError, match="unknown download layout 'civitai'"):
+        plan("civitai")
+    with pytest.raises(CheckpointError, match="unknown weight parts"):
+        plan("comfyui", only=["lora"])
+
+
+def test_offline_fails_fast_with_one_line(tmp_path, monkeypatch):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    start = time.monotonic()
+    with pytest.raises(CheckpointError) as err:
+        download("comfyui", tmp_path, only=["vae"])
+    assert time.monotonic() - start < 10
+    message = str(err.value)
+    assert "cannot reach 127.0.0.1" in message and "\n" not in message
+    assert not (tmp_path / "vae").exists()
