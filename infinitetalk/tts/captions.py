@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from ..media.captions import Cue
 
 _CLAUSE_END = tuple(",.!?;:…—，、。！？；：")
+OPENING_MARKS = frozenset("“‘「『《（(«[{¿¡")
+_TIGHT = frozenset("“”‘’「」『』《》（）")  # marks set without spaces in CJK text
 
 
 @dataclass(frozen=True)
@@ -28,21 +30,37 @@ def _has_speech(text: str) -> bool:
 
 
 def word_cues(tokens: Iterable, offset: float, duration: float) -> list[Cue]:
-    """Cues of one chunk's timed tokens, shifted by ``offset`` and clipped to ``[0, duration]``."""
+    """Cues of one chunk's timed tokens, shifted by ``offset`` and clipped to ``[0, duration]``.
+
+    Closing punctuation joins the word before it; symbols written against the next word
+    (an opening quote or bracket, the "$" of "$5") join that word. Untimed tokens that stand
+    alone (nothing was pronounced) are left out.
+    """
     cues: list[Cue] = []
+    prefix, prefix_start, after_space = "", None, True
     for tk in tokens:
-        if tk.start_ts is None or tk.end_ts is None or not tk.text.strip():
+        text = tk.text.strip()
+        timed = tk.start_ts is not None and tk.end_ts is not None
+        if not text or (not timed and tk.whitespace):
+            after_space = after_space if not text else True
             continue
-        start = offset + min(max(tk.start_ts, 0.0), duration)
-        end = max(start, offset + min(tk.end_ts, duration))
-        if not _has_speech(tk.text):  # punctuation: glued to the word before
+        start = offset + min(max(tk.start_ts, 0.0), duration) if timed else None
+        end = max(start, offset + min(tk.end_ts, duration)) if timed else None
+        speech = _has_speech(text)
+        opening = not speech and (set(text) <= OPENING_MARKS or (after_space and not tk.whitespace))
+        if not timed or opening:  # belongs to the next word
+            prefix, prefix_start = prefix + text, prefix_start if prefix_start is not None else start
+        elif not speech:  # closing punctuation, or a spaced dash
             if cues:
                 last = cues.pop()
-                cues.append(Cue(last.start, max(last.end, end), last.text + tk.text))
-            continue
-        if cues:
-            start = max(start, cues[-1].end)
-        cues.append(Cue(start, max(start, end), tk.text))
+                sep = " " if after_space else ""
+                cues.append(Cue(last.start, max(last.end, end), f"{last.text}{sep}{text}"))
+        else:
+            start = start if prefix_start is None else prefix_start
+            start = max(start, cues[-1].end) if cues else start
+            cues.append(Cue(start, max(start, end), prefix + text))
+            prefix, prefix_start = "", None
+        after_space = bool(tk.whitespace)
     return cues
 
 
@@ -69,8 +87,10 @@ def phrase_cues(words: Sequence[Cue], max_chars: int = 42, min_chars: int = 12) 
 def _join(words: Sequence[Cue]) -> str:
     text = ""
     for w in words:
-        cjk = text and _is_cjk(text[-1]) and _is_cjk(w.text[0])
-        text = f"{text}{w.text}" if (not text or cjk) else f"{text} {w.text}"
+        tight = text and (
+            _is_cjk(text[-1]) or text[-1] in _TIGHT or _is_cjk(w.text[0]) or w.text[0] in _TIGHT
+        )
+        text = f"{text}{w.text}" if (not text or tight) else f"{text} {w.text}"
     return text
 
 

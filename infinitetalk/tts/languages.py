@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import InputError
+from .captions import OPENING_MARKS
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def _token(text: str, phonemes: str, whitespace: str):
 # -- English -----------------------------------------------------------------------------------------
 # fmt: off
 _PENN_PUNCT = {
-    ".": ".", "!": ".", "?": ".", ",": ",", ";": ":", ":": ":", "…": ":", "—": ":", "–": ":",
+    ".": ".", "!": ".", "?": ".", ",": ",", ";": ":", ":": ":", "…": ":", "—": ":", "–": ":", "-": ":",
     "(": "-LRB-", "[": "-LRB-", "{": "-LRB-", ")": "-RRB-", "]": "-RRB-", "}": "-RRB-",
     '"': '""', "“": "``", "”": "''", "$": "$", "#": "#",
 }
@@ -132,12 +133,18 @@ def _english_g2p(british: bool):
     return OfflineEnglishG2P(nlp, tagged)
 
 
+_NUMBER = re.compile(r"\d[\d.,]*")
+
+
 def _tag_punctuation(tokens: list) -> list:
-    """Penn tags for punctuation tokens, which misaki reads to speak punctuation as pauses."""
+    """The Penn tags misaki reads without a tagger: punctuation (spoken as pauses), numbers
+    (``CD``, so that "$5" reads as dollars) and in-word hyphens (``HYPH``, not a pause)."""
     for i, tk in enumerate(tokens):
         tag = _PENN_PUNCT.get(tk.text[:1]) if tk.text and not any(c.isalnum() for c in tk.text) else None
         if tk.text in ("-", "–") and not (tk.whitespace or (i and tokens[i - 1].whitespace)):
-            tag = "HYPH"  # a hyphen inside a word is not a pause
+            tag = "HYPH"
+        elif _NUMBER.fullmatch(tk.text):
+            tag = "CD"
         if tag:
             tk.tag = tag
     return tokens
@@ -206,11 +213,15 @@ def _phrase_tokens(text: str, ps: str, spaced: bool, trailing: str) -> list:
 
 
 def _punct_tokens(punct: str, vocab: dict[str, int]) -> list:
-    marks = "".join(c for c in punct if not c.isspace())
-    if not marks:
-        return []
-    ps = _filter("".join(_PUNCT_PHONEMES.get(c, c) for c in marks), vocab)
-    return [_token(marks, ps, " " if punct[-1:].isspace() else "")]
+    """One token per run of marks; opening marks (next word's) apart from closing ones."""
+    out = []
+    for group, space in re.findall(r"(\S+)(\s*)", punct):
+        cut = next((k for k, c in enumerate(group) if c in OPENING_MARKS), len(group))
+        for marks, ws in ((group[:cut], space if cut == len(group) else ""), (group[cut:], space)):
+            if marks:
+                ps = _filter("".join(_PUNCT_PHONEMES.get(c, c) for c in marks), vocab)
+                out.append(_token(marks, ps, ws))
+    return out
 
 
 def _phrase_front_end(code: str, vocab: dict[str, int], version: str | None) -> Callable[[str], list]:
@@ -223,7 +234,9 @@ def _phrase_front_end(code: str, vocab: dict[str, int], version: str | None) -> 
             if phrase.strip():
                 pieces = _split_long(phrase.strip(), phonemise, vocab)
                 for k, (piece, ps) in enumerate(pieces):
-                    gap = " " if (k < len(pieces) - 1 and spaced) else ("" if punct.strip() else " ")
+                    last = k == len(pieces) - 1
+                    spaced_end = phrase[-1:].isspace() or punct[:1].isspace() or not punct
+                    gap = " " if (spaced and not last) or (last and spaced_end) else ""
                     out += _phrase_tokens(piece, ps, spaced, gap) if ps else []
             out += _punct_tokens(punct, vocab)
         return out

@@ -20,14 +20,16 @@ pytest.importorskip("misaki")
 from kokoro.pipeline import KPipeline  # noqa: E402
 
 from infinitetalk.errors import CheckpointError, InputError  # noqa: E402
-from infinitetalk.media.captions import srt_parse  # noqa: E402
+from infinitetalk.media.captions import Cue, srt_parse  # noqa: E402
 from infinitetalk.tiny import kokoro as tiny_kokoro  # noqa: E402
 from infinitetalk.tts import (  # noqa: E402
     SAMPLE_RATE,
     KokoroTTS,
     list_voices,
     parse_dialogue,
+    phrase_cues,
     resolve_lang,
+    word_cues,
 )
 from infinitetalk.tts.languages import MAX_TOKEN_PHONEMES, front_end  # noqa: E402
 
@@ -119,6 +121,8 @@ def test_tiny_weights_fp16_loaded_as_fp32(root, tts):
 
 def test_comfyui_tree_and_models_root_resolve(root, tts):
     assert list_voices(root / "models") == list_voices(root / "models" / "kokoro") == tts.voices
+    comfy = KokoroTTS(root / "models")  # ComfyUI's models/ root: finds models/kokoro/
+    assert comfy.model_dir == root / "models" / "kokoro" and comfy.voices == tts.voices
 
 
 # -- single voice ------------------------------------------------------------------------------------------
@@ -192,6 +196,46 @@ def test_long_unpunctuated_chinese_is_split_below_chunk_limit(tts):
     tokens = front_end("z", tts.model.vocab)(text)
     assert len(tokens) > 1 and all(len(t.phonemes) <= MAX_TOKEN_PHONEMES for t in tokens)
     assert "".join(t.text for t in tokens) == text
+
+
+def _timed(*items):
+    """MTokens (text, phonemes, whitespace) timed 0.1 s apart, as join_timestamps leaves them."""
+    from misaki.token import MToken
+
+    out = []
+    for k, (text, ps, ws) in enumerate(items):
+        tk = MToken(text=text, tag="", whitespace=ws, phonemes=ps)
+        if ps:
+            tk.start_ts, tk.end_ts = 0.1 * k, 0.1 * (k + 1)
+        out.append(tk)
+    return out
+
+
+def test_word_cues_glue_punctuation_and_symbols():
+    tokens = _timed(
+        ('"', "”", ""),
+        ("Hi", "hI", ""),
+        (",", ",", ""),
+        ('"', "”", " "),
+        ("$", "", ""),
+        ("5", "fIv", " "),
+        ("—", "—", " "),
+        ("ok", "OkA", ""),
+        (".", ".", ""),
+    )
+    cues = word_cues(tokens, offset=1.0, duration=0.85)
+    assert [c.text for c in cues] == ['"Hi,"', "$5 —", "ok."]
+    assert cues[0].start == pytest.approx(1.0) and cues[-1].end == pytest.approx(1.85)  # clipped
+    _check_timeline(cues, 1.85)
+
+
+def test_phrase_cues_width_rules():
+    words = [Cue(k * 0.1, (k + 1) * 0.1, w) for k, w in enumerate(["Dr.", "Smith", "is", "here.", "Yes."])]
+    assert [c.text for c in phrase_cues(words)] == ["Dr. Smith is here.", "Yes."]
+    zh = [Cue(k * 0.1, (k + 1) * 0.1, w) for k, w in enumerate(["你好，", "“世界”！", "我们", "去。"])]
+    assert [c.text for c in phrase_cues(zh)] == ["你好，“世界”！", "我们去。"]
+    long = [Cue(k * 0.1, (k + 1) * 0.1, "word") for k in range(20)]
+    assert all(len(c.text) <= 42 for c in phrase_cues(long))
 
 
 # -- dialogue -----------------------------------------------------------------------------------------------
