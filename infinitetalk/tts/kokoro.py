@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ MODEL_FILES = {"kokoro-v1_0.pth": HF_REPO, "kokoro-v1_1-zh.pth": "hexgrad/Kokoro
 SUBMODULES = ("bert", "bert_encoder", "predictor", "text_encoder", "decoder")
 CONFIG_KEYS = ("vocab", "n_token", "plbert", "hidden_dim", "style_dim", "n_layer", "istftnet")
 SPEED_RANGE = (0.25, 4.0)
+STYLE_ROWS = 510  # a voice holds one style row per phoneme count of a chunk (1..510)
 _PUNCT_PHONEMES = frozenset(';:,.!?—…"()“”')
 
 
@@ -154,7 +156,10 @@ def _load_model(config: dict, weights: Path, device: str | torch.device):
 
 def _check_weights(model: torch.nn.Module, weights: Path) -> None:
     """KModel loads leniently (``strict=False``); refuse a file that leaves parameters unset."""
-    state = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # a legacy (non-zip) torch file cannot be memory-mapped
+        state = torch.load(weights, map_location="cpu", weights_only=True)
     for name in SUBMODULES:
         have = {k.removeprefix("module.") for k in state.get(name, {})}
         missing = [k for k, _ in getattr(model, name).named_parameters() if k not in have]
@@ -213,9 +218,11 @@ class KokoroTTS:
     ) -> Dialogue:
         """Say a ``(s1) … (s2) …`` / ``[S1] … [S2] …`` dialogue; one aligned track per speaker."""
         speakers = _check_speakers(voices)
-        if not (isinstance(pause_s, (int, float)) and 0.0 <= pause_s <= 10.0):
+        if not (isinstance(pause_s, numbers.Real) and 0.0 <= pause_s <= 10.0):
             raise InputError(f"pause_s={pause_s!r}: expected seconds of silence between turns in [0, 10]")
         turns = parse_dialogue(text, speakers)
+        for voice in voices.values():
+            self._voice(voice)  # every voice checked before any synthesis
         said = [self._synthesise(t.text, voices[t.speaker], speed, lang) for t in turns]
         return _assemble(turns, said, speakers, round(pause_s * SAMPLE_RATE))
 
@@ -274,6 +281,7 @@ class KokoroTTS:
             not isinstance(pack, torch.Tensor)
             or pack.ndim != 3
             or pack.shape[1:] != (1, 2 * self.config["style_dim"])
+            or pack.shape[0] < STYLE_ROWS
         ):
             shape = tuple(pack.shape) if isinstance(pack, torch.Tensor) else type(pack).__name__
             raise CheckpointError(f"voice file '{path}' holds {shape}: expected a (510, 1, 256) style tensor")
@@ -286,7 +294,7 @@ def _pronounceable(phonemes: str | None) -> bool:
 
 def _check_speed(speed: float) -> None:
     lo, hi = SPEED_RANGE
-    if not isinstance(speed, (int, float)) or not math.isfinite(speed) or not lo <= speed <= hi:
+    if not isinstance(speed, numbers.Real) or not math.isfinite(speed) or not lo <= speed <= hi:
         raise InputError(f"TTS speed={speed!r}: expected a number in [{lo}, {hi}] (1.0 is normal)")
 
 

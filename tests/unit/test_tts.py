@@ -309,6 +309,10 @@ def test_unknown_speaker_tag(tts):
         (lambda t: t.speak_dialogue("(s1) (s2)", {1: "af_heart", 2: "am_adam"}), "nothing to say"),
         (lambda t: t.speak_dialogue("Hi.", {2: "am_adam"}), "speaker number"),
         (lambda t: t.speak_dialogue("Hi.", {1: "af_heart"}, pause_s=-1), "pause_s"),
+        (
+            lambda t: t.speak_dialogue("Hi.", {1: "af_heart", 2: "am_nobody"}),
+            "unknown Kokoro voice 'am_nobody'",
+        ),
     ],
 )
 def test_input_errors(tts, call, pattern):
