@@ -10,6 +10,7 @@ spaCy's English model and voices from the Hub when they are missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -201,11 +202,18 @@ class KokoroTTS:
         self._packs: dict[str, torch.Tensor] = {}
 
     # -- public API
-    def speak(self, text: str, voice: str, speed: float = 1.0, lang: str | None = None) -> Speech:
-        """Say ``text`` with ``voice`` (``lang`` defaults to the voice's language)."""
+    def speak(
+        self, text: str, voice: str, speed: float = 1.0, lang: str | None = None, seed: int = 0
+    ) -> Speech:
+        """Say ``text`` with ``voice`` (``lang`` defaults to the voice's language).
+
+        Kokoro's vocoder draws noise; ``seed`` fixes it so the same inputs give the same samples
+        (the host's global RNG state is left untouched).
+        """
         if not isinstance(text, str) or not text.strip():
             raise InputError("TTS text is empty: write what to say")
-        audio, words = self._synthesise(text, voice, speed, lang)
+        with self._seeded(seed):
+            audio, words = self._synthesise(text, voice, speed, lang)
         return Speech(audio=audio, sample_rate=SAMPLE_RATE, cues=phrase_cues(words), words=words)
 
     def speak_dialogue(
@@ -215,6 +223,7 @@ class KokoroTTS:
         speed: float = 1.0,
         lang: str | None = None,
         pause_s: float = 0.0,
+        seed: int = 0,
     ) -> Dialogue:
         """Say a ``(s1) … (s2) …`` / ``[S1] … [S2] …`` dialogue; one aligned track per speaker."""
         speakers = _check_speakers(voices)
@@ -223,7 +232,8 @@ class KokoroTTS:
         turns = parse_dialogue(text, speakers)
         for voice in voices.values():
             self._voice(voice)  # every voice checked before any synthesis
-        said = [self._synthesise(t.text, voices[t.speaker], speed, lang) for t in turns]
+        with self._seeded(seed):
+            said = [self._synthesise(t.text, voices[t.speaker], speed, lang) for t in turns]
         return _assemble(turns, said, speakers, round(pause_s * SAMPLE_RATE))
 
     def language_of(self, voice: str, lang: str | None = None) -> str:
@@ -231,6 +241,13 @@ class KokoroTTS:
         return resolve_lang(lang, voice)
 
     # -- steps
+    @contextlib.contextmanager
+    def _seeded(self, seed: int):
+        device = next(self.model.parameters()).device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(int(seed))
+            yield
+
     def _synthesise(
         self, text: str, voice: str, speed: float, lang: str | None
     ) -> tuple[np.ndarray, list[Cue]]:
