@@ -195,10 +195,78 @@ def _pos_conv_parts(keys: dict[str, str], source: CheckpointReader):
 
 
 # --------------------------------------------------------------------------------------------
+# chunked CNN feature encoder
+# --------------------------------------------------------------------------------------------
+def _receptive_field(convs) -> tuple[int, int]:
+    """(receptive field, total stride) in samples of a stack of unpadded 1-D convolutions."""
+    field, stride = 1, 1
+    for conv in convs:
+        field += (conv.kernel_size[0] - 1) * stride
+        stride *= conv.stride[0]
+    return field, stride
+
+
+def _chunks(total: int, size: int):
+    for start in range(0, total, size):
+        yield start, min(start + size, total)
+
+
+def conv_features(extractor: torch.nn.Module, wave: torch.Tensor, chunk_frames: int) -> torch.Tensor:
+    """The wav2vec2 CNN over (1, N) samples -> (1, C, T), computed ``chunk_frames`` outputs at a time.
+
+    Every conv is unpadded and local, so output frames ``[a, b)`` need exactly samples
+    ``[a*stride, (b-1)*stride + field)``. The one global operation, the base model's GroupNorm
+    after the first conv (one group per channel: statistics over the whole clip), is computed in a
+    first pass over that conv's output (float64 sums) and applied per chunk. Peak memory is then
+    one chunk's activations instead of the whole clip's (about 4 GB for 10 minutes at 512 channels).
+    """
+    layers = list(extractor.conv_layers)
+    field, stride = _receptive_field([layer.conv for layer in layers])
+    total = (wave.shape[-1] - field) // stride + 1
+    norm = getattr(layers[0], "layer_norm", None)
+    global_norm = isinstance(norm, torch.nn.GroupNorm)
+    if total <= chunk_frames or (global_norm and norm.num_groups != norm.num_channels):
+        return extractor(wave)
+    first_chunk = chunk_frames * stride // layers[0].conv.stride[0]  # same span, in first-conv outputs
+    stats = _first_conv_stats(layers[0].conv, wave, first_chunk, norm.eps) if global_norm else None
+    outputs = []
+    for a, b in _chunks(total, chunk_frames):
+        h = wave[:, None, a * stride : (b - 1) * stride + field]
+        if global_norm:
+            mean, inv_std = stats
+            h = layers[0].conv(h)
+            h = ((h - mean) * inv_std).to(h.dtype) * norm.weight[:, None] + norm.bias[:, None]
+            h = layers[0].activation(h)
+        else:
+            h = layers[0](h)
+        for layer in layers[1:]:
+            h = layer(h)
+        outputs.append(h)
+    return torch.cat(outputs, dim=-1)
+
+
+def _first_conv_stats(conv: torch.nn.Conv1d, wave: torch.Tensor, chunk: int, eps: float):
+    """Per-channel mean and 1/std (biased variance + eps, as GroupNorm) of ``conv(wave)`` over the whole clip."""
+    k, s = conv.kernel_size[0], conv.stride[0]
+    total = (wave.shape[-1] - k) // s + 1
+    acc = torch.zeros(2, conv.out_channels, dtype=torch.float64, device=wave.device)
+    for a, b in _chunks(total, chunk):
+        y = conv(wave[:, None, a * s : (b - 1) * s + k])[0].double()  # (C, b - a)
+        acc[0] += y.sum(-1)
+        acc[1] += y.pow(2).sum(-1)
+    mean = acc[0] / total
+    var = (acc[1] / total - mean.pow(2)).clamp_min(0)
+    return mean[:, None].float(), torch.rsqrt(var + eps)[:, None].float()
+
+
+# --------------------------------------------------------------------------------------------
 # encoder
 # --------------------------------------------------------------------------------------------
 class AudioEncoder:
     """wav2vec2 at 25 Hz. ``encode(wave_16k)`` -> ``(L, num_layers, hidden)`` float32 (CPU)."""
+
+    # CNN output frames (50 Hz) per chunk (30 s): caps the CNN's memory (~0.5 GB) for audio of any length.
+    chunk_frames = 1500
 
     def __init__(self, model: torch.nn.Module, do_normalize: bool):
         self.model = model
@@ -239,7 +307,9 @@ class AudioEncoder:
         if self.config.do_normalize:
             wave = normalize_wave(wave)
         x = torch.from_numpy(np.ascontiguousarray(wave))[None].to(self.device, self.dtype)  # (1, N)
-        features = self.model.feature_extractor(x).transpose(1, 2)  # (1, T, C_conv) at ~50 Hz
+        features = conv_features(self.model.feature_extractor, x, self.chunk_frames).transpose(
+            1, 2
+        )  # (1, T, C)
         features = linear_interpolation(features.float(), frames).to(self.dtype)  # (1, L, C_conv)
         return self.encode_features(features)
 

@@ -293,6 +293,24 @@ def test_wav2vec2_layer_stacking_matches_hf_hidden_states(files):
     )
 
 
+def test_wav2vec2_chunked_cnn_matches_whole_clip(files):
+    """Long audio runs the CNN chunk by chunk; the global GroupNorm statistics keep it exact."""
+    from infinitetalk.encoders import load_audio_encoder
+    from infinitetalk.encoders.wav2vec2 import conv_features
+
+    enc = load_audio_encoder(files["wav2vec2_dir"])
+    x = torch.randn(1, 3 * 16000, generator=torch.Generator().manual_seed(2)) * 0.1
+    with torch.no_grad():
+        whole = enc.model.feature_extractor(x)  # (1, C, 149)
+        chunked = conv_features(enc.model.feature_extractor, x, chunk_frames=7)  # 22 chunks
+    assert chunked.shape == whole.shape
+    # float32; only summation order differs (per-chunk conv, float64 statistics): 1e-6 relative
+    assert (chunked - whole).abs().max() <= 1e-6 * whole.abs().max() * 10
+    enc.chunk_frames = 7
+    torch.testing.assert_close(enc.encode(x[0].numpy()), load_audio_encoder(files["wav2vec2_dir"]).encode(x[0].numpy()),
+                               rtol=1e-4, atol=1e-5)  # fmt: skip
+
+
 def test_wav2vec2_stable_layer_norm_variant_matches_hf():
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
