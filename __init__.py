@@ -12,5 +12,6 @@ async def comfy_entrypoint():
 
     return InfiniteTalkExtension()
 
+
 # Front-end glue (an audio player for InfiniteTalk Load Audio), served by ComfyUI from this folder.
 WEB_DIRECTORY = "./web"

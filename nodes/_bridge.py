@@ -28,10 +28,16 @@ log = logging.getLogger(__name__)
 class ComfyModelManager:
     """``ModelManager`` protocol of the pipeline, backed by ComfyUI's memory manager."""
 
-    def __init__(self, models: dict[str, _models.Managed | None]):
+    def __init__(
+        self, models: dict[str, _models.Managed | None], swap: _models.BlockSwapPlacement | None = None
+    ):
         self.models = models
+        self.swap = swap  # block swap places the DiT itself
 
     def load(self, name: str) -> None:
+        if name == "dit" and self.swap is not None:
+            self.swap.activate()
+            return
         managed = self.models.get(name)
         if managed is not None:
             _models.load(managed)

@@ -90,7 +90,7 @@ def folder_entries(folder: str) -> list[str]:
 def resolve(folder: str, name: str) -> Path:
     """Turn a combo entry back into a path: ``weights/...`` in the official trees, else a model folder."""
     if name.startswith(WEIGHTS_PREFIX):
-        rel = name[len(WEIGHTS_PREFIX):]
+        rel = name[len(WEIGHTS_PREFIX) :]
         for root in _weights_roots():
             path = root / rel
             if path.exists():

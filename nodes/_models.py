@@ -57,7 +57,9 @@ class Managed:
 
     def clone(self) -> Managed:
         """Same weights, separate patch list (LoRA nodes patch a clone)."""
-        return Managed(self.obj, self.patcher.clone(), self.role, self.source, self.partial_ok, dict(self.options))
+        return Managed(
+            self.obj, self.patcher.clone(), self.role, self.source, self.partial_ok, dict(self.options)
+        )
 
 
 class _Holder(torch.nn.Module):
@@ -91,18 +93,52 @@ def load(*models: Managed | None, memory_required: int = 0) -> None:
     whole = [m.patcher for m in present if not m.partial_ok]
     if whole:
         mm.load_models_gpu(whole, memory_required=memory_required, force_full_load=True)
-    for m in present:
-        if m.partial_ok:
-            reserve = memory_required + m.options.get("block_swap", 0) * _block_bytes(m.patcher.model)
-            mm.load_models_gpu([m.patcher], memory_required=reserve)
+    partial = [m.patcher for m in present if m.partial_ok]
+    if partial:
+        mm.load_models_gpu(partial, memory_required=memory_required)
 
 
-def _block_bytes(module: torch.nn.Module) -> int:
-    """Bytes of one repeated block (the unit of block swap)."""
-    blocks = getattr(module, getattr(module, "swappable_blocks", "blocks"), None)
-    if not blocks:
-        return 0
-    return mm.module_size(blocks[0])
+class BlockSwapPlacement:
+    """Block swap for the DiT (library ``infinitetalk.offload``): the last N blocks stay in host memory and
+    are streamed in while the model runs. ComfyUI's memory manager is asked to make room first; LoRA patches
+    are merged into the host weights for the run and removed afterwards."""
+
+    def __init__(self, managed: Managed, blocks_to_swap: int):
+        self.managed, self.blocks_to_swap = managed, blocks_to_swap
+        self.swap = None
+        self.patched = False
+
+    def activate(self) -> None:
+        if self.swap is not None:
+            return
+        from ..infinitetalk.offload import place_model
+
+        patcher = self.managed.patcher
+        mm.unload_all_models()  # the DiT takes the device; ComfyUI reloads the encoders when they are needed
+        mm.soft_empty_cache()
+        if patcher.patches:
+            patcher.patch_model(device_to=patcher.offload_device)
+            self.patched = True
+        self.swap = place_model(patcher.model, self.managed.load_device, self.blocks_to_swap)
+
+    def release(self) -> None:
+        patcher = self.managed.patcher
+        if self.swap is not None:
+            self.swap.remove()
+            patcher.model.to(patcher.offload_device)
+            self.swap = None
+        if self.patched:
+            patcher.unpatch_model(patcher.offload_device)
+            self.patched = False
+        mm.soft_empty_cache()
+
+
+def block_swap_for(managed: Managed) -> BlockSwapPlacement | None:
+    """A block-swap placement when the model asks for one and runs on a GPU, else None."""
+    count = int(managed.options.get("block_swap", 0))
+    if count <= 0 or mm.is_device_cpu(managed.load_device):
+        return None
+    return BlockSwapPlacement(managed, count)
 
 
 def pick_dtype(role: str, wanted: str, device: torch.device | None = None) -> torch.dtype:

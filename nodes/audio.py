@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+
 import folder_paths
 import numpy as np
 import torch
@@ -18,7 +19,9 @@ def audio_to_numpy(audio: dict) -> tuple[np.ndarray, int]:
         raise ValueError("audio input must be a ComfyUI AUDIO ({'waveform': (B, C, N), 'sample_rate': int})")
     wave = audio["waveform"]
     if wave.ndim != 3 or wave.shape[-1] == 0:
-        raise ValueError(f"audio waveform has shape {tuple(wave.shape)}; expected (batch, channels, samples) with samples > 0")
+        raise ValueError(
+            f"audio waveform has shape {tuple(wave.shape)}; expected (batch, channels, samples) with samples > 0"
+        )
     return wave[0].detach().float().cpu().numpy(), int(audio["sample_rate"])
 
 
@@ -46,14 +49,38 @@ class LoadAudio(io.ComfyNode):
             description="Loads an audio file (wav, flac, mp3, m4a, ogg, ...) or the sound track of a video from "
             "ComfyUI's input folder, without torchaudio. Output is ComfyUI's standard AUDIO.",
             inputs=[
-                io.Combo.Input("audio", options=_input_audio_files(), upload=io.UploadType.audio,
-                               tooltip="File in ComfyUI's input folder; use the upload button to add one."),
-                advanced(io.Float.Input("start_seconds", default=0.0, min=0.0, max=36000.0, step=0.1,
-                                        tooltip="Skip this many seconds at the start.")),
-                advanced(io.Float.Input("duration_seconds", default=0.0, min=0.0, max=36000.0, step=0.1,
-                                        tooltip="Keep at most this many seconds (0 = to the end).")),
+                io.Combo.Input(
+                    "audio",
+                    options=_input_audio_files(),
+                    upload=io.UploadType.audio,
+                    tooltip="File in ComfyUI's input folder; use the upload button to add one.",
+                ),
+                advanced(
+                    io.Float.Input(
+                        "start_seconds",
+                        default=0.0,
+                        min=0.0,
+                        max=36000.0,
+                        step=0.1,
+                        tooltip="Skip this many seconds at the start.",
+                    )
+                ),
+                advanced(
+                    io.Float.Input(
+                        "duration_seconds",
+                        default=0.0,
+                        min=0.0,
+                        max=36000.0,
+                        step=0.1,
+                        tooltip="Keep at most this many seconds (0 = to the end).",
+                    )
+                ),
             ],
-            outputs=[io.Audio.Output(display_name="audio", tooltip="Waveform (1, channels, samples) and sample rate.")],
+            outputs=[
+                io.Audio.Output(
+                    display_name="audio", tooltip="Waveform (1, channels, samples) and sample rate."
+                )
+            ],
         )
 
     @classmethod
@@ -91,22 +118,40 @@ class AudioEmbed(io.ComfyNode):
             "loudness normalisation to -23 LUFS, one feature row per 25 fps video frame. With a second "
             "audio the video shows two speakers (use the multi adapter).",
             inputs=[
-                io.Custom("INFINITETALK_AUDIO_ENCODER").Input("audio_encoder", tooltip="From InfiniteTalk Audio Encoder Loader."),
-                io.Audio.Input("audio_1", tooltip="Speech of speaker 1 (the only speaker for single-person video)."),
-                io.Audio.Input("audio_2", optional=True,
-                               tooltip="Speech of speaker 2 (two-person video; needs the multi adapter)."),
-                io.Boolean.Input("normalize_loudness", default=True,
-                                 tooltip="Normalise each track to -23 LUFS like the reference (off for TTS audio "
-                                 "that is already level, or to keep relative loudness)."),
-                io.Combo.Input("mode", options=["para", "add"], default="para",
-                               tooltip="Two speakers only. para: both tracks play together (dialogue tracks "
-                               "from TTS are already aligned). add: speaker 1 talks first, then speaker 2."),
+                io.Custom("INFINITETALK_AUDIO_ENCODER").Input(
+                    "audio_encoder", tooltip="From InfiniteTalk Audio Encoder Loader."
+                ),
+                io.Audio.Input(
+                    "audio_1", tooltip="Speech of speaker 1 (the only speaker for single-person video)."
+                ),
+                io.Audio.Input(
+                    "audio_2",
+                    optional=True,
+                    tooltip="Speech of speaker 2 (two-person video; needs the multi adapter).",
+                ),
+                io.Boolean.Input(
+                    "normalize_loudness",
+                    default=True,
+                    tooltip="Normalise each track to -23 LUFS like the reference (off for TTS audio "
+                    "that is already level, or to keep relative loudness).",
+                ),
+                io.Combo.Input(
+                    "mode",
+                    options=["para", "add"],
+                    default="para",
+                    tooltip="Two speakers only. para: both tracks play together (dialogue tracks "
+                    "from TTS are already aligned). add: speaker 1 talks first, then speaker 2.",
+                ),
             ],
             outputs=[
-                io.Custom("INFINITETALK_AUDIO_EMBEDS").Output(display_name="audio_embeds",
-                                                              tooltip="Per-speaker features for the sampler."),
-                io.Audio.Output(display_name="audio", tooltip="The soundtrack the video is timed to (16 kHz mono mix); "
-                                "connect it to Video Combine."),
+                io.Custom("INFINITETALK_AUDIO_EMBEDS").Output(
+                    display_name="audio_embeds", tooltip="Per-speaker features for the sampler."
+                ),
+                io.Audio.Output(
+                    display_name="audio",
+                    tooltip="The soundtrack the video is timed to (16 kHz mono mix); "
+                    "connect it to Video Combine.",
+                ),
             ],
         )
 
@@ -114,12 +159,17 @@ class AudioEmbed(io.ComfyNode):
     def execute(cls, audio_encoder, audio_1, normalize_loudness, mode, audio_2=None) -> io.NodeOutput:
         from ..infinitetalk.media import SPEECH_SR
         from ..infinitetalk.pipeline import InfiniteTalkPipeline
-
         from ._bridge import ComfyModelManager
 
         speakers = [audio_to_numpy(audio_1)] + ([audio_to_numpy(audio_2)] if audio_2 is not None else [])
-        pipe = InfiniteTalkPipeline(None, None, None, None, audio_encoder=audio_encoder.obj,
-                                    model_manager=ComfyModelManager({"audio_encoder": audio_encoder}))
+        pipe = InfiniteTalkPipeline(
+            None,
+            None,
+            None,
+            None,
+            audio_encoder=audio_encoder.obj,
+            model_manager=ComfyModelManager({"audio_encoder": audio_encoder}),
+        )
         with torch.inference_mode():
             embeds = pipe.prepare_audio(speakers, audio_type=mode, normalize=normalize_loudness)
         return io.NodeOutput(embeds, numpy_to_audio(embeds.waveform_16k_mix, SPEECH_SR))

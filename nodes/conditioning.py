@@ -37,15 +37,27 @@ class TextEncode(io.ComfyNode):
             description="Encodes the scene description and the negative prompt with umT5-XXL. The prompt steers "
             "the look and the motion; the audio drives the lips.",
             inputs=[
-                io.Custom("INFINITETALK_TEXT_ENCODER").Input("text_encoder", tooltip="From InfiniteTalk Text Encoder Loader."),
-                io.String.Input("prompt", multiline=True,
-                                default="A person is talking to the camera, natural head movement, clear face.",
-                                tooltip="What the video shows (person, setting, camera, mood)."),
-                io.String.Input("negative_prompt", multiline=True, default=DEFAULT_NEGATIVE,
-                                tooltip="What to avoid; used by the text-guidance pass (ignored when text scale is 1)."),
+                io.Custom("INFINITETALK_TEXT_ENCODER").Input(
+                    "text_encoder", tooltip="From InfiniteTalk Text Encoder Loader."
+                ),
+                io.String.Input(
+                    "prompt",
+                    multiline=True,
+                    default="A person is talking to the camera, natural head movement, clear face.",
+                    tooltip="What the video shows (person, setting, camera, mood).",
+                ),
+                io.String.Input(
+                    "negative_prompt",
+                    multiline=True,
+                    default=DEFAULT_NEGATIVE,
+                    tooltip="What to avoid; used by the text-guidance pass (ignored when text scale is 1).",
+                ),
             ],
-            outputs=[io.Custom("INFINITETALK_TEXT_EMBEDS").Output(display_name="text_embeds",
-                                                                  tooltip="Prompt and negative prompt embeddings.")],
+            outputs=[
+                io.Custom("INFINITETALK_TEXT_EMBEDS").Output(
+                    display_name="text_embeds", tooltip="Prompt and negative prompt embeddings."
+                )
+            ],
         )
 
     @classmethod

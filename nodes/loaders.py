@@ -24,7 +24,9 @@ ATTENTION = ["auto", "sdpa", "flash", "sage"]
 
 def _precision_input(tooltip_what: str) -> io.Combo.Input:
     return io.Combo.Input(
-        "precision", options=PRECISIONS, default="auto",
+        "precision",
+        options=PRECISIONS,
+        default="auto",
         tooltip=f"Compute dtype of the {tooltip_what}. 'auto' picks bf16/fp16 on GPU (what the device supports) "
         "and fp32 on CPU. fp8 files are cast to this dtype.",
     )
@@ -32,13 +34,20 @@ def _precision_input(tooltip_what: str) -> io.Combo.Input:
 
 def _dit_options() -> list[str]:
     official = c.official_entries("*/diffusion_pytorch_model*.safetensors.index.json", parent=True)
-    return c.or_placeholder(c.folder_entries("diffusion_models") + official, "(no DiT found in diffusion_models)")
+    return c.or_placeholder(
+        c.folder_entries("diffusion_models") + official, "(no DiT found in diffusion_models)"
+    )
 
 
 def _adapter_options() -> list[str]:
     official = c.official_entries("InfiniteTalk/*/*.safetensors")
     patches = c.folder_entries("model_patches") + c.folder_entries("diffusion_models")
-    return [*official, *[p for p in patches if "infini" in p.lower()], *[p for p in patches if "infini" not in p.lower()], MERGED]
+    return [
+        *official,
+        *[p for p in patches if "infini" in p.lower()],
+        *[p for p in patches if "infini" not in p.lower()],
+        MERGED,
+    ]
 
 
 def _resolve_adapter(name: str):
@@ -65,30 +74,55 @@ class ModelLoader(io.ComfyNode):
             "(single-speaker or multi-speaker). Accepts the official sharded folder, ComfyUI's repackaged "
             "files (fp16/bf16/fp8) and Kijai's fp8-scaled files.",
             inputs=[
-                io.Combo.Input("dit", options=_dit_options(),
-                               tooltip="Wan2.1 I2V 14B DiT: a file from models/diffusion_models "
-                               "(wan2.1_i2v_480p_14B_*.safetensors) or the official weights/Wan2.1-I2V-14B-480P folder."),
-                io.Combo.Input("adapter", options=_adapter_options(),
-                               tooltip="InfiniteTalk adapter: models/model_patches/wan2.1_infiniteTalk_single_fp16"
-                               ".safetensors (one speaker) or the _multi_ file (two speakers), or the official "
-                               "weights/InfiniteTalk/{single,multi} files. Pick the last entry when the DiT file "
-                               "already holds the adapter."),
+                io.Combo.Input(
+                    "dit",
+                    options=_dit_options(),
+                    tooltip="Wan2.1 I2V 14B DiT: a file from models/diffusion_models "
+                    "(wan2.1_i2v_480p_14B_*.safetensors) or the official weights/Wan2.1-I2V-14B-480P folder.",
+                ),
+                io.Combo.Input(
+                    "adapter",
+                    options=_adapter_options(),
+                    tooltip="InfiniteTalk adapter: models/model_patches/wan2.1_infiniteTalk_single_fp16"
+                    ".safetensors (one speaker) or the _multi_ file (two speakers), or the official "
+                    "weights/InfiniteTalk/{single,multi} files. Pick the last entry when the DiT file "
+                    "already holds the adapter.",
+                ),
                 _precision_input("DiT"),
-                io.Combo.Input("quantization", options=QUANTIZATIONS, default="none",
-                               tooltip="Store the large linear weights in fewer bits: fp8_e4m3fn halves memory "
-                               "(weights are cast to the compute dtype per layer), int8 uses optimum-quanto. "
-                               "'none' keeps the precision above."),
-                advanced(io.Int.Input("block_swap", default=0, min=0, max=40, step=1,
-                                      tooltip="Keep GPU memory free for this many transformer blocks: ComfyUI then "
-                                      "streams that share of the DiT weights from the CPU during sampling (slower, "
-                                      "about 0.7 GB per block in bf16). 0 = ComfyUI decides alone (--lowvram also "
-                                      "streams).")),
-                advanced(io.Combo.Input("attention", options=ATTENTION, default="auto",
-                                        tooltip="Attention kernel: auto picks sage/flash when installed, else "
-                                        "PyTorch SDPA.")),
+                io.Combo.Input(
+                    "quantization",
+                    options=QUANTIZATIONS,
+                    default="none",
+                    tooltip="Store the large linear weights in fewer bits: fp8_e4m3fn halves memory "
+                    "(weights are cast to the compute dtype per layer), int8 uses optimum-quanto. "
+                    "'none' keeps the precision above.",
+                ),
+                advanced(
+                    io.Int.Input(
+                        "block_swap",
+                        default=0,
+                        min=0,
+                        max=40,
+                        step=1,
+                        tooltip="Keep the weights of this many of the 40 transformer blocks in CPU "
+                        "memory and stream them to the GPU while sampling (slower; saves about 0.7 GB "
+                        "per block in bf16, 0.35 GB in fp8). 0 = the whole DiT on the GPU.",
+                    )
+                ),
+                advanced(
+                    io.Combo.Input(
+                        "attention",
+                        options=ATTENTION,
+                        default="auto",
+                        tooltip="Attention kernel: auto picks sage/flash when installed, else PyTorch SDPA.",
+                    )
+                ),
             ],
-            outputs=[io.Custom("INFINITETALK_MODEL").Output(display_name="model",
-                                                           tooltip="DiT + adapter, managed by ComfyUI's memory manager.")],
+            outputs=[
+                io.Custom("INFINITETALK_MODEL").Output(
+                    display_name="model", tooltip="DiT + adapter, managed by ComfyUI's memory manager."
+                )
+            ],
         )
 
     @classmethod
@@ -105,9 +139,17 @@ class ModelLoader(io.ComfyNode):
         _quantize(model, quantization)
         model.compute_dtype = dtype
         model.attention_backend = attention
-        managed = _models.wrap(model, "diffusion", str(dit_path), partial_ok=quantization != "int8",
-                               adapter=str(adapter_path), quantization=quantization, attention=attention,
-                               block_swap=int(block_swap), dtype=dtype)
+        managed = _models.wrap(
+            model,
+            "diffusion",
+            str(dit_path),
+            partial_ok=False,
+            adapter=str(adapter_path),
+            quantization=quantization,
+            attention=attention,
+            block_swap=int(block_swap),
+            dtype=dtype,
+        )
         return io.NodeOutput(managed)
 
 
@@ -131,7 +173,9 @@ def _quantize(model, quantization: str) -> None:
         blocks = getattr(model, "swappable_blocks", "blocks")
         for name, module in model.named_modules():
             if name.startswith(blocks + ".") and isinstance(module, torch.nn.Linear) and "norm" not in name:
-                module.weight = torch.nn.Parameter(module.weight.data.to(torch.float8_e4m3fn), requires_grad=False)
+                module.weight = torch.nn.Parameter(
+                    module.weight.data.to(torch.float8_e4m3fn), requires_grad=False
+                )
 
 
 class LoraLoader(io.ComfyNode):
@@ -144,18 +188,35 @@ class LoraLoader(io.ComfyNode):
             description="Applies a Wan2.1 LoRA (lightx2v step-distill, FusionX, ...) to the InfiniteTalk model. "
             "Distill LoRAs want 4-8 steps, text scale 1 and audio scale about 2 in the sampler.",
             inputs=[
-                io.Custom("INFINITETALK_MODEL").Input("model", tooltip="Model from InfiniteTalk Model Loader."),
-                io.Combo.Input("lora", options=c.or_placeholder(c.folder_entries("loras"), "(no LoRA in models/loras)"),
-                               tooltip="LoRA file from models/loras (lora_down/lora_up/alpha, diff, diff_b keys)."),
-                io.Float.Input("strength", default=1.0, min=-4.0, max=4.0, step=0.05,
-                               tooltip="Scale of the LoRA update (1 = as trained)."),
+                io.Custom("INFINITETALK_MODEL").Input(
+                    "model", tooltip="Model from InfiniteTalk Model Loader."
+                ),
+                io.Combo.Input(
+                    "lora",
+                    options=c.or_placeholder(c.folder_entries("loras"), "(no LoRA in models/loras)"),
+                    tooltip="LoRA file from models/loras (lora_down/lora_up/alpha, diff, diff_b keys).",
+                ),
+                io.Float.Input(
+                    "strength",
+                    default=1.0,
+                    min=-4.0,
+                    max=4.0,
+                    step=0.05,
+                    tooltip="Scale of the LoRA update (1 = as trained).",
+                ),
             ],
-            outputs=[io.Custom("INFINITETALK_MODEL").Output(display_name="model", tooltip="Model with the LoRA applied.")],
+            outputs=[
+                io.Custom("INFINITETALK_MODEL").Output(
+                    display_name="model", tooltip="Model with the LoRA applied."
+                )
+            ],
         )
 
     @classmethod
     def execute(cls, model, lora, strength) -> io.NodeOutput:
-        from ..infinitetalk.lora import lora_deltas, load_lora_file
+        import comfy.lora
+
+        from ..infinitetalk.lora import load_lora_file
 
         c.check_selected(lora, "LoRA", "loras")
         path = c.resolve("loras", lora)
@@ -163,14 +224,39 @@ class LoraLoader(io.ComfyNode):
         patched.options["loras"] = [*patched.options.get("loras", []), (str(path), float(strength))]
         if strength == 0:
             return io.NodeOutput(patched)
-        deltas = lora_deltas(patched.patcher.model, load_lora_file(path))
-        patches = {key: (delta,) for key, delta in deltas.items()}
-        applied = patched.patcher.add_patches(patches, strength)
-        log.info("LoRA %s: %d of %d updates applied", path.name, len(applied), len(patches))
+        state = load_lora_file(path)
+        patches = comfy.lora.load_lora(state, lora_key_map(patched.patcher.model), log_missing=False)
+        if not patches:
+            raise ValueError(
+                f"LoRA '{lora}' matches no weight of the InfiniteTalk DiT (keys like "
+                f"'{next(iter(state), '')}'): use a LoRA made for Wan2.1 I2V 14B"
+            )
+        patched.patcher.add_patches(patches, strength)
+        log.info("LoRA %s: %d weights patched (strength %.2f)", path.name, len(patches), strength)
         return io.NodeOutput(patched)
 
 
-def _encoder_loader(node_id, display, description, folder, patterns, parent, what, role, loader_name, tooltip):
+def lora_key_map(model) -> dict[str, str]:
+    """LoRA module names in the usual spellings -> DiT weight keys (for ``comfy.lora.load_lora``)."""
+    key_map = {}
+    for key in model.state_dict():
+        if not key.endswith(".weight"):
+            continue
+        base = key[: -len(".weight")]
+        for name in (
+            base,
+            f"diffusion_model.{base}",
+            f"model.diffusion_model.{base}",
+            f"transformer.{base}",
+            f"lora_unet_{base.replace('.', '_')}",
+        ):
+            key_map[name] = key
+    return key_map
+
+
+def _encoder_loader(
+    node_id, display, description, folder, patterns, parent, what, role, loader_name, tooltip
+):
     """Build a loader node class for one encoder (same inputs: file + precision)."""
 
     class EncoderLoader(io.ComfyNode):
@@ -178,14 +264,23 @@ def _encoder_loader(node_id, display, description, folder, patterns, parent, wha
         def define_schema(cls) -> io.Schema:
             options = c.folder_entries(folder) + c.official_entries(*patterns, parent=parent)
             return io.Schema(
-                node_id=node_id, display_name=display, category=c.CATEGORY_LOADERS, description=description,
+                node_id=node_id,
+                display_name=display,
+                category=c.CATEGORY_LOADERS,
+                description=description,
                 inputs=[
-                    io.Combo.Input("name", options=c.or_placeholder(options, f"(no {what} found in {folder})"),
-                                   tooltip=tooltip),
+                    io.Combo.Input(
+                        "name",
+                        options=c.or_placeholder(options, f"(no {what} found in {folder})"),
+                        tooltip=tooltip,
+                    ),
                     _precision_input(what),
                 ],
-                outputs=[io.Custom(f"INFINITETALK_{role.upper()}").Output(display_name=role.lower(),
-                                                                          tooltip=f"The {what}, managed by ComfyUI.")],
+                outputs=[
+                    io.Custom(f"INFINITETALK_{role.upper()}").Output(
+                        display_name=role.lower(), tooltip=f"The {what}, managed by ComfyUI."
+                    )
+                ],
             )
 
         @classmethod
@@ -194,7 +289,9 @@ def _encoder_loader(node_id, display, description, folder, patterns, parent, wha
 
             c.check_selected(name, what, folder)
             path = c.resolve(folder, name)
-            managed_role = {"TEXT_ENCODER": "text", "VAE": "vae"}.get(role, "vision" if role == "CLIP_VISION" else "audio")
+            managed_role = {"TEXT_ENCODER": "text", "VAE": "vae"}.get(
+                role, "vision" if role == "CLIP_VISION" else "audio"
+            )
             load_device, offload = _models.devices(managed_role)
             dtype = _models.pick_dtype(managed_role, precision, load_device)
             obj = getattr(encoders, loader_name)(path, device=offload, dtype=dtype)
@@ -205,37 +302,65 @@ def _encoder_loader(node_id, display, description, folder, patterns, parent, wha
 
 
 TextEncoderLoader = _encoder_loader(
-    "InfiniteTalkTextEncoderLoader", "InfiniteTalk Text Encoder Loader",
+    "InfiniteTalkTextEncoderLoader",
+    "InfiniteTalk Text Encoder Loader",
     "Loads the umT5-XXL text encoder (ComfyUI's umt5_xxl_*.safetensors or the official "
     "models_t5_umt5-xxl-enc-bf16.pth with its google/umt5-xxl tokenizer).",
-    "text_encoders", ("*/models_t5_*.pth",), False, "text encoder", "TEXT_ENCODER", "load_text_encoder",
+    "text_encoders",
+    ("*/models_t5_*.pth",),
+    False,
+    "text encoder",
+    "TEXT_ENCODER",
+    "load_text_encoder",
     "umT5-XXL file: models/text_encoders/umt5_xxl_fp16.safetensors (or fp8_e4m3fn_scaled), or "
     "weights/Wan2.1-I2V-14B-480P/models_t5_umt5-xxl-enc-bf16.pth.",
 )
 ClipVisionLoader = _encoder_loader(
-    "InfiniteTalkClipVisionLoader", "InfiniteTalk CLIP Vision Loader",
+    "InfiniteTalkClipVisionLoader",
+    "InfiniteTalk CLIP Vision Loader",
     "Loads the CLIP ViT-H/14 image encoder (ComfyUI's clip_vision_h.safetensors or the official open-clip .pth).",
-    "clip_vision", ("*/models_clip_*.pth",), False, "CLIP vision encoder", "CLIP_VISION", "load_clip_vision",
+    "clip_vision",
+    ("*/models_clip_*.pth",),
+    False,
+    "CLIP vision encoder",
+    "CLIP_VISION",
+    "load_clip_vision",
     "CLIP ViT-H/14: models/clip_vision/clip_vision_h.safetensors or "
     "weights/Wan2.1-I2V-14B-480P/models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth.",
 )
 VAELoader = _encoder_loader(
-    "InfiniteTalkVAELoader", "InfiniteTalk VAE Loader",
+    "InfiniteTalkVAELoader",
+    "InfiniteTalk VAE Loader",
     "Loads the Wan 2.1 VAE (causal 3D, 16 latent channels).",
-    "vae", ("*/Wan2.1_VAE.pth",), False, "VAE", "VAE", "load_vae",
+    "vae",
+    ("*/Wan2.1_VAE.pth",),
+    False,
+    "VAE",
+    "VAE",
+    "load_vae",
     "Wan 2.1 VAE: models/vae/wan_2.1_vae.safetensors or weights/Wan2.1-I2V-14B-480P/Wan2.1_VAE.pth.",
 )
 AudioEncoderLoader = _encoder_loader(
-    "InfiniteTalkAudioEncoderLoader", "InfiniteTalk Audio Encoder Loader",
+    "InfiniteTalkAudioEncoderLoader",
+    "InfiniteTalk Audio Encoder Loader",
     "Loads the chinese-wav2vec2-base speech encoder that drives the lips.",
-    "audio_encoders", ("*wav2vec2*/config.json",), True, "audio encoder", "AUDIO_ENCODER", "load_audio_encoder",
+    "audio_encoders",
+    ("*wav2vec2*/config.json",),
+    True,
+    "audio encoder",
+    "AUDIO_ENCODER",
+    "load_audio_encoder",
     "wav2vec2: a file in models/audio_encoders (ComfyUI or Kijai wav2vec2-chinese-base_fp16.safetensors) or the "
     "official weights/chinese-wav2vec2-base folder.",
 )
 
 
 def kokoro_options() -> list[str]:
-    files = [f for f in c.folder_entries(c.KOKORO_FOLDER) if f.endswith(".pth") and "voices/" not in f.replace("\\", "/")]
+    files = [
+        f
+        for f in c.folder_entries(c.KOKORO_FOLDER)
+        if f.endswith(".pth") and "voices/" not in f.replace("\\", "/")
+    ]
     official = c.official_entries("*/kokoro-*.pth", parent=True)
     return c.or_placeholder(files + official, "(no Kokoro model found in models/kokoro)")
 
@@ -262,11 +387,18 @@ class KokoroLoader(io.ComfyNode):
             description="Loads the Kokoro-82M text-to-speech model (24 kHz) from models/kokoro or weights/Kokoro-82M. "
             "Voices are the voices/*.pt files next to it.",
             inputs=[
-                io.Combo.Input("name", options=kokoro_options(),
-                               tooltip="kokoro-v1_0.pth in models/kokoro (with config.json and voices/ beside it), "
-                               "or the official weights/Kokoro-82M folder."),
+                io.Combo.Input(
+                    "name",
+                    options=kokoro_options(),
+                    tooltip="kokoro-v1_0.pth in models/kokoro (with config.json and voices/ beside it), "
+                    "or the official weights/Kokoro-82M folder.",
+                ),
             ],
-            outputs=[io.Custom("INFINITETALK_KOKORO").Output(display_name="kokoro", tooltip="The Kokoro TTS model.")],
+            outputs=[
+                io.Custom("INFINITETALK_KOKORO").Output(
+                    display_name="kokoro", tooltip="The Kokoro TTS model."
+                )
+            ],
         )
 
     @classmethod
@@ -281,4 +413,12 @@ class KokoroLoader(io.ComfyNode):
         return io.NodeOutput(_models.wrap(tts, "tts", str(model_dir)))
 
 
-NODES = [ModelLoader, LoraLoader, TextEncoderLoader, ClipVisionLoader, VAELoader, AudioEncoderLoader, KokoroLoader]
+NODES = [
+    ModelLoader,
+    LoraLoader,
+    TextEncoderLoader,
+    ClipVisionLoader,
+    VAELoader,
+    AudioEncoderLoader,
+    KokoroLoader,
+]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from . import _bridge
+from . import _bridge, _models
 from . import _common as c
 from ._widgets import advanced
 
@@ -19,69 +19,203 @@ log = logging.getLogger(__name__)
 
 SIZES = ["infinitetalk-480", "infinitetalk-720", "custom"]
 SAMPLERS = ["euler", "unipc", "dpm++"]
-_BOX = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*$")
+_BOX = re.compile(
+    r"^\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*$"
+)
 
 
 def _inputs() -> list:
     return [
-        io.Custom("INFINITETALK_MODEL").Input("model", tooltip="From InfiniteTalk Model Loader (optionally through InfiniteTalk LoRA)."),
+        io.Custom("INFINITETALK_MODEL").Input(
+            "model", tooltip="From InfiniteTalk Model Loader (optionally through InfiniteTalk LoRA)."
+        ),
         io.Custom("INFINITETALK_VAE").Input("vae", tooltip="From InfiniteTalk VAE Loader."),
-        io.Custom("INFINITETALK_CLIP_VISION").Input("clip_vision", tooltip="From InfiniteTalk CLIP Vision Loader."),
+        io.Custom("INFINITETALK_CLIP_VISION").Input(
+            "clip_vision", tooltip="From InfiniteTalk CLIP Vision Loader."
+        ),
         io.Custom("INFINITETALK_TEXT_EMBEDS").Input("text_embeds", tooltip="From InfiniteTalk Text Encode."),
-        io.Custom("INFINITETALK_AUDIO_EMBEDS").Input("audio_embeds", tooltip="From InfiniteTalk Audio Embed: its length sets the video length."),
-        io.Image.Input("image", optional=True,
-                       tooltip="Image-to-video: the portrait to animate. A batch of several images is used as a "
-                       "25 fps source video instead (video-to-video). Give this or 'video'."),
-        io.Video.Input("video", optional=True,
-                       tooltip="Video-to-video dubbing: the source video (e.g. from Load Video). Every window takes its "
-                       "reference frame from it, so the camera and body motion follow the source."),
-        io.Mask.Input("speaker_masks", optional=True,
-                      tooltip="Two speakers only: a batch of two masks (person 1, person 2) in source-image pixels. "
-                      "Default: the left and right halves of the image."),
-        io.Combo.Input("mode", options=["streaming", "clip"], default="streaming",
-                       tooltip="streaming: the whole audio, in overlapping windows (any length). clip: one window only."),
-        io.Combo.Input("size", options=SIZES, default="infinitetalk-480",
-                       tooltip="Output size: infinitetalk-480 picks the closest aspect bucket of about 640x640 pixels "
-                       "(832x480 for 16:9), infinitetalk-720 of about 960x960; the image is resized to cover and "
-                       "centre-cropped. custom uses width and height below."),
-        advanced(io.Int.Input("width", default=832, min=64, max=2048, step=16,
-                              tooltip="Output width when size is 'custom' (multiple of 16).")),
-        advanced(io.Int.Input("height", default=480, min=64, max=2048, step=16,
-                              tooltip="Output height when size is 'custom' (multiple of 16).")),
-        io.Int.Input("steps", default=40, min=1, max=100, step=1,
-                     tooltip="Denoising steps per window: 40 as the reference; 4-8 with a step-distill LoRA."),
-        io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                     tooltip="Seed of the initial noise of every window (same seed + inputs = same video)."),
-        io.Float.Input("text_scale", default=5.0, min=0.0, max=20.0, step=0.1,
-                       tooltip="Text guidance scale (5 as the reference; 1 with distill LoRAs: one pass less)."),
-        io.Float.Input("audio_scale", default=4.0, min=0.0, max=20.0, step=0.1,
-                       tooltip="Audio guidance scale: how strongly the lips follow the audio (4; about 2 with distill LoRAs)."),
-        advanced(io.Float.Input("shift", default=0.0, min=0.0, max=30.0, step=0.1,
-                                tooltip="Flow-matching timestep shift; 0 = automatic (7 at 480p, 11 at 720p; small "
-                                "values with distill LoRAs).")),
-        advanced(io.Combo.Input("scheduler", options=SAMPLERS, default="euler",
-                                tooltip="Sampler: euler as the reference; unipc / dpm++ from diffusers.")),
-        advanced(io.Int.Input("frame_num", default=81, min=5, max=201, step=4,
-                              tooltip="Frames per window (4n+1). 81 as trained; fewer is faster but less coherent.")),
-        advanced(io.Int.Input("motion_frame", default=9, min=1, max=197, step=4,
-                              tooltip="Frames carried from one window into the next (4n+1, below frame_num).")),
-        advanced(io.Int.Input("max_frames", default=0, min=0, max=1_000_000, step=1,
-                              tooltip="Stop after this many frames (25 per second); 0 = the whole audio.")),
-        advanced(io.Float.Input("color_correction", default=1.0, min=0.0, max=1.0, step=0.05,
-                                tooltip="Strength of the colour transfer to the input image on every window: keeps "
-                                "long videos from drifting in colour (1 = full, 0 = off).")),
-        advanced(io.Boolean.Input("apg", default=False,
-                                  tooltip="Adaptive projected guidance (momentum -0.75, norm threshold 55): fewer "
-                                  "over-saturation artefacts at high scales.")),
-        advanced(io.Float.Input("teacache", default=0.0, min=0.0, max=1.0, step=0.01,
-                                tooltip="TeaCache threshold: skip model calls whose input barely changed (0 = off, "
-                                "0.2 about 2x faster with small quality loss).")),
-        advanced(io.String.Input("speaker_boxes", default="",
-                                 tooltip="Two speakers only: 'x0,y0,x1,y1; x0,y0,x1,y1' boxes of person 1 and 2 in "
-                                 "source-image pixels (overrides speaker_masks). Empty = masks or left/right halves.")),
-        advanced(io.Boolean.Input("resume", default=True,
-                                  tooltip="After a cancelled run, queue again with the same inputs to continue from the "
-                                  "last finished window instead of starting over.")),
+        io.Custom("INFINITETALK_AUDIO_EMBEDS").Input(
+            "audio_embeds", tooltip="From InfiniteTalk Audio Embed: its length sets the video length."
+        ),
+        io.Image.Input(
+            "image",
+            optional=True,
+            tooltip="Image-to-video: the portrait to animate. A batch of several images is used as a "
+            "25 fps source video instead (video-to-video). Give this or 'video'.",
+        ),
+        io.Video.Input(
+            "video",
+            optional=True,
+            tooltip="Video-to-video dubbing: the source video (e.g. from Load Video). Every window takes its "
+            "reference frame from it, so the camera and body motion follow the source.",
+        ),
+        io.Mask.Input(
+            "speaker_masks",
+            optional=True,
+            tooltip="Two speakers only: a batch of two masks (person 1, person 2) in source-image pixels. "
+            "Default: the left and right halves of the image.",
+        ),
+        io.Combo.Input(
+            "mode",
+            options=["streaming", "clip"],
+            default="streaming",
+            tooltip="streaming: the whole audio, in overlapping windows (any length). clip: one window only.",
+        ),
+        io.Combo.Input(
+            "size",
+            options=SIZES,
+            default="infinitetalk-480",
+            tooltip="Output size: infinitetalk-480 picks the closest aspect bucket of about 640x640 pixels "
+            "(832x480 for 16:9), infinitetalk-720 of about 960x960; the image is resized to cover and "
+            "centre-cropped. custom uses width and height below.",
+        ),
+        advanced(
+            io.Int.Input(
+                "width",
+                default=832,
+                min=64,
+                max=2048,
+                step=16,
+                tooltip="Output width when size is 'custom' (multiple of 16).",
+            )
+        ),
+        advanced(
+            io.Int.Input(
+                "height",
+                default=480,
+                min=64,
+                max=2048,
+                step=16,
+                tooltip="Output height when size is 'custom' (multiple of 16).",
+            )
+        ),
+        io.Int.Input(
+            "steps",
+            default=40,
+            min=1,
+            max=100,
+            step=1,
+            tooltip="Denoising steps per window: 40 as the reference; 4-8 with a step-distill LoRA.",
+        ),
+        io.Int.Input(
+            "seed",
+            default=42,
+            min=0,
+            max=0xFFFFFFFFFFFFFFFF,
+            control_after_generate=True,
+            tooltip="Seed of the initial noise of every window (same seed + inputs = same video).",
+        ),
+        io.Float.Input(
+            "text_scale",
+            default=5.0,
+            min=0.0,
+            max=20.0,
+            step=0.1,
+            tooltip="Text guidance scale (5 as the reference; 1 with distill LoRAs: one pass less).",
+        ),
+        io.Float.Input(
+            "audio_scale",
+            default=4.0,
+            min=0.0,
+            max=20.0,
+            step=0.1,
+            tooltip="Audio guidance scale: how strongly the lips follow the audio (4; about 2 with distill LoRAs).",
+        ),
+        advanced(
+            io.Float.Input(
+                "shift",
+                default=0.0,
+                min=0.0,
+                max=30.0,
+                step=0.1,
+                tooltip="Flow-matching timestep shift; 0 = automatic (7 at 480p, 11 at 720p; small "
+                "values with distill LoRAs).",
+            )
+        ),
+        advanced(
+            io.Combo.Input(
+                "scheduler",
+                options=SAMPLERS,
+                default="euler",
+                tooltip="Sampler: euler as the reference; unipc / dpm++ from diffusers.",
+            )
+        ),
+        advanced(
+            io.Int.Input(
+                "frame_num",
+                default=81,
+                min=5,
+                max=201,
+                step=4,
+                tooltip="Frames per window (4n+1). 81 as trained; fewer is faster but less coherent.",
+            )
+        ),
+        advanced(
+            io.Int.Input(
+                "motion_frame",
+                default=9,
+                min=1,
+                max=197,
+                step=4,
+                tooltip="Frames carried from one window into the next (4n+1, below frame_num).",
+            )
+        ),
+        advanced(
+            io.Int.Input(
+                "max_frames",
+                default=0,
+                min=0,
+                max=1_000_000,
+                step=1,
+                tooltip="Stop after this many frames (25 per second); 0 = the whole audio.",
+            )
+        ),
+        advanced(
+            io.Float.Input(
+                "color_correction",
+                default=1.0,
+                min=0.0,
+                max=1.0,
+                step=0.05,
+                tooltip="Strength of the colour transfer to the input image on every window: keeps "
+                "long videos from drifting in colour (1 = full, 0 = off).",
+            )
+        ),
+        advanced(
+            io.Boolean.Input(
+                "apg",
+                default=False,
+                tooltip="Adaptive projected guidance (momentum -0.75, norm threshold 55): fewer "
+                "over-saturation artefacts at high scales.",
+            )
+        ),
+        advanced(
+            io.Float.Input(
+                "teacache",
+                default=0.0,
+                min=0.0,
+                max=1.0,
+                step=0.01,
+                tooltip="TeaCache threshold: skip model calls whose input barely changed (0 = off, "
+                "0.2 about 2x faster with small quality loss).",
+            )
+        ),
+        advanced(
+            io.String.Input(
+                "speaker_boxes",
+                default="",
+                tooltip="Two speakers only: 'x0,y0,x1,y1; x0,y0,x1,y1' boxes of person 1 and 2 in "
+                "source-image pixels (overrides speaker_masks). Empty = masks or left/right halves.",
+            )
+        ),
+        advanced(
+            io.Boolean.Input(
+                "resume",
+                default=True,
+                tooltip="After a cancelled run, queue again with the same inputs to continue from the "
+                "last finished window instead of starting over.",
+            )
+        ),
     ]
 
 
@@ -96,12 +230,15 @@ class Sampler(io.ComfyNode):
             "to disk window by window (memory stays flat whatever the length); a cancelled run resumes.",
             inputs=_inputs(),
             outputs=[
-                io.Custom("INFINITETALK_FRAMES").Output(display_name="frames",
-                                                        tooltip="The video frames on disk (+ soundtrack): connect to "
-                                                        "InfiniteTalk Video Combine."),
-                io.Image.Output(display_name="images",
-                                tooltip="The frames as an IMAGE batch (only decoded when connected: long videos need "
-                                "a lot of RAM)."),
+                io.Custom("INFINITETALK_FRAMES").Output(
+                    display_name="frames",
+                    tooltip="The video frames on disk (+ soundtrack): connect to InfiniteTalk Video Combine.",
+                ),
+                io.Image.Output(
+                    display_name="images",
+                    tooltip="The frames as an IMAGE batch (only decoded when connected: long videos need "
+                    "a lot of RAM).",
+                ),
             ],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
@@ -122,41 +259,106 @@ class Sampler(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, model, vae, clip_vision, text_embeds, audio_embeds, mode, size, steps, seed, text_scale,
-                audio_scale, image=None, video=None, speaker_masks=None, width=832, height=480, shift=0.0,
-                scheduler="euler", frame_num=81, motion_frame=9, max_frames=0, color_correction=1.0, apg=False,
-                teacache=0.0, speaker_boxes="", resume=True) -> io.NodeOutput:
-        from ..infinitetalk.config import SpeakerRegions
+    def execute(
+        cls,
+        model,
+        vae,
+        clip_vision,
+        text_embeds,
+        audio_embeds,
+        mode,
+        size,
+        steps,
+        seed,
+        text_scale,
+        audio_scale,
+        image=None,
+        video=None,
+        speaker_masks=None,
+        width=832,
+        height=480,
+        shift=0.0,
+        scheduler="euler",
+        frame_num=81,
+        motion_frame=9,
+        max_frames=0,
+        color_correction=1.0,
+        apg=False,
+        teacache=0.0,
+        speaker_boxes="",
+        resume=True,
+    ) -> io.NodeOutput:
         from ..infinitetalk.media import VideoReader
         from ..infinitetalk.pipeline import GenerationConfig, InfiniteTalkPipeline, plan_windows
         from ..infinitetalk.sinks import SegmentStore
 
         source = _source(image, video, VideoReader)
         config = GenerationConfig(
-            mode=mode, size=f"{width}x{height}" if size == "custom" else size, frame_num=frame_num,
-            motion_frame=motion_frame, max_frame_num=max_frames or None, steps=steps, shift=shift or None,
-            text_scale=text_scale, audio_scale=audio_scale, seed=seed, color_correction_strength=color_correction,
-            sampler=scheduler, use_apg=apg, use_teacache=teacache > 0, teacache_thresh=teacache or 0.2,
+            mode=mode,
+            size=f"{width}x{height}" if size == "custom" else size,
+            frame_num=frame_num,
+            motion_frame=motion_frame,
+            max_frame_num=max_frames or None,
+            steps=steps,
+            shift=shift or None,
+            text_scale=text_scale,
+            audio_scale=audio_scale,
+            seed=seed,
+            color_correction_strength=color_correction,
+            sampler=scheduler,
+            use_apg=apg,
+            use_teacache=teacache > 0,
+            teacache_thresh=teacache or 0.2,
         )
         regions = _regions(speaker_boxes, speaker_masks, audio_embeds.num_speakers)
         dit = model.patcher.model
-        manager = _bridge.ComfyModelManager({"dit": model, "vae": vae, "clip": clip_vision})
+        swap = _models.block_swap_for(model)
+        manager = _bridge.ComfyModelManager({"dit": model, "vae": vae, "clip": clip_vision}, swap)
         pipe = InfiniteTalkPipeline(
-            dit, vae.obj, clip_vision.obj, _bridge.FixedText(text_embeds.positive, text_embeds.negative),
-            device=model.load_device, dtype=model.options.get("dtype", torch.float32), model_manager=manager,
+            dit,
+            vae.obj,
+            clip_vision.obj,
+            _bridge.FixedText(text_embeds.positive, text_embeds.negative),
+            device=model.load_device,
+            dtype=model.options.get("dtype", torch.float32),
+            model_manager=manager,
         )
         extra = _fingerprint_extra(model, vae, clip_vision, text_embeds)
         fingerprint = pipe.fingerprint(_as_source(source), audio_embeds, config, regions, extra)
         store = SegmentStore(_store_dir(cls.hidden.unique_id, fingerprint), fps=c.FPS)
         is_video = getattr(source, "is_video", False)
-        plans, _ = plan_windows(audio_embeds.num_frames, frame_num, motion_frame, mode, config.max_frame_num,
-                                getattr(source, "num_frames", 1), is_video)
+        plans, _ = plan_windows(
+            audio_embeds.num_frames,
+            frame_num,
+            motion_frame,
+            mode,
+            config.max_frame_num,
+            getattr(source, "num_frames", 1),
+            is_video,
+        )
         progress = _bridge.Progress(len(plans), steps, cls.hidden.unique_id)
-        result = pipe.generate(source, audio_embeds, config, store, speaker_regions=regions, on_progress=progress,
-                               should_cancel=_bridge.should_cancel, resume=resume, fingerprint_extra=extra)
+        try:
+            result = pipe.generate(
+                source,
+                audio_embeds,
+                config,
+                store,
+                speaker_regions=regions,
+                on_progress=progress,
+                should_cancel=_bridge.should_cancel,
+                resume=resume,
+                fingerprint_extra=extra,
+            )
+        finally:
+            if swap is not None:
+                swap.release()
         w, h = store.size
         frames = _bridge.FrameStream(store, result.num_frames, w, h, c.FPS, audio_embeds.waveform_16k_mix)
-        images = _images(frames) if _output_connected(cls.hidden.prompt, cls.hidden.unique_id, 1) else _first(frames)
+        images = (
+            _images(frames)
+            if _output_connected(cls.hidden.prompt, cls.hidden.unique_id, 1)
+            else _first(frames)
+        )
         return io.NodeOutput(frames, images)
 
 
@@ -164,8 +366,10 @@ def _source(image, video, reader_cls):
     if video is not None:
         return reader_cls(_bridge.video_path(video), fps=c.FPS)
     if image is None:
-        raise ValueError("InfiniteTalk Sampler needs a conditioning 'image' (image-to-video) or a source 'video' "
-                         "(dubbing): connect one")
+        raise ValueError(
+            "InfiniteTalk Sampler needs a conditioning 'image' (image-to-video) or a source 'video' "
+            "(dubbing): connect one"
+        )
     if image.shape[0] == 1:
         return _bridge.image_to_uint8(image[0])  # (H, W, 3): image-to-video
     return _bridge.ImageBatchSource(image)
@@ -184,7 +388,9 @@ def parse_boxes(text: str) -> list[tuple[float, float, float, float]]:
     for part in parts:
         m = _BOX.match(part)
         if m is None:
-            raise ValueError(f"speaker_boxes: '{part.strip()}' is not 'x0,y0,x1,y1' (pixels, e.g. '0,0,416,480')")
+            raise ValueError(
+                f"speaker_boxes: '{part.strip()}' is not 'x0,y0,x1,y1' (pixels, e.g. '0,0,416,480')"
+            )
         x0, y0, x1, y1 = (float(v) for v in m.groups())
         if x1 <= x0 or y1 <= y0:
             raise ValueError(f"speaker_boxes: '{part.strip()}' is empty: x1 must exceed x0 and y1 exceed y0")
@@ -204,7 +410,9 @@ def _regions(boxes_text: str, masks, num_speakers: int):
     if masks is None:
         return None
     if masks.ndim != 3 or masks.shape[0] != 2:
-        raise ValueError(f"speaker_masks: expected a batch of 2 masks (person 1, person 2), got shape {tuple(masks.shape)}")
+        raise ValueError(
+            f"speaker_masks: expected a batch of 2 masks (person 1, person 2), got shape {tuple(masks.shape)}"
+        )
     boxes = []
     for i, mask in enumerate(masks):
         ys, xs = torch.nonzero(mask > 0.5, as_tuple=True)
@@ -220,15 +428,22 @@ def _fingerprint_extra(model, vae, clip_vision, text_embeds) -> dict:
     for t in (text_embeds.positive, text_embeds.negative):
         h.update(t.detach().float().cpu().numpy().tobytes())
     return {
-        "dit": model.source, "vae": vae.source, "clip": clip_vision.source, "text": h.hexdigest(),
-        "options": {k: str(v) for k, v in sorted(model.options.items())},  # adapter, LoRAs, dtype, quantization
+        "dit": model.source,
+        "vae": vae.source,
+        "clip": clip_vision.source,
+        "text": h.hexdigest(),
+        "options": {
+            k: str(v) for k, v in sorted(model.options.items())
+        },  # adapter, LoRAs, dtype, quantization
     }
 
 
 def _store_dir(node_id, fingerprint: str):
     from pathlib import Path
 
-    return Path(folder_paths.get_temp_directory()) / "infinitetalk" / f"{node_id or 'node'}_{fingerprint[:16]}"
+    return (
+        Path(folder_paths.get_temp_directory()) / "infinitetalk" / f"{node_id or 'node'}_{fingerprint[:16]}"
+    )
 
 
 def _output_connected(prompt, node_id, slot: int) -> bool:
@@ -237,7 +452,12 @@ def _output_connected(prompt, node_id, slot: int) -> bool:
         return True
     for node in prompt.values():
         for value in (node.get("inputs") or {}).values():
-            if isinstance(value, list) and len(value) == 2 and str(value[0]) == str(node_id) and value[1] == slot:
+            if (
+                isinstance(value, list)
+                and len(value) == 2
+                and str(value[0]) == str(node_id)
+                and value[1] == slot
+            ):
                 return True
     return False
 

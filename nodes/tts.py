@@ -32,10 +32,18 @@ def _common_inputs(default_text: str, text_tooltip: str) -> list:
 
 def _speed_language() -> list:
     return [
-        io.Float.Input("speed", default=1.0, min=0.25, max=4.0, step=0.05, tooltip="Speaking rate (1 = normal)."),
-        advanced(io.Combo.Input("language", options=_language_options(), default=AUTO,
-                                tooltip="Pronunciation rules. Default: the voice's language (its first letter: a = "
-                                "American English, b = British, e, f, h, i, j, p, z = Mandarin).")),
+        io.Float.Input(
+            "speed", default=1.0, min=0.25, max=4.0, step=0.05, tooltip="Speaking rate (1 = normal)."
+        ),
+        advanced(
+            io.Combo.Input(
+                "language",
+                options=_language_options(),
+                default=AUTO,
+                tooltip="Pronunciation rules. Default: the voice's language (its first letter: a = "
+                "American English, b = British, e, f, h, i, j, p, z = Mandarin).",
+            )
+        ),
     ]
 
 
@@ -50,10 +58,16 @@ class TextToSpeech(io.ComfyNode):
             description="Says the text with a Kokoro voice (24 kHz, offline). Also returns SRT captions timed to "
             "the speech.",
             inputs=[
-                *_common_inputs("Hello! This video was made from a single photo and this sentence.",
-                                "What to say. Empty lines start new paragraphs."),
-                io.Combo.Input("voice", options=voices, default="af_heart" if "af_heart" in voices else voices[0],
-                               tooltip="Voice file (voices/<name>.pt next to the Kokoro model)."),
+                *_common_inputs(
+                    "Hello! This video was made from a single photo and this sentence.",
+                    "What to say. Empty lines start new paragraphs.",
+                ),
+                io.Combo.Input(
+                    "voice",
+                    options=voices,
+                    default="af_heart" if "af_heart" in voices else voices[0],
+                    tooltip="Voice file (voices/<name>.pt next to the Kokoro model).",
+                ),
                 *_speed_language(),
             ],
             outputs=[
@@ -83,31 +97,57 @@ class DialogueTTS(io.ComfyNode):
             "speaker's voice while the other track stays silent, giving two aligned tracks for a two-speaker video "
             "(para mode) and their mix.",
             inputs=[
-                *_common_inputs("(s1) Did you see the new video? (s2) I did, it was made from a single photo!",
-                                "The dialogue; untagged text belongs to speaker 1."),
-                io.Combo.Input("voice_1", options=voices, default=first, tooltip="Voice of speaker 1 (left person by default)."),
-                io.Combo.Input("voice_2", options=voices, default=second, tooltip="Voice of speaker 2 (right person by default)."),
-                io.Float.Input("pause", default=0.3, min=0.0, max=10.0, step=0.05,
-                               tooltip="Seconds of silence between turns."),
+                *_common_inputs(
+                    "(s1) Did you see the new video? (s2) I did, it was made from a single photo!",
+                    "The dialogue; untagged text belongs to speaker 1.",
+                ),
+                io.Combo.Input(
+                    "voice_1",
+                    options=voices,
+                    default=first,
+                    tooltip="Voice of speaker 1 (left person by default).",
+                ),
+                io.Combo.Input(
+                    "voice_2",
+                    options=voices,
+                    default=second,
+                    tooltip="Voice of speaker 2 (right person by default).",
+                ),
+                io.Float.Input(
+                    "pause",
+                    default=0.3,
+                    min=0.0,
+                    max=10.0,
+                    step=0.05,
+                    tooltip="Seconds of silence between turns.",
+                ),
                 *_speed_language(),
             ],
             outputs=[
                 io.Audio.Output(display_name="mix", tooltip="Both speakers (the soundtrack)."),
-                io.Audio.Output(display_name="speaker_1", tooltip="Speaker 1's track (silent while speaker 2 talks)."),
-                io.Audio.Output(display_name="speaker_2", tooltip="Speaker 2's track (silent while speaker 1 talks)."),
-                io.String.Output(display_name="srt", tooltip="Captions (SRT text), each line prefixed S1:/S2:."),
+                io.Audio.Output(
+                    display_name="speaker_1", tooltip="Speaker 1's track (silent while speaker 2 talks)."
+                ),
+                io.Audio.Output(
+                    display_name="speaker_2", tooltip="Speaker 2's track (silent while speaker 1 talks)."
+                ),
+                io.String.Output(
+                    display_name="srt", tooltip="Captions (SRT text), each line prefixed S1:/S2:."
+                ),
             ],
         )
 
     @classmethod
     def execute(cls, kokoro, text, voice_1, voice_2, pause, speed, language=AUTO) -> io.NodeOutput:
         _models.load(kokoro)
-        dialogue = kokoro.obj.speak_dialogue(text, {1: voice_1, 2: voice_2}, speed=speed,
-                                             lang=_lang_code(language), pause_s=pause)
+        dialogue = kokoro.obj.speak_dialogue(
+            text, {1: voice_1, 2: voice_2}, speed=speed, lang=_lang_code(language), pause_s=pause
+        )
         sr = dialogue.sample_rate
         one, two = dialogue.tracks
-        return io.NodeOutput(numpy_to_audio(dialogue.mix, sr), numpy_to_audio(one, sr), numpy_to_audio(two, sr),
-                             dialogue.srt())
+        return io.NodeOutput(
+            numpy_to_audio(dialogue.mix, sr), numpy_to_audio(one, sr), numpy_to_audio(two, sr), dialogue.srt()
+        )
 
 
 NODES = [TextToSpeech, DialogueTTS]

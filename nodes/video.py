@@ -13,8 +13,8 @@ import torch
 from comfy_api.latest import InputImpl, io, ui
 
 from . import _common as c
-from .audio import audio_to_numpy
 from ._widgets import advanced
+from .audio import audio_to_numpy
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +33,61 @@ class VideoCombine(io.ComfyNode):
             "sampler are remuxed without re-encoding (unless captions are burnt in); an IMAGE batch is encoded. "
             "Captions from an SRT text: burnt into the picture or as a subtitle track.",
             inputs=[
-                io.Custom("INFINITETALK_FRAMES").Input("frames", optional=True,
-                                                       tooltip="Frames from InfiniteTalk Sampler (on disk; carries its soundtrack)."),
-                io.Image.Input("images", optional=True, tooltip="Or an IMAGE batch from any node (used when 'frames' is not connected)."),
-                io.Audio.Input("audio", optional=True,
-                               tooltip="Soundtrack. Default: the audio the sampler's frames are timed to. Cut or "
-                               "padded with silence to the video length."),
-                io.String.Input("srt", optional=True, multiline=True, force_input=True,
-                                tooltip="Captions as SRT text (e.g. the srt output of the TTS nodes)."),
-                io.Combo.Input("captions", options=CAPTIONS, default="none",
-                               tooltip="none: ignore the SRT. burn-in: draw the captions into the picture (re-encodes). "
-                               "subtitle track: add a switchable mov_text subtitle stream."),
-                io.String.Input("filename_prefix", default="InfiniteTalk/video",
-                                tooltip="Output file prefix inside ComfyUI's output folder (sub-folders allowed)."),
-                advanced(io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=1.0,
-                                        tooltip="Frame rate for an IMAGE batch (sampler frames are always 25 fps).")),
-                advanced(io.Int.Input("crf", default=19, min=0, max=51, step=1,
-                                      tooltip="H.264 quality when encoding (0 lossless, 18-23 typical, 51 worst).")),
+                io.Custom("INFINITETALK_FRAMES").Input(
+                    "frames",
+                    optional=True,
+                    tooltip="Frames from InfiniteTalk Sampler (on disk; carries its soundtrack).",
+                ),
+                io.Image.Input(
+                    "images",
+                    optional=True,
+                    tooltip="Or an IMAGE batch from any node (used when 'frames' is not connected).",
+                ),
+                io.Audio.Input(
+                    "audio",
+                    optional=True,
+                    tooltip="Soundtrack. Default: the audio the sampler's frames are timed to. Cut or "
+                    "padded with silence to the video length.",
+                ),
+                io.String.Input(
+                    "srt",
+                    optional=True,
+                    multiline=True,
+                    force_input=True,
+                    tooltip="Captions as SRT text (e.g. the srt output of the TTS nodes).",
+                ),
+                io.Combo.Input(
+                    "captions",
+                    options=CAPTIONS,
+                    default="none",
+                    tooltip="none: ignore the SRT. burn-in: draw the captions into the picture (re-encodes). "
+                    "subtitle track: add a switchable mov_text subtitle stream.",
+                ),
+                io.String.Input(
+                    "filename_prefix",
+                    default="InfiniteTalk/video",
+                    tooltip="Output file prefix inside ComfyUI's output folder (sub-folders allowed).",
+                ),
+                advanced(
+                    io.Float.Input(
+                        "fps",
+                        default=25.0,
+                        min=1.0,
+                        max=120.0,
+                        step=1.0,
+                        tooltip="Frame rate for an IMAGE batch (sampler frames are always 25 fps).",
+                    )
+                ),
+                advanced(
+                    io.Int.Input(
+                        "crf",
+                        default=19,
+                        min=0,
+                        max=51,
+                        step=1,
+                        tooltip="H.264 quality when encoding (0 lossless, 18-23 typical, 51 worst).",
+                    )
+                ),
             ],
             outputs=[io.Video.Output(display_name="video", tooltip="The written mp4 as a ComfyUI VIDEO.")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
@@ -57,17 +95,22 @@ class VideoCombine(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, captions, filename_prefix, frames=None, images=None, audio=None, srt=None, fps=25.0,
-                crf=19) -> io.NodeOutput:
+    def execute(
+        cls, captions, filename_prefix, frames=None, images=None, audio=None, srt=None, fps=25.0, crf=19
+    ) -> io.NodeOutput:
         from ..infinitetalk.media import srt_parse
 
         if frames is None and images is None:
-            raise ValueError("InfiniteTalk Video Combine needs 'frames' (from the sampler) or 'images': connect one")
+            raise ValueError(
+                "InfiniteTalk Video Combine needs 'frames' (from the sampler) or 'images': connect one"
+            )
         cues = srt_parse(srt) if captions != "none" and srt and srt.strip() else []
         if captions != "none" and not cues:
             log.warning("captions '%s' asked but the srt input is empty: writing without captions", captions)
         sound = _soundtrack(audio, frames)
-        width, height = (frames.width, frames.height) if frames is not None else (images.shape[2], images.shape[1])
+        width, height = (
+            (frames.width, frames.height) if frames is not None else (images.shape[2], images.shape[1])
+        )
         out_dir, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), width, height
         )

@@ -21,7 +21,10 @@ ensure_tiny() {
   if [ ! -f "$stamp" ] || [ -n "$(find "$ROOT/infinitetalk/tiny" -name '*.py' -newer "$stamp" 2>/dev/null)" ]; then
     log "generating tiny random checkpoints in $TINY"
     rm -rf "$TINY"
-    (cd "$ROOT" && "$PY" -m infinitetalk.tiny --out "$TINY")
+    mkdir -p "$ROOT/.cache"
+    (cd "$ROOT" && "$PY" -m infinitetalk.tiny --out "$TINY") > "$ROOT/.cache/tiny.log" 2>&1 \
+      || { cat "$ROOT/.cache/tiny.log"; return 1; }
+    tail -1 "$ROOT/.cache/tiny.log"
     touch "$stamp"
   fi
 }

@@ -62,7 +62,9 @@ def write_video(path: Path, image: Image.Image, seconds: float = 3.0, fps: int =
         for i in range(frames):
             shift = int(4 * np.sin(2 * np.pi * i / frames))
             frame = np.roll(base, shift, axis=1)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+            for packet in stream.encode(
+                av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            ):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)

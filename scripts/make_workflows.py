@@ -25,13 +25,19 @@ OUT = REPO / "example_workflows"
 DIT = "wan2.1_i2v_480p_14B_fp16.safetensors"
 SINGLE = "wan2.1_infiniteTalk_single_fp16.safetensors"
 MULTI = "wan2.1_infiniteTalk_multi_fp16.safetensors"
-PROMPT = ("A woman is talking to the camera in a bright studio, natural head movement and expressions, "
-          "sharp focus on the face.")
+PROMPT = (
+    "A woman is talking to the camera in a bright studio, natural head movement and expressions, "
+    "sharp focus on the face."
+)
 
 
 def loaders(adapter: str) -> dict:
     return {
-        "model": ("InfiniteTalkModelLoader", (0, 0), {"dit": DIT, "adapter": adapter, "quantization": "fp8_e4m3fn"}),
+        "model": (
+            "InfiniteTalkModelLoader",
+            (0, 0),
+            {"dit": DIT, "adapter": adapter, "quantization": "fp8_e4m3fn"},
+        ),
         "text_encoder": ("InfiniteTalkTextEncoderLoader", (0, 260), {"name": "umt5_xxl_fp16.safetensors"}),
         "clip_vision": ("InfiniteTalkClipVisionLoader", (0, 390), {"name": "clip_vision_h.safetensors"}),
         "vae": ("InfiniteTalkVAELoader", (0, 520), {"name": "wan_2.1_vae.safetensors"}),
@@ -43,7 +49,11 @@ def audio_encoder(pos=(0, 650)) -> tuple:
 
 
 def sampler(widgets: dict | None = None) -> tuple:
-    return ("InfiniteTalkSampler", (820, 0), {"seed": 42, "control_after_generate": "fixed", **(widgets or {})})
+    return (
+        "InfiniteTalkSampler",
+        (820, 0),
+        {"seed": 42, "control_after_generate": "fixed", **(widgets or {})},
+    )
 
 
 COMMON_LINKS = [
@@ -58,9 +68,9 @@ COMMON_LINKS = [
 WORKFLOWS = {
     "infinitetalk_image_to_video": {
         "note": "Image to video: one portrait + one speech recording -> a talking video as long as the audio.\n"
-                "Put your photo and audio in ComfyUI's input folder (or upload them in the Load nodes).\n"
-                "Weights: see the pack's README (models/diffusion_models, model_patches, text_encoders, "
-                "clip_vision, vae, audio_encoders).",
+        "Put your photo and audio in ComfyUI's input folder (or upload them in the Load nodes).\n"
+        "Weights: see the pack's README (models/diffusion_models, model_patches, text_encoders, "
+        "clip_vision, vae, audio_encoders).",
         "nodes": {
             **loaders(SINGLE),
             "audio_encoder": audio_encoder(),
@@ -69,9 +79,14 @@ WORKFLOWS = {
             "embed": ("InfiniteTalkAudioEmbed", (420, 250), {}),
             "encode": ("InfiniteTalkTextEncode", (420, 0), {"prompt": PROMPT}),
             "sampler": sampler(),
-            "combine": ("InfiniteTalkVideoCombine", (1250, 0), {"filename_prefix": "InfiniteTalk/image_to_video"}),
+            "combine": (
+                "InfiniteTalkVideoCombine",
+                (1250, 0),
+                {"filename_prefix": "InfiniteTalk/image_to_video"},
+            ),
         },
-        "links": COMMON_LINKS + [
+        "links": COMMON_LINKS
+        + [
             ("audio_encoder", "audio_encoder", "embed", "audio_encoder"),
             ("audio", "audio", "embed", "audio_1"),
             ("image", "IMAGE", "sampler", "image"),
@@ -80,7 +95,7 @@ WORKFLOWS = {
     },
     "infinitetalk_video_dubbing": {
         "note": "Video to video (dubbing): a source video + new speech -> the same scene, lips following the new "
-                "audio. Each 81-frame window takes its reference frame from the source video.",
+        "audio. Each 81-frame window takes its reference frame from the source video.",
         "nodes": {
             **loaders(SINGLE),
             "audio_encoder": audio_encoder(),
@@ -91,7 +106,8 @@ WORKFLOWS = {
             "sampler": sampler(),
             "combine": ("InfiniteTalkVideoCombine", (1250, 0), {"filename_prefix": "InfiniteTalk/dubbing"}),
         },
-        "links": COMMON_LINKS + [
+        "links": COMMON_LINKS
+        + [
             ("audio_encoder", "audio_encoder", "embed", "audio_encoder"),
             ("audio", "audio", "embed", "audio_1"),
             ("video", "VIDEO", "sampler", "video"),
@@ -100,8 +116,8 @@ WORKFLOWS = {
     },
     "infinitetalk_tts_to_video": {
         "note": "Text to speech to video: Kokoro says the text, InfiniteTalk animates the portrait, and the "
-                "captions are burnt into the video. Kokoro files go in models/kokoro/ (config.json, "
-                "kokoro-v1_0.pth, voices/).",
+        "captions are burnt into the video. Kokoro files go in models/kokoro/ (config.json, "
+        "kokoro-v1_0.pth, voices/).",
         "nodes": {
             **loaders(SINGLE),
             "audio_encoder": audio_encoder(),
@@ -111,10 +127,14 @@ WORKFLOWS = {
             "embed": ("InfiniteTalkAudioEmbed", (420, 250), {"normalize_loudness": False}),
             "encode": ("InfiniteTalkTextEncode", (420, 0), {"prompt": PROMPT}),
             "sampler": sampler(),
-            "combine": ("InfiniteTalkVideoCombine", (1250, 0),
-                        {"captions": "burn-in", "filename_prefix": "InfiniteTalk/tts"}),
+            "combine": (
+                "InfiniteTalkVideoCombine",
+                (1250, 0),
+                {"captions": "burn-in", "filename_prefix": "InfiniteTalk/tts"},
+            ),
         },
-        "links": COMMON_LINKS + [
+        "links": COMMON_LINKS
+        + [
             ("audio_encoder", "audio_encoder", "embed", "audio_encoder"),
             ("kokoro", "kokoro", "tts", "kokoro"),
             ("tts", "audio", "embed", "audio_1"),
@@ -125,9 +145,9 @@ WORKFLOWS = {
     },
     "infinitetalk_two_person_dialogue": {
         "note": "Two-person dialogue: Kokoro speaks '(s1) ... (s2) ...' with two voices; the multi-speaker "
-                "adapter animates the left person with speaker 1 and the right person with speaker 2 (para "
-                "mode). Captions go in a subtitle track. Use speaker_boxes or speaker_masks on the sampler "
-                "when the people are not on the left and right halves.",
+        "adapter animates the left person with speaker 1 and the right person with speaker 2 (para "
+        "mode). Captions go in a subtitle track. Use speaker_boxes or speaker_masks on the sampler "
+        "when the people are not on the left and right halves.",
         "nodes": {
             **loaders(MULTI),
             "audio_encoder": audio_encoder(),
@@ -135,13 +155,20 @@ WORKFLOWS = {
             "tts": ("InfiniteTalkDialogueTTS", (0, 900), {}),
             "image": ("LoadImage", (420, 420), {"image": "infinitetalk_two_people.png"}),
             "embed": ("InfiniteTalkAudioEmbed", (420, 250), {"normalize_loudness": False, "mode": "para"}),
-            "encode": ("InfiniteTalkTextEncode", (420, 0),
-                       {"prompt": "Two people are having a friendly conversation at a table, natural gestures."}),
+            "encode": (
+                "InfiniteTalkTextEncode",
+                (420, 0),
+                {"prompt": "Two people are having a friendly conversation at a table, natural gestures."},
+            ),
             "sampler": sampler(),
-            "combine": ("InfiniteTalkVideoCombine", (1250, 0),
-                        {"captions": "subtitle track", "filename_prefix": "InfiniteTalk/dialogue"}),
+            "combine": (
+                "InfiniteTalkVideoCombine",
+                (1250, 0),
+                {"captions": "subtitle track", "filename_prefix": "InfiniteTalk/dialogue"},
+            ),
         },
-        "links": COMMON_LINKS + [
+        "links": COMMON_LINKS
+        + [
             ("audio_encoder", "audio_encoder", "embed", "audio_encoder"),
             ("kokoro", "kokoro", "tts", "kokoro"),
             ("tts", "speaker_1", "embed", "audio_1"),

@@ -42,8 +42,16 @@ def free_port() -> int:
 
 def write_model_paths(path: Path, tiny: Path) -> Path:
     """extra_model_paths.yaml: the tiny ComfyUI tree (models/) and official tree (weights/)."""
-    folders = ["diffusion_models", "model_patches", "text_encoders", "clip_vision", "vae", "audio_encoders",
-               "loras", "kokoro"]
+    folders = [
+        "diffusion_models",
+        "model_patches",
+        "text_encoders",
+        "clip_vision",
+        "vae",
+        "audio_encoders",
+        "loras",
+        "kokoro",
+    ]
     lines = ["infinitetalk_tiny:", f"  base_path: {tiny / 'models'}"]
     lines += [f"  {f}: {f}" for f in folders]
     lines += ["infinitetalk_tiny_official:", f"  infinitetalk_weights: {tiny / 'weights'}"]
@@ -70,16 +78,36 @@ class ComfyServer:
     def start(self, timeout: float = 180.0) -> ComfyServer:
         for d in (self.input_dir, self.output_dir, self.temp_dir, ARTIFACTS):
             d.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, str(REPO / "scripts" / "make_example_inputs.py"), str(self.input_dir)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "make_example_inputs.py"), str(self.input_dir)],
+            check=True,
+            capture_output=True,
+        )
         yaml = write_model_paths(self.workdir / "extra_model_paths.yaml", self.tiny)
-        cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--extra-model-paths-config", str(yaml), "--disable-auto-launch",
-               "--input-directory", str(self.input_dir), "--output-directory", str(self.output_dir),
-               "--temp-directory", str(self.temp_dir), "--preview-method", "latent2rgb"]
+        cmd = [
+            sys.executable,
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--extra-model-paths-config",
+            str(yaml),
+            "--disable-auto-launch",
+            "--input-directory",
+            str(self.input_dir),
+            "--output-directory",
+            str(self.output_dir),
+            "--temp-directory",
+            str(self.temp_dir),
+            "--preview-method",
+            "latent2rgb",
+        ]
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, cwd=COMFY_DIR, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=COMFY_DIR, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -116,7 +144,9 @@ class ComfyServer:
 
     def post(self, route: str, payload: dict | None = None, timeout: float = 30):
         data = json.dumps(payload or {}).encode()
-        req = urllib.request.Request(self.url + route, data=data, headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + route, data=data, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 body = r.read()
@@ -132,7 +162,9 @@ class ComfyServer:
         """Follow the run over the websocket until it ends; returns its /history entry."""
         import websocket
 
-        ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={self.client_id}", timeout=1)
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{self.port}/ws?clientId={self.client_id}", timeout=1
+        )
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:

@@ -26,7 +26,9 @@ SKIP_API_KEYS = {"audioUI"}  # front-end-only widget values the editor includes 
 @pytest.fixture(scope="module")
 def editor(comfy_server):
     if chromedriver_path() is None:
-        pytest.skip("chromedriver not installed (scripts/test.sh installs chromium + chromium-driver with apt-get)")
+        pytest.skip(
+            "chromedriver not installed (scripts/test.sh installs chromium + chromium-driver with apt-get)"
+        )
     driver = open_editor(comfy_server.url)
     driver.set_script_timeout(60)
     try:
@@ -55,8 +57,10 @@ const done = arguments[arguments.length - 1];
 
 
 def _strip(prompt: dict) -> dict:
-    return {k: {**v, "inputs": {i: x for i, x in v["inputs"].items() if i not in SKIP_API_KEYS}}
-            for k, v in prompt.items()}
+    return {
+        k: {**v, "inputs": {i: x for i, x in v["inputs"].items() if i not in SKIP_API_KEYS}}
+        for k, v in prompt.items()
+    }
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -22,14 +22,31 @@ from .harness import REPO, output_files
 pytestmark = pytest.mark.integration
 
 WORKFLOWS = sorted((REPO / "example_workflows" / "api").glob("*_api.json"))
-CPU_OVERRIDES = {"size": "custom", "width": 64, "height": 64, "steps": 2, "frame_num": 17, "motion_frame": 5,
-                 "max_frames": 29}
+CPU_OVERRIDES = {
+    "size": "custom",
+    "width": 64,
+    "height": 64,
+    "steps": 2,
+    "frame_num": 17,
+    "motion_frame": 5,
+    "max_frames": 29,
+}
 EXPECTED_FRAMES = 29  # every sample input is longer than 29 / 25 s
 NODE_IDS = {
-    "InfiniteTalkModelLoader", "InfiniteTalkLoraLoader", "InfiniteTalkTextEncoderLoader",
-    "InfiniteTalkClipVisionLoader", "InfiniteTalkVAELoader", "InfiniteTalkAudioEncoderLoader",
-    "InfiniteTalkKokoroLoader", "InfiniteTalkLoadAudio", "InfiniteTalkAudioEmbed", "InfiniteTalkTTS",
-    "InfiniteTalkDialogueTTS", "InfiniteTalkTextEncode", "InfiniteTalkSampler", "InfiniteTalkVideoCombine",
+    "InfiniteTalkModelLoader",
+    "InfiniteTalkLoraLoader",
+    "InfiniteTalkTextEncoderLoader",
+    "InfiniteTalkClipVisionLoader",
+    "InfiniteTalkVAELoader",
+    "InfiniteTalkAudioEncoderLoader",
+    "InfiniteTalkKokoroLoader",
+    "InfiniteTalkLoadAudio",
+    "InfiniteTalkAudioEmbed",
+    "InfiniteTalkTTS",
+    "InfiniteTalkDialogueTTS",
+    "InfiniteTalkTextEncode",
+    "InfiniteTalkSampler",
+    "InfiniteTalkVideoCombine",
 }
 
 
@@ -112,7 +129,12 @@ def test_interrupt_then_next_prompt_runs(comfy_server):
 
     def on_message(msg):
         data = msg.get("data", {})
-        if msg.get("type") == "progress" and data.get("node") == sampler and "at" not in sent and data["value"] >= 1:
+        if (
+            msg.get("type") == "progress"
+            and data.get("node") == sampler
+            and "at" not in sent
+            and data["value"] >= 1
+        ):
             comfy_server.post("/interrupt")
             sent["at"] = time.monotonic()
         if msg.get("type") == "execution_interrupted" and "at" in sent:
@@ -133,7 +155,9 @@ def test_interrupt_then_next_prompt_runs(comfy_server):
 def test_bad_inputs_give_clear_messages(comfy_server):
     from .harness import PromptError
 
-    prompt = load_api(REPO / "example_workflows" / "api" / "infinitetalk_image_to_video_api.json", frame_num=80)
+    prompt = load_api(
+        REPO / "example_workflows" / "api" / "infinitetalk_image_to_video_api.json", frame_num=80
+    )
     with pytest.raises(PromptError) as err:
         comfy_server.queue(prompt)
     assert "frame_num 80 must be 4n+1" in err.value.body

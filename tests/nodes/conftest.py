@@ -31,8 +31,11 @@ def comfy(tmp_path_factory):
     import folder_paths
 
     base = tmp_path_factory.mktemp("comfy_dirs")
-    for name, setter in (("input", folder_paths.set_input_directory), ("output", folder_paths.set_output_directory),
-                         ("temp", folder_paths.set_temp_directory)):
+    for name, setter in (
+        ("input", folder_paths.set_input_directory),
+        ("output", folder_paths.set_output_directory),
+        ("temp", folder_paths.set_temp_directory),
+    ):
         (base / name).mkdir()
         setter(str(base / name))
     return folder_paths
@@ -43,8 +46,9 @@ def pack(comfy):
     """The repository loaded the way ComfyUI loads a custom node package."""
     if PACK_MODULE in sys.modules:
         return sys.modules[PACK_MODULE]
-    spec = importlib.util.spec_from_file_location(PACK_MODULE, REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
+    spec = importlib.util.spec_from_file_location(
+        PACK_MODULE, REPO / "__init__.py", submodule_search_locations=[str(REPO)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[PACK_MODULE] = module
     spec.loader.exec_module(module)
@@ -68,9 +72,21 @@ def nodes(pack):
 def tiny_models(comfy, request) -> Path:
     """Tiny checkpoints registered in ComfyUI's model folders (INFINITETALK_TINY_DIR or a fresh set)."""
     env = os.environ.get("INFINITETALK_TINY_DIR")
-    root = Path(env) if env and (Path(env) / "models").is_dir() else request.getfixturevalue("tiny_root")
-    for folder in ("diffusion_models", "model_patches", "text_encoders", "clip_vision", "vae", "audio_encoders",
-                   "loras", "kokoro"):
+    root = (
+        Path(env).resolve()
+        if env and (Path(env) / "models").is_dir()
+        else request.getfixturevalue("tiny_root")
+    )
+    for folder in (
+        "diffusion_models",
+        "model_patches",
+        "text_encoders",
+        "clip_vision",
+        "vae",
+        "audio_encoders",
+        "loras",
+        "kokoro",
+    ):
         comfy.add_model_folder_path(folder, str(root / "models" / folder))
     comfy.add_model_folder_path("infinitetalk_weights", str(root / "weights"))
     return root

@@ -11,7 +11,6 @@ import pytest
 
 from infinitetalk.errors import CheckpointError
 from infinitetalk.hub import download, plan
-
 from tests.integration.harness import REPO
 
 LOADER_FOLDERS = {

@@ -13,10 +13,20 @@ import torch
 from .conftest import PACK_MODULE
 
 EXPECTED_NODES = {
-    "InfiniteTalkModelLoader", "InfiniteTalkLoraLoader", "InfiniteTalkTextEncoderLoader",
-    "InfiniteTalkClipVisionLoader", "InfiniteTalkVAELoader", "InfiniteTalkAudioEncoderLoader",
-    "InfiniteTalkKokoroLoader", "InfiniteTalkLoadAudio", "InfiniteTalkAudioEmbed", "InfiniteTalkTTS",
-    "InfiniteTalkDialogueTTS", "InfiniteTalkTextEncode", "InfiniteTalkSampler", "InfiniteTalkVideoCombine",
+    "InfiniteTalkModelLoader",
+    "InfiniteTalkLoraLoader",
+    "InfiniteTalkTextEncoderLoader",
+    "InfiniteTalkClipVisionLoader",
+    "InfiniteTalkVAELoader",
+    "InfiniteTalkAudioEncoderLoader",
+    "InfiniteTalkKokoroLoader",
+    "InfiniteTalkLoadAudio",
+    "InfiniteTalkAudioEmbed",
+    "InfiniteTalkTTS",
+    "InfiniteTalkDialogueTTS",
+    "InfiniteTalkTextEncode",
+    "InfiniteTalkSampler",
+    "InfiniteTalkVideoCombine",
 }
 
 
@@ -69,14 +79,17 @@ def test_sampler_validation_errors(nodes, kwargs, needle):
 
 
 def test_sampler_validation_accepts_defaults(nodes):
-    assert nodes["InfiniteTalkSampler"].validate_inputs(frame_num=81, motion_frame=9, speaker_boxes="") is True
+    assert (
+        nodes["InfiniteTalkSampler"].validate_inputs(frame_num=81, motion_frame=9, speaker_boxes="") is True
+    )
     assert nodes["InfiniteTalkSampler"].validate_inputs(speaker_boxes="0,0,416,480; 416,0,832,480") is True
 
 
 def test_sampler_needs_image_or_video(nodes):
     with pytest.raises(ValueError, match="needs a conditioning 'image'"):
-        nodes["InfiniteTalkSampler"].execute(None, None, None, None, None, "streaming", "infinitetalk-480", 1, 0,
-                                             5.0, 4.0)
+        nodes["InfiniteTalkSampler"].execute(
+            None, None, None, None, None, "streaming", "infinitetalk-480", 1, 0, 5.0, 4.0
+        )
 
 
 def test_speaker_masks_become_boxes(pack):
@@ -130,7 +143,9 @@ def test_loaders_list_both_layouts(nodes, tiny_models):
 def wav_in_input(comfy):
     sr = 22050
     t = np.arange(int(1.5 * sr)) / sr
-    wave = np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 330 * t)], axis=1).astype(np.float32) * 0.3
+    wave = (
+        np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 330 * t)], axis=1).astype(np.float32) * 0.3
+    )
     path = f"{comfy.get_input_directory()}/tone.wav"
     soundfile.write(path, wave, sr)
     return "tone.wav", sr, wave
@@ -195,7 +210,7 @@ def test_video_combine_images_audio_captions(nodes, comfy):
     assert abs(audio_s - 1.2) < 0.05  # audio cut to the video length (30 / 25 s), AAC frame granularity
     assert subs == 0
     burnt_frames, _, _, _ = _probe(paths["burnt"])
-    diff = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(frames, burnt_frames)]
+    diff = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(frames, burnt_frames, strict=True)]
     assert max(diff[:25]) > 0.5  # caption drawn during its first second ...
     assert max(diff[26:]) < 0.5  # ... and gone afterwards (only codec noise)
     assert _probe(paths["track"])[3] == 1
