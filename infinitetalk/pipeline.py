@@ -432,6 +432,9 @@ class InfiniteTalkPipeline:
         self._offload("text_encoder")
         last = plans[-1]
         features = pad_audio_features(audio.features[:, : audio.num_frames], last.start + config.frame_num)
+        # Windows are cast to the model dtype anyway (as the reference does), so keeping the whole
+        # run's features in that dtype is exact and halves their memory in bf16 (36 -> 18 KB per frame).
+        features = features.to(self.dtype)
         masks = None
         if audio.num_speakers == 2:
             masks = speaker_masks(regions, first.shape[0], first.shape[1], config.face_scale)
