@@ -31,6 +31,31 @@ from ..errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
+
+class FrozenEncoder:
+    """Base of the four encoder wrappers: a frozen ``model`` plus device/dtype/``to``.
+
+    ``_probe()`` names the weight whose device and dtype stand for the whole model.
+    """
+
+    model: torch.nn.Module
+
+    def _probe(self) -> torch.Tensor:
+        return next(self.model.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return self._probe().device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._probe().dtype
+
+    def to(self, device: torch.device | str):
+        self.model.to(device)
+        return self
+
+
 _EXPORTS = {
     "TextEncoder": "text",
     "load_text_encoder": "text",

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..errors import CheckpointError, InputError
 from ..loading.state_dict import CheckpointReader, open_checkpoint
-from . import LazyStateDict, build_module, check_materialized
+from . import FrozenEncoder, LazyStateDict, build_module, check_materialized
 
 logger = logging.getLogger(__name__)
 
@@ -159,28 +159,19 @@ def infer_clip_config(shapes: dict[str, torch.Size], source: Path | str = "?"):
 # --------------------------------------------------------------------------------------------
 # encoder
 # --------------------------------------------------------------------------------------------
-class ClipVisionEncoder:
+class ClipVisionEncoder(FrozenEncoder):
     """CLIP vision tower cut before its last block. ``encode(image)`` -> ``(B, 257, C)``."""
+
+    def _probe(self) -> torch.Tensor:
+        return self.model.get_input_embeddings().weight
 
     def __init__(self, model: torch.nn.Module, image_size: int):
         self.model = model
         self.image_size = image_size
 
     @property
-    def device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.get_input_embeddings().weight.dtype
-
-    @property
     def dim(self) -> int:
         return self.model.config.hidden_size
-
-    def to(self, device: torch.device | str) -> ClipVisionEncoder:
-        self.model.to(device)
-        return self
 
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in [-1, 1] -> normalised ``(B, 3, 224, 224)`` float32."""

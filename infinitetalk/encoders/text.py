@@ -30,7 +30,7 @@ import torch
 
 from ..errors import CheckpointError, InputError
 from ..loading.state_dict import CheckpointReader, open_checkpoint
-from . import LazyStateDict, build_module, strip_prefix
+from . import FrozenEncoder, LazyStateDict, build_module, strip_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -219,8 +219,11 @@ def load_tokenizer(
 # --------------------------------------------------------------------------------------------
 # encoder
 # --------------------------------------------------------------------------------------------
-class TextEncoder:
+class TextEncoder(FrozenEncoder):
     """umT5 encoder + tokenizer. ``encode(prompts)`` -> one ``(L_i, d_model)`` tensor per prompt."""
+
+    def _probe(self) -> torch.Tensor:
+        return self.model.get_input_embeddings().weight
 
     def __init__(self, model: torch.nn.Module, tokenizer: _Tokenizer, text_len: int = TEXT_LEN):
         self.model = model
@@ -228,20 +231,8 @@ class TextEncoder:
         self.text_len = text_len
 
     @property
-    def device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.get_input_embeddings().weight.dtype
-
-    @property
     def dim(self) -> int:
         return self.model.config.d_model
-
-    def to(self, device: torch.device | str) -> TextEncoder:
-        self.model.to(device)
-        return self
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> list[torch.Tensor]:

@@ -27,7 +27,7 @@ import torch
 
 from ..errors import CheckpointError, InputError
 from ..loading.state_dict import CheckpointReader, open_checkpoint
-from . import LazyStateDict, build_module, check_materialized
+from . import FrozenEncoder, LazyStateDict, build_module, check_materialized
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def _encoder_levels(shapes: dict[str, torch.Size]) -> tuple[list[list[int]], lis
 # --------------------------------------------------------------------------------------------
 # wrapper
 # --------------------------------------------------------------------------------------------
-class WanVAE:
+class WanVAE(FrozenEncoder):
     """``encode(video) -> normalised latents``, ``decode(latents) -> video`` (both float32)."""
 
     def __init__(self, model: torch.nn.Module):
@@ -164,20 +164,8 @@ class WanVAE:
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1, 1)
 
     @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    @property
     def z_dim(self) -> int:
         return self.model.config.z_dim
-
-    def to(self, device: torch.device | str) -> WanVAE:
-        self.model.to(device)
-        return self
 
     def set_tiling(self, enabled: bool) -> None:
         """Spatial tiling (diffusers) for large frames: less memory, slightly different borders."""

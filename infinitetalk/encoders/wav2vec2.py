@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from ..config import AudioEncoderConfig
 from ..errors import CheckpointError, InputError
 from ..loading.state_dict import CheckpointReader, open_checkpoint
-from . import LazyStateDict, build_module, check_materialized
+from . import FrozenEncoder, LazyStateDict, build_module, check_materialized
 
 logger = logging.getLogger(__name__)
 
@@ -262,8 +262,11 @@ def _first_conv_stats(conv: torch.nn.Conv1d, wave: torch.Tensor, chunk: int, eps
 # --------------------------------------------------------------------------------------------
 # encoder
 # --------------------------------------------------------------------------------------------
-class AudioEncoder:
+class AudioEncoder(FrozenEncoder):
     """wav2vec2 at 25 Hz. ``encode(wave_16k)`` -> ``(L, num_layers, hidden)`` float32 (CPU)."""
+
+    def _probe(self) -> torch.Tensor:
+        return self.model.feature_projection.projection.weight
 
     # CNN output frames (50 Hz) per chunk (30 s): caps the CNN's memory (~0.5 GB) for audio of any length.
     chunk_frames = 1500
@@ -279,18 +282,6 @@ class AudioEncoder:
             hidden_size=cfg.hidden_size,
             do_normalize=do_normalize,
         )
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.feature_projection.projection.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.feature_projection.projection.weight.dtype
-
-    def to(self, device: torch.device | str) -> AudioEncoder:
-        self.model.to(device)
-        return self
 
     @torch.no_grad()
     def encode(self, wave_16k: np.ndarray) -> torch.Tensor:
