@@ -244,16 +244,16 @@ class Sampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, frame_num=81, motion_frame=9, **kwargs):
+    def validate_inputs(cls, frame_num=81, motion_frame=9, speaker_boxes=""):
+        # No **kwargs: ComfyUI then still checks the bounds of every other input itself.
         if isinstance(frame_num, int) and isinstance(motion_frame, int):
-            if (frame_num - 1) % 4:
-                return f"frame_num {frame_num} must be 4n+1 (e.g. 81, 33, 17)"
+            if frame_num < 5 or (frame_num - 1) % 4:
+                return f"frame_num {frame_num} must be 4n+1 and at least 5 (e.g. 81, 33, 17)"
             if (motion_frame - 1) % 4 or motion_frame >= frame_num:
                 return f"motion_frame {motion_frame} must be 4n+1 and smaller than frame_num {frame_num} (e.g. 9)"
-        boxes = kwargs.get("speaker_boxes")
-        if isinstance(boxes, str) and boxes.strip():
+        if isinstance(speaker_boxes, str) and speaker_boxes.strip():
             try:
-                parse_boxes(boxes)
+                parse_boxes(speaker_boxes)
             except ValueError as err:
                 return str(err)
         return True

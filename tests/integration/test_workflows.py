@@ -161,6 +161,9 @@ def test_bad_inputs_give_clear_messages(comfy_server):
     with pytest.raises(PromptError) as err:
         comfy_server.queue(prompt)
     assert "frame_num 80 must be 4n+1" in err.value.body
+    with pytest.raises(PromptError) as err:  # ComfyUI's own bound checks still run next to ours
+        comfy_server.queue(load_api(REPO / "example_workflows" / "api" / "infinitetalk_image_to_video_api.json", steps=0))
+    assert "steps" in err.value.body
     bad = copy.deepcopy(prompt)
     bad[node_of(bad, "InfiniteTalkSampler")]["inputs"]["frame_num"] = 17
     bad[node_of(bad, "InfiniteTalkModelLoader")]["inputs"]["dit"] = "no_such_model.safetensors"
