@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from comfy_api.latest import io
 
 from . import _common as c
@@ -135,15 +136,22 @@ class ModelLoader(io.ComfyNode):
         load_device, offload = _models.devices("diffusion")
         dtype = _models.pick_dtype("diffusion", precision, load_device)
         ops = _comfy_operations(quantization)
-        model = load_dit(dit_path, adapter_path, device=offload, dtype=dtype, operations=ops)
-        _quantize(model, quantization)
+        # fp8: block linears are stored as float8_e4m3fn straight from the file (no bf16 copy first)
+        storage = torch.float8_e4m3fn if quantization == "fp8_e4m3fn" else dtype
+        model = load_dit(dit_path, adapter_path, device=offload, dtype=storage, operations=ops)
+        if quantization == "int8":
+            from ..infinitetalk.quant import quantize_dit
+
+            quantize_dit(model, "int8")
         model.compute_dtype = dtype
         model.attention_backend = attention
         managed = _models.wrap(
             model,
             "diffusion",
             str(dit_path),
-            partial_ok=False,
+            # comfy.ops layers stream their weights under --lowvram; quanto's int8 layers and block swap
+            # place the model themselves
+            partial_ok=quantization != "int8" and int(block_swap) == 0,
             adapter=str(adapter_path),
             quantization=quantization,
             attention=attention,
@@ -158,24 +166,6 @@ def _comfy_operations(quantization: str):
     import comfy.ops
 
     return comfy.ops.manual_cast if quantization == "fp8_e4m3fn" else comfy.ops.disable_weight_init
-
-
-def _quantize(model, quantization: str) -> None:
-    """fp8: block linear weights stored as float8_e4m3fn, cast per layer by ComfyUI's manual_cast layers (keeps
-    --lowvram streaming). int8: optimum-quanto through the library (whole-model load)."""
-    import torch
-
-    if quantization == "int8":
-        from ..infinitetalk.quant import quantize_dit
-
-        quantize_dit(model, "int8")
-    elif quantization == "fp8_e4m3fn":
-        blocks = getattr(model, "swappable_blocks", "blocks")
-        for name, module in model.named_modules():
-            if name.startswith(blocks + ".") and isinstance(module, torch.nn.Linear) and "norm" not in name:
-                module.weight = torch.nn.Parameter(
-                    module.weight.data.to(torch.float8_e4m3fn), requires_grad=False
-                )
 
 
 class LoraLoader(io.ComfyNode):

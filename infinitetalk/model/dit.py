@@ -139,9 +139,9 @@ class DiTBlock(nn.Module):
     def forward(self, x, e0, ctx: BlockContext):
         """x (B, L, C) in the model dtype; e0 (B, 6, C) float32."""
         dtype = x.dtype
-        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation.float() + e0).chunk(
-            6, dim=1
-        )
+        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (
+            self.modulation.to(e0.device, torch.float32) + e0
+        ).chunk(6, dim=1)
 
         # 1. modulated self-attention
         y, q, k = self.self_attn(
@@ -186,7 +186,7 @@ class Head(nn.Module):
 
     def forward(self, x, e):
         """x (B, L, C), e (B, C) float32 -> (B, L, prod(patch) * out_dim) float32."""
-        shift, scale = (self.modulation.float() + e[:, None]).chunk(2, dim=1)
+        shift, scale = (self.modulation.to(e.device, torch.float32) + e[:, None]).chunk(2, dim=1)
         return self.head(self.norm(x).float() * (1 + scale) + shift).float()
 
 

@@ -1,5 +1,8 @@
 """Layer factories and the fp32 norms of the Wan DiT.
 
+The norms move their (small) weights to the input's device on the fly, so a host may leave them
+in host memory while streaming the large layers (ComfyUI's ``--lowvram`` partial loading).
+
 Modules take ``operations=``: any namespace with ``Linear``, ``Conv3d`` and ``LayerNorm`` classes
 accepting ``device=``/``dtype=`` (``torch.nn`` by default, ComfyUI's ``comfy.ops.*`` when hosted),
 so a host can inject casting or quantised layers without touching the model code.
@@ -31,7 +34,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
         normed = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return normed.type_as(x) * self.weight
+        return normed.type_as(x) * self.weight.to(x.device)
 
 
 class FP32LayerNorm(nn.Module):
@@ -49,6 +52,6 @@ class FP32LayerNorm(nn.Module):
             self.register_parameter("bias", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = None if self.weight is None else self.weight.float()
-        b = None if self.bias is None else self.bias.float()
+        w = None if self.weight is None else self.weight.to(x.device, torch.float32)
+        b = None if self.bias is None else self.bias.to(x.device, torch.float32)
         return F.layer_norm(x.float(), (self.dim,), w, b, self.eps).to(x.dtype)
