@@ -173,3 +173,34 @@ def test_bad_inputs_give_clear_messages(comfy_server):
     message = errors[0]["exception_message"]
     assert "no_such_model.safetensors" in message and "diffusion_models" in message
     assert message.count("\n") <= 1  # one line
+
+
+def _cached_nodes(entry: dict) -> set[str]:
+    for kind, data in entry["status"]["messages"]:
+        if kind == "execution_cached":
+            return set(data["nodes"])
+    return set()
+
+
+def test_cache_stays_valid_when_one_input_changes(comfy_server):
+    """Re-queue with one input changed: only that node and what depends on it run again."""
+    path = REPO / "example_workflows" / "api" / "infinitetalk_image_to_video_api.json"
+    first = load_api(path, seed=21)
+    assert comfy_server.run(first, timeout=900)["status"]["status_str"] == "success"
+    sampler, combine = node_of(first, "InfiniteTalkSampler"), node_of(first, "InfiniteTalkVideoCombine")
+
+    # 1. new seed: the sampler and the combine run again, every loader and encoder comes from the cache
+    second = copy.deepcopy(first)
+    second[sampler]["inputs"]["seed"] = 22
+    entry = comfy_server.run(second, timeout=900)
+    assert entry["status"]["status_str"] == "success"
+    cached = _cached_nodes(entry)
+    assert set(first) - {sampler, combine} <= cached, (cached, sorted(first))
+    assert sampler not in cached and combine not in cached
+
+    # 2. only the file name changes: the sampler's output is reused as well
+    third = copy.deepcopy(second)
+    third[combine]["inputs"]["filename_prefix"] = "infinitetalk/cache_check"
+    entry = comfy_server.run(third, timeout=900)
+    assert entry["status"]["status_str"] == "success"
+    assert set(first) - {combine} <= _cached_nodes(entry)
