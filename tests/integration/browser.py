@@ -26,7 +26,6 @@ def open_editor(url: str, timeout: float = 60.0):
     """A Chrome session on the ComfyUI editor, ``window.app`` ready and the Templates dialog closed."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.keys import Keys
 
     options = webdriver.ChromeOptions()
     for flag in CHROME_FLAGS:
@@ -47,9 +46,20 @@ def open_editor(url: str, timeout: float = 60.0):
         driver.quit()
         raise TimeoutError(f"the ComfyUI editor at {url} did not load within {timeout:.0f} s")
     time.sleep(2)  # let the first-visit dialogs open, then close them
+    close_dialogs(driver)
+    return driver
+
+
+def close_dialogs(driver) -> None:
+    """Close the Templates dialog (and any other modal) so screenshots show the canvas."""
+    from selenium.webdriver.common.keys import Keys
+
+    driver.execute_script(
+        "document.querySelectorAll('.p-dialog-mask').forEach(m => m.querySelectorAll("
+        "'button[aria-label=Close], .p-dialog-close-button, .p-dialog-header-close').forEach(b => b.click()))"
+    )
     driver.find_element("tag name", "body").send_keys(Keys.ESCAPE)
     time.sleep(0.5)
-    return driver
 
 
 def body_text(driver) -> str:

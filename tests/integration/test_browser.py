@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from .browser import body_text, chromedriver_path, open_editor
+from .browser import body_text, chromedriver_path, close_dialogs, open_editor
 from .harness import ARTIFACTS, REPO
 from .test_workflows import CPU_OVERRIDES
 
@@ -85,6 +85,7 @@ def test_workflow_in_editor(comfy_server, editor, name):
     assert _wait_preview(editor, filename, timeout=30), f"{filename} not shown in the editor"
     assert "Prompt outputs failed validation" not in body_text(editor)
     ARTIFACTS.mkdir(exist_ok=True)
+    close_dialogs(editor)
     editor.save_screenshot(str(ARTIFACTS / f"browser_{name}.png"))
 
 
