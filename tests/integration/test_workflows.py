@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 import pytest
 
+from ..expected import NODE_IDS
 from .harness import REPO, output_files
 
 pytestmark = pytest.mark.integration
@@ -32,22 +33,6 @@ CPU_OVERRIDES = {
     "max_frames": 29,
 }
 EXPECTED_FRAMES = 29  # every sample input is longer than 29 / 25 s
-NODE_IDS = {
-    "InfiniteTalkModelLoader",
-    "InfiniteTalkLoraLoader",
-    "InfiniteTalkTextEncoderLoader",
-    "InfiniteTalkClipVisionLoader",
-    "InfiniteTalkVAELoader",
-    "InfiniteTalkAudioEncoderLoader",
-    "InfiniteTalkKokoroLoader",
-    "InfiniteTalkLoadAudio",
-    "InfiniteTalkAudioEmbed",
-    "InfiniteTalkTTS",
-    "InfiniteTalkDialogueTTS",
-    "InfiniteTalkTextEncode",
-    "InfiniteTalkSampler",
-    "InfiniteTalkVideoCombine",
-}
 
 
 def load_api(path: Path, **sampler_overrides) -> dict:

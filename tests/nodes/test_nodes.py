@@ -10,24 +10,8 @@ import pytest
 import soundfile
 import torch
 
+from ..expected import NODE_IDS as EXPECTED_NODES
 from .conftest import PACK_MODULE
-
-EXPECTED_NODES = {
-    "InfiniteTalkModelLoader",
-    "InfiniteTalkLoraLoader",
-    "InfiniteTalkTextEncoderLoader",
-    "InfiniteTalkClipVisionLoader",
-    "InfiniteTalkVAELoader",
-    "InfiniteTalkAudioEncoderLoader",
-    "InfiniteTalkKokoroLoader",
-    "InfiniteTalkLoadAudio",
-    "InfiniteTalkAudioEmbed",
-    "InfiniteTalkTTS",
-    "InfiniteTalkDialogueTTS",
-    "InfiniteTalkTextEncode",
-    "InfiniteTalkSampler",
-    "InfiniteTalkVideoCombine",
-}
 
 
 def _mod(name):
