@@ -45,11 +45,13 @@ VIDEO_FPS = 25
 AUDIO_WINDOW_OFFSETS = (-2, -1, 0, 1, 2)  # audio frames around each video frame
 VAE_STRIDE_T, VAE_STRIDE_HW, LATENT_CHANNELS = 4, 8, 16
 
-# The reference's default negative prompt (wan/configs/shared_config.py `sample_neg_prompt`).
+# The reference's default negative prompt for InfiniteTalk: `wan/configs/wan_multitalk_14B.py` replaces the
+# shared (Chinese) `sample_neg_prompt` of Wan with this English one, and `infinitetalk-14B` uses that config.
 DEFAULT_NEGATIVE_PROMPT = (
-    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
-    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
-    "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+    "bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
+    "overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, "
+    "poorly drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still picture, "
+    "messy background, three legs, many people in the background, walking backwards"
 )
 
 

@@ -7,16 +7,9 @@ from dataclasses import dataclass
 import torch
 from comfy_api.latest import io
 
+from ..infinitetalk.pipeline import DEFAULT_NEGATIVE_PROMPT
 from . import _common as c
 from . import _models
-
-# The reference's default negative prompt for InfiniteTalk (its multitalk 14B config).
-DEFAULT_NEGATIVE = (
-    "bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
-    "overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, "
-    "poorly drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still picture, "
-    "messy background, three legs, many people in the background, walking backwards"
-)
 
 
 @dataclass
@@ -49,7 +42,7 @@ class TextEncode(io.ComfyNode):
                 io.String.Input(
                     "negative_prompt",
                     multiline=True,
-                    default=DEFAULT_NEGATIVE,
+                    default=DEFAULT_NEGATIVE_PROMPT,
                     tooltip="What to avoid; used by the text-guidance pass (ignored when text scale is 1).",
                 ),
             ],
