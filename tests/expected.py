@@ -19,3 +19,15 @@ NODE_IDS = frozenset(
         "InfiniteTalkVideoCombine",
     }
 )
+
+# The ComfyUI model folders the pack reads (a tiny models/ tree has one of each).
+MODEL_FOLDERS = (
+    "diffusion_models",
+    "model_patches",
+    "text_encoders",
+    "clip_vision",
+    "vae",
+    "audio_encoders",
+    "loras",
+    "kokoro",
+)

@@ -20,6 +20,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from ..expected import MODEL_FOLDERS
+
 REPO = Path(__file__).resolve().parents[2]
 COMFY_DIR = Path(os.environ.get("COMFYUI_DIR", REPO / ".comfyui"))
 ARTIFACTS = REPO / "test-artifacts"
@@ -42,18 +44,8 @@ def free_port() -> int:
 
 def write_model_paths(path: Path, tiny: Path) -> Path:
     """extra_model_paths.yaml: the tiny ComfyUI tree (models/) and official tree (weights/)."""
-    folders = [
-        "diffusion_models",
-        "model_patches",
-        "text_encoders",
-        "clip_vision",
-        "vae",
-        "audio_encoders",
-        "loras",
-        "kokoro",
-    ]
     lines = ["infinitetalk_tiny:", f"  base_path: {tiny / 'models'}"]
-    lines += [f"  {f}: {f}" for f in folders]
+    lines += [f"  {f}: {f}" for f in MODEL_FOLDERS]
     lines += ["infinitetalk_tiny_official:", f"  infinitetalk_weights: {tiny / 'weights'}"]
     path.write_text("\n".join(lines) + "\n")
     return path

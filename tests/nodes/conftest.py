@@ -16,6 +16,8 @@ import pytest
 
 from tests.integration.harness import REPO, ensure_comfyui
 
+from ..expected import MODEL_FOLDERS
+
 PACK_MODULE = "ComfyUI_InfiniteTalk_under_test"
 
 
@@ -77,16 +79,7 @@ def tiny_models(comfy, request) -> Path:
         if env and (Path(env) / "models").is_dir()
         else request.getfixturevalue("tiny_root")
     )
-    for folder in (
-        "diffusion_models",
-        "model_patches",
-        "text_encoders",
-        "clip_vision",
-        "vae",
-        "audio_encoders",
-        "loras",
-        "kokoro",
-    ):
+    for folder in MODEL_FOLDERS:
         comfy.add_model_folder_path(folder, str(root / "models" / folder))
     comfy.add_model_folder_path("infinitetalk_weights", str(root / "weights"))
     return root
