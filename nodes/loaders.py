@@ -12,7 +12,7 @@ import torch
 from comfy_api.latest import io
 
 from . import _common as c
-from . import _models
+from . import _core, _models
 from ._widgets import advanced
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,13 @@ class ModelLoader(io.ComfyNode):
                         tooltip="Attention kernel: auto picks sage/flash when installed, else PyTorch SDPA.",
                     )
                 ),
+                io.Custom(_core.MODEL_PATCH).Input(
+                    "model_patch",
+                    optional=True,
+                    tooltip="Optional: the InfiniteTalk adapter from ComfyUI's Load Model Patch (core's "
+                    "InfiniteTalk template). When connected it is used instead of the 'adapter' file, without "
+                    "reading the file again.",
+                ),
             ],
             outputs=[
                 io.Custom("INFINITETALK_MODEL").Output(
@@ -127,12 +134,19 @@ class ModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, dit, adapter, precision, quantization, block_swap=0, attention="auto") -> io.NodeOutput:
+    def execute(
+        cls, dit, adapter, precision, quantization, block_swap=0, attention="auto", model_patch=None
+    ) -> io.NodeOutput:
         from ..infinitetalk.loading.dit import load_dit
 
         c.check_selected(dit, "DiT", "diffusion_models")
         dit_path = c.resolve("diffusion_models", dit)
-        adapter_path = _resolve_adapter(adapter)
+        if model_patch is not None:  # core's Load Model Patch: the adapter tensors are already in memory
+            adapter_path = _core.adapter_reader(model_patch)
+            adapter_name = _core.adapter_fingerprint(adapter_path)
+        else:
+            adapter_path = _resolve_adapter(adapter)
+            adapter_name = str(adapter_path)
         load_device, offload = _models.devices("diffusion")
         dtype = _models.pick_dtype("diffusion", precision, load_device)
         ops = _comfy_operations(quantization)
@@ -152,7 +166,7 @@ class ModelLoader(io.ComfyNode):
             # comfy.ops layers stream their weights under --lowvram; quanto's int8 layers and block swap
             # place the model themselves
             partial_ok=quantization != "int8" and int(block_swap) == 0,
-            adapter=str(adapter_path),
+            adapter=adapter_name,
             quantization=quantization,
             attention=attention,
             block_swap=int(block_swap),

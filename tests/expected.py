@@ -16,6 +16,7 @@ NODE_IDS = frozenset(
         "InfiniteTalkDialogueTTS",
         "InfiniteTalkTextEncode",
         "InfiniteTalkSampler",
+        "InfiniteTalkSamplerOptions",
         "InfiniteTalkVideoCombine",
     }
 )

@@ -196,6 +196,31 @@ class _TorchFile:
         self.tensors = {}
 
 
+class _MemoryTensors:
+    """Tensors already in memory (another host's loaded model): the same interface as a file source."""
+
+    def __init__(self, tensors):
+        self.tensors = {k: v for k, v in tensors.items() if isinstance(v, torch.Tensor)}
+
+    def keys(self) -> list[str]:
+        return list(self.tensors)
+
+    def shape(self, key: str) -> torch.Size:
+        return self.tensors[key].shape
+
+    def dtype(self, key: str) -> torch.dtype:
+        return self.tensors[key].dtype
+
+    def read(self, key: str, scratch: torch.Tensor | None = None) -> torch.Tensor:
+        return self.tensors[key].detach()
+
+    def nbytes(self, key: str) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.tensors = {}
+
+
 def _torch_load(path: Path):
     mmap = zipfile.is_zipfile(path)  # only the zip serialisation can be memory-mapped
     try:
@@ -413,6 +438,21 @@ def open_checkpoint(
     if prefix:
         log.debug("%s: stripping key prefix %r", path, prefix)
     return CheckpointReader(path, sources, prefix)
+
+
+def reader_from_tensors(
+    name: str, tensors, prefixes: Sequence[str] = DEFAULT_PREFIXES, anchor: str | None = None
+) -> CheckpointReader:
+    """A :class:`CheckpointReader` over tensors already in memory (e.g. a model another node loaded).
+
+    ``name`` stands for the path in messages (say where the tensors came from). Keys are handled as for
+    a file: common prefixes stripped, fp8 scale helpers hidden and applied on ``get``.
+    """
+    source = _MemoryTensors(tensors)
+    if not source.tensors:
+        raise CheckpointError(f"{name}: holds no tensors; connect a loaded model")
+    sources = _by_key(source)
+    return CheckpointReader(Path(name), sources, _detect_prefix(list(sources), prefixes, anchor))
 
 
 def _open_sources(path: Path) -> dict[str, object]:
