@@ -165,10 +165,9 @@ class AudioEmbed(io.ComfyNode):
         from ..infinitetalk.pipeline import InfiniteTalkPipeline
         from ._bridge import ComfyModelManager
 
+        speakers = [audio_to_numpy(audio_1)] + ([audio_to_numpy(audio_2)] if audio_2 is not None else [])
         if not isinstance(audio_encoder, _models.Managed):  # core's AUDIO_ENCODER
             audio_encoder = _core.audio_encoder(audio_encoder)
-
-        speakers = [audio_to_numpy(audio_1)] + ([audio_to_numpy(audio_2)] if audio_2 is not None else [])
         pipe = InfiniteTalkPipeline(
             None,
             None,

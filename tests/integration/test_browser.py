@@ -139,6 +139,8 @@ def test_legacy_workflow_in_editor(comfy_server, editor, name):
     assert "missing nodes" not in body_text(editor).lower()
     twin = json.loads((REPO / "example_workflows" / "api" / f"{name}_api.json").read_text())
     assert _canonical(result["prompt"]) == _canonical(_with_overrides(twin, overrides))
+    if name != LEGACY_UI[0]:
+        return  # the same graph as its twin, which test_workflow_in_editor runs: one queued run is enough
 
     before = set(comfy_server.get("/history") or {})
     editor.execute_script("window.app.queuePrompt(0, 1)")
