@@ -58,7 +58,7 @@ def sampler(widgets: dict | None = None) -> tuple:
 
 def sampler_options(widgets: dict | None = None) -> tuple:
     """The expert knobs (reference defaults), shown so users find them; the sampler works without it."""
-    return ("InfiniteTalkSamplerOptions", (820, 470), dict(widgets or {}))
+    return ("InfiniteTalkSamplerOptions", (1250, 730), dict(widgets or {}))
 
 
 COMMON_LINKS = [

@@ -96,6 +96,9 @@ class ComfyServer:
             "--preview-method",
             "latent2rgb",
         ]
+        front_end = os.environ.get("COMFYUI_FRONT_END_ROOT")  # e.g. an unpacked newer comfyui-frontend-package
+        if front_end:
+            cmd += ["--front-end-root", front_end]
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             cmd, cwd=COMFY_DIR, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
