@@ -178,7 +178,7 @@ def stream_file(video, cleanup: contextlib.ExitStack) -> Path:
 
 
 def _cropped(video, source: Path) -> bool:
-    """True when the edited size differs from the stream's (a crop; rotation sources count as cropped)."""
+    """True when the edited size differs from the stream's, i.e. the editor cropped it."""
     import av
 
     with av.open(str(source)) as container:
