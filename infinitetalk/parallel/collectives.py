@@ -6,7 +6,8 @@
   the partial results are merged exactly with their log-sum-exp (the online softmax).
 
 Layout everywhere ``(B, L, H, D)``, like :func:`infinitetalk.attention.attention`. Every function
-counts the bytes it sends in a :class:`CommStats` (benchmarks, tests).
+counts the bytes this process receives from the others in a :class:`CommStats` (the data it needs,
+whatever route NCCL or gloo gives it; benchmarks, tests).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..attention import attention
 
 @dataclass
 class CommStats:
-    """Bytes this process sent (to other processes), by operation."""
+    """Bytes this process received from other processes, by operation."""
 
     all_to_all: int = 0
     ring: int = 0
@@ -57,7 +58,7 @@ def seq_to_heads(x: torch.Tensor, group, stats: CommStats) -> torch.Tensor:
     send = x.reshape(*lead, n, u, heads // u, d).movedim(-3, 0).contiguous()  # (u, *P, n, H/u, D)
     recv = torch.empty_like(send)
     dist.all_to_all_single(recv, send, group=group)
-    stats.all_to_all += _nbytes(send) * (u - 1) // u
+    stats.all_to_all += _nbytes(recv) * (u - 1) // u
     return recv.movedim(0, -4).reshape(*lead, u * n, heads // u, d)
 
 
@@ -68,7 +69,7 @@ def heads_to_seq(x: torch.Tensor, group, stats: CommStats) -> torch.Tensor:
     send = x.reshape(*lead, u, un // u, hu, d).movedim(-4, 0).contiguous()  # (u, *P, n, H/u, D)
     recv = torch.empty_like(send)
     dist.all_to_all_single(recv, send, group=group)
-    stats.all_to_all += _nbytes(send) * (u - 1) // u
+    stats.all_to_all += _nbytes(recv) * (u - 1) // u
     return recv.movedim(0, -3).reshape(*lead, un // u, u * hu, d)
 
 
@@ -135,7 +136,7 @@ def ring_attention(
             incoming = torch.empty_like(kv)
             ops = [dist.P2POp(dist.isend, kv, nxt, group), dist.P2POp(dist.irecv, incoming, prv, group)]
             pending = dist.batch_isend_irecv(ops)
-            stats.ring += _nbytes(kv)
+            stats.ring += _nbytes(incoming)
         n = valid[(me - step) % r]
         if n:
             block_out, block_lse = attention_lse(q, kv[0, :, :n], kv[1, :, :n], backend)
@@ -153,7 +154,7 @@ def gather_shards(x: torch.Tensor, dim: int, total: int, group, stats: CommStats
     x = x.contiguous()
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
     dist.all_gather(parts, x, group=group)
-    stats.gather += _nbytes(x) * (len(parts) - 1)
+    stats.gather += _nbytes(x) * (len(parts) - 1)  # every other shard
     return torch.cat(parts, dim=dim).narrow(dim, 0, total)
 
 
@@ -171,9 +172,9 @@ def broadcast_leading_tokens(
         size = min(shard, count - owner * shard)
         if owner == rank:
             piece = x[:, :size].contiguous()
-            stats.broadcast += _nbytes(piece) * (dist.get_world_size(group) - 1)
         else:
             piece = x.new_empty(x.shape[0], size, *x.shape[2:])
+            stats.broadcast += _nbytes(piece)
         dist.broadcast(piece, src=_global_rank(group, owner), group=group)
         pieces.append(piece)
     return torch.cat(pieces, dim=1)
