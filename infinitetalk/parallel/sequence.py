@@ -105,6 +105,11 @@ class SequenceParallel:
         f, h, w = grid
         total = f * h * w
         shard = -(-total // self.world_size)
+        if shard * (self.world_size - 1) >= total:  # the last process would hold only padding
+            raise InputError(
+                f"a window of {total} tokens ({f} latent frames x {h}x{w}) is too small to split across "
+                f"{self.world_size} processes: use fewer processes or a larger video size"
+            )
         return DistributedPlan(self, TokenSpan(self.rank * shard, shard, total, h * w))
 
     def __repr__(self) -> str:

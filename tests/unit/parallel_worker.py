@@ -49,7 +49,9 @@ REGIONS = SpeakerRegions(bboxes=[(0, 0, 40, 48), (40, 0, 80, 48)])
 
 
 def clip_config(**kw):
-    return small_config(**(dict(size="80x48", steps=2, mode="clip", frame_num=CLIP_FRAMES, motion_frame=5) | kw))
+    return small_config(
+        **(dict(size="80x48", steps=2, mode="clip", frame_num=CLIP_FRAMES, motion_frame=5) | kw)
+    )
 
 
 def stream_config():

@@ -16,6 +16,7 @@ or binding position gives errors of order one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -73,13 +74,26 @@ def four_processes(tiny_root, tmp_path_factory) -> Path:
 _references: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
+@contextlib.contextmanager
+def one_thread():
+    """One CPU thread, like every worker (OMP_NUM_THREADS=1): the same kernels, and no thread spinning
+    on a busy machine (several times faster there)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def single_process(root: Path, heads: int, speakers: int, encoders: str) -> tuple[np.ndarray, np.ndarray]:
     """(frames, final latent) of the same clip in this process, unsplit."""
     key = (heads, speakers, encoders)
     if key not in _references:
         pipe, sink = pipeline(root, heads, speakers, encoders), MemorySink()
         assert pipe.dit.parallel is SINGLE_PROCESS
-        latent = run_clip(pipe, speakers, sink)
+        with one_thread():
+            latent = run_clip(pipe, speakers, sink)
         _references[key] = sink.frames, latent.numpy()
     return _references[key]
 
@@ -131,7 +145,8 @@ def test_cli_under_torchrun_rank0_writes_the_video(two_processes, tiny_root, tmp
     assert [r["frames_written"] for r in ranks] == [9, 0]  # rank 1 writes nothing
     assert sorted(p.name for p in (two_processes / "cli").iterdir()) == ["out.mp4"]
     single = tmp_path / "single.mp4"
-    assert main(cli_argv(tiny_root, two_processes, single)) == 0
+    with one_thread():
+        assert main(cli_argv(tiny_root, two_processes, single)) == 0
 
     def frames(path):
         with av.open(str(path)) as c:
