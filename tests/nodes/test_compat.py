@@ -300,6 +300,9 @@ def test_trimmed_and_cropped_video_sources(pack, tmp_path):
         rendered = Path(cropped.saved[0])
         assert rendered.is_file()
     assert not rendered.exists()  # the rendered edit is removed after the run
+    with pytest.raises(ValueError, match="trim start 5.00 s is past its end"):
+        with bridge.reference_source(None, EditedVideo(plain, start=5.0), 25):
+            pass
 
 
 @pytest.fixture(scope="module")
