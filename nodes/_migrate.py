@@ -8,7 +8,7 @@ Two changes are migrated, on every ComfyUI version (the pack registers :func:`on
    *InfiniteTalk Sampler Options* node connected to the sampler's ``options`` input, with the same values;
 2. inputs revealed by a DynamicCombo are named ``<combo>.<input>`` in prompts of a ComfyUI that has
    DynamicCombo and ``<input>`` in the flat form: each name is converted to what the running schema uses
-   (``width`` <-> ``size.width``).
+   (``width`` <-> ``size.width``, ``srt`` <-> ``captions.srt``).
 
 ComfyUI's Node Replacement API cannot do either: it only rewrites nodes whose type is *not* registered,
 while these node ids stay the same. Saved UI workflows are migrated by the same rules in the browser
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 SAMPLER = "InfiniteTalkSampler"
 SAMPLER_OPTIONS = "InfiniteTalkSamplerOptions"
 # Inputs a combo reveals: node type -> {combo id: [revealed input ids]}.
-REVEALED = {SAMPLER: {"size": ["width", "height"]}}
+REVEALED = {SAMPLER: {"size": ["width", "height"]}, "InfiniteTalkVideoCombine": {"captions": ["srt"]}}
 
 
 def migrate_prompt(prompt: dict, dynamic: bool | None = None) -> list[str]:

@@ -33,7 +33,11 @@ def has_dynamic_combo(api=None) -> bool:
 
 
 def dynamic_combo(
-    combo: io.Combo.Input, reveals: dict[str, list], api=None, force_flat: bool = False
+    combo: io.Combo.Input,
+    reveals: dict[str, list],
+    api=None,
+    force_flat: bool = False,
+    flat_before: bool = False,
 ) -> list:
     """``combo`` whose options reveal inputs: one ``DynamicCombo`` where supported, else the flat inputs.
 
@@ -43,6 +47,10 @@ def dynamic_combo(
             nothing). Inputs shared by several options are declared once in the flat form.
         api: the ``io`` namespace (default: ComfyUI's; a stand-in in tests).
         force_flat: declare the flat form even when ``DynamicCombo`` exists.
+        flat_before: in the flat form, put the revealed inputs before the combo (where an existing node
+            already had them: saved workflows address sockets by position).
+        flat_before: in the flat form, put the revealed inputs before the combo (where an existing node
+            already had them: saved workflows address sockets by position).
 
     Returns:
         The inputs to put in the schema, in order. The node's ``execute`` receives either the flat values
@@ -51,13 +59,13 @@ def dynamic_combo(
     """
     api = api if api is not None else io
     if force_flat or not has_dynamic_combo(api):
-        flat, seen = [combo], set()
+        revealed, seen = [], set()
         for inputs in reveals.values():
             for inp in inputs:
                 if inp.id not in seen:
                     seen.add(inp.id)
-                    flat.append(advanced(inp) if not getattr(inp, "optional", False) else inp)
-        return flat
+                    revealed.append(advanced(inp) if not getattr(inp, "optional", False) else inp)
+        return [*revealed, combo] if flat_before else [combo, *revealed]
     options = [api.DynamicCombo.Option(key, list(reveals.get(key, []))) for key in combo.options]
     dyn = api.DynamicCombo.Input(combo.id, options=options, tooltip=combo.tooltip)
     return [dyn]

@@ -13,13 +13,23 @@ import torch
 from comfy_api.latest import InputImpl, io, ui
 
 from . import _common as c
-from ._widgets import advanced
+from ._widgets import advanced, choice, dynamic_combo
 from .audio import audio_to_numpy
 
 log = logging.getLogger(__name__)
 
 CAPTIONS = ["none", "burn-in", "subtitle track"]
 CHUNK = 25  # frames encoded at a time when re-encoding (one second)
+
+
+def _srt_input() -> io.String.Input:
+    return io.String.Input(
+        "srt",
+        optional=True,
+        multiline=True,
+        force_input=True,
+        tooltip="Captions as SRT text (e.g. the srt output of the TTS nodes).",
+    )
 
 
 class VideoCombine(io.ComfyNode):
@@ -49,19 +59,16 @@ class VideoCombine(io.ComfyNode):
                     tooltip="Soundtrack. Default: the audio the sampler's frames are timed to. Cut or "
                     "padded with silence to the video length.",
                 ),
-                io.String.Input(
-                    "srt",
-                    optional=True,
-                    multiline=True,
-                    force_input=True,
-                    tooltip="Captions as SRT text (e.g. the srt output of the TTS nodes).",
-                ),
-                io.Combo.Input(
-                    "captions",
-                    options=CAPTIONS,
-                    default="none",
-                    tooltip="none: ignore the SRT. burn-in: draw the captions into the picture (re-encodes). "
-                    "subtitle track: add a switchable mov_text subtitle stream.",
+                *dynamic_combo(
+                    io.Combo.Input(
+                        "captions",
+                        options=CAPTIONS,
+                        default="none",
+                        tooltip="none: no captions. burn-in: draw the captions of the SRT into the picture "
+                        "(re-encodes). subtitle track: add a switchable mov_text subtitle stream.",
+                    ),
+                    {"burn-in": [_srt_input()], "subtitle track": [_srt_input()]},
+                    flat_before=True,  # where the srt socket always was
                 ),
                 io.String.Input(
                     "filename_prefix",
@@ -104,6 +111,8 @@ class VideoCombine(io.ComfyNode):
             raise ValueError(
                 "InfiniteTalk Video Combine needs 'frames' (from the sampler) or 'images': connect one"
             )
+        captions, revealed = choice(captions, "captions", {"srt": srt})  # DynamicCombo or flat
+        srt = revealed.get("srt")
         cues = srt_parse(srt) if captions != "none" and srt and srt.strip() else []
         if captions != "none" and not cues:
             log.warning("captions '%s' asked but the srt input is empty: writing without captions", captions)

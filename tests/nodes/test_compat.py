@@ -160,6 +160,33 @@ def test_size_is_a_dynamic_combo_where_comfyui_has_one(nodes, monkeypatch):
     )
 
 
+def test_captions_reveal_the_srt_input_where_comfyui_has_dynamic_combo(nodes, comfy, monkeypatch):
+    import av
+    from comfy_api.latest import io
+
+    node = nodes["InfiniteTalkVideoCombine"]
+    flat = node.INPUT_TYPES()
+    assert "srt" in flat["optional"] and flat["required"]["captions"][0] == "COMBO"  # 0.3.75: as before
+    monkeypatch.setattr(_mod("_widgets"), "io", _NewerIO(io))
+    info = node.INPUT_TYPES()
+    assert "srt" not in info.get("optional", {})
+    options = {o["key"]: o["inputs"] for o in info["required"]["captions"][1]["options"]}
+    assert options["none"] == {"required": {}}
+    assert set(options["burn-in"]["optional"]) == set(options["subtitle track"]["optional"]) == {"srt"}
+    prompt = {
+        "1": {"class_type": "InfiniteTalkVideoCombine", "inputs": {"captions": "subtitle track", "srt": "x"}}
+    }
+    _mod("_migrate").migrate_prompt(prompt, dynamic=True)  # a flat prompt on a newer ComfyUI
+    assert prompt["1"]["inputs"] == {"captions": "subtitle track", "captions.srt": "x"}
+    srt = "1\n00:00:00,000 --> 00:00:01,000\nHELLO\n"
+    kwargs = _expand(info, {"captions": "subtitle track", "captions.srt": srt, "filename_prefix": "t/dyn"})
+    assert kwargs["captions"] == {"captions": "subtitle track", "srt": srt}
+    out = node.execute(images=torch.zeros(10, 32, 32, 3), fps=25.0, crf=10, **kwargs)
+    saved = out.ui.as_dict()["images"][0]
+    with av.open(f"{comfy.get_output_directory()}/{saved['subfolder']}/{saved['filename']}") as container:
+        assert len(container.streams.subtitles) == 1
+
+
 # ------------------------------------------------------------------------------------------- migration
 def test_legacy_sampler_prompt_is_migrated(pack):
     import json
