@@ -291,7 +291,7 @@ def fit_audio_encoder(cfg: DiTConfig, encoder: AudioEncoderConfig, source: str =
 
 def load_dit(
     dit_path: str | os.PathLike,
-    adapter_path: str | os.PathLike | CheckpointReader | None = None,
+    adapter_path: str | os.PathLike | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.bfloat16,
     operations=None,
@@ -301,9 +301,7 @@ def load_dit(
 
     Args:
         dit_path: sharded folder / index json / single file of the DiT (may already hold the adapter).
-        adapter_path: the InfiniteTalk adapter file, or a reader over adapter tensors already in memory
-            (:func:`~infinitetalk.loading.state_dict.reader_from_tensors`); overrides adapter keys merged
-            in ``dit_path``.
+        adapter_path: the InfiniteTalk adapter file; overrides adapter keys merged in ``dit_path``.
         device, dtype: where and in which dtype parameters are created; modules listed in the model's
             ``fp32_modules`` (and parameters the model itself creates in fp32) stay float32. An fp8
             ``dtype`` (``torch.float8_e4m3fn``) stores only the block linear weights in fp8 (half the
@@ -317,10 +315,7 @@ def load_dit(
             missing keys (one line naming the file and the fix).
     """
     dit = open_checkpoint(dit_path, anchor=DIT_ANCHOR)
-    if adapter_path is None or isinstance(adapter_path, CheckpointReader):
-        adapter = adapter_path
-    else:
-        adapter = open_checkpoint(adapter_path, anchor=ADAPTER_ANCHOR)
+    adapter = open_checkpoint(adapter_path, anchor=ADAPTER_ANCHOR) if adapter_path is not None else None
     try:
         sources = _route_keys(dit, adapter)
         shapes = {k: r.shape(k) for k, r in sources.items()}

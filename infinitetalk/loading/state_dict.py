@@ -218,7 +218,7 @@ class _MemoryTensors:
         return 0
 
     def close(self) -> None:
-        self.tensors = {}
+        """Nothing to release: the tensors belong to the host that loaded them (the reader can be reused)."""
 
 
 def _torch_load(path: Path):
@@ -412,7 +412,7 @@ def _broadcast_scale(scale: torch.Tensor, weight: torch.Tensor, path: Path, key:
 
 
 def open_checkpoint(
-    path: str | os.PathLike,
+    path: str | os.PathLike | CheckpointReader,
     prefixes: Sequence[str] = DEFAULT_PREFIXES,
     anchor: str | None = None,
 ) -> CheckpointReader:
@@ -420,7 +420,8 @@ def open_checkpoint(
 
     Args:
         path: a ``.safetensors``/``.pth``/``.pt``/``.bin`` file, a sharded folder, or an
-            ``*.index.json``.
+            ``*.index.json``; or an open :class:`CheckpointReader` (e.g. :func:`reader_from_tensors` over a
+            model another host loaded), returned as it is, so every loader taking a path takes it too.
         prefixes: prefixes stripped when *every* key carries one (tried repeatedly, so
             ``module.model.diffusion_model.`` goes too).
         anchor: a key the caller expects (e.g. ``"patch_embedding.weight"``). When it is absent
@@ -430,6 +431,8 @@ def open_checkpoint(
     Raises:
         CheckpointError: missing/unknown/truncated/corrupt file or missing shard (one line).
     """
+    if isinstance(path, CheckpointReader):
+        return path
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: file not found; check the path or download the checkpoint")
