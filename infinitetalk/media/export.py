@@ -83,10 +83,10 @@ def write_video(
 ) -> Path:
     """Encode ``uint8 (T, H, W, 3)`` chunks into ``out_path`` in format ``fmt`` (module table), with the
     soundtrack ``audio = (wave, rate)`` and ``subtitles`` as a stream (or ``captions.srt``), ``burn`` cues
-    drawn into the picture. Memory stays flat: chunks are encoded as they come. Returns the written path
-    (a folder for ``png-wav``)."""
+    drawn into the picture. Memory stays flat: chunks are encoded as they come. The suffix follows the
+    format (:func:`output_path`); returns the written path (a folder for ``png-wav``)."""
     spec = output_format(fmt)
-    out_path = Path(out_path)
+    out_path = output_path(out_path, fmt)
     chunks = _burnt(chunks, burn, fps) if burn else chunks
     if spec.codec is None:
         return write_png_sequence(out_path, chunks, fps=fps, audio=audio, subtitles=subtitles)
