@@ -5,9 +5,10 @@
 - :class:`Progress`: ``comfy.utils.ProgressBar`` over windows x steps, with latent previews when the
   server has previews enabled; the cancel callback raises ComfyUI's interrupt exception (within one step).
 - sources: IMAGE batches and core VIDEO inputs as the pipeline's reference sources.
-- :class:`WindowPreview`: every finished window, as a playable clip with its sound, shown on the node while
-  the run goes on (ComfyUI's ``executed`` UI message, the one a finished output node sends) with a
-  progress text ("window 2/5 ready").
+- :class:`WindowPreview`: every finished window, as a playable clip with its sound, shown while the run
+  goes on (ComfyUI's ``executed`` UI message, the one a finished output node sends) on the Video Combine
+  node the frames go to (the sampler's own preview is busy with latent previews), with a progress text
+  on the sampler ("window 2/5 ready").
 """
 
 from __future__ import annotations
@@ -150,16 +151,31 @@ class FrameStream:
         return self.store.iter_frames()
 
 
-class WindowPreview:
-    """``on_segment`` hook of the sampler's ``SegmentStore``: shows each finished window's clip on the node.
+def preview_nodes(prompt, node_id) -> list[str]:
+    """Where the sampler's window clips are shown: the Video Combine nodes its ``frames`` output feeds
+    (idle until the sampler ends, so their video preview is free), else the sampler itself."""
+    targets = []
+    for key, node in (prompt or {}).items():
+        if not isinstance(node, dict) or node.get("class_type") != "InfiniteTalkVideoCombine":
+            continue
+        links = (v for v in (node.get("inputs") or {}).values() if isinstance(v, list) and len(v) == 2)
+        if any(str(src) == str(node_id) and slot == 0 for src, slot in links):
+            targets.append(str(key))
+    return targets or ([str(node_id)] if node_id is not None else [])
 
-    The clip (``preview/window_NNNNN.mp4`` in the run's temp folder) goes out as the node's UI output in an
-    ``executed`` message, so the editor's own video preview plays it at once; the run's final state is not
-    touched (the node returns no UI output of its own). Without a server (tests, scripts) it does nothing.
+
+class WindowPreview:
+    """``on_segment`` hook of the sampler's ``SegmentStore``: shows each finished window while the run goes on.
+
+    The clip (``preview/window_NNNNN.mp4`` in the run's temp folder) goes out as the UI output of the
+    ``show_on`` nodes in an ``executed`` message, so the editor's own video preview plays it at once; the
+    run's final state is not touched (history keeps only what nodes return). Without a server (tests,
+    scripts) it does nothing.
     """
 
-    def __init__(self, node_id: str | None):
+    def __init__(self, node_id: str | None, show_on: list[str] | None = None):
         self.node_id = node_id
+        self.show_on = show_on if show_on is not None else ([node_id] if node_id is not None else [])
 
     def __call__(self, info) -> None:
         server = _server()
@@ -179,13 +195,14 @@ class WindowPreview:
             "images": [{"filename": clip.name, "subfolder": subfolder, "type": "temp"}],
             "animated": [True],
         }
-        message = {
-            "node": self.node_id,
-            "display_node": self.node_id,
-            "output": output,
-            "prompt_id": context.prompt_id if context is not None else None,
-        }
-        server.send_sync("executed", message, server.client_id)
+        for target in self.show_on:
+            message = {
+                "node": target,
+                "display_node": target,
+                "output": output,
+                "prompt_id": context.prompt_id if context is not None else None,
+            }
+            server.send_sync("executed", message, server.client_id)
         total = f"/{info.num_windows}" if info.num_windows else ""
         seconds = (info.start_frame + info.frames) / 25
         server.send_progress_text(f"window {info.window + 1}{total} ready ({seconds:.1f} s)", self.node_id)

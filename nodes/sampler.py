@@ -330,7 +330,9 @@ class Sampler(io.ComfyNode):
             fps=c.FPS,
             soundtrack=audio_embeds.soundtrack_audio,
             clips=True,  # each finished window is shown on the node while the run goes on
-            on_segment=_bridge.WindowPreview(cls.hidden.unique_id),
+            on_segment=_bridge.WindowPreview(
+                cls.hidden.unique_id, _bridge.preview_nodes(cls.hidden.prompt, cls.hidden.unique_id)
+            ),
         )
         is_video = getattr(source, "is_video", False)
         plans, _ = plan_windows(

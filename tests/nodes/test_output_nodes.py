@@ -114,6 +114,13 @@ def test_sampler_frames_carry_the_soundtrack_and_each_window_is_previewed(nodes,
             assert c.streams.audio[0].sample_rate == SR and c.streams.audio[0].channels == 2
             assert sum(1 for _ in c.decode(video=0)) == (17, 8)[k]
     assert [t for _, t in server.texts] == ["window 1/2 ready (0.7 s)", "window 2/2 ready (1.0 s)"]
+    # in a graph, the clips go to the Video Combine nodes fed by the frames (their preview is idle)
+    graph = {
+        "9": {"class_type": "InfiniteTalkSampler", "inputs": {}},
+        "4": {"class_type": "InfiniteTalkVideoCombine", "inputs": {"frames": ["9", 0]}},
+        "5": {"class_type": "InfiniteTalkVideoCombine", "inputs": {"images": ["9", 1]}},
+    }
+    assert bridge.preview_nodes(graph, "9") == ["4"] and bridge.preview_nodes({}, "9") == ["9"]
 
     combine = nodes["InfiniteTalkVideoCombine"]
     out_dir = Path(comfy.get_output_directory())
