@@ -11,6 +11,7 @@ import logging
 import torch
 from comfy_api.latest import io
 
+from ..infinitetalk.weights import Component
 from . import _common as c
 from . import _models
 from ._widgets import advanced
@@ -34,34 +35,18 @@ def _precision_input(tooltip_what: str) -> io.Combo.Input:
 
 
 def _dit_options() -> list[str]:
-    official = c.official_entries("*/diffusion_pytorch_model*.safetensors.index.json", parent=True)
-    return c.or_placeholder(
-        c.folder_entries("diffusion_models") + official, "(no DiT found in diffusion_models)"
-    )
+    return c.component_options(Component.DIT)
 
 
 def _adapter_options() -> list[str]:
-    official = c.official_entries("InfiniteTalk/*/*.safetensors")
-    patches = c.folder_entries("model_patches") + c.folder_entries("diffusion_models")
-    return [
-        *official,
-        *[p for p in patches if "infini" in p.lower()],
-        *[p for p in patches if "infini" not in p.lower()],
-        MERGED,
-    ]
+    options = c.component_options(Component.ADAPTER_SINGLE, Component.ADAPTER_MULTI)
+    return [o for o in options if not o.startswith("(")] + [MERGED]
 
 
 def _resolve_adapter(name: str):
     if name == MERGED:
         return None
-    if name.startswith(c.WEIGHTS_PREFIX):
-        return c.resolve("model_patches", name)
-    for folder in ("model_patches", "diffusion_models"):
-        try:
-            return c.resolve(folder, name)
-        except FileNotFoundError:
-            continue
-    return c.resolve("model_patches", name)  # raises the one-line error
+    return c.resolve_component(Component.ADAPTER_SINGLE, name, Component.ADAPTER_MULTI)
 
 
 class ModelLoader(io.ComfyNode):
@@ -130,8 +115,7 @@ class ModelLoader(io.ComfyNode):
     def execute(cls, dit, adapter, precision, quantization, block_swap=0, attention="auto") -> io.NodeOutput:
         from ..infinitetalk.loading.dit import load_dit
 
-        c.check_selected(dit, "DiT", "diffusion_models")
-        dit_path = c.resolve("diffusion_models", dit)
+        dit_path = c.resolve_component(Component.DIT, dit)
         adapter_path = _resolve_adapter(adapter)
         load_device, offload = _models.devices("diffusion")
         dtype = _models.pick_dtype("diffusion", precision, load_device)
@@ -183,7 +167,7 @@ class LoraLoader(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "lora",
-                    options=c.or_placeholder(c.folder_entries("loras"), "(no LoRA in models/loras)"),
+                    options=c.component_options(Component.LORA),
                     tooltip="LoRA file from models/loras (lora_down/lora_up/alpha, diff, diff_b keys).",
                 ),
                 io.Float.Input(
@@ -208,8 +192,7 @@ class LoraLoader(io.ComfyNode):
 
         from ..infinitetalk.lora import load_lora_file
 
-        c.check_selected(lora, "LoRA", "loras")
-        path = c.resolve("loras", lora)
+        path = c.resolve_component(Component.LORA, lora)
         patched = model.clone()
         patched.options["loras"] = [*patched.options.get("loras", []), (str(path), float(strength))]
         if strength == 0:
@@ -244,15 +227,13 @@ def lora_key_map(model) -> dict[str, str]:
     return key_map
 
 
-def _encoder_loader(
-    node_id, display, description, folder, patterns, parent, what, role, loader_name, tooltip
-):
+def _encoder_loader(node_id, display, description, component, what, role, loader_name, tooltip):
     """Build a loader node class for one encoder (same inputs: file + precision)."""
 
     class EncoderLoader(io.ComfyNode):
         @classmethod
         def define_schema(cls) -> io.Schema:
-            options = c.folder_entries(folder) + c.official_entries(*patterns, parent=parent)
+            options = c.component_options(component)
             return io.Schema(
                 node_id=node_id,
                 display_name=display,
@@ -261,7 +242,7 @@ def _encoder_loader(
                 inputs=[
                     io.Combo.Input(
                         "name",
-                        options=c.or_placeholder(options, f"(no {what} found in {folder})"),
+                        options=options,
                         tooltip=tooltip,
                     ),
                     _precision_input(what),
@@ -277,14 +258,14 @@ def _encoder_loader(
         def execute(cls, name, precision) -> io.NodeOutput:
             from ..infinitetalk import encoders
 
-            c.check_selected(name, what, folder)
-            path = c.resolve(folder, name)
+            path = c.resolve_component(component, name)
             managed_role = {"TEXT_ENCODER": "text", "VAE": "vae"}.get(
                 role, "vision" if role == "CLIP_VISION" else "audio"
             )
             load_device, offload = _models.devices(managed_role)
             dtype = _models.pick_dtype(managed_role, precision, load_device)
-            obj = getattr(encoders, loader_name)(path, device=offload, dtype=dtype)
+            extras = c.loader_extras(component, path)  # e.g. the umT5 tokenizer for Kijai's file
+            obj = getattr(encoders, loader_name)(path, device=offload, dtype=dtype, **extras)
             return io.NodeOutput(_models.wrap(obj, managed_role, str(path), dtype=dtype))
 
     EncoderLoader.__name__ = EncoderLoader.__qualname__ = node_id
@@ -296,9 +277,7 @@ TextEncoderLoader = _encoder_loader(
     "InfiniteTalk Text Encoder Loader",
     "Loads the umT5-XXL text encoder (ComfyUI's umt5_xxl_*.safetensors or the official "
     "models_t5_umt5-xxl-enc-bf16.pth with its google/umt5-xxl tokenizer).",
-    "text_encoders",
-    ("*/models_t5_*.pth",),
-    False,
+    Component.TEXT_ENCODER,
     "text encoder",
     "TEXT_ENCODER",
     "load_text_encoder",
@@ -309,9 +288,7 @@ ClipVisionLoader = _encoder_loader(
     "InfiniteTalkClipVisionLoader",
     "InfiniteTalk CLIP Vision Loader",
     "Loads the CLIP ViT-H/14 image encoder (ComfyUI's clip_vision_h.safetensors or the official open-clip .pth).",
-    "clip_vision",
-    ("*/models_clip_*.pth",),
-    False,
+    Component.CLIP,
     "CLIP vision encoder",
     "CLIP_VISION",
     "load_clip_vision",
@@ -322,9 +299,7 @@ VAELoader = _encoder_loader(
     "InfiniteTalkVAELoader",
     "InfiniteTalk VAE Loader",
     "Loads the Wan 2.1 VAE (causal 3D, 16 latent channels).",
-    "vae",
-    ("*/Wan2.1_VAE.pth",),
-    False,
+    Component.VAE,
     "VAE",
     "VAE",
     "load_vae",
@@ -334,9 +309,7 @@ AudioEncoderLoader = _encoder_loader(
     "InfiniteTalkAudioEncoderLoader",
     "InfiniteTalk Audio Encoder Loader",
     "Loads the chinese-wav2vec2-base speech encoder that drives the lips.",
-    "audio_encoders",
-    ("*wav2vec2*/config.json",),
-    True,
+    Component.AUDIO_ENCODER,
     "audio encoder",
     "AUDIO_ENCODER",
     "load_audio_encoder",
@@ -346,13 +319,7 @@ AudioEncoderLoader = _encoder_loader(
 
 
 def kokoro_options() -> list[str]:
-    files = [
-        f
-        for f in c.folder_entries(c.KOKORO_FOLDER)
-        if f.endswith(".pth") and "voices/" not in f.replace("\\", "/")
-    ]
-    official = c.official_entries("*/kokoro-*.pth", parent=True)
-    return c.or_placeholder(files + official, "(no Kokoro model found in models/kokoro)")
+    return c.component_options(Component.TTS)
 
 
 def voice_options() -> list[str]:
@@ -395,8 +362,7 @@ class KokoroLoader(io.ComfyNode):
     def execute(cls, name) -> io.NodeOutput:
         from ..infinitetalk.tts import KokoroTTS
 
-        c.check_selected(name, "Kokoro", c.KOKORO_FOLDER)
-        path = c.resolve(c.KOKORO_FOLDER, name)
+        path = c.resolve_component(Component.TTS, name)
         model_dir = path if path.is_dir() else path.parent
         _, offload = _models.devices("tts")
         tts = KokoroTTS(model_dir, device=offload)
