@@ -76,7 +76,7 @@ class Report:
     def text(self) -> str:
         lines = ["InfiniteTalk weights doctor", f"searched: {self.searched.describe()}"]
         lines.append("recognised: " + ("; ".join(self.trees) if self.trees else "no known tree"))
-        lines += ["", f"{'component':<15} {'file':<58} {'layout':<30} {'storage':<26} dims"]
+        lines += ["", f"{'component':<15} {'file':<58} {'layout':<30} {'storage':<32} dims"]
         for row in self.rows:
             lines.append(_row_text(row))
         if self.tokenizer:
@@ -101,7 +101,7 @@ def _row_text(row: Row) -> str:
     info = row.found.info
     more = f" (+{row.alternatives} more)" if row.alternatives else ""
     shown = _ellipsize(row.found.display + more, 58)
-    return f"{name:<15} {shown:<58} {_ellipsize(_layout(row.found), 30):<30} {info.storage:<26} {info.dims}"
+    return f"{name:<15} {shown:<58} {_ellipsize(_layout(row.found), 30):<30} {info.storage:<32} {info.dims}"
 
 
 def _ellipsize(text: str, width: int) -> str:
