@@ -77,7 +77,8 @@ class Published:
 
     ``key`` is a stable handle for code (tests, :mod:`infinitetalk.tiny`); ``name`` and ``folder`` are
     the published name and the folder the publisher tells users to put it in (a ComfyUI model folder for
-    ``tree == "comfyui"``, a folder of the official ``weights/`` tree for ``tree == "official"``).
+    ``tree == "comfyui"``, a folder of the official ``weights/`` tree for ``tree == "official"``). The
+    download list is derived from them, so the name is written once.
     """
 
     key: str
@@ -86,7 +87,10 @@ class Published:
     tree: str  # "official" | "comfyui"
     publisher: str  # "Wan-AI", "MeiGen-AI", "Comfy-Org", "Kijai", ...
     storage: str  # what the tensors are stored as, e.g. "bf16", "fp8_e4m3fn scaled", "fp16 + fp32"
-    downloads: tuple[Download, ...] = ()
+    repo: str = ""  # Hugging Face repository ("": none known)
+    repo_dir: str = ""  # folder of the file inside the repository
+    contents: tuple[tuple[str, str | None], ...] = ()  # a folder entry: (file inside it, revision)
+    companions: tuple[str, ...] = ()  # files fetched next to a file entry (paths relative to ``folder``)
     evidence: tuple[str, ...] = ()  # public pages/files naming this file (docs/WEIGHTS.md)
     hub: bool = False  # one of the files ``python -m infinitetalk.hub`` downloads for its tree
 
@@ -94,6 +98,20 @@ class Published:
     def relpath(self) -> str:
         """Path relative to the tree root (``models/`` or ``weights/``)."""
         return f"{self.folder}/{self.name}" if self.folder else self.name
+
+    @property
+    def downloads(self) -> tuple[Download, ...]:
+        if not self.repo:
+            return ()
+
+        def src(rel: str) -> str:
+            return f"{self.repo_dir}/{rel}" if self.repo_dir else rel
+
+        if self.contents:  # a folder: every file inside it
+            return tuple(Download(self.repo, src(f), f"{self.relpath}/{f}", rev) for f, rev in self.contents)
+        first = Download(self.repo, src(self.name), self.relpath)
+        base = f"{self.folder}/" if self.folder else ""
+        return (first, *(Download(self.repo, src(c), base + c) for c in self.companions))
 
 
 @dataclass(frozen=True)
@@ -164,52 +182,36 @@ EV_KIJAI_HF = "https://huggingface.co/Kijai/WanVideo_comfy/tree/main/InfiniteTal
 EV_KOKORO = "https://huggingface.co/hexgrad/Kokoro-82M"
 
 
-def _hf(repo: str, filename: str, dest: str, revision: str | None = None) -> tuple[Download, ...]:
-    return (Download(repo, filename, dest, revision),)
-
-
-def _comfy(key, name, folder, publisher, storage, repo, repo_dir, *evidence, hub=False) -> Published:
+def _comfy(
+    key, name, folder, publisher, storage, repo, repo_dir, *evidence, hub=False, companions=()
+) -> Published:
     """A single file in a ComfyUI ``models/`` folder, downloaded from ``repo/repo_dir/name``."""
-    filename = f"{repo_dir}/{name}" if repo_dir else name
     return Published(
-        key,
-        name,
-        folder,
-        "comfyui",
-        publisher,
-        storage,
-        _hf(repo, filename, f"{folder}/{name}"),
-        evidence,
-        hub,
-    )
+        key, name, folder, "comfyui", publisher, storage, repo, repo_dir, companions=tuple(companions),
+        evidence=evidence, hub=hub,
+    )  # fmt: skip
 
 
-def _official(key, name, folder, publisher, storage, downloads, *evidence, hub=True) -> Published:
-    return Published(key, name, folder, "official", publisher, storage, tuple(downloads), evidence, hub)
+def _official(
+    key, name, folder, publisher, storage, repo, repo_dir, *evidence, hub=True, contents=(), companions=()
+):
+    """A file (or, with ``contents``, a folder) of the official ``weights/`` tree."""
+    return Published(
+        key, name, folder, "official", publisher, storage, repo, repo_dir, tuple(contents), tuple(companions),
+        evidence, hub,
+    )  # fmt: skip
 
 
-def _wan_file(name: str, folder: str = WAN_DIR, repo: str = WAN) -> list[Download]:
-    return [Download(repo, name, f"{folder}/{name}")]
-
-
-_SHARDS = [f"diffusion_pytorch_model-0000{i}-of-00007.safetensors" for i in range(1, 8)]
-_DIT_OFFICIAL = [
-    Download(WAN, n, f"{WAN_DIR}/{n}") for n in [*_SHARDS, "diffusion_pytorch_model.safetensors.index.json"]
-]
-_T5_OFFICIAL = _wan_file("models_t5_umt5-xxl-enc-bf16.pth") + [
-    Download(WAN, f"google/umt5-xxl/{n}", f"{UMT5_TOKENIZER_DIR}/{n}") for n in UMT5_TOKENIZER_FILES
-]
-_W2V_OFFICIAL = [
-    Download(WAV2VEC2, "config.json", "chinese-wav2vec2-base/config.json"),
-    Download(WAV2VEC2, "preprocessor_config.json", "chinese-wav2vec2-base/preprocessor_config.json"),
-    # the safetensors conversion lives in a pull-request branch (the reference's README)
-    Download(WAV2VEC2, "model.safetensors", "chinese-wav2vec2-base/model.safetensors", "refs/pr/1"),
-]
-
-
-def _kokoro(folder: str) -> tuple[Download, ...]:
-    files = ["config.json", "kokoro-v1_0.pth", *(f"voices/{v}.pt" for v in KOKORO_VOICES)]
-    return tuple(Download(KOKORO, f, f"{folder}/{f}") for f in files)
+_DIT_SHARDS = [(f"diffusion_pytorch_model-0000{i}-of-00007.safetensors", None) for i in range(1, 8)]
+_DIT_CONTENTS = (*_DIT_SHARDS, ("diffusion_pytorch_model.safetensors.index.json", None))
+_T5_TOKENIZER = tuple(f"google/umt5-xxl/{n}" for n in UMT5_TOKENIZER_FILES)
+# the safetensors conversion of chinese-wav2vec2-base lives in a pull-request branch (the reference's README)
+_W2V_CONTENTS = (
+    ("config.json", None),
+    ("preprocessor_config.json", None),
+    ("model.safetensors", "refs/pr/1"),
+)
+_KOKORO_FILES = ("config.json", "kokoro-v1_0.pth", *(f"voices/{v}.pt" for v in KOKORO_VOICES))
 
 
 _MIXED = "fp16 + fp32 (audio_proj.*, 1-D block tensors)"
@@ -221,8 +223,9 @@ _SD, _MP, _TE = "split_files/diffusion_models", "split_files/model_patches", "sp
 # fmt: off
 _SPECS: tuple[ComponentSpec, ...] = (
     ComponentSpec(Component.DIT, "DiT (Wan2.1 I2V 14B)", "dit", True, ("diffusion_models", "unet"), (
-        _official("official", WAN_DIR, "", "Wan-AI", "bf16 (7 shards)", _DIT_OFFICIAL, EV_REFERENCE),
-        _official("official_720", WAN_DIR_720, "", "Wan-AI", "bf16 (7 shards)", (), EV_REFERENCE, hub=False),
+        _official("official", WAN_DIR, "", "Wan-AI", "bf16 (7 shards)", WAN, "", EV_REFERENCE, contents=_DIT_CONTENTS),
+        _official("official_720", WAN_DIR_720, "", "Wan-AI", "bf16 (7 shards)", WAN_720, "", EV_REFERENCE, hub=False,
+                  contents=_DIT_CONTENTS),
         _comfy("comfy_fp16", "wan2.1_i2v_480p_14B_fp16.safetensors", "diffusion_models", "Comfy-Org", "fp16",
                COMFY_WAN, _SD, EV_DOWNLOADER, hub=True),
         _comfy("comfy_bf16", "wan2.1_i2v_480p_14B_bf16.safetensors", "diffusion_models", "Comfy-Org", "bf16",
@@ -248,8 +251,7 @@ _SPECS: tuple[ComponentSpec, ...] = (
     ComponentSpec(Component.ADAPTER_SINGLE, "InfiniteTalk adapter, one speaker", "adapter", True,
                   ("model_patches", "diffusion_models", "unet"), (
         _official("official", "infinitetalk.safetensors", "InfiniteTalk/single", "MeiGen-AI", "as published",
-                  [Download(INFINITETALK, "single/infinitetalk.safetensors", "InfiniteTalk/single/infinitetalk.safetensors")],
-                  EV_REFERENCE),
+                  INFINITETALK, "single", EV_REFERENCE),
         _comfy("comfy", "wan2.1_infiniteTalk_single_fp16.safetensors", "model_patches", "Comfy-Org", _MIXED,
                COMFY_WAN, _MP, EV_TEMPLATE, EV_COMFY_PATCH, hub=True),
         _comfy("kj_fp16", "Wan2_1-InfiniTetalk-Single_fp16.safetensors", "diffusion_models", "Kijai", _MIXED,
@@ -261,8 +263,7 @@ _SPECS: tuple[ComponentSpec, ...] = (
     ComponentSpec(Component.ADAPTER_MULTI, "InfiniteTalk adapter, two speakers", "adapter", False,
                   ("model_patches", "diffusion_models", "unet"), (
         _official("official", "infinitetalk.safetensors", "InfiniteTalk/multi", "MeiGen-AI", "as published",
-                  [Download(INFINITETALK, "multi/infinitetalk.safetensors", "InfiniteTalk/multi/infinitetalk.safetensors")],
-                  EV_REFERENCE),
+                  INFINITETALK, "multi", EV_REFERENCE),
         _comfy("comfy", "wan2.1_infiniteTalk_multi_fp16.safetensors", "model_patches", "Comfy-Org", _MIXED,
                COMFY_WAN, _MP, EV_TEMPLATE, hub=True),
         _comfy("kj_fp16", "Wan2_1-InfiniteTalk-Multi_fp16.safetensors", "diffusion_models", "Kijai", _MIXED,
@@ -271,7 +272,8 @@ _SPECS: tuple[ComponentSpec, ...] = (
                "Kijai", "fp8_e4m3fn scaled", KIJAI_FP8, "InfiniteTalk", EV_DOWNLOADER),
     ), ("fp16 + fp32", "fp32", "fp8_e4m3fn scaled")),
     ComponentSpec(Component.TEXT_ENCODER, "text encoder (umT5-XXL)", "text_encoder", True, ("text_encoders", "clip"), (
-        _official("official", "models_t5_umt5-xxl-enc-bf16.pth", WAN_DIR, "Wan-AI", "bf16", _T5_OFFICIAL, EV_REFERENCE),
+        _official("official", "models_t5_umt5-xxl-enc-bf16.pth", WAN_DIR, "Wan-AI", "bf16", WAN, "", EV_REFERENCE,
+                  companions=_T5_TOKENIZER),
         _comfy("comfy_fp16", "umt5_xxl_fp16.safetensors", "text_encoders", "Comfy-Org", "fp16 (+ spiece_model)",
                COMFY_WAN, _TE, EV_DOWNLOADER, hub=True),
         _comfy("comfy_fp8_scaled", "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders", "Comfy-Org",
@@ -284,13 +286,13 @@ _SPECS: tuple[ComponentSpec, ...] = (
         "Kijai's files hold no tokenizer: see the tokenizer search order in docs/WEIGHTS.md."),
     ComponentSpec(Component.CLIP, "image encoder (CLIP ViT-H/14)", "clip", True, ("clip_vision",), (
         _official("official", "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth", WAN_DIR, "Wan-AI", "fp16",
-                  _wan_file("models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"), EV_REFERENCE),
+                  WAN, "", EV_REFERENCE),
         _comfy("comfy", "clip_vision_h.safetensors", "clip_vision", "Comfy-Org", "fp16", COMFY_WAN,
                "split_files/clip_vision", EV_DOWNLOADER, EV_RUNPOD, hub=True),
     ), ("fp16", "fp32"),
         "ComfyUI's InfiniteTalk template runs without CLIP vision; the reference (and this pack) use it."),
     ComponentSpec(Component.VAE, "VAE (Wan 2.1)", "vae", True, ("vae",), (
-        _official("official", "Wan2.1_VAE.pth", WAN_DIR, "Wan-AI", "fp32", _wan_file("Wan2.1_VAE.pth"), EV_REFERENCE),
+        _official("official", "Wan2.1_VAE.pth", WAN_DIR, "Wan-AI", "fp32", WAN, "", EV_REFERENCE),
         _comfy("comfy", "wan_2.1_vae.safetensors", "vae", "Comfy-Org", "fp16", COMFY_WAN, "split_files/vae",
                EV_DOWNLOADER, hub=True),
         _comfy("kj_bf16", "Wan2_1_VAE_bf16.safetensors", "vae", "Kijai", "bf16", KIJAI, "", EV_TEMPLATE,
@@ -299,18 +301,20 @@ _SPECS: tuple[ComponentSpec, ...] = (
     ), ("fp32", "bf16", "fp16")),
     ComponentSpec(Component.AUDIO_ENCODER, "audio encoder (chinese-wav2vec2-base)", "audio_encoder", True,
                   ("audio_encoders", "wav2vec2", "transformers/TencentGameMate/chinese-wav2vec2-base"), (
-        _official("official", "chinese-wav2vec2-base", "", "TencentGameMate", "fp32", _W2V_OFFICIAL, EV_REFERENCE),
+        _official("official", "chinese-wav2vec2-base", "", "TencentGameMate", "fp32", WAV2VEC2, "", EV_REFERENCE,
+                  contents=_W2V_CONTENTS),
         _comfy("kj_fp16", "wav2vec2-chinese-base_fp16.safetensors", "audio_encoders", "Kijai",
                "fp16 (wav2vec2.-prefixed, with pre-training heads)", KIJAI_WAV2VEC2, "", EV_TEMPLATE, EV_WRAPPER_W2V,
                hub=True),
         Published("wrapper_hf", "chinese-wav2vec2-base", "transformers/TencentGameMate", "comfyui", "TencentGameMate",
-                  "fp32 (pytorch_model.bin)", (), (EV_WRAPPER_DL,)),
+                  "fp32 (pytorch_model.bin)", evidence=(EV_WRAPPER_DL,)),
     ), ("fp32", "fp16"),
         "WanVideoWrapper users keep Kijai's file in models/wav2vec2/ or the HF folder its downloader makes."),
     ComponentSpec(Component.TTS, "text-to-speech (Kokoro-82M)", "kokoro", False, ("kokoro",), (
-        _official("official", "Kokoro-82M", "", "hexgrad", "fp16", _kokoro("Kokoro-82M"), EV_KOKORO),
-        Published("comfy", "kokoro-v1_0.pth", "kokoro", "comfyui", "hexgrad", "fp16", _kokoro("kokoro"),
-                  (EV_KOKORO,), True),
+        _official("official", "Kokoro-82M", "", "hexgrad", "fp16", KOKORO, "", EV_KOKORO,
+                  contents=tuple((f, None) for f in _KOKORO_FILES)),
+        _comfy("comfy", "kokoro-v1_0.pth", "kokoro", "hexgrad", "fp16", KOKORO, "", EV_KOKORO, hub=True,
+               companions=[f for f in _KOKORO_FILES if f != "kokoro-v1_0.pth"]),
     ), ("fp16",), "models/kokoro/ is this pack's folder (config.json, kokoro-v1_0.pth, voices/*.pt)."),
     ComponentSpec(Component.LORA, "LoRA (optional: step-distill, FusionX)", "lora", False, ("loras",), (
         _comfy("lightx2v", "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors", "loras", "Kijai",
@@ -375,7 +379,7 @@ def download_hint(component: Component) -> str:
         f = s.first(tree)
         if f is None:
             continue
-        repo = f.downloads[0].repo if f.downloads else f.publisher
+        repo = f.repo or f.publisher
         parts.append(f"'{where}{f.relpath}' (Hugging Face {repo})")
     return " or ".join(parts)
 
