@@ -66,16 +66,19 @@ def search_paths() -> SearchPaths:
     """Every folder ComfyUI knows for the registry's components, the official trees and custom_nodes."""
     register_folders()
     folders: dict[str, list[Path]] = {}
-    for name in registry.comfy_folders():
-        if "/" in name:  # a fixed path under models/ (the WanVideoWrapper's HF download folder)
-            dirs = [Path(folder_paths.models_dir) / name]
-        else:
-            try:
-                dirs = [Path(p) for p in folder_paths.get_folder_paths(name)]
-            except KeyError:
-                dirs = []
-        dirs = [d for d in dirs if d.exists()]
-        if dirs:
+    names = registry.comfy_folders()
+    for name in (n for n in names if "/" not in n):
+        try:
+            dirs = [Path(p) for p in folder_paths.get_folder_paths(name)]
+        except KeyError:
+            dirs = []
+        if dirs := [d for d in dirs if d.exists()]:
+            folders[name] = dirs
+    # fixed paths under a models/ folder (the WanVideoWrapper's HF download folder): under ComfyUI's own
+    # models/ and under every models/ folder that extra_model_paths.yaml brings in
+    roots = dict.fromkeys([Path(folder_paths.models_dir), *(d.parent for ds in folders.values() for d in ds)])
+    for name in (n for n in names if "/" in n):
+        if dirs := [r / name for r in roots if (r / name).is_dir()]:
             folders[name] = dirs
     try:
         custom_nodes = [Path(p) for p in folder_paths.get_folder_paths("custom_nodes")]
