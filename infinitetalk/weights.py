@@ -180,6 +180,7 @@ EV_ARTOFFICIAL = (
 EV_RUNPOD = "https://github.com/affibox/Infinitetalk_Runpod_hub/blob/main/download-models.sh"
 EV_KIJAI_HF = "https://huggingface.co/Kijai/WanVideo_comfy/tree/main/InfiniteTalk"
 EV_KOKORO = "https://huggingface.co/hexgrad/Kokoro-82M"
+EV_KIJAI_FP8_HF = "https://huggingface.co/Kijai/WanVideo_comfy_fp8_scaled/tree/main/InfiniteTalk"
 
 
 def _comfy(
@@ -269,7 +270,7 @@ _SPECS: tuple[ComponentSpec, ...] = (
         _comfy("kj_fp16", "Wan2_1-InfiniteTalk-Multi_fp16.safetensors", "diffusion_models", "Kijai", _MIXED,
                KIJAI, "InfiniteTalk", EV_KIJAI_HF),
         _comfy("kj_fp8_scaled", "Wan2_1-InfiniteTalk-Multi_fp8_e4m3fn_scaled_KJ.safetensors", "diffusion_models",
-               "Kijai", "fp8_e4m3fn scaled", KIJAI_FP8, "InfiniteTalk", EV_DOWNLOADER),
+               "Kijai", "fp8_e4m3fn scaled", KIJAI_FP8, "InfiniteTalk", EV_KIJAI_FP8_HF),
     ), ("fp16 + fp32", "fp32", "fp8_e4m3fn scaled")),
     ComponentSpec(Component.TEXT_ENCODER, "text encoder (umT5-XXL)", "text_encoder", True, ("text_encoders", "clip"), (
         _official("official", "models_t5_umt5-xxl-enc-bf16.pth", WAN_DIR, "Wan-AI", "bf16", WAN, "", EV_REFERENCE,
