@@ -5,8 +5,9 @@ Keeps the reference's flags (``generate_infinitetalk.py``), plus direct inputs i
     python -m infinitetalk --weights weights --input_path face.png --audio_path speech.wav \\
         --output_path out.mp4 --size infinitetalk-480
 
-``--weights DIR``: the official ``weights/`` tree or a ComfyUI ``models/`` tree (or their parent); each
-component is found by its real file name. Differences from the reference's defaults: ``--mode`` is
+``--weights DIR``: a ComfyUI folder, its ``models/``, or the official ``weights/`` tree (or their parent); each
+component is found by its content (infinitetalk.weights; ``python -m infinitetalk.doctor`` shows what was
+found). Differences from the reference's defaults: ``--mode`` is
 ``streaming`` (the whole audio) and ``--max_frame_num`` has no limit unless given.
 """
 

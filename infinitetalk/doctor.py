@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 READY, NOT_READY = "ready", "not ready"
 _OPTIONAL = (Component.TTS, Component.LORA)
+_OTHER_MODELS = ("not an InfiniteTalk part", "a LoRA for another model")
+_MAX_OTHER = 10
 
 
 @dataclass
@@ -137,10 +139,16 @@ def diagnose(paths: SearchPaths, speakers: int = 1) -> Report:
             chosen[component] = options[0]
         elif required and not _merged_dit(chosen):
             report.missing.append(_missing_text(component))
+    other = [i for i in unplaced if i.named_as is None and (i.problem or "").startswith(_OTHER_MODELS)]
     for info in unplaced:
+        if any(info is o for o in other):
+            continue
         report.unplaced.append(_unplaced_text(info, paths))
         if info.named_as is not None and info.named_as not in chosen and spec(info.named_as).required:
             report.problems.append(f"{spec(info.named_as).title}: {_short(info)} {info.problem}")
+    report.unplaced += [_unplaced_text(info, paths) for info in other[:_MAX_OTHER]]
+    if len(other) > _MAX_OTHER:  # a big ComfyUI models/ folder holds many files of other models
+        report.unplaced.append(f"... and {len(other) - _MAX_OTHER} more files of other models")
     _check_tokenizer(report, chosen, found, paths)
     _check_fits(report, chosen, adapter)
     report.trees = recognised_trees(found, paths)

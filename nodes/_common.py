@@ -192,17 +192,3 @@ def resolve(folder: str, name: str) -> Path:
             f"{folder_paths.get_folder_paths(folder)}; put the file there or refresh the node list"
         )
     return Path(full)
-
-
-def or_placeholder(options: list[str], placeholder: str) -> list[str]:
-    """Combos need at least one entry; show what is missing when nothing was found."""
-    return options if options else [placeholder]
-
-
-def check_selected(name: str, what: str, folder: str) -> None:
-    """Raise a clear error when a combo still shows the 'nothing found' placeholder."""
-    if name.startswith("("):
-        raise FileNotFoundError(
-            f"no {what} file found: put one in ComfyUI's models/{folder}/ folder or in the pack's weights/ "
-            "folder (see the README table), then refresh the browser"
-        )

@@ -63,14 +63,17 @@ class ModelLoader(io.ComfyNode):
                 io.Combo.Input(
                     "dit",
                     options=_dit_options(),
-                    tooltip="Wan2.1 I2V 14B DiT: a file from models/diffusion_models "
-                    "(wan2.1_i2v_480p_14B_*.safetensors) or the official weights/Wan2.1-I2V-14B-480P folder.",
+                    tooltip="Part 'dit', the Wan2.1 I2V 14B DiT: every file recognised as one (by its content) in "
+                    "models/diffusion_models and its subfolders (ComfyUI's wan2.1_i2v_480p_14B_*, Kijai's "
+                    "*_fp8_e4m3fn_scaled_KJ, ...) or the official weights/Wan2.1-I2V-14B-480P folder; the "
+                    "preferred one first.",
                 ),
                 io.Combo.Input(
                     "adapter",
                     options=_adapter_options(),
-                    tooltip="InfiniteTalk adapter: models/model_patches/wan2.1_infiniteTalk_single_fp16"
-                    ".safetensors (one speaker) or the _multi_ file (two speakers), or the official "
+                    tooltip="Parts 'adapter_single' (one speaker) and 'adapter_multi' (two speakers): "
+                    "models/model_patches/wan2.1_infiniteTalk_{single,multi}_fp16.safetensors, Kijai's "
+                    "Wan2_1-InfiniTetalk-Single_fp16 in diffusion_models, or the official "
                     "weights/InfiniteTalk/{single,multi} files. Pick the last entry when the DiT file "
                     "already holds the adapter.",
                 ),
@@ -168,7 +171,8 @@ class LoraLoader(io.ComfyNode):
                 io.Combo.Input(
                     "lora",
                     options=c.component_options(Component.LORA),
-                    tooltip="LoRA file from models/loras (lora_down/lora_up/alpha, diff, diff_b keys).",
+                    tooltip="Part 'lora': a Wan2.1 14B LoRA from models/loras (lightx2v step-distill, "
+                    "FusionX; lora_down/lora_up/alpha, diff, diff_b keys).",
                 ),
                 io.Float.Input(
                     "strength",
@@ -281,7 +285,8 @@ TextEncoderLoader = _encoder_loader(
     "text encoder",
     "TEXT_ENCODER",
     "load_text_encoder",
-    "umT5-XXL file: models/text_encoders/umt5_xxl_fp16.safetensors (or fp8_e4m3fn_scaled), or "
+    "Part 'text_encoder', umT5-XXL: models/text_encoders/umt5_xxl_fp16.safetensors (or fp8_e4m3fn_scaled), "
+    "Kijai's umt5-xxl-enc-bf16 (tokenizer from ComfyUI-WanVideoWrapper), or "
     "weights/Wan2.1-I2V-14B-480P/models_t5_umt5-xxl-enc-bf16.pth.",
 )
 ClipVisionLoader = _encoder_loader(
@@ -292,7 +297,7 @@ ClipVisionLoader = _encoder_loader(
     "CLIP vision encoder",
     "CLIP_VISION",
     "load_clip_vision",
-    "CLIP ViT-H/14: models/clip_vision/clip_vision_h.safetensors or "
+    "Part 'clip', CLIP ViT-H/14: models/clip_vision/clip_vision_h.safetensors or "
     "weights/Wan2.1-I2V-14B-480P/models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth.",
 )
 VAELoader = _encoder_loader(
@@ -303,7 +308,8 @@ VAELoader = _encoder_loader(
     "VAE",
     "VAE",
     "load_vae",
-    "Wan 2.1 VAE: models/vae/wan_2.1_vae.safetensors or weights/Wan2.1-I2V-14B-480P/Wan2.1_VAE.pth.",
+    "Part 'vae', the Wan 2.1 VAE: models/vae/wan_2.1_vae.safetensors, Kijai's Wan2_1_VAE_bf16/fp32 (subfolders "
+    "fine) or weights/Wan2.1-I2V-14B-480P/Wan2.1_VAE.pth.",
 )
 AudioEncoderLoader = _encoder_loader(
     "InfiniteTalkAudioEncoderLoader",
@@ -313,7 +319,8 @@ AudioEncoderLoader = _encoder_loader(
     "audio encoder",
     "AUDIO_ENCODER",
     "load_audio_encoder",
-    "wav2vec2: a file in models/audio_encoders (ComfyUI or Kijai wav2vec2-chinese-base_fp16.safetensors) or the "
+    "Part 'audio_encoder', chinese-wav2vec2-base: wav2vec2-chinese-base_fp16.safetensors in models/audio_encoders "
+    "or models/wav2vec2, the WanVideoWrapper's models/transformers/TencentGameMate/chinese-wav2vec2-base, or the "
     "official weights/chinese-wav2vec2-base folder.",
 )
 
@@ -347,8 +354,8 @@ class KokoroLoader(io.ComfyNode):
                 io.Combo.Input(
                     "name",
                     options=kokoro_options(),
-                    tooltip="kokoro-v1_0.pth in models/kokoro (with config.json and voices/ beside it), "
-                    "or the official weights/Kokoro-82M folder.",
+                    tooltip="Part 'tts': kokoro-v1_0.pth in models/kokoro (with config.json and voices/ beside "
+                    "it), or the official weights/Kokoro-82M folder.",
                 ),
             ],
             outputs=[

@@ -205,3 +205,22 @@ def test_full_size_14b_files_are_read_from_their_headers_in_under_a_second(tmp_p
     assert ad.component is Component.ADAPTER_SINGLE and ad.storage == "fp16 94% + fp32 6%"
     assert "dim 5120, 40 layers, 9216 audio features/frame, intermediate 512, 32 tokens x 768" in ad.dims
     assert fits == "adapter fits the DiT (dim 5120, 40 layers)"
+
+
+def test_comfyui_folder_with_extra_model_paths_and_a_gguf_file(tiny_root, tmp_path, capsys):
+    """--comfyui reads the folder's extra_model_paths.yaml (models kept on another drive); a GGUF file
+    is named with the reason it is not used."""
+    elsewhere = _copy_models(tiny_root, tmp_path / "drive")
+    comfy = tmp_path / "ComfyUI"
+    (comfy / "models" / "diffusion_models").mkdir(parents=True)
+    (comfy / "models" / "diffusion_models" / "wan2.1-i2v-14b-480p-Q8_0.gguf").write_bytes(b"GGUF" + bytes(60))
+    (comfy / "extra_model_paths.yaml").write_text(
+        "drive:\n  base_path: " + str(elsewhere) + "\n"
+        + "".join(f"  {f}: |\n    {f}\n" for f in ("diffusion_models", "model_patches", "text_encoders",
+                                                  "clip_vision", "vae", "audio_encoders"))
+    )  # fmt: skip
+    assert main(["--comfyui", str(comfy)]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[-1] == "ready"
+    assert str(elsewhere / "vae") in text.splitlines()[1]  # searched
+    assert "wan2.1-i2v-14b-480p-Q8_0.gguf: GGUF files are not supported: use the .safetensors version" in text
