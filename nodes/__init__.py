@@ -9,8 +9,16 @@ from . import _common
 
 class InfiniteTalkExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        from . import _migrate, audio, conditioning, loaders, sampler, tts, video
+        from . import _migrate, audio, conditioning, doctor, loaders, sampler, tts, video
 
         _common.register_folders()
         _migrate.register()  # saved prompts of older node schemas are rewritten before validation
-        return [*loaders.NODES, *audio.NODES, *tts.NODES, *conditioning.NODES, *sampler.NODES, *video.NODES]
+        return [
+            *loaders.NODES,
+            *doctor.NODES,
+            *audio.NODES,
+            *tts.NODES,
+            *conditioning.NODES,
+            *sampler.NODES,
+            *video.NODES,
+        ]

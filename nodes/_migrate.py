@@ -1,6 +1,6 @@
 """Saved API prompts from older schemas of this pack's nodes, rewritten to the running schema.
 
-Two changes are migrated, on every ComfyUI version (the pack registers :func:`on_prompt` with
+Three changes are migrated, on every ComfyUI version (the pack registers :func:`on_prompt` with
 ``PromptServer.add_on_prompt_handler``, which 0.3.75 and the newest ComfyUI both call before validating a
 ``POST /prompt``):
 
@@ -8,7 +8,10 @@ Two changes are migrated, on every ComfyUI version (the pack registers :func:`on
    *InfiniteTalk Sampler Options* node connected to the sampler's ``options`` input, with the same values;
 2. inputs revealed by a DynamicCombo are named ``<combo>.<input>`` in prompts of a ComfyUI that has
    DynamicCombo and ``<input>`` in the flat form: each name is converted to what the running schema uses
-   (``width`` <-> ``size.width``, ``srt`` <-> ``captions.srt``).
+   (``width`` <-> ``size.width``, ``srt`` <-> ``captions.srt``);
+3. widget inputs added to a node since the prompt was saved (e.g. Video Combine's format, loudness, preset,
+   true_peak) get their defaults, as the editor gives them to an older workflow, instead of failing
+   validation as "required input missing". File choices are never filled in.
 
 ComfyUI's Node Replacement API cannot do either: it only rewrites nodes whose type is *not* registered,
 while these node ids stay the same. Saved UI workflows are migrated by the same rules in the browser
@@ -17,6 +20,7 @@ while these node ids stay the same. Saved UI workflows are migrated by the same 
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from dataclasses import asdict
@@ -65,7 +69,43 @@ def migrate_prompt(prompt: dict, dynamic: bool | None = None) -> list[str]:
                 if old in inputs and new not in inputs:
                     inputs[new] = inputs.pop(old)
                     changes.append(f"node {node_id}: input {old} renamed {new}")
+        added = {k: v for k, v in widget_defaults(node.get("class_type")).items() if k not in inputs}
+        if added:
+            inputs.update(added)
+            changes.append(f"node {node_id}: new inputs {sorted(added)} set to their defaults")
     return changes
+
+
+_DEFAULTS: dict[tuple[str, bool], dict] = {}
+_FILLABLE = ("INT", "FLOAT", "BOOLEAN", "STRING", "COMBO")
+
+
+def widget_defaults(class_type) -> dict:
+    """Required widget inputs of one of this pack's nodes that have a declared default (cached)."""
+    if not isinstance(class_type, str) or not class_type.startswith("InfiniteTalk"):
+        return {}
+    key = (class_type, has_dynamic_combo())
+    if key not in _DEFAULTS:
+        cls = _pack_nodes().get(class_type)
+        required = cls.INPUT_TYPES().get("required", {}) if cls is not None else {}
+        _DEFAULTS[key] = {
+            name: spec[1]["default"]
+            for name, spec in required.items()
+            if len(spec) > 1
+            and isinstance(spec[1], dict)
+            and "default" in spec[1]
+            and (spec[0] in _FILLABLE or isinstance(spec[0], list))
+            and not spec[1].get("forceInput")
+        }
+    return _DEFAULTS[key]
+
+
+@functools.cache
+def _pack_nodes() -> dict:
+    from . import audio, conditioning, doctor, loaders, sampler, tts, video
+
+    nodes = [*loaders.NODES, *doctor.NODES, *audio.NODES, *tts.NODES, *conditioning.NODES, *sampler.NODES]
+    return {cls.GET_SCHEMA().node_id: cls for cls in [*nodes, *video.NODES]}
 
 
 def _free_id(prompt: dict, wanted: str) -> str:

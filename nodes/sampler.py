@@ -311,11 +311,11 @@ class Sampler(io.ComfyNode):
         text_embeds,
         audio_embeds,
         mode,
+        size,
         steps,
         seed,
         text_scale,
         audio_scale,
-        size,
         image=None,
         video=None,
         speaker_masks=None,
@@ -349,9 +349,17 @@ class Sampler(io.ComfyNode):
         extra = _fingerprint_extra(model, vae, clip_vision, text_embeds)
         with _bridge.reference_source(image, video, c.FPS) as source:
             fingerprint = pipe.fingerprint(_as_source(source), audio_embeds, config, regions, extra)
-            store = SegmentStore(_store_dir(cls.hidden.unique_id, fingerprint), fps=c.FPS)
+            store = SegmentStore(
+                _store_dir(cls.hidden.unique_id, fingerprint),
+                fps=c.FPS,
+                soundtrack=audio_embeds.soundtrack_audio,
+                clips=True,  # each finished window is shown on the node while the run goes on
+                on_segment=_bridge.WindowPreview(
+                    cls.hidden.unique_id, _bridge.preview_nodes(cls.hidden.prompt, cls.hidden.unique_id)
+                ),
+            )
             try:
-                result = pipe.generate(
+                result = pipe.generate(  # tells the store how many windows the run has
                     source,
                     audio_embeds,
                     config,
@@ -366,7 +374,7 @@ class Sampler(io.ComfyNode):
                 if swap is not None:
                     swap.release()
         w, h = store.size
-        frames = _bridge.FrameStream(store, result.num_frames, w, h, c.FPS, audio_embeds.waveform_16k_mix)
+        frames = _bridge.FrameStream(store, result.num_frames, w, h, c.FPS, audio_embeds.soundtrack_audio)
         wanted = _output_connected(cls.hidden.prompt, cls.hidden.unique_id, 1)
         return io.NodeOutput(frames, _images(frames) if wanted else _first(frames))
 

@@ -58,7 +58,7 @@ def sampler(widgets: dict | None = None) -> tuple:
 
 def sampler_options(widgets: dict | None = None) -> tuple:
     """The expert knobs (reference defaults), shown so users find them; the sampler works without it."""
-    return ("InfiniteTalkSamplerOptions", (1250, 730), dict(widgets or {}))
+    return ("InfiniteTalkSamplerOptions", (1250, 1040), dict(widgets or {}))
 
 
 COMMON_LINKS = [
@@ -218,7 +218,7 @@ const done = arguments[arguments.length - 1];
     a.connect(o, b, i);
   }
   const note = LiteGraph.createNode("Note");
-  note.pos = [1250, 470];
+  note.pos = [1250, 780];
   note.size = [420, 220];
   note.widgets[0].value = spec.note;
   app.graph.add(note);

@@ -148,7 +148,7 @@ def test_size_is_a_dynamic_combo_where_comfyui_has_one(nodes, monkeypatch):
     _mod("_migrate").migrate_prompt(
         {"1": {"class_type": "InfiniteTalkSampler", "inputs": migrated}}, dynamic=True
     )
-    assert _expand(info, migrated) == _expand(info, native)
+    assert _expand(info, migrated)["size"] == _expand(info, native)["size"]
     size = _expand(info, native)["size"]
     assert size == {"size": "custom", "width": 64, "height": 96}
     name, custom = widgets.choice(size, "size")
@@ -177,7 +177,8 @@ def test_captions_reveal_the_srt_input_where_comfyui_has_dynamic_combo(nodes, co
         "1": {"class_type": "InfiniteTalkVideoCombine", "inputs": {"captions": "subtitle track", "srt": "x"}}
     }
     _mod("_migrate").migrate_prompt(prompt, dynamic=True)  # a flat prompt on a newer ComfyUI
-    assert prompt["1"]["inputs"] == {"captions": "subtitle track", "captions.srt": "x"}
+    got = prompt["1"]["inputs"]
+    assert (got["captions"], got["captions.srt"], "srt" in got) == ("subtitle track", "x", False)
     srt = "1\n00:00:00,000 --> 00:00:01,000\nHELLO\n"
     kwargs = _expand(info, {"captions": "subtitle track", "captions.srt": srt, "filename_prefix": "t/dyn"})
     assert kwargs["captions"] == {"captions": "subtitle track", "srt": srt}
@@ -198,8 +199,14 @@ def test_legacy_sampler_prompt_is_migrated(pack):
     sampler_id = next(k for k, v in legacy.items() if v["class_type"] == "InfiniteTalkSampler")
     legacy[sampler_id]["inputs"].update(frame_num=33, scheduler="unipc", speaker_boxes="0,0,1,1; 1,1,2,2")
     before = {k: v for k, v in legacy[sampler_id]["inputs"].items()}
+    loader = next(v for v in legacy.values() if v["class_type"] == "InfiniteTalkModelLoader")["inputs"]
+    loader.pop("attention")  # an input a user's API script left out: a file-free widget, filled in
+    loader.pop("dit")  # a file choice: never filled in, validation names it
     changes = migrate.migrate_prompt(legacy, dynamic=False)
-    assert len(changes) == 1 and "moved to a new options node" in changes[0]
+    assert sum("moved to a new options node" in line for line in changes) == 1
+    combine = next(v for v in legacy.values() if v["class_type"] == "InfiniteTalkVideoCombine")["inputs"]
+    assert (combine["format"], combine["loudness"], combine["preset"]) == ("h264-mp4", "original", "medium")
+    assert loader["attention"] == "auto" and "dit" not in loader
     options_id = legacy[sampler_id]["inputs"]["options"][0]
     options = legacy[options_id]
     assert options["class_type"] == "InfiniteTalkSamplerOptions"
@@ -216,7 +223,9 @@ def test_legacy_sampler_prompt_is_migrated(pack):
         }
     }
     migrate.migrate_prompt(newer, dynamic=False)
-    assert newer["5"]["inputs"] == {"size": "custom", "width": 64, "height": 80}
+    got = newer["5"]["inputs"]
+    assert {k: got[k] for k in ("size", "width", "height")} == {"size": "custom", "width": 64, "height": 80}
+    assert "size.width" not in got and got["steps"] == 40  # and the widgets it left out take their defaults
 
 
 def test_migration_hook_is_installed_on_the_server(pack, monkeypatch):
@@ -362,7 +371,7 @@ def _sample(nodes, loaded, audio_embeds, video=None, image=None, **options):
     )
     out = sampler.execute(
         loaded["model"], loaded["vae"], loaded["clip"], loaded["text"], audio_embeds,
-        "streaming", 1, 3, 1.0, 4.0, "custom", image=image, video=video, options=opts, width=64, height=64,
+        "streaming", "custom", 1, 3, 1.0, 4.0, image=image, video=video, options=opts, width=64, height=64,
     )  # fmt: skip
     return out.args[0]
 
@@ -462,4 +471,4 @@ def test_audio_encoder_output_from_core(nodes, loaded):
     reference = nodes["InfiniteTalkAudioEmbed"].execute(loaded["wav2vec"], _speech(), False, "para").args[0]
     assert (embeds.features - reference.features).abs().max() > 1e-3  # 50 Hz transformer != reference
     frames = _sample(nodes, loaded, output, image=torch.rand(1, 64, 64, 3), max_frames=17)
-    assert frames.num_frames == 17 and frames.audio_16k is None
+    assert frames.num_frames == 17 and frames.soundtrack is None

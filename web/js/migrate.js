@@ -1,11 +1,13 @@
 // ComfyUI-InfiniteTalk: saved workflows of older node schemas, migrated when they load in the editor.
 //
 // Workflows store widget values by position, so a node whose inputs change would load them into the wrong
-// widgets. Before the graph is configured, this rewrites the serialised nodes of the old 26-input
-// InfiniteTalk Sampler: the expert values move to an InfiniteTalk Sampler Options node connected to the
-// sampler's `options` input, and the remaining values go to the sampler's current widgets by name. The same
-// rules migrate API prompts on the server (nodes/_migrate.py). Layouts are taken from freshly created nodes,
-// so the result is what this front end itself would save.
+// widgets. Before the graph is configured, this rewrites the serialised nodes of older layouts:
+// - the 26-input InfiniteTalk Sampler: the expert values move to an InfiniteTalk Sampler Options node
+//   connected to the sampler's `options` input, the remaining values go to the sampler's widgets by name;
+// - InfiniteTalk Video Combine before its format/loudness/preset/true_peak widgets: values by name, the new
+//   widgets keep their defaults.
+// The same rules migrate API prompts on the server (nodes/_migrate.py). Layouts are taken from freshly
+// created nodes, so the result is what this front end itself would save.
 import { app } from "../../../scripts/app.js";
 
 const SAMPLER = "InfiniteTalkSampler";
@@ -17,6 +19,19 @@ const LEGACY_WIDGETS = [
   "apg", "teacache", "speaker_boxes", "resume",
 ];
 const SCHEDULERS = ["euler", "unipc", "dpm++"];
+const COMBINE = "InfiniteTalkVideoCombine";
+const LEGACY_COMBINE_WIDGETS = ["captions", "filename_prefix", "fps", "crf"];
+
+function isLegacyCombine(node) {
+  const v = node?.widgets_values;
+  return (
+    node?.type === COMBINE &&
+    Array.isArray(v) &&
+    v.length === LEGACY_COMBINE_WIDGETS.length &&
+    typeof v[1] === "string" &&
+    typeof v[2] === "number"
+  );
+}
 
 function isLegacySampler(node) {
   const v = node?.widgets_values;
@@ -32,7 +47,12 @@ function isLegacySampler(node) {
 function template(type) {
   const node = globalThis.LiteGraph.createNode(type);
   if (!node) throw new Error(`InfiniteTalk migration: node type ${type} is not registered`);
-  return { data: node.serialize(), widgets: (node.widgets || []).filter((w) => w.serialize !== false).map((w) => w.name) };
+  const widgets = (node.widgets || []).filter((w) => w.serialize !== false);
+  return {
+    data: node.serialize(),
+    widgets: widgets.map((w) => w.name),
+    defaults: Object.fromEntries(widgets.map((w) => [w.name, w.value])),
+  };
 }
 
 // Links are arrays [id, origin_id, origin_slot, target_id, target_slot, type] (schema 0.4) or objects.
@@ -85,32 +105,19 @@ function migrateSampler(graph, node, ids) {
     ...options.data,
     id: ids.node(),
     pos: [node.pos?.[0] ?? 0, (node.pos?.[1] ?? 0) + (sampler.data.size?.[1] ?? 400) + 40],
-    widgets_values: options.widgets.map((name) => values[name]),
+    widgets_values: options.widgets.map((name) => (name in values ? values[name] : options.defaults[name])),
     inputs: (options.data.inputs || []).map((inp) => ({ ...inp, link: null })),
     outputs: (options.data.outputs || []).map((out) => ({ ...out, links: [] })),
   };
-  const oldInputs = node.inputs || [];
-  node.inputs = (sampler.data.inputs || []).map((inp) => ({ ...inp, link: null }));
-  node.widgets_values = sampler.widgets.map((name) => values[name]);
+  node.widgets_values = sampler.widgets.map((name) => (name in values ? values[name] : sampler.defaults[name]));
   node.size = sampler.data.size ?? node.size;
-  for (const old of oldInputs) {
-    if (old.link == null) continue;
-    const link = linkOf(graph, old.link);
-    if (!link) continue;
-    let slot = node.inputs.findIndex((i) => i.name === old.name);
-    if (slot >= 0) {
-      node.inputs[slot].link = old.link;
-      retarget(link, node.id, slot);
-      continue;
-    }
-    slot = optionsNode.inputs.findIndex((i) => i.name === old.name);
-    if (slot >= 0) {
-      optionsNode.inputs[slot].link = old.link;
-      retarget(link, optionsNode.id, slot);
-    } else {
-      dropLink(graph, old.link);
-    }
-  }
+  relinkByName(graph, node, sampler, (old, link) => {
+    const slot = optionsNode.inputs.findIndex((i) => i.name === old.name); // a converted expert widget
+    if (slot < 0) return false;
+    optionsNode.inputs[slot].link = old.link;
+    retarget(link, optionsNode.id, slot);
+    return true;
+  });
   const slot = node.inputs.findIndex((i) => i.name === "options");
   const linkId = ids.link();
   addLink(graph, [linkId, optionsNode.id, 0, node.id, slot, OPTIONS_TYPE]);
@@ -119,18 +126,44 @@ function migrateSampler(graph, node, ids) {
   graph.nodes.push(optionsNode);
 }
 
+// Inputs of a fresh node, links of the old one carried over by input name (others dropped).
+function relinkByName(graph, node, fresh, elsewhere = null) {
+  const oldInputs = node.inputs || [];
+  node.inputs = (fresh.data.inputs || []).map((inp) => ({ ...inp, link: null }));
+  for (const old of oldInputs) {
+    if (old.link == null) continue;
+    const link = linkOf(graph, old.link);
+    if (!link) continue;
+    const slot = node.inputs.findIndex((i) => i.name === old.name);
+    if (slot >= 0) {
+      node.inputs[slot].link = old.link;
+      retarget(link, node.id, slot);
+    } else if (!elsewhere?.(old, link)) {
+      dropLink(graph, old.link);
+    }
+  }
+}
+
+function migrateCombine(graph, node) {
+  const values = Object.fromEntries(LEGACY_COMBINE_WIDGETS.map((name, i) => [name, node.widgets_values[i]]));
+  const fresh = template(COMBINE);
+  node.widgets_values = fresh.widgets.map((name) => (name in values ? values[name] : fresh.defaults[name]));
+  relinkByName(graph, node, fresh);
+}
+
 export function migrateWorkflow(graph) {
   let migrated = 0;
   const graphs = [graph, ...(graph?.definitions?.subgraphs || [])];
   const ids = nextIds(graph); // one counter: ids stay unique across the root graph and its subgraphs
   for (const g of graphs) {
     for (const node of [...(g.nodes || [])]) {
-      if (!isLegacySampler(node)) continue;
-      migrateSampler(g, node, ids);
+      if (isLegacySampler(node)) migrateSampler(g, node, ids);
+      else if (isLegacyCombine(node)) migrateCombine(g, node);
+      else continue;
       migrated += 1;
     }
   }
-  if (migrated) console.info(`InfiniteTalk: migrated ${migrated} sampler node(s) of an older workflow`);
+  if (migrated) console.info(`InfiniteTalk: migrated ${migrated} node(s) of an older workflow`);
   return migrated;
 }
 
