@@ -451,7 +451,8 @@ def test_audio_encoder_from_core_gives_the_reference_features(nodes, loaded, tin
     embed = nodes["InfiniteTalkAudioEmbed"]
     want = embed.execute(loaded["wav2vec"], _speech(), True, "para").args[0].features
     got = embed.execute(core, _speech(), True, "para").args[0].features
-    assert got.shape == want.shape == (1, 37, 2, 32)
+    cfg = loaded["wav2vec"].obj.config
+    assert got.shape == want.shape == (1, 37, cfg.num_layers, cfg.hidden_size)
     torch.testing.assert_close(got, want, rtol=0, atol=0)  # same weights, same 25 Hz computation
     assert embed.execute(core, _speech(), True, "para").args[0].features.data_ptr() != got.data_ptr()
 
@@ -462,10 +463,13 @@ def test_audio_encoder_output_from_core(nodes, loaded):
     wave = _speech()["waveform"][0, 0]
     hf = loaded["wav2vec"].obj.model  # the same transformers Wav2Vec2Model core's encoder computes
     with torch.no_grad():
-        hidden = hf(wave[None], output_hidden_states=True).hidden_states  # 3 x (1, T50, 32)
+        hidden = hf(wave[None], output_hidden_states=True).hidden_states  # layers + 1 x (1, T50, C)
     output = {"encoded_audio": hidden[-1], "encoded_audio_all_layers": hidden, "audio_samples": wave.numel()}
     embeds = _mod("_core").audio_embeds(output)
-    assert embeds.features.shape == (1, 37, 2, 32) and embeds.waveform_16k_mix is None
+    cfg = loaded["wav2vec"].obj.config
+    assert (
+        embeds.features.shape == (1, 37, cfg.num_layers, cfg.hidden_size) and embeds.waveform_16k_mix is None
+    )
     torch.testing.assert_close(embeds.features[0, 0], torch.stack([h[0, 0] for h in hidden[1:]]))
     torch.testing.assert_close(embeds.features[0, -1], torch.stack([h[0, -1] for h in hidden[1:]]))
     reference = nodes["InfiniteTalkAudioEmbed"].execute(loaded["wav2vec"], _speech(), False, "para").args[0]
