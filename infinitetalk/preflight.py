@@ -11,15 +11,18 @@ The estimate is built from the DiT config (read from the file headers) and the r
   gives the peak of forty. It follows the code as it is: the float64 RoPE, the attention kernels' outputs,
   the FFN's intermediate, the two-speaker attention map, batched guidance;
 - **transients** the fake run cannot see: two swapped blocks in flight (the running one and the prefetched
-  next), one layer's weight cast to the compute dtype (fp8 storage, quanto), and the sampler's own
-  per-window tensors (latents, noise, conditioning, predictions of each guidance branch).
+  next), one layer's weight cast to the compute dtype (fp8 storage, quanto), the sampler's own per-window
+  tensors (latents, noise, conditioning, predictions of each guidance branch), and the window's pixel
+  tensors around the VAE (conditioning video, decoded video and its conversion to frames), which peak
+  outside the DiT call.
 
 :func:`estimate` returns a :class:`MemoryEstimate`; :func:`fewest_swapped_blocks` is ``block_swap = auto``;
 :func:`check_fits` raises one line with the smallest change that fits. What the estimate leaves out: the
-CUDA context (outside the free memory already), the VAE decode (ComfyUI unloads the DiT for it when it
-must; the command line keeps the VAE resident, see ``other_resident``) and allocator slack, which the fit
+CUDA context (outside the free memory already), the VAE's internal working memory inside encode/decode
+(ComfyUI unloads the DiT for the VAE when it must; the command line keeps the VAE weights resident: see
+``other_resident``) and allocator slack, which the fit
 check covers with a margin (:data:`CUDA_MARGIN`; on the CPU glibc's heap keeps freed activation memory,
-so twice the live activation bytes are budgeted). ``python -m infinitetalk.preflight`` prints the table of
+so twice the live working bytes are budgeted). ``python -m infinitetalk.preflight`` prints the table of
 the README's memory guide.
 """
 
@@ -41,7 +44,7 @@ log = logging.getLogger(__name__)
 GIB = 1024**3
 QUANTO = {"quanto_int8": torch.int8, "quanto_fp8": torch.float8_e4m3fn}
 CUDA_MARGIN = (1.05, 512 * 1024**2)  # fit check on CUDA: estimate x 1.05 + 512 MiB (allocator slack)
-CPU_ACTIVATION_FACTOR = 2.0  # fit check on the CPU: glibc keeps freed activation memory (measured 1.5-1.9x)
+CPU_HEAP_FACTOR = 2.0  # fit check on the CPU: glibc keeps freed working memory (measured up to 1.7x)
 TEXT_TOKENS = 512  # the DiT pads every prompt to text_len
 
 
@@ -92,13 +95,20 @@ class MemoryEstimate:
     cast_buffer: int  # one layer's weight cast to the compute dtype (fp8 storage, quanto)
     activations: int  # peak of live tensors in one model call
     pipeline_state: int  # the sampler's per-window tensors
+    pixels: int = 0  # the window's pixel tensors: conditioning video, decoded video and its conversions
     other_resident: int = 0  # other models the host keeps on the device (command line)
     host_copy: bool = False  # the whole DiT sits in host memory (ComfyUI's offload device)
     load_buffer: int = 0  # the loader's read buffer (largest tensor as stored)
 
     @property
-    def working(self) -> int:
+    def sampling(self) -> int:
+        """Working memory while the DiT runs."""
         return self.swap_in_flight + self.cast_buffer + self.activations + self.pipeline_state
+
+    @property
+    def working(self) -> int:
+        """Working memory besides the weights: the larger of the sampling and the pixel phases."""
+        return max(self.sampling, self.pixels + self.pipeline_state)
 
     @property
     def device_peak(self) -> int:
@@ -117,7 +127,7 @@ class MemoryEstimate:
     def budget(self) -> int:
         """What the fit check compares with the free memory (estimate plus allocator margin)."""
         if self.device_type == "cpu":
-            return self.host_peak + int((CPU_ACTIVATION_FACTOR - 1) * self.activations)
+            return self.host_peak + int((CPU_HEAP_FACTOR - 1) * self.working)
         scale, extra = CUDA_MARGIN
         return int(self.device_peak * scale) + extra
 
@@ -133,7 +143,7 @@ class MemoryEstimate:
             f"{self.run.describe()}{swap}: peak {where} about {gib(self.device_peak)} (weights "
             f"{gib(self.weights_resident)}{other} + working {gib(self.working)}: activations "
             f"{gib(self.activations)}, transfers/casts {gib(self.swap_in_flight + self.cast_buffer)}, "
-            f"sampler {gib(self.pipeline_state)})"
+            f"sampler {gib(self.pipeline_state)}, pixels {gib(self.pixels)})"
         )
 
 
@@ -175,6 +185,7 @@ def estimate(
         cast_buffer=cast,
         activations=activation_bytes(cfg, compute_dtype, run),
         pipeline_state=pipeline_state_bytes(cfg, compute_dtype, run),
+        pixels=pixel_bytes(run),
         other_resident=other_resident,
         host_copy=host_copy,
         load_buffer=load_buffer,
@@ -221,6 +232,15 @@ def pipeline_state_bytes(cfg: DiTConfig, compute_dtype: torch.dtype, run: RunSha
     state += 2 * audio * compute_dtype.itemsize  # the window's audio + the silent branch's
     state += 2 * 3 * run.height * run.width * 4  # conditioning image, colour reference (float32)
     return state
+
+
+def pixel_bytes(run: RunShape) -> int:
+    """The pipeline's own pixel-space tensors of a window (float32): the conditioning video (reference frame
+    + zero frames, concatenated: 2 copies) before encoding, and after decoding the decoded video with the
+    two float temporaries and the uint8 frames of its conversion (3.25 copies). The VAE's own working
+    memory inside ``encode``/``decode`` is not counted (it is the VAE's, placed by its host)."""
+    video = 3 * run.frame_num * run.height * run.width * 4
+    return int(video * 3.25)
 
 
 # ============================================================================ activations (fake tensors)
