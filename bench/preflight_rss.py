@@ -146,7 +146,7 @@ def measure(case: Case, folder: Path, default_malloc: bool = False) -> dict:
         write_checkpoint(dit, **DIT)
         tiny_dims = {k: getattr(TINY_DIT, k) for k in DIT} | {"text_dim": 64, "clip_dim": 32}
         write_checkpoint(tiny, **tiny_dims)
-    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     if not default_malloc:
         env["MALLOC_MMAP_THRESHOLD_"] = "131072"
     out = subprocess.run(
