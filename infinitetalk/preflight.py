@@ -349,31 +349,49 @@ def check_fits(
 def smallest_fix(
     cfg: DiTConfig, dtype: torch.dtype, quantization: str, run: RunShape, block_swap: int, free: int, **kw
 ) -> str:
-    """The least intrusive change that makes the run fit, as advice for the error message."""
+    """The least intrusive change that makes the run fit, as advice for the error message: block swap
+    first (same result, slower), then batched guidance off, fp8 storage, shorter windows, the 480p bucket;
+    the later ones are added on top of the earlier ones until the run fits."""
+    device_type = kw.get("device_type", "cuda")
+    swaps = device_type != "cpu"
 
     def fits(quant: str, shape: RunShape) -> int | None:
-        return fewest_swapped_blocks(cfg, dtype, quant, shape, free, **kw)
+        n = fewest_swapped_blocks(cfg, dtype, quant, shape, free, **kw)
+        return n if swaps or n == 0 else None
 
-    device_type = kw.get("device_type", "cuda")
-    if device_type != "cpu" and (n := fits(quantization, run)) is not None:
+    if swaps and (n := fits(quantization, run)) is not None:
         return f"set block_swap to {n} (or auto)"
-    candidates: list[tuple[str, str, RunShape]] = []
+    steps: list[tuple[str, object]] = []
     if run.batch > 1:
-        candidates.append(("turn batched guidance off", quantization, replace(run, batch=1)))
+        steps.append(("turn batched guidance off", lambda q, r: (q, replace(r, batch=1))))
     if quantization == "none":
-        candidates.append(("use quantization fp8_e4m3fn", "fp8_e4m3fn", run))
+        steps.append(("use quantization fp8_e4m3fn", lambda q, r: ("fp8_e4m3fn", r)))
     for frames in (49, 33, 17):
         if frames < run.frame_num:
-            candidates.append((f"lower frame_num to {frames}", quantization, replace(run, frame_num=frames)))
+            steps.append(
+                (f"lower frame_num to {frames}", lambda q, r, f=frames: (q, replace(r, frame_num=f)))
+            )
     if run.height * run.width > 480 * 832:
-        small = replace(run, height=run.height * 2 // 3 // 16 * 16, width=run.width * 2 // 3 // 16 * 16)
-        candidates.append(("use size infinitetalk-480", quantization, small))
-    for advice, quant, shape in candidates:
+        scale = lambda v: max(16, v * 2 // 3 // 16 * 16)  # noqa: E731 - the 720p -> 480p bucket ratio
+        steps.append(
+            (
+                "use size infinitetalk-480",
+                lambda q, r: (q, replace(r, height=scale(r.height), width=scale(r.width))),
+            )
+        )
+    quant, shape, advice = quantization, run, []
+    for text, apply in steps:
+        quant, shape = apply(quant, shape)
+        if text.startswith("lower frame_num") and advice and advice[-1].startswith("lower frame_num"):
+            advice[-1] = text
+        else:
+            advice.append(text)
         n = fits(quant, shape)
         if n is not None:
-            swap = f" with block_swap {n}" if n and device_type != "cpu" else ""
-            return advice + swap
-    return "free memory (close other programs) or use a larger GPU; even the smallest settings do not fit"
+            swap = f" with block_swap {n}" if n else ""
+            return " and ".join(advice) + swap
+    more = "a GPU with more memory" if swaps else "more RAM"
+    return f"even the smallest settings do not fit: free memory (close other programs) or use {more}"
 
 
 def checkpoint_bytes(path, dtype: torch.dtype) -> int:
