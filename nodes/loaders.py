@@ -130,6 +130,7 @@ class ModelLoader(io.ComfyNode):
                     io.Boolean.Input(
                         "compile",
                         default=False,
+                        optional=True,  # workflows saved before this input keep validating
                         tooltip="torch.compile the 40 transformer blocks: faster steps after the first "
                         "window compiles (needs a working C++/Triton toolchain).",
                     )
