@@ -80,9 +80,9 @@ class Clip:
     def __init__(self, dim): self.dim = dim
     def encode(self, image): return torch.zeros(image.shape[0], 257, self.dim)
 
-class Text:
+class Text:  # 512 tokens: the longest prompt, which the estimate assumes
     def __init__(self, dim): self.dim = dim
-    def encode(self, prompts): return [torch.zeros(12, self.dim) for _ in prompts]
+    def encode(self, prompts): return [torch.zeros(512, self.dim) for _ in prompts]
 
 class NullSink:
     def write(self, frames): pass

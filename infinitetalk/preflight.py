@@ -245,8 +245,26 @@ def pixel_bytes(run: RunShape) -> int:
 
 # ============================================================================ activations (fake tensors)
 def activation_bytes(cfg: DiTConfig, compute_dtype: torch.dtype, run: RunShape) -> int:
-    """Peak bytes of live tensors created by one model call of shape ``run`` (inputs included)."""
-    return _activation_bytes(cfg, compute_dtype, run)
+    """Peak bytes of live tensors created by one model call of shape ``run`` (inputs included).
+
+    Measured on fake tensors; should that fail (a torch without ``FakeTensorMode`` support for an op),
+    a formula fitted to the fake-tensor results is used instead and a warning logged.
+    """
+    try:
+        return _activation_bytes(cfg, compute_dtype, run)
+    except Exception as err:  # an estimate must never stop a generation: fall back, loudly
+        log.warning("memory preflight: fake-tensor run failed (%s); using the fitted formula", err)
+        return _activation_formula(cfg, compute_dtype, run)
+
+
+def _activation_formula(cfg: DiTConfig, compute_dtype: torch.dtype, run: RunShape) -> int:
+    """About (8 x itemsize + 15) bytes per token and channel (the float64 RoPE of q and k, the FFN's
+    intermediate, the attention output): within 5 % of the fake-tensor run for the 14B in bf16 and fp32."""
+    t, h, w = run.latent
+    tokens = t * (h // 2) * (w // 2)
+    per_sample = tokens * cfg.dim * (8 * compute_dtype.itemsize + 15)
+    context = (TEXT_TOKENS + cfg.num_image_tokens) * cfg.dim * compute_dtype.itemsize
+    return run.batch * (per_sample + context)
 
 
 @functools.lru_cache(maxsize=64)
