@@ -215,7 +215,7 @@ def _freeable_memory(device: torch.device) -> int:
         if getattr(loaded, "device", None) == device:
             try:
                 free += int(loaded.model_loaded_memory())
-            except Exception as err:  # a dead weak reference: nothing to count
+            except (AttributeError, ReferenceError) as err:  # its patcher was garbage-collected: nothing held
                 log.debug("loaded model size unavailable: %s", err)
     return free
 
