@@ -145,7 +145,14 @@ class ModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, dit, adapter, precision, quantization, block_swap=BLOCK_SWAP_AUTO, attention="auto", compile=False
+        cls,
+        dit,
+        adapter,
+        precision,
+        quantization,
+        block_swap=BLOCK_SWAP_AUTO,
+        attention="auto",
+        compile=False,
     ) -> io.NodeOutput:
         from ..infinitetalk.build import ModelOptions, build_dit, plan_dit
 
