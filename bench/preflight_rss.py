@@ -63,7 +63,7 @@ from infinitetalk.pipeline import AudioEmbedding, GenerationConfig, InfiniteTalk
 from infinitetalk.preflight import RunShape
 
 case, dit_path, tiny_path = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
-cfg_dim = json.loads(sys.argv[4])
+cfg_dim, tiny_dim = json.loads(sys.argv[4]), json.loads(sys.argv[5])
 
 def kib(field):
     with open("/proc/self/status") as f:
@@ -114,7 +114,8 @@ def run(path, c, text_dim, clip_dim, blocks, channels, measure):
                     weights=est.weights_resident, activations=est.activations, working=est.working)
 
 import torch
-run(tiny_path, dict(case, height=64, width=64, frame_num=5), 64, 32, 2, 32, measure=False)  # warm-up
+run(tiny_path, dict(case, height=64, width=64, frame_num=5), tiny_dim["text_dim"], tiny_dim["clip_dim"],
+    tiny_dim["audio_blocks"], tiny_dim["audio_channels"], measure=False)  # warm-up
 print(json.dumps(run(dit_path, case, 4096, 1280, cfg_dim["audio_blocks"], cfg_dim["audio_channels"], measure=True)))
 """
 
@@ -142,15 +143,16 @@ def measure(case: Case, folder: Path, default_malloc: bool = False) -> dict:
 
     dit = folder / "dit.safetensors"
     tiny = folder / "tiny.safetensors"
+    tiny_dims = {k: getattr(TINY_DIT, k) for k in (*DIT, "text_dim", "clip_dim")}
     if not dit.exists():
         write_checkpoint(dit, **DIT)
-        tiny_dims = {k: getattr(TINY_DIT, k) for k in DIT} | {"text_dim": 64, "clip_dim": 32}
         write_checkpoint(tiny, **tiny_dims)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     if not default_malloc:
         env["MALLOC_MMAP_THRESHOLD_"] = "131072"
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(asdict(case)), str(dit), str(tiny), json.dumps(DIT)],
+        [sys.executable, "-c", CHILD, json.dumps(asdict(case)), str(dit), str(tiny), json.dumps(DIT),
+         json.dumps(tiny_dims)],
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
     if out.returncode:

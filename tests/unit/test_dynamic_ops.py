@@ -37,9 +37,9 @@ LAYOUTS = [
     ("weights/Wan2.1-I2V-14B-480P", "weights/InfiniteTalk/single/infinitetalk.safetensors"),
     (f"{DM}/wan2.1_i2v_480p_14B_fp16.safetensors", f"{MP}/wan2.1_infiniteTalk_single_fp16.safetensors"),
     (f"{DM}/wan2.1_i2v_480p_14B_bf16.safetensors", f"{MP}/wan2.1_infiniteTalk_multi_fp16.safetensors"),
-    (
-        f"{DM}/Wan2_1-I2V-14B-480P_fp8_e4m3fn_scaled_KJ.safetensors",
-        f"{DM}/Wan2_1-InfiniteTalk-Single_fp8_e4m3fn_scaled_KJ.safetensors",
+    (  # Kijai's fp8-scaled DiT and adapter (names from the tiny generator, which follows the registry)
+        next(f.path for f in DIT_FILES if f.content == "dit" and f.storage == "fp8_scaled"),
+        next(f.path for f in DIT_FILES if f.content == "adapter" and f.storage == "fp8_scaled"),
     ),
     (f"{DM}/wan2.1_i2v_480p_14B_infinitetalk_single_merged_fp16.safetensors", None),
 ]
