@@ -328,7 +328,15 @@ class Sampler(io.ComfyNode):
         )
         extra = _fingerprint_extra(model, vae, clip_vision, text_embeds)
         fingerprint = pipe.fingerprint(_as_source(source), audio_embeds, config, regions, extra)
-        store = SegmentStore(_store_dir(cls.hidden.unique_id, fingerprint), fps=c.FPS)
+        store = SegmentStore(
+            _store_dir(cls.hidden.unique_id, fingerprint),
+            fps=c.FPS,
+            soundtrack=audio_embeds.soundtrack_audio,
+            clips=True,  # each finished window is shown on the node while the run goes on
+            on_segment=_bridge.WindowPreview(
+                cls.hidden.unique_id, _bridge.preview_nodes(cls.hidden.prompt, cls.hidden.unique_id)
+            ),
+        )
         is_video = getattr(source, "is_video", False)
         plans, _ = plan_windows(
             audio_embeds.num_frames,
@@ -339,6 +347,7 @@ class Sampler(io.ComfyNode):
             getattr(source, "num_frames", 1),
             is_video,
         )
+        store.expect_windows(len(plans))
         progress = _bridge.Progress(len(plans), steps, cls.hidden.unique_id)
         try:
             result = pipe.generate(
@@ -356,7 +365,7 @@ class Sampler(io.ComfyNode):
             if swap is not None:
                 swap.release()
         w, h = store.size
-        frames = _bridge.FrameStream(store, result.num_frames, w, h, c.FPS, audio_embeds.waveform_16k_mix)
+        frames = _bridge.FrameStream(store, result.num_frames, w, h, c.FPS, audio_embeds.soundtrack_audio)
         images = (
             _images(frames)
             if _output_connected(cls.hidden.prompt, cls.hidden.unique_id, 1)
