@@ -288,6 +288,7 @@ class Sampler(io.ComfyNode):
         speaker_boxes="",
         resume=True,
     ) -> io.NodeOutput:
+        from ..infinitetalk.buckets import target_size
         from ..infinitetalk.media import VideoReader
         from ..infinitetalk.pipeline import GenerationConfig, InfiniteTalkPipeline, plan_windows
         from ..infinitetalk.sinks import SegmentStore
@@ -312,8 +313,10 @@ class Sampler(io.ComfyNode):
         )
         regions = _regions(speaker_boxes, speaker_masks, audio_embeds.num_speakers)
         dit = model.patcher.model
-        swap = _models.block_swap_for(model)
-        manager = _bridge.ComfyModelManager({"dit": model, "vae": vae, "clip": clip_vision}, swap)
+        height, width = target_size(config.size, *_as_source(source).frame(0).shape[:2])
+        dit_run = _models.prepare_dit(model, config, height, width, audio_embeds.num_speakers)
+        swap = dit_run.swap
+        manager = _bridge.ComfyModelManager({"dit": model, "vae": vae, "clip": clip_vision}, dit_run)
         pipe = InfiniteTalkPipeline(
             dit,
             vae.obj,
