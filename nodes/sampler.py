@@ -323,9 +323,6 @@ class Sampler(io.ComfyNode):
         width=832,
         height=480,
     ) -> io.NodeOutput:
-        from ..infinitetalk.pipeline import InfiniteTalkPipeline
-        from ..infinitetalk.sinks import SegmentStore
-
         opts = options if options is not None else DEFAULTS
         problem = check_options(opts.frame_num, opts.motion_frame, opts.speaker_boxes)
         if problem:
@@ -335,8 +332,23 @@ class Sampler(io.ComfyNode):
             audio_embeds = _core.audio_embeds(audio_embeds)
         config = _config(mode, size_name, custom, steps, seed, text_scale, audio_scale, opts)
         regions = _regions(opts.speaker_boxes, speaker_masks, audio_embeds.num_speakers)
-        swap = _models.block_swap_for(model)
-        manager = _bridge.ComfyModelManager({"dit": model, "vae": vae, "clip": clip_vision}, swap)
+        with _bridge.reference_source(image, video, c.FPS) as source:
+            frames = cls._generate(
+                model, vae, clip_vision, text_embeds, audio_embeds, source, config, regions, opts
+            )
+        wanted = _output_connected(cls.hidden.prompt, cls.hidden.unique_id, 1)
+        return io.NodeOutput(frames, _images(frames) if wanted else _first(frames))
+
+    @classmethod
+    def _generate(cls, model, vae, clip_vision, text_embeds, audio_embeds, source, config, regions, opts):
+        """Run the pipeline into a segment store (memory checked first); returns the frames on disk."""
+        from ..infinitetalk.buckets import target_size
+        from ..infinitetalk.pipeline import InfiniteTalkPipeline
+        from ..infinitetalk.sinks import SegmentStore
+
+        height, width = target_size(config.size, *_as_source(source).frame(0).shape[:2])
+        dit_run = _models.prepare_dit(model, config, height, width, audio_embeds.num_speakers)
+        manager = _bridge.ComfyModelManager({"dit": model, "vae": vae, "clip": clip_vision}, dit_run)
         pipe = InfiniteTalkPipeline(
             model.patcher.model,
             vae.obj,
@@ -347,36 +359,33 @@ class Sampler(io.ComfyNode):
             model_manager=manager,
         )
         extra = _fingerprint_extra(model, vae, clip_vision, text_embeds)
-        with _bridge.reference_source(image, video, c.FPS) as source:
-            fingerprint = pipe.fingerprint(_as_source(source), audio_embeds, config, regions, extra)
-            store = SegmentStore(
-                _store_dir(cls.hidden.unique_id, fingerprint),
-                fps=c.FPS,
-                soundtrack=audio_embeds.soundtrack_audio,
-                clips=True,  # each finished window is shown on the node while the run goes on
-                on_segment=_bridge.WindowPreview(
-                    cls.hidden.unique_id, _bridge.preview_nodes(cls.hidden.prompt, cls.hidden.unique_id)
-                ),
+        fingerprint = pipe.fingerprint(_as_source(source), audio_embeds, config, regions, extra)
+        store = SegmentStore(
+            _store_dir(cls.hidden.unique_id, fingerprint),
+            fps=c.FPS,
+            soundtrack=audio_embeds.soundtrack_audio,
+            clips=True,  # each finished window is shown on the node while the run goes on
+            on_segment=_bridge.WindowPreview(
+                cls.hidden.unique_id, _bridge.preview_nodes(cls.hidden.prompt, cls.hidden.unique_id)
+            ),
+        )
+        try:
+            result = pipe.generate(  # tells the store how many windows the run has
+                source,
+                audio_embeds,
+                config,
+                store,
+                speaker_regions=regions,
+                on_progress=_bridge.Progress(config.steps, cls.hidden.unique_id),
+                should_cancel=_bridge.should_cancel,
+                resume=opts.resume,
+                fingerprint_extra=extra,
             )
-            try:
-                result = pipe.generate(  # tells the store how many windows the run has
-                    source,
-                    audio_embeds,
-                    config,
-                    store,
-                    speaker_regions=regions,
-                    on_progress=_bridge.Progress(steps, cls.hidden.unique_id),
-                    should_cancel=_bridge.should_cancel,
-                    resume=opts.resume,
-                    fingerprint_extra=extra,
-                )
-            finally:
-                if swap is not None:
-                    swap.release()
+        finally:
+            if dit_run.swap is not None:
+                dit_run.swap.release()
         w, h = store.size
-        frames = _bridge.FrameStream(store, result.num_frames, w, h, c.FPS, audio_embeds.soundtrack_audio)
-        wanted = _output_connected(cls.hidden.prompt, cls.hidden.unique_id, 1)
-        return io.NodeOutput(frames, _images(frames) if wanted else _first(frames))
+        return _bridge.FrameStream(store, result.num_frames, w, h, c.FPS, audio_embeds.soundtrack_audio)
 
 
 def _config(mode, size_name, custom, steps, seed, text_scale, audio_scale, opts: SamplerOptions):
