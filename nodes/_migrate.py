@@ -81,16 +81,17 @@ _FILLABLE = ("INT", "FLOAT", "BOOLEAN", "STRING", "COMBO")
 
 
 def widget_defaults(class_type) -> dict:
-    """Required widget inputs of one of this pack's nodes that have a declared default (cached)."""
+    """Widget inputs of one of this pack's nodes that declare a default (cached); sockets are left out."""
     if not isinstance(class_type, str) or not class_type.startswith("InfiniteTalk"):
         return {}
     key = (class_type, has_dynamic_combo())
     if key not in _DEFAULTS:
         cls = _pack_nodes().get(class_type)
-        required = cls.INPUT_TYPES().get("required", {}) if cls is not None else {}
+        info = cls.INPUT_TYPES() if cls is not None else {}
+        widgets = {**info.get("required", {}), **info.get("optional", {})}
         _DEFAULTS[key] = {
             name: spec[1]["default"]
-            for name, spec in required.items()
+            for name, spec in widgets.items()
             if len(spec) > 1
             and isinstance(spec[1], dict)
             and "default" in spec[1]

@@ -134,6 +134,7 @@ def test_legacy_workflow_is_migrated(comfy_server, legacy):
     """An API prompt of the old 26-input Sampler runs as the current twin: its expert inputs move to an options
     node with the same values, so ComfyUI finds the sampler's result of the current twin in its cache."""
     current = load_api(REPO / "example_workflows" / "api" / legacy.name)
+    current[node_of(current, "InfiniteTalkModelLoader")]["inputs"]["block_swap"] = 0  # the old default, saved
     assert comfy_server.run(current, timeout=900)["status"]["status_str"] == "success"
     prompt = load_legacy_api(legacy)
     old_sampler = node_of(prompt, "InfiniteTalkSampler")
