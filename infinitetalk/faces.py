@@ -3,7 +3,7 @@
 ``detect_faces(image) -> list[Face]``: boxes in image pixels, a confidence in [0, 1] and the eyes as
 landmarks when the eye cascade finds both. Nothing is downloaded: the cascade files ship inside the
 wheel (``cv2.data.haarcascades``). Why Haar and not BlazeFace/YuNet, with the measured figures:
-docs/FACES.md (``python bench/face_detection.py``).
+docs/PRODUCTION.md (``python bench/face_detection.py``).
 
 How it works: the frontal-face cascade ``haarcascade_frontalface_alt2`` runs on a grey, equalised copy
 scaled so its longer side is at most ``work_size`` pixels (faster; boxes are mapped back). Each merged

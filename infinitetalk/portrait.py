@@ -2,7 +2,7 @@
 
 ``check_portrait(image)`` measures what production guides for talking-head video ask of the input
 photo and returns one warning line per failed rule, each with its fix (rules and thresholds:
-``RULES`` below and docs/FACES.md). ``crop_head_and_shoulders`` frames the main face at the aspect of a
+``RULES`` below and docs/PRODUCTION.md). ``crop_head_and_shoulders`` frames the main face at the aspect of a
 size bucket. ``find_speakers`` turns the two faces of a two-person image into the two person regions
 of the two-speaker mode (left to right), expanded from each face down to the body like the reference's
 default regions.
@@ -22,7 +22,7 @@ from .faces import Face, detect_faces
 
 logger = logging.getLogger(__name__)
 
-# Thresholds of the rules (documented in docs/FACES.md; tests use the same names).
+# Thresholds of the rules (documented in docs/PRODUCTION.md; tests use the same names).
 MIN_IMAGE_SIDE = 512  # px, shorter image side
 MIN_FACE_PX = 128  # px, face box side in the image
 FACE_HEIGHT_RANGE = (0.15, 0.55)  # face box height / image height for head-and-shoulders framing
