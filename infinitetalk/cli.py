@@ -221,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument(
         "--text", help="say this with Kokoro TTS instead of --audio_path; '(s1) ... (s2) ...' for a dialogue"
     )
+    io.add_argument(
+        "--script",
+        help="a script of several segments (JSON or plain text, see README 'Scripts'): one video, one "
+        "identity, the prompt switched per segment; captions across the whole script with --subtitles",
+    )
     io.add_argument("--voice", default="af_heart", help="Kokoro voice of person 1 (default af_heart)")
     io.add_argument("--voice2", default="am_adam", help="Kokoro voice of person 2 (default am_adam)")
     io.add_argument("--lang", default=None, help="Kokoro language code (default: the voice's language)")
@@ -415,6 +420,20 @@ def speech_inputs(args: argparse.Namespace, kokoro_dir: Path | None) -> tuple[li
     return tracks, True, None
 
 
+def script_inputs(script, args: argparse.Namespace, kokoro_dir: Path | None):
+    """(speaker tracks, normalise?, captions, prompt schedule) of a script (segments rendered end to end)."""
+    from .script import render_script
+
+    tts = None
+    if script.needs_tts:
+        from .tts import KokoroTTS
+
+        tts = KokoroTTS(kokoro_dir)
+    rendered = render_script(script, tts, lang=args.lang, seed=max(args.seed, 0))
+    logger.info("script: %d segments, %.2f s", len(rendered.spans), rendered.duration)
+    return [(t, rendered.sample_rate) for t in rendered.tracks], False, rendered.cues, rendered.prompts
+
+
 # ============================================================================ models
 def _device_dtype(args) -> tuple[torch.device, torch.dtype]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -449,7 +468,7 @@ def load_dit_model(paths: WeightPaths, args, home: torch.device, dtype: torch.dt
 
 
 # ============================================================================ main
-def _resolve_paths(args, speakers: int) -> WeightPaths:
+def _resolve_paths(args, speakers: int, need_kokoro: bool = False) -> WeightPaths:
     """Component paths: explicit flags (--ckpt_dir, --infinitetalk_dir, --wav2vec_dir) win over --weights."""
     root = Path(args.weights).expanduser() if args.weights else None
     if root is not None and not root.is_dir():
@@ -481,7 +500,7 @@ def _resolve_paths(args, speakers: int) -> WeightPaths:
         clip=pick("clip", "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"),
         vae=pick("vae", "Wan2.1_VAE.pth"),
         audio_encoder=Path(args.wav2vec_dir).expanduser() if args.wav2vec_dir else pick("audio_encoder"),
-        kokoro=pick("kokoro") if args.text else None,
+        kokoro=pick("kokoro") if args.text or need_kokoro else None,
     )
     for name, p in vars(paths).items():
         if p is not None and not p.exists():
@@ -491,7 +510,9 @@ def _resolve_paths(args, speakers: int) -> WeightPaths:
     return paths
 
 
-def _speaker_count(args) -> int:
+def _speaker_count(args, script=None) -> int:
+    if script is not None:
+        return script.num_speakers
     if args.text:
         return 2 if re.search(r"[\(\[]\s*[sS]\s*2\s*[\)\]]", args.text) else 1
     return 2 if args.audio_path2 else 1
@@ -512,14 +533,24 @@ def run(args: argparse.Namespace) -> Path:
     if not args.input_path:
         raise InputError("no reference given: pass --input_path (an image or a video)")
     out = Path(args.output_path or (args.save_file + ".mp4" if args.save_file else "infinitetalk.mp4"))
-    speakers = _speaker_count(args)
-    paths = _resolve_paths(args, speakers)
+    script = None
+    if args.script:
+        from .script import load_script
+
+        script = load_script(args.script)
+    speakers = _speaker_count(args, script)
+    paths = _resolve_paths(args, speakers, need_kokoro=script is not None and script.needs_tts)
     device, dtype = _device_dtype(args)
     home = torch.device("cpu") if args.offload_model else device
     source = load_source(args.input_path)
     boxes = parse_boxes(args.bbox)
     regions = SpeakerRegions(bboxes=boxes) if boxes else None
-    tracks, normalize, cues = speech_inputs(args, paths.kokoro)
+    prompts = None
+    if script is not None:
+        tracks, normalize, cues, prompts = script_inputs(script, args, paths.kokoro)
+        args.prompt = args.prompt if args.prompt is not None else prompts[0][1]
+    else:
+        tracks, normalize, cues = speech_inputs(args, paths.kokoro)
 
     # 1. audio features first, then free the audio encoder before the big models load
     audio_encoder = load_audio_encoder(paths.audio_encoder, device=device, dtype=torch.float32)
@@ -587,6 +618,7 @@ def run(args: argparse.Namespace) -> Path:
             on_progress=bar.update,
             resume=args.resume,
             fingerprint_extra=extra,
+            prompts=prompts,
         )
     subtitles = cues if args.subtitles else None
     final = store.finalize(out, audio=(audio.waveform_16k_mix, SPEECH_SR), subtitles=subtitles)

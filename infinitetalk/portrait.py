@@ -294,3 +294,24 @@ def draw_regions(image: np.ndarray, regions: SpeakerRegions, faces: list[Face] =
         x0, y0, x1, y1 = (int(round(v)) for v in face.box)
         cv2.rectangle(out, (x0, y0), (x1, y1), (255, 255, 0), 2)
     return out
+
+
+def auto_speaker_regions(image: np.ndarray) -> SpeakerRegions | None:
+    """Person regions for a two-speaker run when the user gave none: from the faces of ``image``.
+
+    Two or more faces: :func:`find_speakers` (person 1 on the left). One face: ``InputError`` (the second
+    speaker has no face to bind to). No face (a drawing, a tiny or turned face): ``None`` with a logged
+    warning, so the caller falls back to the reference's left and right halves.
+    """
+    faces = detect_faces(_check_image(image))
+    if not faces:
+        logger.warning("two speakers: no face found in the image, using its left and right halves")
+        return None
+    regions = find_speakers(image, faces)
+    logger.info("two speakers: regions from the faces, person 1 %s, person 2 %s", *regions.bboxes)
+    return regions
+
+
+def format_boxes(boxes) -> str:
+    """Boxes as the text of the Sampler's ``speaker_boxes`` input: ``x0,y0,x1,y1; x0,y0,x1,y1``."""
+    return "; ".join(",".join(str(round(v)) for v in box) for box in boxes)

@@ -17,6 +17,9 @@ NODE_IDS = frozenset(
         "InfiniteTalkTextEncode",
         "InfiniteTalkSampler",
         "InfiniteTalkVideoCombine",
+        "InfiniteTalkPortraitCheck",
+        "InfiniteTalkFindSpeakers",
+        "InfiniteTalkAudioCheck",
     }
 )
 

@@ -218,3 +218,16 @@ def test_track_faces_follows_a_moving_face_smoothly():
     assert np.all(np.diff(centres[4:]) > 0)  # follows the motion to the right
     assert abs(centres[-1] - centres[0] - 56) < 16  # 7 frames x 8 px (smoothing lags at the ends)
     assert track_faces([np.full((64, 64, 3), 9, np.uint8)] * 3) == [None, None, None]
+
+
+def test_automatic_regions_for_the_sampler(caplog):
+    from infinitetalk.portrait import auto_speaker_regions, format_boxes
+
+    image, _ = two_people()
+    assert auto_speaker_regions(image).bboxes == find_speakers(image).bboxes
+    with pytest.raises(InputError, match="1 face found"):
+        auto_speaker_regions(astronaut())
+    with caplog.at_level("WARNING"):
+        assert auto_speaker_regions(np.full((128, 256, 3), 90, np.uint8)) is None  # halves
+    assert "left and right halves" in caplog.text
+    assert format_boxes([(0, 1.4, 10.6, 20), (5, 5, 9, 9)]) == "0,1,11,20; 5,5,9,9"
