@@ -429,7 +429,9 @@ def script_inputs(script, args: argparse.Namespace, kokoro_dir: Path | None):
         from .tts import KokoroTTS
 
         tts = KokoroTTS(kokoro_dir)
-    rendered = render_script(script, tts, lang=args.lang, seed=max(args.seed, 0))
+    rendered = render_script(
+        script, tts, lang=args.lang, seed=max(args.seed, 0), voices={1: args.voice, 2: args.voice2}
+    )
     logger.info("script: %d segments, %.2f s", len(rendered.spans), rendered.duration)
     return [(t, rendered.sample_rate) for t in rendered.tracks], False, rendered.cues, rendered.prompts
 

@@ -61,7 +61,7 @@ class Segment:
 class Script:
     segments: list[Segment]
     prompt: str = ""
-    voices: dict[int, str] = field(default_factory=lambda: dict(DEFAULT_VOICES))
+    voices: dict[int, str] = field(default_factory=dict)  # set by the script (else the caller's / defaults)
     pause_s: float = 0.0
     base_dir: Path = field(default_factory=Path)
 
@@ -120,8 +120,7 @@ def _parse_json(text: str, name: str) -> Script:
         raise InputError(
             f'{name}: expected an object with a \'segments\' list, e.g. {{"segments": [{{"text": "Hi"}}]}}'
         )
-    voices = dict(DEFAULT_VOICES)
-    voices.update({int(k): str(v) for k, v in (data.get("voices") or {}).items()})
+    voices = {int(k): str(v) for k, v in (data.get("voices") or {}).items()}
     segments = []
     for i, item in enumerate(data["segments"]):
         if not isinstance(item, dict) or not (item.get("text") or item.get("audio")):
@@ -174,13 +173,20 @@ def _segment_line(line: str, prompt: str | None) -> Segment:
 
 # ============================================================================ rendering
 def render_script(
-    script: Script, tts=None, speed: float = 1.0, lang: str | None = None, seed: int = 0
+    script: Script,
+    tts=None,
+    speed: float = 1.0,
+    lang: str | None = None,
+    seed: int = 0,
+    voices: dict[int, str] | None = None,
 ) -> RenderedScript:
     """Speak / load every segment and lay them end to end (``script.pause_s`` apart) on per-speaker tracks.
 
     ``tts``: a :class:`infinitetalk.tts.KokoroTTS` (needed when a segment has text and no recording).
     Recordings are resampled to 24 kHz and loudness-normalised to -23 LUFS, like the reference's input audio.
+    Voices: the script's own ``voice`` lines win over ``voices``, which win over ``DEFAULT_VOICES``.
     """
+    voices = {**DEFAULT_VOICES, **(voices or {}), **script.voices}
     if script.needs_tts and tts is None:
         raise InputError("the script has text segments: load Kokoro (TTS) or give every segment a recording")
     n_speakers = script.num_speakers
@@ -193,7 +199,7 @@ def render_script(
             for t in tracks:
                 t.append(np.zeros(gap, np.float32))
             pos += gap
-        parts, seg_cues = _render_segment(seg, script, tts, n_speakers, speed, lang, seed)
+        parts, seg_cues = _render_segment(seg, script.base_dir, voices, tts, n_speakers, (speed, lang, seed))
         start = pos / SAMPLE_RATE
         for t, part in zip(tracks, parts, strict=True):
             t.append(part)
@@ -210,19 +216,18 @@ def render_script(
     )
 
 
-def _render_segment(seg: Segment, script: Script, tts, n_speakers, speed, lang, seed):
+def _render_segment(seg: Segment, base_dir: Path, voices: dict[int, str], tts, n_speakers: int, say):
     """(per-speaker arrays of one length, cues relative to the segment start)."""
     if seg.audio is not None:
-        wave = _recording(
-            script.base_dir / seg.audio if not Path(seg.audio).is_absolute() else Path(seg.audio)
-        )
+        wave = _recording(Path(seg.audio) if Path(seg.audio).is_absolute() else base_dir / seg.audio)
         parts = [wave if s == seg.speaker else np.zeros_like(wave) for s in range(1, n_speakers + 1)]
         cue = [_Speaking(0.0, len(wave) / SAMPLE_RATE, seg.text, seg.speaker)] if seg.text.strip() else []
         return parts, cue
+    speed, lang, seed = say
     text = seg.text if _SPEAKER.match(seg.text) else f"[S{seg.speaker}] {seg.text}"
-    voices = {s: script.voices.get(s, DEFAULT_VOICES[s]) for s in range(1, n_speakers + 1)}
-    said = tts.speak_dialogue(text, voices, speed=speed, lang=lang, seed=seed)
-    if abs(said.sample_rate - SAMPLE_RATE):
+    used = {s: voices[s] for s in range(1, n_speakers + 1)}
+    said = tts.speak_dialogue(text, used, speed=speed, lang=lang, seed=seed)
+    if said.sample_rate != SAMPLE_RATE:
         raise InputError(f"TTS sample rate {said.sample_rate} Hz: expected {SAMPLE_RATE} Hz (Kokoro)")
     return said.tracks, [_Speaking(c.start, c.end, c.text, c.speaker) for c in said.cues]
 

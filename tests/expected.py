@@ -20,6 +20,7 @@ NODE_IDS = frozenset(
         "InfiniteTalkPortraitCheck",
         "InfiniteTalkFindSpeakers",
         "InfiniteTalkAudioCheck",
+        "InfiniteTalkScript",
     }
 )
 

@@ -157,7 +157,7 @@ def test_plain_text_and_json_formats(tmp_path):
         (2, "two.wav", "She leans in."),
         (1, None, "She leans in."),
     ]
-    assert s.segments[1].text == "The recorded answer." and s.voices[2] == "bf_emma"
+    assert s.segments[1].text == "The recorded answer." and s.voices == {2: "bf_emma"}
     assert s.pause_s == 0.25 and s.num_speakers == 2 and s.needs_tts
     data = {"prompt": "p", "segments": [{"audio": "a.wav"}, {"text": "[S2] hi", "prompt": "q"}]}
     (tmp_path / "s.json").write_text(json.dumps(data))
