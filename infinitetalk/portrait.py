@@ -100,10 +100,16 @@ def check_portrait(
             else "use a photo showing every speaker's face"
         )
         report._warn("faces", n=len(faces), expected=expected_faces, fix=fix)
-    for face in faces[:expected_faces]:
-        _check_framing(report, face, h, w, single=expected_faces == 1)
-        _check_pose(report, face)
-        _check_quality(report, image, face)
+    main = sorted(faces[:expected_faces], key=lambda f: f.center[0])  # left to right
+    for i, face in enumerate(main):
+        one = PortraitReport(faces=[face])
+        _check_framing(one, face, h, w, single=expected_faces == 1)
+        _check_pose(one, face)
+        _check_quality(one, image, face)
+        side = "" if len(main) == 1 else ("left", "right")[i] if len(main) == 2 else f"face {i + 1}"
+        report.metrics.update({f"{side}_{k}" if side else k: v for k, v in one.metrics.items()})
+        report.codes += one.codes
+        report.warnings += [f"{side} face: {w}" if side else w for w in one.warnings]
     return report
 
 
