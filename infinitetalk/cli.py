@@ -246,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue an interrupted run (same inputs and options)"
     )
     io.add_argument(
+        "--face_only",
+        action="store_true",
+        help="video-to-video: keep every source pixel outside a feathered region around the (tracked) face",
+    )
+    io.add_argument(
         "--segments_dir", help="where per-window segments and resume state go (default OUTPUT.parts/)"
     )
     io.add_argument("--keep_segments", action="store_true", help="keep the segments folder after muxing")
@@ -545,6 +550,8 @@ def run(args: argparse.Namespace) -> Path:
     device, dtype = _device_dtype(args)
     home = torch.device("cpu") if args.offload_model else device
     source = load_source(args.input_path)
+    if args.face_only and source.num_frames < 2:
+        raise InputError("--face_only needs a source video as --input_path (one image has no source to keep)")
     boxes = parse_boxes(args.bbox)
     regions = SpeakerRegions(bboxes=boxes) if boxes else None
     prompts = None
@@ -610,6 +617,7 @@ def run(args: argparse.Namespace) -> Path:
         "quant": args.quant,
         "dtype": str(dtype),
     }
+    frame_filter = _face_only(args, source, audio, config)
     with _ProgressBar(config.steps) as bar:
         result = pipe.generate(
             source,
@@ -621,6 +629,7 @@ def run(args: argparse.Namespace) -> Path:
             resume=args.resume,
             fingerprint_extra=extra,
             prompts=prompts,
+            frame_filter=frame_filter,
         )
     subtitles = cues if args.subtitles else None
     final = store.finalize(out, audio=(audio.waveform_16k_mix, SPEECH_SR), subtitles=subtitles)
@@ -634,6 +643,26 @@ def run(args: argparse.Namespace) -> Path:
         result.num_windows,
     )
     return final
+
+
+def _face_only(args, source, audio, config):
+    """The face-only compositor of ``--face_only`` (None without the flag)."""
+    if not args.face_only:
+        return None
+    from .buckets import target_size
+    from .dubbing import FaceOnlyCompositor
+    from .pipeline import plan_windows
+
+    _, total = plan_windows(
+        audio.num_frames,
+        config.frame_num,
+        config.motion_frame,
+        config.mode,
+        config.max_frame_num,
+        source.num_frames,
+        True,
+    )
+    return FaceOnlyCompositor(source, target_size(config.size, *source.frame(0).shape[:2]), total)
 
 
 class _ProgressBar:

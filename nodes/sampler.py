@@ -393,7 +393,7 @@ def _face_only(enabled: bool, source, config, plans):
 
     if not enabled:
         return None
-    if not getattr(source, "is_video", False):
+    if isinstance(source, np.ndarray) or getattr(source, "num_frames", 1) < 2:
         raise ValueError(
             "face_only needs a source video ('video' input, or an IMAGE batch of frames): with one image "
             "there is no source to keep; turn face_only off"

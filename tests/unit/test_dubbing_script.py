@@ -256,3 +256,39 @@ def test_srt_parse_round_trip_of_script_cues(tmp_path):
     _tone(tmp_path / "a.wav", 0.5, 200)
     r = render_script(parse_script("audio: a.wav | Hi.\naudio: a.wav | Again.", tmp_path))
     assert [c.text for c in srt_parse(srt_format(r.cues))] == ["Hi.", "Again."]
+
+
+def test_cli_face_only_dubbing(tiny_root, tmp_path, caplog):
+    """--face_only on a real video file: the face is tracked and the run completes; with an image it is refused."""
+    from fractions import Fraction
+
+    from infinitetalk.cli import main
+
+    source = GraceVideo(12)
+    with av.open(str(tmp_path / "source.mp4"), "w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(25, 1))
+        stream.width, stream.height, stream.pix_fmt = 128, 128, "yuv420p"
+        for frame in source.frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    _tone(tmp_path / "speech.wav", 0.48, 200)
+    Image.fromarray(source.frames[0]).save(tmp_path / "face.png")
+    base = ["--weights", str(tiny_root), "--audio_path", str(tmp_path / "speech.wav"), "--face_only"]
+    assert main([*base, "--input_path", str(tmp_path / "face.png")]) == 2  # one image: refused early
+    out = tmp_path / "dub.mp4"
+    args = [*base, "--input_path", str(tmp_path / "source.mp4"), "--output_path", str(out), "--size", "64x64"]
+    args += [
+        "--sample_steps",
+        "1",
+        "--sample_text_guide_scale",
+        "1",
+        "--frame_num",
+        "13",
+        "--motion_frame",
+        "5",
+    ]
+    with caplog.at_level(logging.INFO):
+        assert main(args) == 0
+    assert "face-only dubbing: face tracked over 12 frames" in caplog.text
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 12
