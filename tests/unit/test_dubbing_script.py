@@ -276,7 +276,7 @@ def test_cli_face_only_dubbing(tiny_root, tmp_path, caplog):
     base = ["--weights", str(tiny_root), "--audio_path", str(tmp_path / "speech.wav"), "--face_only"]
     assert main([*base, "--input_path", str(tmp_path / "face.png")]) == 2  # one image: refused early
     out = tmp_path / "dub.mp4"
-    args = [*base, "--input_path", str(tmp_path / "source.mp4"), "--output_path", str(out), "--size", "64x64"]
+    args = [*base, "--input_path", str(tmp_path / "source.mp4"), "--output_path", str(out), "--size", "32x32"]
     args += [
         "--sample_steps",
         "1",
