@@ -8,6 +8,10 @@ Keeps the reference's flags (``generate_infinitetalk.py``), plus direct inputs i
 ``--weights DIR``: the official ``weights/`` tree or a ComfyUI ``models/`` tree (or their parent); each
 component is found by its real file name. Differences from the reference's defaults: ``--mode`` is
 ``streaming`` (the whole audio) and ``--max_frame_num`` has no limit unless given.
+
+Several GPUs split each denoising step (sequence parallelism, docs/MULTI_GPU.md)::
+
+    torchrun --nproc_per_node 4 -m infinitetalk ... --ulysses_size 4
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 
 from .config import SpeakerRegions
 from .errors import CheckpointError, InfiniteTalkError, InputError
+from .parallel.launch import ParallelSession, start_session, torchrun_ranks
 from .sampling import SAMPLERS
 
 logger = logging.getLogger(__name__)
@@ -331,6 +336,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--batch_guidance", action="store_true", help="run guidance branches as one batch (more memory)"
     )
+
+    m = p.add_argument_group("several GPUs (start with torchrun --nproc_per_node N; docs/MULTI_GPU.md)")
+    m.add_argument(
+        "--ulysses_size",
+        type=int,
+        default=1,
+        help="processes splitting the attention heads (all-to-all); must divide the DiT's heads (40)",
+    )
+    m.add_argument(
+        "--ring_size",
+        type=int,
+        default=1,
+        help="processes passing key/value blocks around a ring; ulysses_size x ring_size = processes",
+    )
     return p
 
 
@@ -525,8 +544,8 @@ def _speaker_count(args, script=None) -> int:
     return 2 if args.audio_path2 else 1
 
 
-def run(args: argparse.Namespace) -> Path:
-    """Generate the video described by ``args``; returns the mp4 path."""
+def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Path:
+    """Generate the video described by ``args``; returns the mp4 path (written by rank 0 only)."""
     from .encoders.clip import load_clip_vision
     from .encoders.text import load_text_encoder
     from .encoders.vae import load_vae
@@ -540,6 +559,8 @@ def run(args: argparse.Namespace) -> Path:
     if not args.input_path:
         raise InputError("no reference given: pass --input_path (an image or a video)")
     out = Path(args.output_path or (args.save_file + ".mp4" if args.save_file else "infinitetalk.mp4"))
+    session = session or ParallelSession(device=_device_dtype(args)[0])
+    args.device = str(session.device)  # under torchrun: this process's GPU
     script = None
     if args.script:
         from .script import load_script
@@ -547,6 +568,7 @@ def run(args: argparse.Namespace) -> Path:
         script = load_script(args.script)
     speakers = _speaker_count(args, script)
     paths = _resolve_paths(args, speakers, need_kokoro=script is not None and script.needs_tts)
+    session.check_dit_file(paths.dit)  # heads vs --ulysses_size, before any weight is read
     device, dtype = _device_dtype(args)
     home = torch.device("cpu") if args.offload_model else device
     source = load_source(args.input_path)
@@ -579,6 +601,7 @@ def run(args: argparse.Namespace) -> Path:
     clip = load_clip_vision(paths.clip, device=home, dtype=dtype)
     vae = load_vae(paths.vae, device=device, dtype=torch.float32)
     dit = load_dit_model(paths, args, home, dtype)
+    session.attach(dit)  # one process: unchanged; torchrun: this process's share of every forward
     manager = None
     if args.offload_model:
         manager = DeviceModelManager({"dit": dit, "text_encoder": text, "clip": clip}, device)
@@ -597,7 +620,7 @@ def run(args: argparse.Namespace) -> Path:
         shift=args.sample_shift,
         text_scale=args.sample_text_guide_scale,
         audio_scale=args.sample_audio_guide_scale,
-        seed=args.seed if args.seed >= 0 else int(torch.randint(0, 99999999, (1,)).item()),
+        seed=session.broadcast(args.seed if args.seed >= 0 else int(torch.randint(0, 99999999, (1,)).item())),
         color_correction_strength=args.color_correction_strength,
         sampler=args.sampler,
         use_apg=args.use_apg,
@@ -610,7 +633,7 @@ def run(args: argparse.Namespace) -> Path:
     if args.resume and args.seed < 0:
         raise InputError("--resume needs a fixed --seed (the interrupted run's seed)")
     seg_dir = Path(args.segments_dir) if args.segments_dir else out.with_name(out.name + ".parts")
-    store = SegmentStore(seg_dir, fps=25, crf=args.crf)
+    store = SegmentStore(seg_dir, fps=25, crf=args.crf) if session.is_main else None
     extra = {
         "weights": {k: str(v) for k, v in vars(paths).items()},
         "loras": lora_specs(args),
@@ -623,14 +646,16 @@ def run(args: argparse.Namespace) -> Path:
             source,
             audio,
             config,
-            store,
+            session.output_sink(store),  # torchrun: rank 0 writes, the others follow
             speaker_regions=regions,
-            on_progress=bar.update,
+            on_progress=bar.update if session.is_main else None,
             resume=args.resume,
             fingerprint_extra=extra,
             prompts=prompts,
             frame_filter=frame_filter,
         )
+    if not session.is_main:
+        return out  # rank 0 writes the file
     subtitles = cues if args.subtitles else None
     final = store.finalize(out, audio=(audio.waveform_16k_mix, SPEECH_SR), subtitles=subtitles)
     if not args.keep_segments:
@@ -691,15 +716,25 @@ class _ProgressBar:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s: %(message)s")
+    rank = torchrun_ranks()[0]  # under torchrun only rank 0 logs progress
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="[%(asctime)s] %(levelname)s: %(message)s",
+    )
+    session = None
     try:
+        session = start_session(args.ulysses_size, args.ring_size, args.device)
         with torch.no_grad():
-            path = run(args)
+            path = run(args, session)
     except InfiniteTalkError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: run again with --resume to continue", file=sys.stderr)
         return 130
-    print(path)
+    finally:
+        if session is not None:
+            session.close()
+    if session.is_main:
+        print(path)
     return 0
