@@ -9,11 +9,12 @@ from . import _common
 
 class InfiniteTalkExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        from . import audio, checks, conditioning, loaders, sampler, script, tts, video
+        from . import audio, checks, conditioning, doctor, loaders, sampler, script, tts, video
 
         _common.register_folders()
         return [
             *loaders.NODES,
+            *doctor.NODES,
             *audio.NODES,
             *tts.NODES,
             *conditioning.NODES,
