@@ -110,6 +110,31 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument(
         "--crf", type=int, default=18, help="H.264 quality of the segments (0 lossless .. 51; 18)"
     )
+    out = p.add_argument_group("output file")
+    out.add_argument(
+        "--format",
+        choices=("h264-mp4", "prores-mov", "ffv1-mkv", "png-wav"),
+        default="h264-mp4",
+        help="h264-mp4: H.264 + AAC (default); prores-mov: ProRes 422 HQ + 24-bit PCM; ffv1-mkv: lossless "
+        "RGB + 24-bit PCM; png-wav: a folder of PNG frames + soundtrack.wav (the output suffix follows)",
+    )
+    out.add_argument("--preset", default="medium", help="x264 preset for h264-mp4 (ultrafast .. veryslow)")
+    out.add_argument(
+        "--loudness",
+        type=float,
+        default=None,
+        metavar="LUFS",
+        help="deliver the soundtrack at this integrated loudness (e.g. -16 web, -23 EBU R128); "
+        "default: the audio's own level, untouched",
+    )
+    out.add_argument(
+        "--true_peak", type=float, default=-1.0, metavar="DBTP", help="true-peak ceiling with --loudness (-1)"
+    )
+    out.add_argument(
+        "--no_live",
+        action="store_true",
+        help="do not keep the live playlist OUTPUT.parts/live/live.m3u8 (watch the video while it is made)",
+    )
 
     w = p.add_argument_group("weights")
     w.add_argument(
@@ -390,7 +415,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     from .encoders.text import load_text_encoder
     from .encoders.vae import load_vae
     from .encoders.wav2vec2 import load_audio_encoder
-    from .media import SPEECH_SR
+    from .media import normalize_delivery, output_path
     from .pipeline import DeviceModelManager, GenerationConfig, InfiniteTalkPipeline
     from .sinks import SegmentStore
 
@@ -399,6 +424,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     if not args.input_path:
         raise InputError("no reference given: pass --input_path (an image or a video)")
     out = Path(args.output_path or (args.save_file + ".mp4" if args.save_file else "infinitetalk.mp4"))
+    out = output_path(out, args.format)  # the format decides the suffix (a folder for png-wav)
     session = session or ParallelSession(device=_device_dtype(args)[0])
     args.device = str(session.device)  # under torchrun: this process's GPU
     script = None
@@ -473,7 +499,22 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     if args.resume and args.seed < 0:
         raise InputError("--resume needs a fixed --seed (the interrupted run's seed)")
     seg_dir = Path(args.segments_dir) if args.segments_dir else out.with_name(out.name + ".parts")
-    store = SegmentStore(seg_dir, fps=25, crf=args.crf) if session.is_main else None
+    soundtrack = audio.soundtrack_audio  # the user's own audio; the 16 kHz mix stays in the embedding path
+    if args.loudness is not None and session.is_main:
+        soundtrack = normalize_delivery(soundtrack, args.loudness, args.true_peak)
+    store = None
+    if session.is_main:  # torchrun: rank 0 writes
+        store = SegmentStore(
+            seg_dir,
+            fps=25,
+            crf=args.crf,
+            preset=args.preset,
+            codec="h264" if args.format == "h264-mp4" else "h264-lossless",  # masters start from exact frames
+            soundtrack=soundtrack,
+            live=not args.no_live,
+        )
+        if store.live:
+            logger.info("watch it while it is made: %s", seg_dir / "live" / "live.m3u8")
     extra = {
         "weights": {k: str(v) for k, v in vars(paths).items()},
         "loras": lora_specs(args),
@@ -497,7 +538,9 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     if not session.is_main:
         return out  # rank 0 writes the file
     subtitles = cues if args.subtitles else None
-    final = store.finalize(out, audio=(audio.waveform_16k_mix, SPEECH_SR), subtitles=subtitles)
+    final = store.finalize(
+        out, audio=soundtrack, subtitles=subtitles, fmt=args.format, crf=args.crf, preset=args.preset
+    )
     if not args.keep_segments:
         shutil.rmtree(seg_dir, ignore_errors=True)
     logger.info(

@@ -341,8 +341,19 @@ class Sampler(io.ComfyNode):
         extra = _fingerprint_extra(model, vae, clip_vision, text_embeds)
         if schedule:
             config.prompt = schedule[0][1]
+        compositor = _face_only(face_only, source, config, audio_embeds.num_frames)
+        if compositor is not None:
+            extra = {**extra, **compositor.fingerprint()}
         fingerprint = pipe.fingerprint(_as_source(source), audio_embeds, config, regions, extra)
-        store = SegmentStore(_store_dir(cls.hidden.unique_id, fingerprint), fps=c.FPS)
+        store = SegmentStore(
+            _store_dir(cls.hidden.unique_id, fingerprint),
+            fps=c.FPS,
+            soundtrack=audio_embeds.soundtrack_audio,
+            clips=True,  # each finished window is shown on the node while the run goes on
+            on_segment=_bridge.WindowPreview(
+                cls.hidden.unique_id, _bridge.preview_nodes(cls.hidden.prompt, cls.hidden.unique_id)
+            ),
+        )
         is_video = getattr(source, "is_video", False)
         plans, _ = plan_windows(
             audio_embeds.num_frames,
@@ -353,9 +364,7 @@ class Sampler(io.ComfyNode):
             getattr(source, "num_frames", 1),
             is_video,
         )
-        compositor = _face_only(face_only, source, config, plans)
-        if compositor is not None:
-            extra = {**extra, **compositor.fingerprint()}
+        store.expect_windows(len(plans))
         progress = _bridge.Progress(len(plans), steps, cls.hidden.unique_id)
         try:
             result = pipe.generate(
@@ -375,7 +384,7 @@ class Sampler(io.ComfyNode):
             if swap is not None:
                 swap.release()
         w, h = store.size
-        frames = _bridge.FrameStream(store, result.num_frames, w, h, c.FPS, audio_embeds.waveform_16k_mix)
+        frames = _bridge.FrameStream(store, result.num_frames, w, h, c.FPS, audio_embeds.soundtrack_audio)
         images = (
             _images(frames)
             if _output_connected(cls.hidden.prompt, cls.hidden.unique_id, 1)
@@ -386,10 +395,11 @@ class Sampler(io.ComfyNode):
         )
 
 
-def _face_only(enabled: bool, source, config, plans):
+def _face_only(enabled: bool, source, config, num_frames: int):
     """The face-only compositor for a video source (None when off); tracks the face before sampling."""
     from ..infinitetalk.buckets import target_size
     from ..infinitetalk.dubbing import FaceOnlyCompositor
+    from ..infinitetalk.pipeline import plan_windows
 
     if not enabled:
         return None
@@ -399,7 +409,15 @@ def _face_only(enabled: bool, source, config, plans):
             "there is no source to keep; turn face_only off"
         )
     size = target_size(config.size, *source.frame(0).shape[:2])
-    total = sum(p.keep for p in plans)
+    _, total = plan_windows(
+        num_frames,
+        config.frame_num,
+        config.motion_frame,
+        config.mode,
+        config.max_frame_num,
+        source.num_frames,
+        True,
+    )
     return FaceOnlyCompositor(source, size, total)
 
 
