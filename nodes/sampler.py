@@ -298,6 +298,7 @@ class Sampler(io.ComfyNode):
         resume=True,
         face_only=False,
     ) -> io.NodeOutput:
+        from ..infinitetalk.buckets import target_size
         from ..infinitetalk.media import VideoReader
         from ..infinitetalk.pipeline import GenerationConfig, InfiniteTalkPipeline, plan_windows
         from ..infinitetalk.sinks import SegmentStore
@@ -324,8 +325,10 @@ class Sampler(io.ComfyNode):
             speaker_boxes, speaker_masks, audio_embeds.num_speakers, _as_source(source)
         )
         dit = model.patcher.model
-        swap = _models.block_swap_for(model)
-        manager = _bridge.ComfyModelManager({"dit": model, "vae": vae, "clip": clip_vision}, swap)
+        height, width = target_size(config.size, *_as_source(source).frame(0).shape[:2])
+        dit_run = _models.prepare_dit(model, config, height, width, audio_embeds.num_speakers)
+        swap = dit_run.swap
+        manager = _bridge.ComfyModelManager({"dit": model, "vae": vae, "clip": clip_vision}, dit_run)
         schedule = getattr(text_embeds, "schedule", None)  # per-segment prompts (InfiniteTalk Script)
         pipe = InfiniteTalkPipeline(
             dit,
