@@ -9,7 +9,7 @@ import re
 import folder_paths
 import numpy as np
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from . import _bridge, _models
 from . import _common as c
@@ -53,7 +53,8 @@ def _inputs() -> list:
             "speaker_masks",
             optional=True,
             tooltip="Two speakers only: a batch of two masks (person 1, person 2) in source-image pixels. "
-            "Default: the left and right halves of the image.",
+            "Default: found from the two faces in the image (person 1 = left; see InfiniteTalk Find Speakers), "
+            "or the left and right halves when no face is found.",
         ),
         io.Combo.Input(
             "mode",
@@ -205,7 +206,15 @@ def _inputs() -> list:
                 "speaker_boxes",
                 default="",
                 tooltip="Two speakers only: 'x0,y0,x1,y1; x0,y0,x1,y1' boxes of person 1 and 2 in "
-                "source-image pixels (overrides speaker_masks). Empty = masks or left/right halves.",
+                "source-image pixels (overrides speaker_masks). Empty = masks, else found from the faces.",
+            )
+        ),
+        advanced(
+            io.Boolean.Input(
+                "face_only",
+                default=False,
+                tooltip="Video-to-video only: keep every source pixel outside a feathered region around the "
+                "face (tracked per frame, colour-matched), so body, background and cuts stay the source's.",
             )
         ),
         advanced(
@@ -287,6 +296,7 @@ class Sampler(io.ComfyNode):
         teacache=0.0,
         speaker_boxes="",
         resume=True,
+        face_only=False,
     ) -> io.NodeOutput:
         from ..infinitetalk.buckets import target_size
         from ..infinitetalk.media import VideoReader
@@ -311,22 +321,32 @@ class Sampler(io.ComfyNode):
             use_teacache=teacache > 0,
             teacache_thresh=teacache or 0.2,
         )
-        regions = _regions(speaker_boxes, speaker_masks, audio_embeds.num_speakers)
+        regions, preview = _regions(
+            speaker_boxes, speaker_masks, audio_embeds.num_speakers, _as_source(source)
+        )
         dit = model.patcher.model
         height, width = target_size(config.size, *_as_source(source).frame(0).shape[:2])
         dit_run = _models.prepare_dit(model, config, height, width, audio_embeds.num_speakers)
         swap = dit_run.swap
         manager = _bridge.ComfyModelManager({"dit": model, "vae": vae, "clip": clip_vision}, dit_run)
+        schedule = getattr(text_embeds, "schedule", None)  # per-segment prompts (InfiniteTalk Script)
         pipe = InfiniteTalkPipeline(
             dit,
             vae.obj,
             clip_vision.obj,
-            _bridge.FixedText(text_embeds.positive, text_embeds.negative),
+            _bridge.FixedText(
+                text_embeds.positive, text_embeds.negative, getattr(text_embeds, "by_prompt", None)
+            ),
             device=model.load_device,
             dtype=model.options.get("dtype", torch.float32),
             model_manager=manager,
         )
         extra = _fingerprint_extra(model, vae, clip_vision, text_embeds)
+        if schedule:
+            config.prompt = schedule[0][1]
+        compositor = _face_only(face_only, source, config, audio_embeds.num_frames)
+        if compositor is not None:
+            extra = {**extra, **compositor.fingerprint()}
         fingerprint = pipe.fingerprint(_as_source(source), audio_embeds, config, regions, extra)
         store = SegmentStore(
             _store_dir(cls.hidden.unique_id, fingerprint),
@@ -360,6 +380,8 @@ class Sampler(io.ComfyNode):
                 should_cancel=_bridge.should_cancel,
                 resume=resume,
                 fingerprint_extra=extra,
+                prompts=schedule,
+                frame_filter=compositor,
             )
         finally:
             if swap is not None:
@@ -371,7 +393,35 @@ class Sampler(io.ComfyNode):
             if _output_connected(cls.hidden.prompt, cls.hidden.unique_id, 1)
             else _first(frames)
         )
-        return io.NodeOutput(frames, images)
+        return io.NodeOutput(
+            frames, images, ui=None if preview is None else ui.PreviewImage(preview, cls=cls)
+        )
+
+
+def _face_only(enabled: bool, source, config, num_frames: int):
+    """The face-only compositor for a video source (None when off); tracks the face before sampling."""
+    from ..infinitetalk.buckets import target_size
+    from ..infinitetalk.dubbing import FaceOnlyCompositor
+    from ..infinitetalk.pipeline import plan_windows
+
+    if not enabled:
+        return None
+    if isinstance(source, np.ndarray) or getattr(source, "num_frames", 1) < 2:
+        raise ValueError(
+            "face_only needs a source video ('video' input, or an IMAGE batch of frames): with one image "
+            "there is no source to keep; turn face_only off"
+        )
+    size = target_size(config.size, *source.frame(0).shape[:2])
+    _, total = plan_windows(
+        num_frames,
+        config.frame_num,
+        config.motion_frame,
+        config.mode,
+        config.max_frame_num,
+        source.num_frames,
+        True,
+    )
+    return FaceOnlyCompositor(source, size, total)
 
 
 def _source(image, video, reader_cls):
@@ -412,15 +462,36 @@ def parse_boxes(text: str) -> list[tuple[float, float, float, float]]:
     return boxes
 
 
-def _regions(boxes_text: str, masks, num_speakers: int):
+def _regions(boxes_text: str, masks, num_speakers: int, source=None):
+    """(speaker regions or None, preview IMAGE of automatic regions or None)."""
     from ..infinitetalk.config import SpeakerRegions
 
     if num_speakers < 2:
-        return None
+        return None, None
     if boxes_text.strip():
-        return SpeakerRegions(bboxes=parse_boxes(boxes_text))
+        return SpeakerRegions(bboxes=parse_boxes(boxes_text)), None
     if masks is None:
-        return None
+        return _auto_regions(source)
+    return _mask_regions(masks), None
+
+
+def _auto_regions(source):
+    """Regions from the faces of the first frame (library), previewed on it; None: left/right halves."""
+    from ..infinitetalk.portrait import auto_speaker_regions, draw_regions
+
+    if source is None:
+        return None, None
+    first = source.frame(0)
+    regions = auto_speaker_regions(first)
+    if regions is None:
+        return None, None
+    preview = torch.from_numpy(draw_regions(first, regions)).float()[None] / 255.0
+    return regions, preview
+
+
+def _mask_regions(masks):
+    from ..infinitetalk.config import SpeakerRegions
+
     if masks.ndim != 3 or masks.shape[0] != 2:
         raise ValueError(
             f"speaker_masks: expected a batch of 2 masks (person 1, person 2), got shape {tuple(masks.shape)}"
