@@ -9,7 +9,7 @@ from . import _common
 
 class InfiniteTalkExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        from . import _migrate, audio, conditioning, doctor, loaders, sampler, tts, video
+        from . import _migrate, audio, checks, conditioning, doctor, loaders, sampler, script, tts, video
 
         _common.register_folders()
         _migrate.register()  # saved prompts of older node schemas are rewritten before validation
@@ -21,4 +21,6 @@ class InfiniteTalkExtension(ComfyExtension):
             *conditioning.NODES,
             *sampler.NODES,
             *video.NODES,
+            *checks.NODES,
+            *script.NODES,
         ]

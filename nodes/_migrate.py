@@ -103,10 +103,10 @@ def widget_defaults(class_type) -> dict:
 
 @functools.cache
 def _pack_nodes() -> dict:
-    from . import audio, conditioning, doctor, loaders, sampler, tts, video
+    from . import audio, checks, conditioning, doctor, loaders, sampler, script, tts, video
 
-    nodes = [*loaders.NODES, *doctor.NODES, *audio.NODES, *tts.NODES, *conditioning.NODES, *sampler.NODES]
-    return {cls.GET_SCHEMA().node_id: cls for cls in [*nodes, *video.NODES]}
+    modules = (loaders, doctor, audio, tts, conditioning, sampler, video, checks, script)
+    return {cls.GET_SCHEMA().node_id: cls for module in modules for cls in module.NODES}
 
 
 def _free_id(prompt: dict, wanted: str) -> str:

@@ -3,7 +3,7 @@
 Two nodes: **InfiniteTalk Sampler** keeps the inputs every run needs; the expert knobs (scheduler, shift,
 window sizes, colour correction, APG, TeaCache, speaker boxes, resume) live on the optional
 **InfiniteTalk Sampler Options** node, the pattern of ComfyUI's own split samplers and of the large video
-packs. Without it the reference's defaults apply. Workflows saved with the older 26-input Sampler are
+packs (face-only dubbing is one of those knobs). Without it the reference's defaults apply. Workflows saved with the older 26-input Sampler are
 migrated when they load (:mod:`nodes._migrate`).
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import folder_paths
 import numpy as np
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from . import _bridge, _core, _models
 from . import _common as c
@@ -43,6 +43,7 @@ class SamplerOptions:
     apg: bool = False
     teacache: float = 0.0  # 0: off
     speaker_boxes: str = ""
+    face_only: bool = False  # video-to-video: keep the source outside the face
     resume: bool = True
 
 
@@ -120,7 +121,13 @@ def _option_inputs() -> list:
             "speaker_boxes",
             default=d.speaker_boxes,
             tooltip="Two speakers only: 'x0,y0,x1,y1; x0,y0,x1,y1' boxes of person 1 and 2 in source-image "
-            "pixels (overrides the sampler's speaker_masks). Empty = masks or left/right halves.",
+            "pixels (overrides the sampler's speaker_masks). Empty = masks, else found from the faces.",
+        ),
+        io.Boolean.Input(
+            "face_only",
+            default=d.face_only,
+            tooltip="Video-to-video only: keep every source pixel outside a feathered region around the face "
+            "(tracked per frame, colour-matched), so body, background and cuts stay the source's.",
         ),
         io.Boolean.Input(
             "resume",
@@ -157,7 +164,7 @@ class SamplerOptionsNode(io.ComfyNode):
             category=c.CATEGORY_SAMPLING,
             description="Expert settings for InfiniteTalk Sampler (connect to its 'options' input): scheduler, "
             "shift, window and motion frames, length cap, colour correction, APG, TeaCache, speaker boxes, "
-            "resume. Without this node the sampler uses the reference's defaults.",
+            "face-only dubbing, resume. Without this node the sampler uses the reference's defaults.",
             inputs=_option_inputs(),
             outputs=[
                 io.Custom(OPTIONS_TYPE).Output(
@@ -226,13 +233,15 @@ def _inputs() -> list:
             "speaker_masks",
             optional=True,
             tooltip="Two speakers only: a batch of two masks (person 1, person 2) in source-image pixels. "
-            "Default: the left and right halves of the image.",
+            "Default: found from the two faces in the image (person 1 = left; see InfiniteTalk Find Speakers), "
+            "or the left and right halves when no face is found.",
         ),
         io.Custom(OPTIONS_TYPE).Input(
             "options",
             optional=True,
             tooltip="Expert settings from InfiniteTalk Sampler Options (scheduler, shift, window sizes, "
-            "colour correction, APG, TeaCache, speaker boxes, resume). Not connected: the reference's defaults.",
+            "colour correction, APG, TeaCache, speaker boxes, face-only dubbing, resume). Not connected: the "
+            "reference's defaults.",
         ),
         io.Combo.Input(
             "mode",
@@ -331,13 +340,18 @@ class Sampler(io.ComfyNode):
         if _core.is_audio_encoder_output(audio_embeds):
             audio_embeds = _core.audio_embeds(audio_embeds)
         config = _config(mode, size_name, custom, steps, seed, text_scale, audio_scale, opts)
-        regions = _regions(opts.speaker_boxes, speaker_masks, audio_embeds.num_speakers)
         with _bridge.reference_source(image, video, c.FPS) as source:
+            regions, preview = _regions(
+                opts.speaker_boxes, speaker_masks, audio_embeds.num_speakers, _as_source(source)
+            )
             frames = cls._generate(
                 model, vae, clip_vision, text_embeds, audio_embeds, source, config, regions, opts
             )
         wanted = _output_connected(cls.hidden.prompt, cls.hidden.unique_id, 1)
-        return io.NodeOutput(frames, _images(frames) if wanted else _first(frames))
+        images = _images(frames) if wanted else _first(frames)
+        return io.NodeOutput(
+            frames, images, ui=None if preview is None else ui.PreviewImage(preview, cls=cls)
+        )
 
     @classmethod
     def _generate(cls, model, vae, clip_vision, text_embeds, audio_embeds, source, config, regions, opts):
@@ -349,16 +363,24 @@ class Sampler(io.ComfyNode):
         height, width = target_size(config.size, *_as_source(source).frame(0).shape[:2])
         dit_run = _models.prepare_dit(model, config, height, width, audio_embeds.num_speakers)
         manager = _bridge.ComfyModelManager({"dit": model, "vae": vae, "clip": clip_vision}, dit_run)
+        schedule = getattr(text_embeds, "schedule", None)  # per-segment prompts (InfiniteTalk Script)
         pipe = InfiniteTalkPipeline(
             model.patcher.model,
             vae.obj,
             clip_vision.obj,
-            _bridge.FixedText(text_embeds.positive, text_embeds.negative),
+            _bridge.FixedText(
+                text_embeds.positive, text_embeds.negative, getattr(text_embeds, "by_prompt", None)
+            ),
             device=model.load_device,
             dtype=model.options.get("dtype", torch.float32),
             model_manager=manager,
         )
         extra = _fingerprint_extra(model, vae, clip_vision, text_embeds)
+        if schedule:
+            config.prompt = schedule[0][1]
+        compositor = _face_only(opts.face_only, source, config, audio_embeds.num_frames)
+        if compositor is not None:
+            extra = {**extra, **compositor.fingerprint()}
         fingerprint = pipe.fingerprint(_as_source(source), audio_embeds, config, regions, extra)
         store = SegmentStore(
             _store_dir(cls.hidden.unique_id, fingerprint),
@@ -380,6 +402,8 @@ class Sampler(io.ComfyNode):
                 should_cancel=_bridge.should_cancel,
                 resume=opts.resume,
                 fingerprint_extra=extra,
+                prompts=schedule,
+                frame_filter=compositor,
             )
         finally:
             if dit_run.swap is not None:
@@ -416,14 +440,64 @@ def _as_source(source):
     return StillImage(source) if isinstance(source, np.ndarray) else source
 
 
-def _regions(boxes_text: str, masks, num_speakers: int):
+def _face_only(enabled: bool, source, config, num_frames: int):
+    """The face-only compositor for a video source (None when off); tracks the face before sampling."""
+    from ..infinitetalk.buckets import target_size
+    from ..infinitetalk.dubbing import FaceOnlyCompositor
+    from ..infinitetalk.pipeline import plan_windows
+
+    if not enabled:
+        return None
+    if isinstance(source, np.ndarray) or getattr(source, "num_frames", 1) < 2:
+        raise ValueError(
+            "face_only needs a source video ('video' input, or an IMAGE batch of frames): with one image "
+            "there is no source to keep; turn face_only off"
+        )
+    size = target_size(config.size, *source.frame(0).shape[:2])
+    _, total = plan_windows(
+        num_frames,
+        config.frame_num,
+        config.motion_frame,
+        config.mode,
+        config.max_frame_num,
+        source.num_frames,
+        True,
+    )
+    return FaceOnlyCompositor(source, size, total)
+
+
+def parse_boxes(text: str) -> list[tuple[float, float, float, float]]:
+    """'x0,y0,x1,y1; x0,y0,x1,y1' -> two boxes (the speaker_boxes format; ValueError with the fix)."""
+    from ..infinitetalk.config import SpeakerRegions
+
+    return SpeakerRegions.parse(text).bboxes
+
+
+def _regions(boxes_text: str, masks, num_speakers: int, source=None):
+    """(speaker regions or None, preview IMAGE of automatic regions or None)."""
     from ..infinitetalk.config import SpeakerRegions
 
     if num_speakers < 2:
-        return None
+        return None, None
     if boxes_text.strip():
-        return SpeakerRegions.parse(boxes_text)
-    return SpeakerRegions.from_masks(masks) if masks is not None else None
+        return SpeakerRegions.parse(boxes_text), None
+    if masks is not None:
+        return SpeakerRegions.from_masks(masks), None
+    return _auto_regions(source)
+
+
+def _auto_regions(source):
+    """Regions from the faces of the first frame (library), previewed on it; None: left/right halves."""
+    from ..infinitetalk.portrait import auto_speaker_regions, draw_regions
+
+    if source is None:
+        return None, None
+    first = source.frame(0)
+    regions = auto_speaker_regions(first)
+    if regions is None:
+        return None, None
+    preview = torch.from_numpy(draw_regions(first, regions)).float()[None] / 255.0
+    return regions, preview
 
 
 def _fingerprint_extra(model, vae, clip_vision, text_embeds) -> dict:

@@ -19,6 +19,10 @@ NODE_IDS = frozenset(
         "InfiniteTalkSampler",
         "InfiniteTalkSamplerOptions",
         "InfiniteTalkVideoCombine",
+        "InfiniteTalkPortraitCheck",
+        "InfiniteTalkFindSpeakers",
+        "InfiniteTalkAudioCheck",
+        "InfiniteTalkScript",
     }
 )
 

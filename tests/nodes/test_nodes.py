@@ -105,10 +105,12 @@ def test_speaker_masks_become_boxes(pack):
     masks = torch.zeros(2, 40, 60)
     masks[0, 5:20, 2:10] = 1
     masks[1, 10:30, 40:55] = 1
-    regions = sampler._regions("", masks, 2)
+    regions, preview = sampler._regions("", masks, 2)
     assert regions.bboxes == [(2.0, 5.0, 10.0, 20.0), (40.0, 10.0, 55.0, 30.0)]
-    assert sampler._regions("1,2,3,4; 5,6,7,8", masks, 2).bboxes == [(1, 2, 3, 4), (5, 6, 7, 8)]  # boxes win
-    assert sampler._regions("", masks, 1) is None  # one speaker: no regions
+    assert preview is None  # given, not found: nothing to preview
+    boxes, _ = sampler._regions("1,2,3,4; 5,6,7,8", masks, 2)
+    assert boxes.bboxes == [(1, 2, 3, 4), (5, 6, 7, 8)]  # boxes win
+    assert sampler._regions("", masks, 1) == (None, None)  # one speaker: no regions
     with pytest.raises(ValueError, match="mask 2 is empty"):
         sampler._regions("", torch.stack([masks[0], torch.zeros(40, 60)]), 2)
 

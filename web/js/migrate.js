@@ -18,6 +18,8 @@ const LEGACY_WIDGETS = [
   "audio_scale", "shift", "scheduler", "frame_num", "motion_frame", "max_frames", "color_correction",
   "apg", "teacache", "speaker_boxes", "resume",
 ];
+// the same with face_only (saved briefly before the options node existed)
+const LEGACY_WIDGETS_FACE = [...LEGACY_WIDGETS.slice(0, -1), "face_only", "resume"];
 const SCHEDULERS = ["euler", "unipc", "dpm++"];
 const COMBINE = "InfiniteTalkVideoCombine";
 const LEGACY_COMBINE_WIDGETS = ["captions", "filename_prefix", "fps", "crf"];
@@ -33,15 +35,15 @@ function isLegacyCombine(node) {
   );
 }
 
-function isLegacySampler(node) {
+function legacySamplerLayout(node) {
   const v = node?.widgets_values;
-  return (
+  const layout = [LEGACY_WIDGETS, LEGACY_WIDGETS_FACE].find((names) => names.length === v?.length);
+  const ok =
     node?.type === SAMPLER &&
-    Array.isArray(v) &&
-    v.length === LEGACY_WIDGETS.length &&
+    layout &&
     typeof v[9] === "number" && // shift
-    SCHEDULERS.includes(v[10]) // scheduler
-  );
+    SCHEDULERS.includes(v[10]); // scheduler
+  return ok ? layout : null;
 }
 
 function template(type) {
@@ -97,8 +99,8 @@ function nextIds(graph) {
   return { node: () => (graph.last_node_id = (graph.last_node_id || 0) + 1), link: () => (graph.last_link_id = (graph.last_link_id || 0) + 1) };
 }
 
-function migrateSampler(graph, node, ids) {
-  const values = Object.fromEntries(LEGACY_WIDGETS.map((name, i) => [name, node.widgets_values[i]]));
+function migrateSampler(graph, node, ids, layout) {
+  const values = Object.fromEntries(layout.map((name, i) => [name, node.widgets_values[i]]));
   const sampler = template(SAMPLER);
   const options = template(OPTIONS);
   const optionsNode = {
@@ -157,7 +159,8 @@ export function migrateWorkflow(graph) {
   const ids = nextIds(graph); // one counter: ids stay unique across the root graph and its subgraphs
   for (const g of graphs) {
     for (const node of [...(g.nodes || [])]) {
-      if (isLegacySampler(node)) migrateSampler(g, node, ids);
+      const layout = legacySamplerLayout(node);
+      if (layout) migrateSampler(g, node, ids, layout);
       else if (isLegacyCombine(node)) migrateCombine(g, node);
       else continue;
       migrated += 1;
