@@ -211,10 +211,17 @@ def test_legacy_sampler_prompt_is_migrated(pack):
     options = legacy[options_id]
     assert options["class_type"] == "InfiniteTalkSamplerOptions"
     assert set(options["inputs"]) == set(_mod("sampler").OPTION_NAMES)
-    assert {k: options["inputs"][k] for k in options["inputs"]} == {k: before[k] for k in options["inputs"]}
+    assert {k: options["inputs"][k] for k in before if k in options["inputs"]} == {
+        k: v for k, v in before.items() if k in options["inputs"]
+    }
+    assert options["inputs"]["face_only"] is False  # an option the old sampler did not have: its default
     kept = {k: v for k, v in legacy[sampler_id]["inputs"].items() if k != "options"}
     assert kept == {k: v for k, v in before.items() if k not in options["inputs"]}
     assert migrate.migrate_prompt(legacy, dynamic=False) == []  # idempotent
+    # the 27-input sampler (with face_only) of the face-only release: that option moves too
+    face = {"7": {"class_type": "InfiniteTalkSampler", "inputs": {**before, "face_only": True}}}
+    migrate.migrate_prompt(face, dynamic=False)
+    assert face[face["7"]["inputs"]["options"][0]]["inputs"]["face_only"] is True
     # a prompt from a newer ComfyUI (revealed inputs named size.width) runs on the flat schema
     newer = {
         "5": {

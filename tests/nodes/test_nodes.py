@@ -57,6 +57,7 @@ def test_sampler_bounds(nodes):
         "apg",
         "teacache",
         "speaker_boxes",
+        "face_only",
         "resume",
     }
 
