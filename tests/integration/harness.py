@@ -109,6 +109,10 @@ class ComfyServer:
             "--preview-method",
             "latent2rgb",
         ]
+        # another front end, e.g. an unpacked newer comfyui-frontend-package (see docs/COMPAT.md)
+        front_end = os.environ.get("COMFYUI_FRONT_END_ROOT")
+        if front_end:
+            cmd += ["--front-end-root", front_end]
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             cmd, cwd=COMFY_DIR, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
