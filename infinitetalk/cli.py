@@ -487,6 +487,7 @@ def _speaker_count(args, script=None) -> int:
 def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Path:
     """Generate the video described by ``args``; returns the mp4 path (written by rank 0 only)."""
     from .buckets import target_size
+    from .dubbing import face_only_filter
     from .encoders.clip import load_clip_vision
     from .encoders.text import load_text_encoder
     from .encoders.vae import load_vae
@@ -494,7 +495,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     from .media import normalize_delivery, output_path
     from .pipeline import DeviceModelManager, GenerationConfig, InfiniteTalkPipeline
     from .preflight import RunShape
-    from .sinks import SegmentStore
+    from .sinks import SegmentStore, segment_codec
 
     if args.input_json:
         _apply_json(args)
@@ -592,7 +593,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
             fps=25,
             crf=args.crf,
             preset=args.preset,
-            codec="h264" if args.format == "h264-mp4" else "h264-lossless",  # masters start from exact frames
+            codec=segment_codec(args.format),  # masters start from exact frames
             soundtrack=soundtrack,
             live=not args.no_live,
         )
@@ -604,7 +605,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
         "quantization": options.quantization,
         "dtype": str(dtype),
     }
-    frame_filter = _face_only(args, source, audio, config)
+    frame_filter = face_only_filter(source, config, audio.num_frames) if args.face_only else None
     with _ProgressBar(config.steps) as bar:
         result = pipe.generate(
             source,
@@ -634,26 +635,6 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
         result.num_windows,
     )
     return final
-
-
-def _face_only(args, source, audio, config):
-    """The face-only compositor of ``--face_only`` (None without the flag)."""
-    if not args.face_only:
-        return None
-    from .buckets import target_size
-    from .dubbing import FaceOnlyCompositor
-    from .pipeline import plan_windows
-
-    _, total = plan_windows(
-        audio.num_frames,
-        config.frame_num,
-        config.motion_frame,
-        config.mode,
-        config.max_frame_num,
-        source.num_frames,
-        True,
-    )
-    return FaceOnlyCompositor(source, target_size(config.size, *source.frame(0).shape[:2]), total)
 
 
 class _ProgressBar:

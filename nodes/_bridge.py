@@ -127,9 +127,15 @@ class ImageBatchSource:
 
 
 def image_to_uint8(image: torch.Tensor) -> np.ndarray:
-    """One IMAGE ``(H, W, C)`` in [0, 1] -> uint8 RGB ``(H, W, 3)``."""
+    """IMAGE ``(..., H, W, C)`` in [0, 1] (one image or a batch) -> uint8 RGB ``(..., H, W, 3)``."""
     array = (image[..., :3].float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     return np.ascontiguousarray(array)
+
+
+def uint8_to_image(array: np.ndarray) -> torch.Tensor:
+    """uint8 RGB ``(H, W, 3)`` (or a batch ``(B, H, W, 3)``) -> IMAGE ``(B, H, W, 3)`` float in [0, 1]."""
+    image = torch.from_numpy(np.ascontiguousarray(array)).float() / 255.0
+    return image[None] if image.ndim == 3 else image
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ import torch
 from comfy_api.latest import InputImpl, io, ui
 
 from . import _common as c
+from ._bridge import image_to_uint8
 from ._widgets import advanced, choice, dynamic_combo
 from .audio import audio_to_numpy
 
@@ -96,7 +97,8 @@ class VideoCombine(io.ComfyNode):
                     tooltip="h264-mp4: H.264 (BT.709) + AAC, plays everywhere. prores-mov: ProRes 422 HQ "
                     "10-bit + 24-bit PCM, for editing. ffv1-mkv: lossless RGB + 24-bit PCM, for archiving. "
                     "png-wav: a folder of PNG frames + soundtrack.wav (+ captions.srt), for compositing. "
-                    "The preview is an H.264 copy when the browser cannot play the format.",
+                    "The preview is an H.264 copy when the browser cannot play the format. For masters made "
+                    "from the exact generated frames set storage h264-lossless on InfiniteTalk Sampler Options.",
                 ),
                 io.Combo.Input(
                     "loudness",
@@ -124,8 +126,8 @@ class VideoCombine(io.ComfyNode):
                         max=51,
                         step=1,
                         tooltip="H.264 quality when encoding (0 lossless, 18-23 typical, 51 worst). The "
-                        "sampler's frames are already H.264 at 18 and are remuxed as they are unless "
-                        "captions are burnt in.",
+                        "sampler's frames stored as H.264 (at 18) are remuxed as they are unless captions are "
+                        "burnt in; frames stored lossless are encoded at this crf.",
                     )
                 ),
                 advanced(
@@ -265,8 +267,7 @@ def _proxy(frames, images, name: str, fps: int, sound, burn):
 
 def _chunks_from_images(images: torch.Tensor):
     for start in range(0, images.shape[0], CHUNK):
-        part = images[start : start + CHUNK, :, :, :3].float().clamp(0, 1)
-        yield (part * 255).round().to(torch.uint8).cpu().numpy()
+        yield image_to_uint8(images[start : start + CHUNK])
 
 
 NODES = [VideoCombine]
