@@ -82,17 +82,22 @@ def test_audio_embed_passes_the_original_audio_through(nodes, chain):
     assert np.abs(out["waveform"][0].numpy()).max() > 0  # speaker 2 follows, at its own level
 
 
-def test_sampler_frames_carry_the_soundtrack_and_each_window_is_previewed(nodes, chain, comfy, monkeypatch):
+def _watched_sampler(nodes, chain, monkeypatch, node_id: str, audio: dict):
+    """(Sampler with its hidden inputs, the recording server, the audio embeds of ``audio``)."""
     bridge = importlib.import_module(f"{PACK_MODULE}.nodes._bridge")
     server = _Server()
     monkeypatch.setattr(bridge, "_server", lambda: server)
-    audio = {"waveform": _music(1.0), "sample_rate": SR}
     embeds, _ = nodes["InfiniteTalkAudioEmbed"].execute(chain["audio_encoder"], audio, True, "para").args
     from comfy_api.latest import io  # importable once the fixtures put ComfyUI on the path
 
-    sampler = nodes["InfiniteTalkSampler"].PREPARE_CLASS_CLONE(
-        {io.Hidden.unique_id: "9", io.Hidden.prompt: {}}
-    )
+    hidden = {io.Hidden.unique_id: node_id, io.Hidden.prompt: {}}
+    return nodes["InfiniteTalkSampler"].PREPARE_CLASS_CLONE(hidden), server, embeds
+
+
+def test_sampler_frames_carry_the_soundtrack_and_each_window_is_previewed(nodes, chain, comfy, monkeypatch):
+    bridge = importlib.import_module(f"{PACK_MODULE}.nodes._bridge")
+    audio = {"waveform": _music(1.0), "sample_rate": SR}
+    sampler, server, embeds = _watched_sampler(nodes, chain, monkeypatch, "9", audio)
     image = torch.rand(1, 48, 48, 3, generator=torch.Generator().manual_seed(0))
     options = importlib.import_module(f"{PACK_MODULE}.nodes.sampler").SamplerOptions(
         frame_num=17, motion_frame=5, resume=False
@@ -164,7 +169,6 @@ def test_lossless_storage_gives_masters_with_the_exact_generated_frames(nodes, c
     with the default H.264 storage (same inputs) is another run in another folder, whose masters are not
     exact."""
     sinks = importlib.import_module(f"{PACK_MODULE}.infinitetalk.sinks")
-    bridge = importlib.import_module(f"{PACK_MODULE}.nodes._bridge")
     sampler_mod = importlib.import_module(f"{PACK_MODULE}.nodes.sampler")
     received: list[np.ndarray] = []
     write = sinks.SegmentStore.write
@@ -174,15 +178,8 @@ def test_lossless_storage_gives_masters_with_the_exact_generated_frames(nodes, c
         write(self, frames)
 
     monkeypatch.setattr(sinks.SegmentStore, "write", recording_write)
-    server = _Server()
-    monkeypatch.setattr(bridge, "_server", lambda: server)
     audio = {"waveform": _music(1.0), "sample_rate": SR}
-    embeds, _ = nodes["InfiniteTalkAudioEmbed"].execute(chain["audio_encoder"], audio, True, "para").args
-    from comfy_api.latest import io
-
-    sampler = nodes["InfiniteTalkSampler"].PREPARE_CLASS_CLONE(
-        {io.Hidden.unique_id: "12", io.Hidden.prompt: {}}
-    )
+    sampler, server, embeds = _watched_sampler(nodes, chain, monkeypatch, "12", audio)
     image = torch.rand(1, 48, 48, 3, generator=torch.Generator().manual_seed(1))
     runs = {}
     for storage in ("h264", "h264-lossless"):
