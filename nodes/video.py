@@ -172,7 +172,7 @@ class VideoCombine(io.ComfyNode):
         preset="medium",
         true_peak=-1.0,
     ) -> io.NodeOutput:
-        from ..infinitetalk.media import normalize_delivery, srt_parse, write_video
+        from ..infinitetalk.media import normalize_delivery, srt_parse
         from ..infinitetalk.media.export import output_format
 
         if frames is None and images is None:
@@ -201,24 +201,7 @@ class VideoCombine(io.ComfyNode):
         subtitles = cues if captions == "subtitle track" and cues else None
         burn = cues if captions == "burn-in" else None
         rate = frames.fps if frames is not None else int(round(fps))
-        if frames is not None:
-            frames.store.finalize(
-                out_path, audio=sound, subtitles=subtitles, fmt=format, crf=crf, preset=preset, burn=burn
-            )
-        else:
-            write_video(
-                out_path,
-                _chunks_from_images(images),
-                fps=rate,
-                width=width,
-                height=height,
-                fmt=format,
-                crf=crf,
-                preset=preset,
-                audio=sound,
-                subtitles=subtitles,
-                burn=burn,
-            )
+        _write(out_path, frames, images, rate, format, crf, preset, sound, subtitles, burn)
         log.info("wrote %s", out_path)
         if format == "h264-mp4":
             result = ui.SavedResult(file, subfolder, io.FolderType.output)
@@ -239,29 +222,37 @@ def _soundtrack(audio, frames):
     return None
 
 
-def _proxy(frames, images, name: str, fps: int, sound, burn):
-    """An H.264 + AAC copy in ComfyUI's temp folder for the browser; returns (path, subfolder)."""
+def _write(path: Path, frames, images, fps: int, fmt: str, crf: int, preset: str, sound, subtitles, burn):
+    """The sampler's frames (their store: H.264 segments remuxed into h264-mp4) or an IMAGE batch, as ``fmt``."""
     from ..infinitetalk.media import write_video
 
+    if frames is not None:
+        frames.store.finalize(
+            path, audio=sound, subtitles=subtitles, fmt=fmt, crf=crf, preset=preset, burn=burn
+        )
+        return
+    write_video(
+        path,
+        _chunks_from_images(images),
+        fps=fps,
+        width=images.shape[2],
+        height=images.shape[1],
+        fmt=fmt,
+        crf=crf,
+        preset=preset,
+        audio=sound,
+        subtitles=subtitles,
+        burn=burn,
+    )
+
+
+def _proxy(frames, images, name: str, fps: int, sound, burn):
+    """An H.264 + AAC copy in ComfyUI's temp folder for the browser; returns (path, subfolder)."""
     subfolder = "infinitetalk_previews"
     folder = Path(folder_paths.get_temp_directory()) / subfolder
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    if frames is not None:
-        frames.store.finalize(path, audio=sound, fmt="h264-mp4", crf=PROXY_CRF, preset="veryfast", burn=burn)
-    else:
-        chunks = _chunks_from_images(images)
-        write_video(
-            path,
-            chunks,
-            fps=fps,
-            width=images.shape[2],
-            height=images.shape[1],
-            crf=PROXY_CRF,
-            preset="veryfast",
-            audio=sound,
-            burn=burn,
-        )
+    _write(path, frames, images, fps, "h264-mp4", PROXY_CRF, "veryfast", sound, None, burn)
     return path, subfolder
 
 
