@@ -337,18 +337,10 @@ class Inputs:
 
 
 def parse_boxes(values: list[str]) -> list[tuple[float, float, float, float]]:
-    parts = [p for v in values for p in re.split(r"[;]", v) if p.strip()]
-    boxes = []
-    for part in parts:
-        nums = [float(x) for x in re.split(r"[,\s]+", part.strip()) if x]
-        if len(nums) != 4 or nums[2] <= nums[0] or nums[3] <= nums[1]:
-            raise InputError(
-                f"--bbox '{part}': expected 'x_min,y_min,x_max,y_max' with x_max > x_min, y_max > y_min"
-            )
-        boxes.append(tuple(nums))
-    if boxes and len(boxes) != 2:
-        raise InputError(f"--bbox: give one box per person (2), got {len(boxes)}")
-    return boxes
+    """``--bbox`` values (given twice, or once as 'box1;box2') -> two boxes (or none)."""
+    from .validation import parse_boxes as parse
+
+    return parse(values, name="--bbox")
 
 
 def _apply_json(args: argparse.Namespace) -> None:
@@ -375,44 +367,67 @@ def _apply_json(args: argparse.Namespace) -> None:
 
 
 def load_source(path: str):
+    """The reference: a still image (any mode: RGBA, greyscale, 16-bit are converted) or a video."""
     from .media import VideoReader, read_image
     from .pipeline import StillImage
+    from .validation import check_image_size, check_video_frames
 
     p = Path(path)
     if not p.is_file():
         raise InputError(f"--input_path '{p}' does not exist: give an image or a video file")
     if p.suffix.lower() in VIDEO_EXTENSIONS:
-        return VideoReader(p, fps=25)
-    return StillImage(read_image(p))
+        reader = VideoReader(p, fps=25)
+        check_video_frames(reader.num_frames, p, name="--input_path")
+        check_image_size(reader.height, reader.width, name=f"--input_path '{p.name}'")
+        return reader
+    image = read_image(p)
+    check_image_size(*image.shape[:2], name=f"--input_path '{p.name}'")
+    return StillImage(image)
 
 
 def speech_inputs(args: argparse.Namespace, kokoro_dir: Path | None) -> tuple[list, bool, list | None]:
-    """(speaker tracks [(wave, sr)], normalise?, caption cues) from --text or --audio_path(s)."""
+    """(speaker tracks [(wave, sr)], normalise?, caption cues) from --text or --audio_path(s), checked."""
     from .media import load_audio
+    from .validation import check_audio, check_not_silent
 
     if args.text:
-        from .tts import KokoroTTS
-
-        tts = KokoroTTS(kokoro_dir)
-        if re.search(r"[\(\[]\s*[sS]\s*[12]\s*[\)\]]", args.text):
-            d = tts.speak_dialogue(args.text, {1: args.voice, 2: args.voice2}, lang=args.lang)
-            return [(t, d.sample_rate) for t in d.tracks], False, d.cues
-        s = tts.speak(args.text, args.voice, lang=args.lang)
-        return [(s.audio, s.sample_rate)], False, s.cues  # the reference does not normalise TTS audio
+        return _tts_speech(args, kokoro_dir)
     if not args.audio_path and not args.audio_path2:
         raise InputError("no speech given: pass --audio_path (and --audio_path2 for two people) or --text")
-    tracks = []
-    for path in (args.audio_path, args.audio_path2):
+    tracks, names = [], []
+    for flag, path in (("--audio_path", args.audio_path), ("--audio_path2", args.audio_path2)):
         if path:
             if not Path(path).is_file():
-                raise InputError(f"audio file '{path}' does not exist: check --audio_path/--audio_path2")
-            tracks.append(load_audio(path))
+                raise InputError(f"{flag} '{path}' does not exist: check the path")
+            wave, sr = load_audio(path)
+            tracks.append((check_audio(wave, sr, name=f"{flag} '{Path(path).name}'"), sr))
+            names.append(f"{flag} '{Path(path).name}'")
         elif args.audio_path2:
             tracks.append(None)  # a silent person 1
+    check_not_silent([w for w, _ in filter(None, tracks)], names)
     if len(tracks) == 2 and tracks[0] is None:
         wave, sr = tracks[1]
         tracks[0] = (np.zeros(wave.shape[-1], np.float32), sr)
     return tracks, True, None
+
+
+def _tts_speech(args: argparse.Namespace, kokoro_dir: Path | None) -> tuple[list, bool, list | None]:
+    from .tts import KokoroTTS
+    from .tts.kokoro import find_model_dir
+    from .validation import check_tts_request
+
+    dialogue = bool(re.search(r"[\(\[]\s*[sS]\s*[12]\s*[\)\]]", args.text))
+    voices = {1: args.voice, 2: args.voice2} if dialogue else {1: args.voice}
+    names = {1: "--voice", 2: "--voice2"}
+    check_tts_request(
+        find_model_dir(kokoro_dir), args.text, voices, args.lang, voice_names=names, lang_name="--lang"
+    )
+    tts = KokoroTTS(kokoro_dir)
+    if dialogue:
+        d = tts.speak_dialogue(args.text, voices, lang=args.lang)
+        return [(t, d.sample_rate) for t in d.tracks], False, d.cues
+    s = tts.speak(args.text, args.voice, lang=args.lang)
+    return [(s.audio, s.sample_rate)], False, s.cues  # the reference does not normalise TTS audio
 
 
 # ============================================================================ models
@@ -497,55 +512,10 @@ def _speaker_count(args) -> int:
     return 2 if args.audio_path2 else 1
 
 
-def run(args: argparse.Namespace) -> Path:
-    """Generate the video described by ``args``; returns the mp4 path."""
-    from .encoders.clip import load_clip_vision
-    from .encoders.text import load_text_encoder
-    from .encoders.vae import load_vae
-    from .encoders.wav2vec2 import load_audio_encoder
-    from .media import SPEECH_SR
-    from .pipeline import DeviceModelManager, GenerationConfig, InfiniteTalkPipeline
-    from .sinks import SegmentStore
+def _config(args: argparse.Namespace):
+    from .pipeline import GenerationConfig
 
-    if args.input_json:
-        _apply_json(args)
-    if not args.input_path:
-        raise InputError("no reference given: pass --input_path (an image or a video)")
-    out = Path(args.output_path or (args.save_file + ".mp4" if args.save_file else "infinitetalk.mp4"))
-    speakers = _speaker_count(args)
-    paths = _resolve_paths(args, speakers)
-    device, dtype = _device_dtype(args)
-    home = torch.device("cpu") if args.offload_model else device
-    source = load_source(args.input_path)
-    boxes = parse_boxes(args.bbox)
-    regions = SpeakerRegions(bboxes=boxes) if boxes else None
-    tracks, normalize, cues = speech_inputs(args, paths.kokoro)
-
-    # 1. audio features first, then free the audio encoder before the big models load
-    audio_encoder = load_audio_encoder(paths.audio_encoder, device=device, dtype=torch.float32)
-    audio = InfiniteTalkPipeline(None, None, None, None, audio_encoder, device, dtype).prepare_audio(
-        tracks, args.audio_type, normalize
-    )
-    del audio_encoder
-    logger.info(
-        "audio: %d speaker(s), %d frames (%.2f s)",
-        audio.num_speakers,
-        audio.num_frames,
-        audio.num_frames / 25,
-    )
-
-    # 2. models
-    text = load_text_encoder(paths.text_encoder, device=home, dtype=dtype)
-    clip = load_clip_vision(paths.clip, device=home, dtype=dtype)
-    vae = load_vae(paths.vae, device=device, dtype=torch.float32)
-    dit = load_dit_model(paths, args, home, dtype)
-    manager = None
-    if args.offload_model:
-        manager = DeviceModelManager({"dit": dit, "text_encoder": text, "clip": clip}, device)
-    pipe = InfiniteTalkPipeline(dit, vae, clip, text, None, device, dtype, model_manager=manager)
-
-    # 3. generate into per-window segments, then mux with the soundtrack
-    config = GenerationConfig(
+    return GenerationConfig(
         prompt=args.prompt or "",
         negative_prompt=args.n_prompt or None,
         mode=args.mode,
@@ -567,8 +537,98 @@ def run(args: argparse.Namespace) -> Path:
         teacache_thresh=args.teacache_thresh,
         batch_guidance=args.batch_guidance,
     )
+
+
+def check_arguments(args: argparse.Namespace):
+    """Every check that needs no weights, in the order a user fixes them: settings, output, reference,
+    person boxes. Returns ``(output path, config, source, regions, speaker count)``."""
+    from .validation import (
+        check_boxes_in_frame,
+        check_config,
+        check_speaker_layout,
+        output_size,
+        warn_if_upscaled,
+    )
+
+    if args.input_json:
+        _apply_json(args)
+    if not args.input_path:
+        raise InputError("no reference given: pass --input_path (an image or a video)")
+    config = _config(args)
+    check_config(config, size_name="--size")
     if args.resume and args.seed < 0:
         raise InputError("--resume needs a fixed --seed (the interrupted run's seed)")
+    if not 0 <= args.crf <= 51:
+        raise InputError(f"--crf {args.crf} is outside 0..51: use 18 (visually lossless) to 28 (small)")
+    out = Path(args.output_path or (args.save_file + ".mp4" if args.save_file else "infinitetalk.mp4"))
+    if out.is_dir():
+        raise InputError(f"--output_path '{out}' is a folder: give a file name such as '{out / 'talk.mp4'}'")
+    if not out.parent.is_dir():
+        raise InputError(f"--output_path '{out}': the folder '{out.parent}' does not exist; create it first")
+    speakers = _speaker_count(args)
+    source = load_source(args.input_path)
+    h, w = source.frame(0).shape[:2]
+    warn_if_upscaled(
+        h,
+        w,
+        *output_size(config.size, h, w, name="--size"),
+        name=f"--input_path '{Path(args.input_path).name}'",
+    )
+    boxes = parse_boxes(args.bbox)
+    check_boxes_in_frame(boxes, w, h, name="--bbox")
+    check_speaker_layout(
+        speakers,
+        regions_given=bool(boxes),
+        name="--bbox",
+        fix="add --audio_path2 (or '(s2)' turns in --text), or drop --bbox",
+    )
+    regions = SpeakerRegions(bboxes=boxes) if boxes else None
+    return out, config, source, regions, speakers
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Generate the video described by ``args``; returns the mp4 path."""
+    from .encoders.clip import load_clip_vision
+    from .encoders.text import load_text_encoder
+    from .encoders.vae import load_vae
+    from .encoders.wav2vec2 import load_audio_encoder
+    from .media import SPEECH_SR
+    from .pipeline import DeviceModelManager, InfiniteTalkPipeline
+    from .sinks import SegmentStore
+    from .validation import explain_out_of_memory
+
+    out, config, source, regions, speakers = check_arguments(args)
+    paths = _resolve_paths(args, speakers)
+    device, dtype = _device_dtype(args)
+    home = torch.device("cpu") if args.offload_model else device
+    tracks, normalize, cues = speech_inputs(args, paths.kokoro)
+
+    # 1. audio features first, then free the audio encoder before the big models load
+    with explain_out_of_memory("encoding the audio"):
+        audio_encoder = load_audio_encoder(paths.audio_encoder, device=device, dtype=torch.float32)
+        audio = InfiniteTalkPipeline(None, None, None, None, audio_encoder, device, dtype).prepare_audio(
+            tracks, args.audio_type, normalize
+        )
+    del audio_encoder
+    logger.info(
+        "audio: %d speaker(s), %d frames (%.2f s)",
+        audio.num_speakers,
+        audio.num_frames,
+        audio.num_frames / 25,
+    )
+
+    # 2. models
+    with explain_out_of_memory("loading the models"):
+        text = load_text_encoder(paths.text_encoder, device=home, dtype=dtype)
+        clip = load_clip_vision(paths.clip, device=home, dtype=dtype)
+        vae = load_vae(paths.vae, device=device, dtype=torch.float32)
+        dit = load_dit_model(paths, args, home, dtype)
+    manager = None
+    if args.offload_model:
+        manager = DeviceModelManager({"dit": dit, "text_encoder": text, "clip": clip}, device)
+    pipe = InfiniteTalkPipeline(dit, vae, clip, text, None, device, dtype, model_manager=manager)
+
+    # 3. generate into per-window segments, then mux with the soundtrack
     seg_dir = Path(args.segments_dir) if args.segments_dir else out.with_name(out.name + ".parts")
     store = SegmentStore(seg_dir, fps=25, crf=args.crf)
     extra = {
@@ -577,7 +637,7 @@ def run(args: argparse.Namespace) -> Path:
         "quant": args.quant,
         "dtype": str(dtype),
     }
-    with _ProgressBar(config.steps) as bar:
+    with _ProgressBar(config.steps) as bar, explain_out_of_memory(f"generating at size {config.size}"):
         result = pipe.generate(
             source,
             audio,
