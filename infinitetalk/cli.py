@@ -387,10 +387,11 @@ def load_source(path: str):
 
 def speech_inputs(args: argparse.Namespace, kokoro_dir: Path | None) -> tuple[list, bool, list | None]:
     """(speaker tracks [(wave, sr)], normalise?, caption cues) from --text or --audio_path(s), checked."""
-    from .media import load_audio
+    from .media import SPEECH_SR
+    from .media.stream import load_speech
     from .validation import check_audio, check_not_silent
 
-    if args.text:
+    if args.text is not None:
         return _tts_speech(args, kokoro_dir)
     if not args.audio_path and not args.audio_path2:
         raise InputError("no speech given: pass --audio_path (and --audio_path2 for two people) or --text")
@@ -399,9 +400,10 @@ def speech_inputs(args: argparse.Namespace, kokoro_dir: Path | None) -> tuple[li
         if path:
             if not Path(path).is_file():
                 raise InputError(f"{flag} '{path}' does not exist: check the path")
-            wave, sr = load_audio(path)
-            tracks.append((check_audio(wave, sr, name=f"{flag} '{Path(path).name}'"), sr))
-            names.append(f"{flag} '{Path(path).name}'")
+            name = f"{flag} '{Path(path).name}'"
+            wave = load_speech(path, name=flag)  # mono 16 kHz, decoded block by block (any length)
+            tracks.append((check_audio(wave, SPEECH_SR, name=name)[0], SPEECH_SR))
+            names.append(name)
         elif args.audio_path2:
             tracks.append(None)  # a silent person 1
     check_not_silent([w for w, _ in filter(None, tracks)], names)
@@ -496,7 +498,7 @@ def _resolve_paths(args, speakers: int) -> WeightPaths:
         clip=pick("clip", "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"),
         vae=pick("vae", "Wan2.1_VAE.pth"),
         audio_encoder=Path(args.wav2vec_dir).expanduser() if args.wav2vec_dir else pick("audio_encoder"),
-        kokoro=pick("kokoro") if args.text else None,
+        kokoro=pick("kokoro") if args.text is not None else None,
     )
     for name, p in vars(paths).items():
         if p is not None and not p.exists():
@@ -507,7 +509,7 @@ def _resolve_paths(args, speakers: int) -> WeightPaths:
 
 
 def _speaker_count(args) -> int:
-    if args.text:
+    if args.text is not None:
         return 2 if re.search(r"[\(\[]\s*[sS]\s*2\s*[\)\]]", args.text) else 1
     return 2 if args.audio_path2 else 1
 
@@ -546,6 +548,7 @@ def check_arguments(args: argparse.Namespace):
         check_boxes_in_frame,
         check_config,
         check_speaker_layout,
+        check_tts_text,
         output_size,
         warn_if_upscaled,
     )
@@ -565,6 +568,8 @@ def check_arguments(args: argparse.Namespace):
         raise InputError(f"--output_path '{out}' is a folder: give a file name such as '{out / 'talk.mp4'}'")
     if not out.parent.is_dir():
         raise InputError(f"--output_path '{out}': the folder '{out.parent}' does not exist; create it first")
+    if args.text is not None:
+        check_tts_text(args.text, name="--text")
     speakers = _speaker_count(args)
     source = load_source(args.input_path)
     h, w = source.frame(0).shape[:2]
@@ -594,6 +599,7 @@ def run(args: argparse.Namespace) -> Path:
     from .encoders.wav2vec2 import load_audio_encoder
     from .media import SPEECH_SR
     from .pipeline import DeviceModelManager, InfiniteTalkPipeline
+    from .runs import PartialVideo, partial_path
     from .sinks import SegmentStore
     from .validation import explain_out_of_memory
 
@@ -637,19 +643,32 @@ def run(args: argparse.Namespace) -> Path:
         "quant": args.quant,
         "dtype": str(dtype),
     }
+    # what is finished stays watchable: OUTPUT_partial.mp4 follows the committed windows
+    partial = PartialVideo(partial_path(out), store, audio=(audio.waveform_16k_mix, SPEECH_SR))
+
+    def on_progress(event) -> None:
+        bar.update(event)
+        partial.on_progress(event)
+
     with _ProgressBar(config.steps) as bar, explain_out_of_memory(f"generating at size {config.size}"):
-        result = pipe.generate(
-            source,
-            audio,
-            config,
-            store,
-            speaker_regions=regions,
-            on_progress=bar.update,
-            resume=args.resume,
-            fingerprint_extra=extra,
-        )
+        try:
+            result = pipe.generate(
+                source,
+                audio,
+                config,
+                store,
+                speaker_regions=regions,
+                on_progress=on_progress,
+                resume=args.resume,
+                fingerprint_extra=extra,
+            )
+        except BaseException:
+            if partial.flush():
+                logger.warning("the video so far is in %s; run again with --resume to continue", partial.path)
+            raise
     subtitles = cues if args.subtitles else None
     final = store.finalize(out, audio=(audio.waveform_16k_mix, SPEECH_SR), subtitles=subtitles)
+    partial.discard()
     if not args.keep_segments:
         shutil.rmtree(seg_dir, ignore_errors=True)
     logger.info(

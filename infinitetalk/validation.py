@@ -235,8 +235,8 @@ def check_image_size(height: int, width: int, *, name: str = "image") -> None:
     """Refuse images too small to hold a face or too large to decode safely."""
     if min(height, width) < MIN_IMAGE_SIDE:
         raise InputError(
-            f"{name} is {width}x{height} pixels: too small to hold a face; use a portrait of at least "
-            f"{MIN_IMAGE_SIDE * 4} pixels a side (480 or more looks best)"
+            f"{name} is {width}x{height} pixels: too small to hold a face (at least {MIN_IMAGE_SIDE} pixels a "
+            "side); use a larger portrait, 480 pixels or more looks best"
         )
     if max(height, width) > MAX_IMAGE_SIDE:
         raise InputError(
@@ -266,8 +266,7 @@ def output_size(size: str, height: int, width: int, *, name: str = "size") -> tu
 
 
 # ============================================================================ audio
-def check_audio(wave: np.ndarray, sample_rate: int, *, name: str = "audio") -> np.ndarray:
-    """A waveform ``(N,)`` or ``(channels, N)`` at ``sample_rate`` -> float32 ``(channels, N)``, checked."""
+def check_sample_rate(sample_rate: int, *, name: str = "audio") -> None:
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
         raise InputError(f"{name} sample rate {sample_rate!r} is not a whole number of Hz")
     if not MIN_SAMPLE_RATE <= int(sample_rate) <= MAX_SAMPLE_RATE:
@@ -275,6 +274,11 @@ def check_audio(wave: np.ndarray, sample_rate: int, *, name: str = "audio") -> n
             f"{name} sample rate {sample_rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz: "
             "re-export the audio at 16, 44.1 or 48 kHz"
         )
+
+
+def check_audio(wave: np.ndarray, sample_rate: int, *, name: str = "audio") -> np.ndarray:
+    """A waveform ``(N,)`` or ``(channels, N)`` at ``sample_rate`` -> float32 ``(channels, N)``, checked."""
+    check_sample_rate(sample_rate, name=name)
     w = np.asarray(wave)
     if w.ndim == 1:
         w = w[None]

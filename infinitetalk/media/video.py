@@ -33,16 +33,36 @@ _X264_PRESETS = (
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as ``uint8 (H, W, 3)`` RGB; EXIF rotation applied, alpha dropped."""
+    """Read an image as ``uint8 (H, W, 3)`` RGB; EXIF rotation applied. Transparency is composited over
+    white, greyscale repeated, 16-bit scaled (not clipped); sizes are checked before the pixels are decoded."""
+    from ..validation import check_image_size, to_rgb8
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image file '{path}' does not exist: check the path or pick another file")
     try:
         with Image.open(path) as img:
+            check_image_size(img.height, img.width, name=f"image '{path.name}'")
             img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as err:
+            return to_rgb8(_pil_array(img), name=f"image '{path.name}'")
+    except Image.DecompressionBombError as err:
+        raise InputError(f"image '{path}' is too large to decode safely ({err}): downscale it") from err
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise InputError(f"'{path}' is not a readable image ({err}): use a png or jpg file") from err
+
+
+def _pil_array(img: Image.Image) -> np.ndarray:
+    """Pixels in their own depth: uint8 for 8-bit modes, uint16 for 16/32-bit greyscale, float for 'F'."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(img)
+        return np.clip(a, 0, 65535).astype(np.uint16) if a.dtype != np.uint16 else a
+    if img.mode == "F":
+        a = np.asarray(img, dtype=np.float32)
+        top = float(a.max()) if a.size else 1.0
+        return a / top if top > 1.0 else a
+    keep = {"L": "L", "LA": "LA", "RGB": "RGB", "RGBA": "RGBA", "1": "L"}
+    target = keep.get(img.mode) or ("RGBA" if "transparency" in img.info or "A" in img.mode else "RGB")
+    return np.asarray(img.convert(target), dtype=np.uint8)
 
 
 class VideoReader:
