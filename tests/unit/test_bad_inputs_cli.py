@@ -201,9 +201,8 @@ def test_bad_weights(tmp_path, inputs, capsys, tiny_root, source, target, needle
 def test_adapter_that_does_not_fit(tmp_path, inputs, capsys, tiny_root):
     from dataclasses import replace
 
-    from tests.unit.test_loading_dit import _adapter_file
-
     from infinitetalk.tiny.dit import TINY_DIT
+    from tests.unit.test_loading_dit import _adapter_file
 
     wide = _adapter_file(tmp_path / "wide.safetensors", replace(TINY_DIT, dim=384, num_heads=3))
     line = run_cli(capsys, [*base(tiny_root, inputs), "--infinitetalk_dir", wide])
