@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 import torch
 
-from .errors import InfiniteTalkError, InputError
+from .errors import InfiniteTalkError, InputError, snippet
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ MIN_IMAGE_SIDE = 16  # pixels: smaller cannot hold a face the model can animate
 MAX_IMAGE_SIDE = 16384  # pixels: larger is refused before it is decoded (PIL's bomb limit is ~13k x 13k)
 UPSCALE_WARNING = 2.0  # warn when the reference is enlarged more than this to fill the output
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4000, 768000  # Hz: below is not speech, above is not audio
-MAX_CHANNELS = 64
+MAX_CHANNELS = 8  # 7.1; media.to_mono and the muxer take at most 8 channels
 SILENCE_PEAK = 1e-4  # -80 dBFS: quieter audio is treated as silence (no lip motion to follow)
 MIN_AUDIO_S = 1 / VIDEO_FPS  # one video frame
 SIZE_NAMES = ("infinitetalk-480", "infinitetalk-720")
@@ -158,11 +158,7 @@ def masks_to_boxes(
 ) -> list[Box]:
     """Two person masks ``(2, H, W)`` (values > 0.5 are the person) -> their bounding boxes, checked against
     the reference frame size ``(H, W)``."""
-    m = (
-        masks.detach().float().cpu().numpy()
-        if isinstance(masks, torch.Tensor)
-        else np.asarray(masks, np.float32)
-    )
+    m = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
     if m.ndim != 3 or m.shape[0] != 2:
         raise InputError(
             f"{name}: expected a batch of 2 masks (person 1, person 2), got shape {tuple(m.shape)}: "
@@ -175,7 +171,7 @@ def masks_to_boxes(
         )
     boxes = []
     for i in range(2):
-        ys, xs = np.nonzero(m[i] > 0.5)
+        ys, xs = np.nonzero(np.asarray(m[i], dtype=np.float64) > 0.5)
         if ys.size == 0:
             raise InputError(f"{name}: mask {i + 1} is empty: paint the region of person {i + 1}")
         boxes.append((float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1))
@@ -224,10 +220,9 @@ def _to_unit_float(a: np.ndarray, name: str) -> np.ndarray:
     if a.dtype == np.bool_:
         return a.astype(np.float32)
     if np.issubdtype(a.dtype, np.floating):
-        a = a.astype(np.float32)
         if not np.isfinite(a).all():
             raise InputError(f"{name} holds NaN or infinite pixels: check the node that made it")
-        return np.clip(a, 0.0, 1.0)
+        return np.clip(a, 0.0, 1.0).astype(np.float32)
     raise InputError(f"{name} has pixel type {a.dtype}: give an 8-bit, 16-bit or float image")
 
 
@@ -331,7 +326,7 @@ def check_tts_text(text: str, *, name: str = "text") -> None:
     words = _SPEAKER_TAG.sub(" ", text)
     if not any(ch.isalnum() for ch in words):
         raise InputError(
-            f"{name} '{text.strip()[:60]}' holds only markup and symbols: write words after the tags, "
+            f"{name} '{snippet(text)}' holds only markup and symbols: write words after the tags, "
             "e.g. '(s1) Hello. (s2) Hi!'"
         )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from math import ceil, gcd
+from math import ceil
 from pathlib import Path
 
 import av
@@ -21,7 +21,7 @@ import soundfile
 from scipy.signal import firwin, upfirdn
 
 from ..errors import InputError
-from .audio import _SOUNDFILE_EXTS, SPEECH_SR
+from .audio import _SOUNDFILE_EXTS, SPEECH_SR, resample_ratio
 
 logger = logging.getLogger(__name__)
 
@@ -117,9 +117,9 @@ class StreamResampler:
     ``finish()`` the rest."""
 
     def __init__(self, sr_in: int, sr_out: int):
-        g = gcd(int(sr_in), int(sr_out))
-        self.up, self.down = int(sr_out) // g, int(sr_in) // g
-        self.identity = self.up == self.down == 1
+        self.up, self.down = resample_ratio(sr_in, sr_out)
+        self.identity = int(sr_in) == int(sr_out)
+        self.n_in = 0
         if self.identity:
             return
         max_rate = max(self.up, self.down)
@@ -131,18 +131,18 @@ class StreamResampler:
         self.buf = np.zeros(0, np.float64)
         self.start = 0  # input index of buf[0], a multiple of `down`
         self.next_m = self.skip  # next output of the full convolution to emit
-        self.n_in = 0
 
     def push(self, block: np.ndarray) -> np.ndarray:
+        self.n_in += len(block)
         if self.identity:
             return np.asarray(block, np.float32)
         self.buf = np.concatenate([self.buf, np.asarray(block, np.float64)])
-        self.n_in += len(block)
         end = self.start + len(self.buf)
         last = ceil(end * self.up / self.down)  # outputs m < last have all their inputs
         return self._emit(last)
 
     def finish(self) -> np.ndarray:
+        """The remaining output: ``ceil(N * up / down)`` samples in all, as ``resample_poly``."""
         if self.identity:
             return np.zeros(0, np.float32)
         n_out = ceil(self.n_in * self.up / self.down)
@@ -197,4 +197,7 @@ def load_speech(path: str | Path, *, name: str = "audio file") -> np.ndarray:
     if resampler is None:
         raise InputError(f"{name} '{path}' holds no samples: pick a file with sound in it")
     put(resampler.finish())
-    return out[:filled].copy() if filled < len(out) else out
+    exact = -(-resampler.n_in * SPEECH_SR // sr)  # what resample() gives, also for an approximated ratio
+    if filled < exact:
+        put(np.zeros(exact - filled, np.float32))
+    return out[:exact].copy() if exact < len(out) else out

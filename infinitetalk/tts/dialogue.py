@@ -10,7 +10,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from ..errors import InputError
+from ..errors import InputError, snippet
 
 _TAG = re.compile(r"\(\s*s\s*(\d+)\s*\)|\[\s*s\s*(\d+)\s*\]", re.IGNORECASE)
 
@@ -42,7 +42,7 @@ def parse_dialogue(text: str, speakers: Collection[int] = (1, 2)) -> list[Turn]:
         start = m.end()
     _add(turns, speaker, text[start:])
     if not turns:
-        raise InputError(f"TTS text has speaker tags but nothing to say: '{text.strip()[:60]}'")
+        raise InputError(f"TTS text has speaker tags but nothing to say: '{snippet(text)}'")
     return turns
 
 
