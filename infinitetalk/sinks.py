@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InfiniteTalkError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,15 @@ class SegmentStore:
         self._remove_own_files(keep={s["file"] for s in self.segments} | {MANIFEST, self._state_file})
         if self._state_file is None:
             return None
-        state = torch.load(self.directory / self._state_file, map_location="cpu", weights_only=True)
+        from .loading.state_dict import safe_torch_load
+
+        try:
+            state = safe_torch_load(self.directory / self._state_file, mmap=False)
+        except InfiniteTalkError as err:
+            raise InputError(
+                f"resume state of '{self.directory}' is unreadable ({err}); delete that folder or turn resume "
+                "off to start over"
+            ) from None
         state["complete"] = self.complete
         return state
 

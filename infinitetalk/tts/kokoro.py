@@ -293,7 +293,9 @@ class KokoroTTS:
             raise InputError(
                 f"unknown Kokoro voice '{name}': available in {self.model_dir / 'voices'}: {self.voices}"
             )
-        pack = torch.load(path, map_location="cpu", weights_only=True)
+        from ..loading.state_dict import safe_torch_load
+
+        pack = safe_torch_load(path, mmap=False)
         if (
             not isinstance(pack, torch.Tensor)
             or pack.ndim != 3
