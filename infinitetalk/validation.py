@@ -189,6 +189,33 @@ def check_speaker_layout(
         )
 
 
+def speaker_regions(
+    num_speakers: int,
+    frame_hw: tuple[int, int],
+    *,
+    boxes: str | Sequence[str] = "",
+    masks=None,
+    boxes_name: str = "speaker_boxes",
+    masks_name: str = "speaker_masks",
+    fix: str = "connect audio_2 on InfiniteTalk Audio Embed, or clear the boxes and masks",
+):
+    """Person regions from box text or two masks, checked against the reference frame ``(H, W)`` and the
+    number of speakers: a :class:`~infinitetalk.config.SpeakerRegions`, or None (left/right halves)."""
+    from .config import SpeakerRegions
+
+    parsed = parse_boxes(boxes, name=boxes_name) if boxes else []
+    given = boxes_name if parsed else masks_name if masks is not None else ""
+    check_speaker_layout(num_speakers, regions_given=bool(given), name=given, fix=fix)
+    if num_speakers < 2:
+        return None
+    if parsed:
+        check_boxes_in_frame(parsed, frame_hw[1], frame_hw[0], name=boxes_name)
+        return SpeakerRegions(bboxes=parsed)
+    if masks is not None:
+        return SpeakerRegions(bboxes=masks_to_boxes(masks, frame_hw, name=masks_name))
+    return None
+
+
 # ============================================================================ images
 def to_rgb8(image: np.ndarray, *, name: str = "image") -> np.ndarray:
     """Any image array -> ``uint8 (H, W, 3)``: greyscale repeated, alpha composited over white,

@@ -111,9 +111,10 @@ class ImageBatchSource:
 
 
 def image_to_uint8(image: torch.Tensor) -> np.ndarray:
-    """One IMAGE ``(H, W, C)`` in [0, 1] -> uint8 RGB ``(H, W, 3)``."""
-    array = (image[..., :3].float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    return np.ascontiguousarray(array)
+    """One IMAGE ``(H, W, C)`` in [0, 1] -> uint8 RGB ``(H, W, 3)`` (greyscale and RGBA converted)."""
+    from ..infinitetalk.validation import to_rgb8
+
+    return to_rgb8(image.detach().float().cpu().numpy(), name="image")
 
 
 def video_path(video) -> Path:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 
-import folder_paths
 import numpy as np
 import torch
 from comfy_api.latest import io
 
-from . import _bridge, _models
+from ..infinitetalk.runs import PartialVideo
+from . import _bridge, _models, _runs
 from . import _common as c
 from ._widgets import advanced
 
@@ -19,9 +18,6 @@ log = logging.getLogger(__name__)
 
 SIZES = ["infinitetalk-480", "infinitetalk-720", "custom"]
 SAMPLERS = ["euler", "unipc", "dpm++"]
-_BOX = re.compile(
-    r"^\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*$"
-)
 
 
 def _inputs() -> list:
@@ -244,18 +240,20 @@ class Sampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, frame_num=81, motion_frame=9, speaker_boxes=""):
+    def validate_inputs(cls, frame_num=81, motion_frame=9, speaker_boxes="", size="infinitetalk-480"):
         # No **kwargs: ComfyUI then still checks the bounds of every other input itself.
-        if isinstance(frame_num, int) and isinstance(motion_frame, int):
-            if frame_num < 5 or (frame_num - 1) % 4:
-                return f"frame_num {frame_num} must be 4n+1 and at least 5 (e.g. 81, 33, 17)"
-            if (motion_frame - 1) % 4 or motion_frame >= frame_num:
-                return f"motion_frame {motion_frame} must be 4n+1 and smaller than frame_num {frame_num} (e.g. 9)"
-        if isinstance(speaker_boxes, str) and speaker_boxes.strip():
-            try:
+        from ..infinitetalk.errors import InputError
+        from ..infinitetalk.validation import check_window, parse_boxes
+
+        if isinstance(size, str) and size not in SIZES:
+            return f"size '{size}' is unknown: use {', '.join(SIZES)} (custom: width x height)"
+        try:
+            if isinstance(frame_num, int) and isinstance(motion_frame, int):
+                check_window(frame_num, motion_frame)
+            if isinstance(speaker_boxes, str) and speaker_boxes.strip():
                 parse_boxes(speaker_boxes)
-            except ValueError as err:
-                return str(err)
+        except InputError as err:
+            return str(err)
         return True
 
     @classmethod
@@ -291,6 +289,13 @@ class Sampler(io.ComfyNode):
         from ..infinitetalk.media import VideoReader
         from ..infinitetalk.pipeline import GenerationConfig, InfiniteTalkPipeline, plan_windows
         from ..infinitetalk.sinks import SegmentStore
+        from ..infinitetalk.validation import (
+            check_config,
+            explain_out_of_memory,
+            output_size,
+            speaker_regions,
+            warn_if_upscaled,
+        )
 
         source = _source(image, video, VideoReader)
         config = GenerationConfig(
@@ -310,7 +315,10 @@ class Sampler(io.ComfyNode):
             use_teacache=teacache > 0,
             teacache_thresh=teacache or 0.2,
         )
-        regions = _regions(speaker_boxes, speaker_masks, audio_embeds.num_speakers)
+        check_config(config)
+        h, w = _as_source(source).frame(0).shape[:2]
+        warn_if_upscaled(h, w, *output_size(config.size, h, w))
+        regions = speaker_regions(audio_embeds.num_speakers, (h, w), boxes=speaker_boxes, masks=speaker_masks)
         dit = model.patcher.model
         swap = _models.block_swap_for(model)
         manager = _bridge.ComfyModelManager({"dit": model, "vae": vae, "clip": clip_vision}, swap)
@@ -325,7 +333,7 @@ class Sampler(io.ComfyNode):
         )
         extra = _fingerprint_extra(model, vae, clip_vision, text_embeds)
         fingerprint = pipe.fingerprint(_as_source(source), audio_embeds, config, regions, extra)
-        store = SegmentStore(_store_dir(cls.hidden.unique_id, fingerprint), fps=c.FPS)
+        store = SegmentStore(_runs.store_dir(cls.hidden.unique_id, fingerprint), fps=c.FPS)
         is_video = getattr(source, "is_video", False)
         plans, _ = plan_windows(
             audio_embeds.num_frames,
@@ -337,23 +345,42 @@ class Sampler(io.ComfyNode):
             is_video,
         )
         progress = _bridge.Progress(len(plans), steps, cls.hidden.unique_id)
+        partial = PartialVideo(
+            _runs.partial_file(cls.hidden.prompt, cls.hidden.unique_id, fingerprint),
+            store,
+            audio=(audio_embeds.waveform_16k_mix, 16000)
+            if audio_embeds.waveform_16k_mix is not None
+            else None,
+        )
+
+        def on_progress(event) -> None:
+            progress(event)
+            partial.on_progress(event)  # the finished windows stay watchable in the output folder
+
         try:
-            result = pipe.generate(
-                source,
-                audio_embeds,
-                config,
-                store,
-                speaker_regions=regions,
-                on_progress=progress,
-                should_cancel=_bridge.should_cancel,
-                resume=resume,
-                fingerprint_extra=extra,
-            )
+            with explain_out_of_memory(f"sampling at {config.size} with {frame_num}-frame windows"):
+                result = pipe.generate(
+                    source,
+                    audio_embeds,
+                    config,
+                    store,
+                    speaker_regions=regions,
+                    on_progress=on_progress,
+                    should_cancel=_bridge.should_cancel,
+                    resume=resume,
+                    fingerprint_extra=extra,
+                )
+        except BaseException:
+            if partial.flush():
+                log.warning("InfiniteTalk: the video so far is in %s; queue again to resume", partial.path)
+            raise
         finally:
             if swap is not None:
                 swap.release()
+        partial.discard()
         w, h = store.size
         frames = _bridge.FrameStream(store, result.num_frames, w, h, c.FPS, audio_embeds.waveform_16k_mix)
+        _runs.remove_when_released(frames, store.directory)
         images = (
             _images(frames)
             if _output_connected(cls.hidden.prompt, cls.hidden.unique_id, 1)
@@ -363,63 +390,38 @@ class Sampler(io.ComfyNode):
 
 
 def _source(image, video, reader_cls):
+    from ..infinitetalk.errors import InputError
+    from ..infinitetalk.validation import check_image_size, check_video_frames
+
+    if video is not None and image is not None:
+        raise InputError(
+            "InfiniteTalk Sampler got both 'image' and 'video': connect only one (image: image-to-video, "
+            "video: dubbing)"
+        )
     if video is not None:
-        return reader_cls(_bridge.video_path(video), fps=c.FPS)
+        path = _bridge.video_path(video)
+        reader = reader_cls(path, fps=c.FPS)
+        check_video_frames(reader.num_frames, path)
+        check_image_size(reader.height, reader.width, name="video")
+        return reader
     if image is None:
-        raise ValueError(
+        raise InputError(
             "InfiniteTalk Sampler needs a conditioning 'image' (image-to-video) or a source 'video' "
             "(dubbing): connect one"
         )
-    if image.shape[0] == 1:
-        return _bridge.image_to_uint8(image[0])  # (H, W, 3): image-to-video
-    return _bridge.ImageBatchSource(image)
+    if image.ndim != 4 or image.shape[0] < 1:
+        raise InputError(
+            f"image has shape {tuple(image.shape)}: expected an IMAGE batch (frames, height, width, 3)"
+        )
+    check_image_size(image.shape[1], image.shape[2], name="image")
+    first = _bridge.image_to_uint8(image[0])  # (H, W, 3); greyscale / RGBA converted, others refused
+    return first if image.shape[0] == 1 else _bridge.ImageBatchSource(image)
 
 
 def _as_source(source):
     from ..infinitetalk.pipeline import StillImage
 
     return StillImage(source) if isinstance(source, np.ndarray) else source
-
-
-def parse_boxes(text: str) -> list[tuple[float, float, float, float]]:
-    """'x0,y0,x1,y1; x0,y0,x1,y1' -> two boxes (raises ValueError with the fix)."""
-    parts = [p for p in re.split(r"[;\n]", text) if p.strip()]
-    boxes = []
-    for part in parts:
-        m = _BOX.match(part)
-        if m is None:
-            raise ValueError(
-                f"speaker_boxes: '{part.strip()}' is not 'x0,y0,x1,y1' (pixels, e.g. '0,0,416,480')"
-            )
-        x0, y0, x1, y1 = (float(v) for v in m.groups())
-        if x1 <= x0 or y1 <= y0:
-            raise ValueError(f"speaker_boxes: '{part.strip()}' is empty: x1 must exceed x0 and y1 exceed y0")
-        boxes.append((x0, y0, x1, y1))
-    if len(boxes) != 2:
-        raise ValueError(f"speaker_boxes: give exactly two boxes (person 1; person 2), got {len(boxes)}")
-    return boxes
-
-
-def _regions(boxes_text: str, masks, num_speakers: int):
-    from ..infinitetalk.config import SpeakerRegions
-
-    if num_speakers < 2:
-        return None
-    if boxes_text.strip():
-        return SpeakerRegions(bboxes=parse_boxes(boxes_text))
-    if masks is None:
-        return None
-    if masks.ndim != 3 or masks.shape[0] != 2:
-        raise ValueError(
-            f"speaker_masks: expected a batch of 2 masks (person 1, person 2), got shape {tuple(masks.shape)}"
-        )
-    boxes = []
-    for i, mask in enumerate(masks):
-        ys, xs = torch.nonzero(mask > 0.5, as_tuple=True)
-        if ys.numel() == 0:
-            raise ValueError(f"speaker_masks: mask {i + 1} is empty: paint the region of person {i + 1}")
-        boxes.append((float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1))
-    return SpeakerRegions(bboxes=boxes)
 
 
 def _fingerprint_extra(model, vae, clip_vision, text_embeds) -> dict:
@@ -436,14 +438,6 @@ def _fingerprint_extra(model, vae, clip_vision, text_embeds) -> dict:
             k: str(v) for k, v in sorted(model.options.items())
         },  # adapter, LoRAs, dtype, quantization
     }
-
-
-def _store_dir(node_id, fingerprint: str):
-    from pathlib import Path
-
-    return (
-        Path(folder_paths.get_temp_directory()) / "infinitetalk" / f"{node_id or 'node'}_{fingerprint[:16]}"
-    )
 
 
 def _output_connected(prompt, node_id, slot: int) -> bool:

@@ -111,6 +111,48 @@ def _iter_av(path: Path, block_s: float, name: str) -> Iterator[tuple[np.ndarray
             yield np.concatenate(pending, axis=1).astype(np.float32), resampler.rate
 
 
+def read_audio(
+    path: str | Path, start_s: float = 0.0, duration_s: float = 0.0, *, name: str = "audio file"
+) -> tuple[np.ndarray, int]:
+    """``(float32 (C, N), sample_rate)`` of ``[start_s, start_s + duration_s)`` (``duration_s`` 0: to the
+    end), decoded block by block into one buffer: what is skipped is never stored, and no block list or
+    transposed copy doubles the memory of a long file."""
+    from ..validation import MAX_CHANNELS, check_sample_rate
+
+    info = probe_audio(path, name=name)
+    check_sample_rate(info.sample_rate, name=f"{name} '{Path(path).name}'")
+    if info.channels > MAX_CHANNELS:
+        raise InputError(
+            f"{name} '{Path(path).name}' has {info.channels} channels: at most {MAX_CHANNELS} are read; "
+            "downmix it to stereo"
+        )
+    first = int(round(start_s * info.sample_rate))
+    wanted = int(round(duration_s * info.sample_rate)) if duration_s > 0 else None
+    if info.backend == "av" and info.duration:  # the decoder's end padding (AAC: up to 1023 samples) is cut
+        end = max(1, round(info.duration * info.sample_rate))
+        wanted = max(0, end - first) if wanted is None else min(wanted, max(0, end - first))
+    size = wanted if wanted is not None else max(0, int(info.duration * info.sample_rate) - first + 1)
+    out = np.empty((max(1, info.channels), size), np.float32)
+    pos, filled = 0, 0  # samples of the file seen, samples stored
+    for block, _ in iter_audio(path, name=name):
+        lo, hi = max(first - pos, 0), block.shape[1]
+        if wanted is not None:
+            hi = min(hi, lo + wanted - filled)
+        pos += block.shape[1]
+        if hi <= lo:
+            if wanted is not None and filled >= wanted:
+                break
+            continue
+        piece = block[:, lo:hi]
+        if filled + piece.shape[1] > out.shape[1]:  # the header under-reported the length
+            out = np.concatenate(
+                [out, np.empty((out.shape[0], max(out.shape[1], piece.shape[1])), np.float32)], 1
+            )
+        out[: piece.shape[0], filled : filled + piece.shape[1]] = piece
+        filled += piece.shape[1]
+    return out[:, :filled] if filled < out.shape[1] else out, info.sample_rate
+
+
 class StreamResampler:
     """Block-wise polyphase resampling equal to ``resample_poly(x, up, down)`` on the whole signal
     (same Kaiser-windowed filter, same alignment): ``push(block)`` returns the output that is complete,

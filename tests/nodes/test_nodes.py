@@ -77,15 +77,18 @@ def test_sampler_needs_image_or_video(nodes):
 
 
 def test_speaker_masks_become_boxes(pack):
-    sampler = _mod("sampler")
+    from infinitetalk.validation import speaker_regions
+
     masks = torch.zeros(2, 40, 60)
     masks[0, 5:20, 2:10] = 1
     masks[1, 10:30, 40:55] = 1
-    regions = sampler._regions("", masks, 2)
+    regions = speaker_regions(2, (40, 60), masks=masks)
     assert regions.bboxes == [(2.0, 5.0, 10.0, 20.0), (40.0, 10.0, 55.0, 30.0)]
-    assert sampler._regions("", masks, 1) is None  # one speaker: no regions
+    assert speaker_regions(1, (40, 60)) is None  # one speaker, no regions given
+    with pytest.raises(ValueError, match="place two people but the audio has one speaker"):
+        speaker_regions(1, (40, 60), masks=masks)
     with pytest.raises(ValueError, match="mask 2 is empty"):
-        sampler._regions("", torch.stack([masks[0], torch.zeros(40, 60)]), 2)
+        speaker_regions(2, (40, 60), masks=torch.stack([masks[0], torch.zeros(40, 60)]))
 
 
 def test_output_connected(pack):
