@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 PARTIAL_SUFFIX = "_partial"
-REWRITE_BUDGET = 0.05  # at most this share of the wall time goes into rewriting the partial video
+REWRITE_BUDGET = 0.05  # at most this share of the wall time goes into rewriting the partial video ...
+FREE_REWRITE_S = 0.25  # ... once a rewrite takes longer than this (short videos: after every window)
 
 
 def run_status(directory: str | Path) -> str:
@@ -70,7 +71,8 @@ class PartialVideo:
     """A playable mp4 of every committed window of ``store``, kept up to date while the run goes on.
 
     ``on_progress`` (chain it to the pipeline's progress callback) rewrites the file when a new window has
-    been committed, at most :data:`REWRITE_BUDGET` of the wall time (a remux of the segments, no re-encode);
+    been committed (a remux of the segments, no re-encode): after every window while that is quick, at most
+    :data:`REWRITE_BUDGET` of the wall time once the video is long;
     ``flush()`` writes it whatever the budget (on interrupt); ``discard()`` removes it (run complete).
     Each rewrite is atomic: a player never sees a half-written file.
     """
@@ -98,7 +100,7 @@ class PartialVideo:
             logger.warning("partial video %s not updated: %s", self.path, err)
             return None
         spent = time.monotonic() - began
-        self._next_allowed = began + spent / self.budget
+        self._next_allowed = began + spent / self.budget if spent > FREE_REWRITE_S else 0.0
         self.written = segments
         logger.info("partial video: %s (%d windows)", self.path, segments)
         return self.path

@@ -354,8 +354,8 @@ class Sampler(io.ComfyNode):
         )
 
         def on_progress(event) -> None:
+            partial.on_progress(event)  # first: when the UI hears of a window, what came before is saved
             progress(event)
-            partial.on_progress(event)  # the finished windows stay watchable in the output folder
 
         try:
             with explain_out_of_memory(f"sampling at {config.size} with {frame_num}-frame windows"):

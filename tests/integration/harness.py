@@ -54,7 +54,9 @@ def write_model_paths(path: Path, tiny: Path) -> Path:
 class ComfyServer:
     """``python main.py --cpu`` in a subprocess with its own input/output/temp folders."""
 
-    def __init__(self, workdir: Path, tiny: Path, port: int | None = None):
+    def __init__(
+        self, workdir: Path, tiny: Path, port: int | None = None, log_name: str = "comfyui-server.log"
+    ):
         self.workdir = Path(workdir)
         self.tiny = Path(tiny).resolve()
         self.port = port or free_port()
@@ -62,13 +64,15 @@ class ComfyServer:
         self.input_dir = self.workdir / "input"
         self.output_dir = self.workdir / "output"
         self.temp_dir = self.workdir / "temp"
-        self.log_path = ARTIFACTS / "comfyui-server.log"
+        self.user_dir = self.workdir / "user"  # the pack's resumable run folders live here
+        self.log_path = ARTIFACTS / log_name
         self.client_id = uuid.uuid4().hex
         self.proc: subprocess.Popen | None = None
+        self.restarts = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> ComfyServer:
-        for d in (self.input_dir, self.output_dir, self.temp_dir, ARTIFACTS):
+        for d in (self.input_dir, self.output_dir, self.temp_dir, self.user_dir, ARTIFACTS):
             d.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [sys.executable, str(REPO / "scripts" / "make_example_inputs.py"), str(self.input_dir)],
@@ -93,10 +97,13 @@ class ComfyServer:
             str(self.output_dir),
             "--temp-directory",
             str(self.temp_dir),
+            "--user-directory",
+            str(self.user_dir),
             "--preview-method",
             "latent2rgb",
         ]
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "a" if self.restarts else "w")  # a restart keeps the first log
+        self.restarts += 1
         self.proc = subprocess.Popen(
             cmd, cwd=COMFY_DIR, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -124,6 +131,13 @@ class ComfyServer:
                 self.proc.wait(timeout=20)
         self._log.close()
         self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the whole server process group at once (no cleanup runs: a crash, a power cut)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=20)
+        self.stop()
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -333,8 +333,8 @@ def test_interrupt_leaves_a_partial_video_and_resumes(nodes, models, comfy, monk
     resumed = _run(nodes, models, "7")  # queue again: resumes after window 2
     assert resumed.num_frames == 12 and not partial.exists()
     fresh = _run(nodes, models, "8")  # the same run, uninterrupted, in its own folder
-    a, b = list(resumed.iter_frames()), list(fresh.iter_frames())
-    assert len(a) == len(b) == 12 and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    hashes = [[s["sha256"] for s in f.store.segments] for f in (resumed, fresh)]
+    assert hashes[0] == hashes[1] and len(hashes[0]) == 3  # the raw frames of every window, bit for bit
     run_dir = resumed.directory
     del resumed
     import gc
