@@ -5,9 +5,14 @@ Keeps the reference's flags (``generate_infinitetalk.py``), plus direct inputs i
     python -m infinitetalk --weights weights --input_path face.png --audio_path speech.wav \\
         --output_path out.mp4 --size infinitetalk-480
 
-``--weights DIR``: the official ``weights/`` tree or a ComfyUI ``models/`` tree (or their parent); each
-component is found by its real file name. Differences from the reference's defaults: ``--mode`` is
+``--weights DIR``: a ComfyUI folder, its ``models/``, or the official ``weights/`` tree (or their parent); each
+component is found by its content (infinitetalk.weights; ``python -m infinitetalk.doctor`` shows what was
+found). Differences from the reference's defaults: ``--mode`` is
 ``streaming`` (the whole audio) and ``--max_frame_num`` has no limit unless given.
+
+Several GPUs split each denoising step (sequence parallelism, docs/MULTI_GPU.md)::
+
+    torchrun --nproc_per_node 4 -m infinitetalk ... --ulysses_size 4
 """
 
 from __future__ import annotations
@@ -26,171 +31,19 @@ import torch
 
 from .config import SpeakerRegions
 from .errors import CheckpointError, InfiniteTalkError, InputError
+from .parallel.launch import ParallelSession, start_session, torchrun_ranks
 from .sampling import SAMPLERS
+from .weights import Component, WeightPaths, find_weights, spec
+
+__all__ = ["WeightPaths", "build_parser", "find_weights", "main", "parse_boxes", "run"]
 
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
-HF_WAN = "Wan-AI/Wan2.1-I2V-14B-480P"
-HF_INFINITETALK = "MeiGen-AI/InfiniteTalk"
-HF_WAV2VEC = "TencentGameMate/chinese-wav2vec2-base"
-HF_KOKORO = "hexgrad/Kokoro-82M"
-HF_COMFY = "Comfy-Org/Wan_2.1_ComfyUI_repackaged"
 
 
 # ============================================================================ weights discovery
-@dataclass
-class WeightPaths:
-    dit: Path
-    adapter: Path | None  # None: the DiT file already holds the adapter
-    text_encoder: Path
-    clip: Path
-    vae: Path
-    audio_encoder: Path
-    kokoro: Path | None = None
-
-
-# (component, official relative paths, ComfyUI relative paths or globs, download hint)
-_WAN_DIRS = ("Wan2.1-I2V-14B-480P", "Wan2.1-I2V-14B-720P")
-_COMPONENTS = {
-    "dit": (
-        list(_WAN_DIRS),
-        [
-            "diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors",
-            "diffusion_models/wan2.1_i2v_480p_14B_bf16.safetensors",
-            "diffusion_models/wan2.1_i2v_720p_14B_fp16.safetensors",
-            "diffusion_models/wan2.1_i2v_720p_14B_bf16.safetensors",
-            "diffusion_models/wan2.1_i2v_480p_14B_fp8_e4m3fn.safetensors",
-            "diffusion_models/wan2.1_i2v_720p_14B_fp8_e4m3fn.safetensors",
-            "diffusion_models/Wan2_1-I2V-14B-480P_fp8_e4m3fn_scaled_KJ.safetensors",
-            "diffusion_models/*i2v*14B*.safetensors",
-            "diffusion_models/*I2V-14B*.safetensors",
-        ],
-        f"Hugging Face '{HF_WAN}' (into weights/Wan2.1-I2V-14B-480P/) or '{HF_COMFY}' "
-        "(split_files/diffusion_models/ into models/diffusion_models/)",
-    ),
-    "text_encoder": (
-        [f"{d}/models_t5_umt5-xxl-enc-bf16.pth" for d in _WAN_DIRS],
-        [
-            "text_encoders/umt5_xxl_fp16.safetensors",
-            "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-            "text_encoders/*umt5*xxl*.safetensors",
-        ],
-        f"Hugging Face '{HF_WAN}' or '{HF_COMFY}' (split_files/text_encoders/)",
-    ),
-    "clip": (
-        [f"{d}/models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth" for d in _WAN_DIRS],
-        ["clip_vision/clip_vision_h.safetensors"],
-        f"Hugging Face '{HF_WAN}' or '{HF_COMFY}' (split_files/clip_vision/)",
-    ),
-    "vae": (
-        [f"{d}/Wan2.1_VAE.pth" for d in _WAN_DIRS],
-        ["vae/wan_2.1_vae.safetensors"],
-        f"Hugging Face '{HF_WAN}' or '{HF_COMFY}' (split_files/vae/)",
-    ),
-    "audio_encoder": (
-        ["chinese-wav2vec2-base"],
-        [
-            "audio_encoders/*wav2vec2*chinese*",
-            "audio_encoders/*chinese*wav2vec2*",
-            "audio_encoders/*wav2vec2*",
-        ],
-        f"Hugging Face '{HF_WAV2VEC}' (model.safetensors from revision refs/pr/1) into weights/chinese-wav2vec2-base/",
-    ),
-    "kokoro": (["Kokoro-82M"], ["kokoro"], f"Hugging Face '{HF_KOKORO}' into weights/Kokoro-82M/"),
-}
-_ADAPTERS = {
-    "single": (
-        ["InfiniteTalk/single/infinitetalk.safetensors"],
-        [
-            "model_patches/wan2.1_infiniteTalk_single_fp16.safetensors",
-            "model_patches/*nfini*alk*ingle*",
-            "diffusion_models/*nfini*alk*ingle*fp16*",
-            "diffusion_models/*nfini*alk*ingle*",
-        ],
-    ),
-    "multi": (
-        ["InfiniteTalk/multi/infinitetalk.safetensors"],
-        [
-            "model_patches/wan2.1_infiniteTalk_multi_fp16.safetensors",
-            "model_patches/*nfini*alk*ulti*",
-            "diffusion_models/*nfini*alk*ulti*fp16*",
-            "diffusion_models/*nfini*alk*ulti*",
-        ],
-    ),
-}
-
-
-def _roots(root: Path) -> tuple[list[Path], list[Path]]:
-    """(official roots, ComfyUI models roots) to search under ``root``."""
-    official = [r for r in (root, root / "weights") if r.is_dir()]
-    comfy = [r for r in (root, root / "models", root / "ComfyUI" / "models") if r.is_dir()]
-    return official, comfy
-
-
-def _first(roots: list[Path], patterns: list[str]) -> Path | None:
-    for pattern in patterns:
-        for root in roots:
-            hits = sorted(root.glob(pattern)) if any(ch in pattern for ch in "*?[") else [root / pattern]
-            hits = [h for h in hits if h.exists() and "merged" not in h.name.lower()]
-            if hits:
-                return hits[0]
-    return None
-
-
-def _missing(what: str, official: list[str], comfy: list[str], root: Path, hint: str) -> CheckpointError:
-    return CheckpointError(
-        f"{what} not found under '{root}': expected '{official[0]}' (official weights/ tree) or "
-        f"'{comfy[0]}' (ComfyUI models/ tree); download it from {hint}"
-    )
-
-
-def find_component(root: Path, name: str) -> Path:
-    """Path of one component (see ``_COMPONENTS``) under ``root``; ``CheckpointError`` naming file, folder, source."""
-    official, comfy, hint = _COMPONENTS[name]
-    off_roots, comfy_roots = _roots(root)
-    found = _first(off_roots, official) or _first(comfy_roots, comfy)
-    if found is None:
-        raise _missing(name.replace("_", " "), official, comfy, root, hint)
-    return found
-
-
-def find_adapter(root: Path, speakers: int) -> Path:
-    """The InfiniteTalk adapter for one (single) or two (multi) speakers; falls back to the other with a warning."""
-    off_roots, comfy_roots = _roots(root)
-    wanted = ["single", "multi"] if speakers == 1 else ["multi", "single"]
-    for i, kind in enumerate(wanted):
-        official, comfy = _ADAPTERS[kind]
-        found = _first(off_roots, official) or _first(comfy_roots, comfy)
-        if found is not None:
-            if i:
-                logger.warning(
-                    "no '%s' InfiniteTalk adapter found: using the '%s' one (%s)", wanted[0], kind, found
-                )
-            return found
-    official, comfy = _ADAPTERS[wanted[0]]
-    raise _missing(
-        f"InfiniteTalk {wanted[0]} adapter", official, comfy, root, f"Hugging Face '{HF_INFINITETALK}'"
-    )
-
-
-def find_weights(root: str | Path, speakers: int = 1, need_kokoro: bool = False) -> WeightPaths:
-    """Every component under ``root``: the official ``weights/`` tree, a ComfyUI ``models/`` tree, or a parent."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise InputError(
-            f"--weights '{root}' is not a folder: point it at your weights/ or ComfyUI models/ folder"
-        )
-    dit = find_component(root, "dit")
-    return WeightPaths(
-        dit=dit,
-        adapter=find_adapter(root, speakers),
-        text_encoder=find_component(root, "text_encoder"),
-        clip=find_component(root, "clip"),
-        vae=find_component(root, "vae"),
-        audio_encoder=find_component(root, "audio_encoder"),
-        kokoro=find_component(root, "kokoro") if need_kokoro else None,
-    )
+# The files, their names and their discovery live in infinitetalk.weights (the one registry).
 
 
 # ============================================================================ arguments
@@ -250,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = p.add_argument_group("weights")
     w.add_argument(
-        "--weights", help="official weights/ tree or ComfyUI models/ tree (components found by file name)"
+        "--weights",
+        help="ComfyUI folder, its models/, or the official weights/ tree: every file is found by its content "
+        "(subfolders too); see python -m infinitetalk.doctor",
     )
     w.add_argument(
         "--ckpt_dir", help="Wan2.1-I2V-14B-480P folder (overrides --weights for DiT, T5, CLIP, VAE)"
@@ -320,6 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--teacache_thresh", type=float, default=0.2)
     g.add_argument(
         "--batch_guidance", action="store_true", help="run guidance branches as one batch (more memory)"
+    )
+
+    m = p.add_argument_group("several GPUs (start with torchrun --nproc_per_node N; docs/MULTI_GPU.md)")
+    m.add_argument(
+        "--ulysses_size",
+        type=int,
+        default=1,
+        help="processes splitting the attention heads (all-to-all); must divide the DiT's heads (40)",
+    )
+    m.add_argument(
+        "--ring_size",
+        type=int,
+        default=1,
+        help="processes passing key/value blocks around a ring; ulysses_size x ring_size = processes",
     )
     return p
 
@@ -468,38 +337,29 @@ def load_dit_model(paths: WeightPaths, args, home: torch.device, dtype: torch.dt
 # ============================================================================ main
 def _resolve_paths(args, speakers: int) -> WeightPaths:
     """Component paths: explicit flags (--ckpt_dir, --infinitetalk_dir, --wav2vec_dir) win over --weights."""
-    root = Path(args.weights).expanduser() if args.weights else None
-    if root is not None and not root.is_dir():
-        raise InputError(
-            f"--weights '{root}' is not a folder: point it at your weights/ or ComfyUI models/ folder"
-        )
-    ck = Path(args.ckpt_dir).expanduser() if args.ckpt_dir else None
-
-    def pick(name: str, official_name: str | None = None) -> Path:
-        if ck is not None and official_name is not None:
-            return ck / official_name if official_name else ck
-        if root is None:
-            raise InputError(
-                f"no {name.replace('_', ' ')} given: pass --weights DIR (weights/ or ComfyUI models/)"
-            )
-        return find_component(root, name)
-
-    def adapter() -> Path:
-        if args.infinitetalk_dir:
-            return Path(args.infinitetalk_dir).expanduser()
-        if root is None:
-            raise InputError("no InfiniteTalk adapter given: pass --weights DIR or --infinitetalk_dir FILE")
-        return find_adapter(root, speakers)
-
-    paths = WeightPaths(
-        dit=pick("dit", ""),
-        adapter=adapter(),
-        text_encoder=pick("text_encoder", "models_t5_umt5-xxl-enc-bf16.pth"),
-        clip=pick("clip", "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"),
-        vae=pick("vae", "Wan2.1_VAE.pth"),
-        audio_encoder=Path(args.wav2vec_dir).expanduser() if args.wav2vec_dir else pick("audio_encoder"),
-        kokoro=pick("kokoro") if args.text is not None else None,
+    given: dict[str, Path] = {}
+    if args.ckpt_dir:
+        ck = Path(args.ckpt_dir).expanduser()
+        given["dit"] = ck
+        for component in (Component.TEXT_ENCODER, Component.CLIP, Component.VAE):
+            given[spec(component).field] = ck / spec(component).published("official").name
+    if args.infinitetalk_dir:
+        given["adapter"] = Path(args.infinitetalk_dir).expanduser()
+    if args.wav2vec_dir:
+        given["audio_encoder"] = Path(args.wav2vec_dir).expanduser()
+    tts = args.text is not None
+    needed = {"dit", "adapter", "text_encoder", "clip", "vae", "audio_encoder"} | (
+        {"kokoro"} if tts else set()
     )
+    if args.weights:
+        paths = find_weights(args.weights, speakers, need_kokoro=tts, given=given)
+    elif needed <= set(given):
+        paths = WeightPaths(**{k: given[k] for k in needed - {"kokoro"}}, kokoro=given.get("kokoro"))
+    else:
+        missing = sorted(needed - set(given))[0]
+        raise InputError(
+            f"no {missing.replace('_', ' ')} given: pass --weights DIR (ComfyUI, ComfyUI/models or weights/)"
+        )
     for name, p in vars(paths).items():
         if p is not None and not p.exists():
             raise CheckpointError(
@@ -514,7 +374,7 @@ def _speaker_count(args) -> int:
     return 2 if args.audio_path2 else 1
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace, session: ParallelSession):
     from .pipeline import GenerationConfig
 
     return GenerationConfig(
@@ -529,7 +389,7 @@ def _config(args: argparse.Namespace):
         shift=args.sample_shift,
         text_scale=args.sample_text_guide_scale,
         audio_scale=args.sample_audio_guide_scale,
-        seed=args.seed if args.seed >= 0 else int(torch.randint(0, 99999999, (1,)).item()),
+        seed=session.broadcast(args.seed if args.seed >= 0 else int(torch.randint(0, 99999999, (1,)).item())),
         color_correction_strength=args.color_correction_strength,
         sampler=args.sampler,
         use_apg=args.use_apg,
@@ -541,7 +401,7 @@ def _config(args: argparse.Namespace):
     )
 
 
-def check_arguments(args: argparse.Namespace):
+def check_arguments(args: argparse.Namespace, session: ParallelSession):
     """Every check that needs no weights, in the order a user fixes them: settings, output, reference,
     person boxes. Returns ``(output path, config, source, regions, speaker count)``."""
     from .validation import (
@@ -557,7 +417,7 @@ def check_arguments(args: argparse.Namespace):
         _apply_json(args)
     if not args.input_path:
         raise InputError("no reference given: pass --input_path (an image or a video)")
-    config = _config(args)
+    config = _config(args, session)
     check_config(config, size_name="--size")
     if args.resume and args.seed < 0:
         raise InputError("--resume needs a fixed --seed (the interrupted run's seed)")
@@ -591,8 +451,8 @@ def check_arguments(args: argparse.Namespace):
     return out, config, source, regions, speakers
 
 
-def run(args: argparse.Namespace) -> Path:
-    """Generate the video described by ``args``; returns the mp4 path."""
+def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Path:
+    """Generate the video described by ``args``; returns the mp4 path (written by rank 0 only)."""
     from .encoders.clip import load_clip_vision
     from .encoders.text import load_text_encoder
     from .encoders.vae import load_vae
@@ -603,8 +463,11 @@ def run(args: argparse.Namespace) -> Path:
     from .sinks import SegmentStore
     from .validation import explain_out_of_memory
 
-    out, config, source, regions, speakers = check_arguments(args)
+    session = session or ParallelSession(device=_device_dtype(args)[0])
+    args.device = str(session.device)  # under torchrun: this process's GPU
+    out, config, source, regions, speakers = check_arguments(args, session)
     paths = _resolve_paths(args, speakers)
+    session.check_dit_file(paths.dit)  # heads vs --ulysses_size, before any weight is read
     device, dtype = _device_dtype(args)
     home = torch.device("cpu") if args.offload_model else device
     tracks, normalize, cues = speech_inputs(args, paths.kokoro)
@@ -625,10 +488,11 @@ def run(args: argparse.Namespace) -> Path:
 
     # 2. models
     with explain_out_of_memory("loading the models"):
-        text = load_text_encoder(paths.text_encoder, device=home, dtype=dtype)
+        text = load_text_encoder(paths.text_encoder, tokenizer=paths.tokenizer, device=home, dtype=dtype)
         clip = load_clip_vision(paths.clip, device=home, dtype=dtype)
         vae = load_vae(paths.vae, device=device, dtype=torch.float32)
         dit = load_dit_model(paths, args, home, dtype)
+    session.attach(dit)  # one process: unchanged; torchrun: this process's share of every forward
     manager = None
     if args.offload_model:
         manager = DeviceModelManager({"dit": dit, "text_encoder": text, "clip": clip}, device)
@@ -636,19 +500,23 @@ def run(args: argparse.Namespace) -> Path:
 
     # 3. generate into per-window segments, then mux with the soundtrack
     seg_dir = Path(args.segments_dir) if args.segments_dir else out.with_name(out.name + ".parts")
-    store = SegmentStore(seg_dir, fps=25, crf=args.crf)
+    store = SegmentStore(seg_dir, fps=25, crf=args.crf) if session.is_main else None
     extra = {
         "weights": {k: str(v) for k, v in vars(paths).items()},
         "loras": lora_specs(args),
         "quant": args.quant,
         "dtype": str(dtype),
     }
-    # what is finished stays watchable: OUTPUT_partial.mp4 follows the committed windows
-    partial = PartialVideo(partial_path(out), store, audio=(audio.waveform_16k_mix, SPEECH_SR))
+    # what is finished stays watchable: OUTPUT_partial.mp4 follows the committed windows (rank 0)
+    partial = (
+        PartialVideo(partial_path(out), store, audio=(audio.waveform_16k_mix, SPEECH_SR))
+        if store is not None
+        else None
+    )
 
     def on_progress(event) -> None:
-        bar.update(event)
         partial.on_progress(event)
+        bar.update(event)
 
     with _ProgressBar(config.steps) as bar, explain_out_of_memory(f"generating at size {config.size}"):
         try:
@@ -656,16 +524,18 @@ def run(args: argparse.Namespace) -> Path:
                 source,
                 audio,
                 config,
-                store,
+                session.output_sink(store),  # torchrun: rank 0 writes, the others follow
                 speaker_regions=regions,
-                on_progress=on_progress,
+                on_progress=on_progress if session.is_main else None,
                 resume=args.resume,
                 fingerprint_extra=extra,
             )
         except BaseException:
-            if partial.flush():
+            if partial is not None and partial.flush():
                 logger.warning("the video so far is in %s; run again with --resume to continue", partial.path)
             raise
+    if not session.is_main:
+        return out  # rank 0 writes the file
     subtitles = cues if args.subtitles else None
     final = store.finalize(out, audio=(audio.waveform_16k_mix, SPEECH_SR), subtitles=subtitles)
     partial.discard()
@@ -707,15 +577,25 @@ class _ProgressBar:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s: %(message)s")
+    rank = torchrun_ranks()[0]  # under torchrun only rank 0 logs progress
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="[%(asctime)s] %(levelname)s: %(message)s",
+    )
+    session = None
     try:
+        session = start_session(args.ulysses_size, args.ring_size, args.device)
         with torch.no_grad():
-            path = run(args)
+            path = run(args, session)
     except InfiniteTalkError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: run again with --resume to continue", file=sys.stderr)
         return 130
-    print(path)
+    finally:
+        if session is not None:
+            session.close()
+    if session.is_main:
+        print(path)
     return 0

@@ -9,7 +9,15 @@ from . import _common
 
 class InfiniteTalkExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        from . import audio, conditioning, loaders, sampler, tts, video
+        from . import audio, conditioning, doctor, loaders, sampler, tts, video
 
         _common.register_folders()
-        return [*loaders.NODES, *audio.NODES, *tts.NODES, *conditioning.NODES, *sampler.NODES, *video.NODES]
+        return [
+            *loaders.NODES,
+            *doctor.NODES,
+            *audio.NODES,
+            *tts.NODES,
+            *conditioning.NODES,
+            *sampler.NODES,
+            *video.NODES,
+        ]

@@ -1,12 +1,19 @@
 """Shared pieces of the ComfyUI layer: private types, categories, model folders and weight listing.
 
-Weights are found in two places:
+Which files make up InfiniteTalk, and in which folders, is :mod:`infinitetalk.weights` (the registry);
+this module only turns ComfyUI's folder lists (``folder_paths``, so ``extra_model_paths.yaml`` counts)
+into the plain :class:`~infinitetalk.weights.SearchPaths` the library searches:
 
-- ComfyUI's own model folders (``diffusion_models``, ``model_patches``, ``text_encoders``,
-  ``clip_vision``, ``vae``, ``audio_encoders``) plus a ``kokoro`` folder this pack registers;
+- ComfyUI's model folders of every component, subfolders included (``diffusion_models``,
+  ``model_patches``, ``text_encoders``, ``clip_vision``, ``vae``, ``audio_encoders``, ``loras``), the
+  peers' extra folders (``wav2vec2``, ``transformers/TencentGameMate/chinese-wav2vec2-base``) and the
+  ``kokoro`` folder this pack registers;
 - trees in the official (reference repository) layout, registered under the folder name
   ``infinitetalk_weights``: by default the pack's own ``weights/`` folder; more roots can be added from
-  ``extra_model_paths.yaml`` (key ``infinitetalk_weights``). These entries are listed as ``weights/<path>``.
+  ``extra_model_paths.yaml`` (key ``infinitetalk_weights``). These entries are listed as ``weights/<path>``;
+- ``custom_nodes`` (for ComfyUI-WanVideoWrapper's umT5 tokenizer).
+
+Loader combos list the files identified by content as that component, the preferred one first.
 """
 
 from __future__ import annotations
@@ -18,9 +25,13 @@ from pathlib import Path
 import folder_paths
 from comfy_api.latest import io
 
+from ..infinitetalk import weights as registry
+from ..infinitetalk.weights import Component, SearchPaths
+
 PACK_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_FOLDER = "infinitetalk_weights"
 KOKORO_FOLDER = "kokoro"
+WAV2VEC2_FOLDER = "wav2vec2"  # WanVideoWrapper's folder (it registers the same name when installed)
 WEIGHTS_PREFIX = "weights/"
 
 CATEGORY_LOADERS = "InfiniteTalk/loaders"
@@ -47,7 +58,81 @@ FPS = 25  # InfiniteTalk video is always 25 frames per second
 def register_folders() -> None:
     """Register the pack's model folders with ComfyUI (idempotent, touches no file)."""
     folder_paths.add_model_folder_path(WEIGHTS_FOLDER, str(PACK_ROOT / "weights"))
-    folder_paths.add_model_folder_path(KOKORO_FOLDER, os.path.join(folder_paths.models_dir, KOKORO_FOLDER))
+    for name in (KOKORO_FOLDER, WAV2VEC2_FOLDER):
+        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
+
+
+def search_paths() -> SearchPaths:
+    """Every folder ComfyUI knows for the registry's components, the official trees and custom_nodes."""
+    register_folders()
+    folders: dict[str, list[Path]] = {}
+    names = registry.comfy_folders()
+    for name in (n for n in names if "/" not in n):
+        try:
+            dirs = [Path(p) for p in folder_paths.get_folder_paths(name)]
+        except KeyError:
+            dirs = []
+        if dirs := [d for d in dirs if d.exists()]:
+            folders[name] = dirs
+    # fixed paths under a models/ folder (the WanVideoWrapper's HF download folder): under ComfyUI's own
+    # models/ and under every models/ folder that extra_model_paths.yaml brings in
+    roots = dict.fromkeys([Path(folder_paths.models_dir), *(d.parent for ds in folders.values() for d in ds)])
+    for name in (n for n in names if "/" in n):
+        if dirs := [r / name for r in roots if (r / name).is_dir()]:
+            folders[name] = dirs
+    try:
+        custom_nodes = [Path(p) for p in folder_paths.get_folder_paths("custom_nodes")]
+    except KeyError:
+        custom_nodes = []
+    return SearchPaths(folders=folders, official=_weights_roots(), custom_nodes=custom_nodes)
+
+
+def placeholder(component: Component) -> str:
+    return f"(no {component.value} found: see InfiniteTalk Doctor)"
+
+
+def component_options(*components: Component) -> list[str]:
+    """Combo entries: the files identified as ``components`` (preferred first), or a placeholder."""
+    found, _ = registry.inventory(search_paths())
+    options = list(dict.fromkeys(e for c in components for e in registry.entries(found, c)))
+    return options or [placeholder(components[0])]
+
+
+def resolve_component(component: Component, name: str, *others: Component) -> Path:
+    """Turn a combo entry back into a path (an entry sent through the API may name any file of the
+    component's folders: the loader then says what it is)."""
+    if name.startswith("("):
+        raise FileNotFoundError(
+            f"no {component.value} file found: put {registry.download_hint(component)} in place "
+            "(see the README, 'Weights', or run InfiniteTalk Doctor), then refresh the browser"
+        )
+    found, _ = registry.inventory(search_paths())
+    for c in (component, *others):
+        hit = registry.resolve_entry(found, c, name)
+        if hit is not None:
+            return hit
+    if name.startswith(WEIGHTS_PREFIX):
+        return resolve(registry.spec(component).folders[0], name)
+    for folder in registry.spec(component).folders:
+        try:
+            full = folder_paths.get_full_path(folder, name)
+        except KeyError:
+            full = None
+        if full is not None:
+            return Path(full)
+    raise FileNotFoundError(
+        f"'{name}' is not a {component.value} file in ComfyUI's folders "
+        f"{', '.join(registry.spec(component).folders)}: refresh the node list or run InfiniteTalk Doctor"
+    )
+
+
+def loader_extras(component: Component, path: Path) -> dict:
+    """Extra loader arguments found by the registry: the umT5 tokenizer for a file without one."""
+    if component is not Component.TEXT_ENCODER:
+        return {}
+    paths = search_paths()
+    found, _ = registry.inventory(paths)
+    return {"tokenizer": registry.find_tokenizer(path, found, paths)}
 
 
 def _weights_roots() -> list[Path]:
@@ -107,17 +192,3 @@ def resolve(folder: str, name: str) -> Path:
             f"{folder_paths.get_folder_paths(folder)}; put the file there or refresh the node list"
         )
     return Path(full)
-
-
-def or_placeholder(options: list[str], placeholder: str) -> list[str]:
-    """Combos need at least one entry; show what is missing when nothing was found."""
-    return options if options else [placeholder]
-
-
-def check_selected(name: str, what: str, folder: str) -> None:
-    """Raise a clear error when a combo still shows the 'nothing found' placeholder."""
-    if name.startswith("("):
-        raise FileNotFoundError(
-            f"no {what} file found: put one in ComfyUI's models/{folder}/ folder or in the pack's weights/ "
-            "folder (see the README table), then refresh the browser"
-        )

@@ -11,6 +11,7 @@ import logging
 import torch
 from comfy_api.latest import io
 
+from ..infinitetalk.weights import Component
 from . import _common as c
 from . import _models
 from ._widgets import advanced
@@ -34,34 +35,18 @@ def _precision_input(tooltip_what: str) -> io.Combo.Input:
 
 
 def _dit_options() -> list[str]:
-    official = c.official_entries("*/diffusion_pytorch_model*.safetensors.index.json", parent=True)
-    return c.or_placeholder(
-        c.folder_entries("diffusion_models") + official, "(no DiT found in diffusion_models)"
-    )
+    return c.component_options(Component.DIT)
 
 
 def _adapter_options() -> list[str]:
-    official = c.official_entries("InfiniteTalk/*/*.safetensors")
-    patches = c.folder_entries("model_patches") + c.folder_entries("diffusion_models")
-    return [
-        *official,
-        *[p for p in patches if "infini" in p.lower()],
-        *[p for p in patches if "infini" not in p.lower()],
-        MERGED,
-    ]
+    options = c.component_options(Component.ADAPTER_SINGLE, Component.ADAPTER_MULTI)
+    return [o for o in options if not o.startswith("(")] + [MERGED]
 
 
 def _resolve_adapter(name: str):
     if name == MERGED:
         return None
-    if name.startswith(c.WEIGHTS_PREFIX):
-        return c.resolve("model_patches", name)
-    for folder in ("model_patches", "diffusion_models"):
-        try:
-            return c.resolve(folder, name)
-        except FileNotFoundError:
-            continue
-    return c.resolve("model_patches", name)  # raises the one-line error
+    return c.resolve_component(Component.ADAPTER_SINGLE, name, Component.ADAPTER_MULTI)
 
 
 class ModelLoader(io.ComfyNode):
@@ -78,14 +63,17 @@ class ModelLoader(io.ComfyNode):
                 io.Combo.Input(
                     "dit",
                     options=_dit_options(),
-                    tooltip="Wan2.1 I2V 14B DiT: a file from models/diffusion_models "
-                    "(wan2.1_i2v_480p_14B_*.safetensors) or the official weights/Wan2.1-I2V-14B-480P folder.",
+                    tooltip="Part 'dit', the Wan2.1 I2V 14B DiT: every file recognised as one (by its content) in "
+                    "models/diffusion_models and its subfolders (ComfyUI's wan2.1_i2v_480p_14B_*, Kijai's "
+                    "*_fp8_e4m3fn_scaled_KJ, ...) or the official weights/Wan2.1-I2V-14B-480P folder; the "
+                    "preferred one first.",
                 ),
                 io.Combo.Input(
                     "adapter",
                     options=_adapter_options(),
-                    tooltip="InfiniteTalk adapter: models/model_patches/wan2.1_infiniteTalk_single_fp16"
-                    ".safetensors (one speaker) or the _multi_ file (two speakers), or the official "
+                    tooltip="Parts 'adapter_single' (one speaker) and 'adapter_multi' (two speakers): "
+                    "models/model_patches/wan2.1_infiniteTalk_{single,multi}_fp16.safetensors, Kijai's "
+                    "Wan2_1-InfiniTetalk-Single_fp16 in diffusion_models, or the official "
                     "weights/InfiniteTalk/{single,multi} files. Pick the last entry when the DiT file "
                     "already holds the adapter.",
                 ),
@@ -130,8 +118,7 @@ class ModelLoader(io.ComfyNode):
     def execute(cls, dit, adapter, precision, quantization, block_swap=0, attention="auto") -> io.NodeOutput:
         from ..infinitetalk.loading.dit import load_dit
 
-        c.check_selected(dit, "DiT", "diffusion_models")
-        dit_path = c.resolve("diffusion_models", dit)
+        dit_path = c.resolve_component(Component.DIT, dit)
         adapter_path = _resolve_adapter(adapter)
         load_device, offload = _models.devices("diffusion")
         dtype = _models.pick_dtype("diffusion", precision, load_device)
@@ -183,8 +170,9 @@ class LoraLoader(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "lora",
-                    options=c.or_placeholder(c.folder_entries("loras"), "(no LoRA in models/loras)"),
-                    tooltip="LoRA file from models/loras (lora_down/lora_up/alpha, diff, diff_b keys).",
+                    options=c.component_options(Component.LORA),
+                    tooltip="Part 'lora': a Wan2.1 14B LoRA from models/loras (lightx2v step-distill, "
+                    "FusionX; lora_down/lora_up/alpha, diff, diff_b keys).",
                 ),
                 io.Float.Input(
                     "strength",
@@ -208,8 +196,7 @@ class LoraLoader(io.ComfyNode):
 
         from ..infinitetalk.lora import load_lora_file
 
-        c.check_selected(lora, "LoRA", "loras")
-        path = c.resolve("loras", lora)
+        path = c.resolve_component(Component.LORA, lora)
         patched = model.clone()
         patched.options["loras"] = [*patched.options.get("loras", []), (str(path), float(strength))]
         if strength == 0:
@@ -244,15 +231,13 @@ def lora_key_map(model) -> dict[str, str]:
     return key_map
 
 
-def _encoder_loader(
-    node_id, display, description, folder, patterns, parent, what, role, loader_name, tooltip
-):
+def _encoder_loader(node_id, display, description, component, what, role, loader_name, tooltip):
     """Build a loader node class for one encoder (same inputs: file + precision)."""
 
     class EncoderLoader(io.ComfyNode):
         @classmethod
         def define_schema(cls) -> io.Schema:
-            options = c.folder_entries(folder) + c.official_entries(*patterns, parent=parent)
+            options = c.component_options(component)
             return io.Schema(
                 node_id=node_id,
                 display_name=display,
@@ -261,7 +246,7 @@ def _encoder_loader(
                 inputs=[
                     io.Combo.Input(
                         "name",
-                        options=c.or_placeholder(options, f"(no {what} found in {folder})"),
+                        options=options,
                         tooltip=tooltip,
                     ),
                     _precision_input(what),
@@ -277,14 +262,14 @@ def _encoder_loader(
         def execute(cls, name, precision) -> io.NodeOutput:
             from ..infinitetalk import encoders
 
-            c.check_selected(name, what, folder)
-            path = c.resolve(folder, name)
+            path = c.resolve_component(component, name)
             managed_role = {"TEXT_ENCODER": "text", "VAE": "vae"}.get(
                 role, "vision" if role == "CLIP_VISION" else "audio"
             )
             load_device, offload = _models.devices(managed_role)
             dtype = _models.pick_dtype(managed_role, precision, load_device)
-            obj = getattr(encoders, loader_name)(path, device=offload, dtype=dtype)
+            extras = c.loader_extras(component, path)  # e.g. the umT5 tokenizer for Kijai's file
+            obj = getattr(encoders, loader_name)(path, device=offload, dtype=dtype, **extras)
             return io.NodeOutput(_models.wrap(obj, managed_role, str(path), dtype=dtype))
 
     EncoderLoader.__name__ = EncoderLoader.__qualname__ = node_id
@@ -296,63 +281,52 @@ TextEncoderLoader = _encoder_loader(
     "InfiniteTalk Text Encoder Loader",
     "Loads the umT5-XXL text encoder (ComfyUI's umt5_xxl_*.safetensors or the official "
     "models_t5_umt5-xxl-enc-bf16.pth with its google/umt5-xxl tokenizer).",
-    "text_encoders",
-    ("*/models_t5_*.pth",),
-    False,
+    Component.TEXT_ENCODER,
     "text encoder",
     "TEXT_ENCODER",
     "load_text_encoder",
-    "umT5-XXL file: models/text_encoders/umt5_xxl_fp16.safetensors (or fp8_e4m3fn_scaled), or "
+    "Part 'text_encoder', umT5-XXL: models/text_encoders/umt5_xxl_fp16.safetensors (or fp8_e4m3fn_scaled), "
+    "Kijai's umt5-xxl-enc-bf16 (tokenizer from ComfyUI-WanVideoWrapper), or "
     "weights/Wan2.1-I2V-14B-480P/models_t5_umt5-xxl-enc-bf16.pth.",
 )
 ClipVisionLoader = _encoder_loader(
     "InfiniteTalkClipVisionLoader",
     "InfiniteTalk CLIP Vision Loader",
     "Loads the CLIP ViT-H/14 image encoder (ComfyUI's clip_vision_h.safetensors or the official open-clip .pth).",
-    "clip_vision",
-    ("*/models_clip_*.pth",),
-    False,
+    Component.CLIP,
     "CLIP vision encoder",
     "CLIP_VISION",
     "load_clip_vision",
-    "CLIP ViT-H/14: models/clip_vision/clip_vision_h.safetensors or "
+    "Part 'clip', CLIP ViT-H/14: models/clip_vision/clip_vision_h.safetensors or "
     "weights/Wan2.1-I2V-14B-480P/models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth.",
 )
 VAELoader = _encoder_loader(
     "InfiniteTalkVAELoader",
     "InfiniteTalk VAE Loader",
     "Loads the Wan 2.1 VAE (causal 3D, 16 latent channels).",
-    "vae",
-    ("*/Wan2.1_VAE.pth",),
-    False,
+    Component.VAE,
     "VAE",
     "VAE",
     "load_vae",
-    "Wan 2.1 VAE: models/vae/wan_2.1_vae.safetensors or weights/Wan2.1-I2V-14B-480P/Wan2.1_VAE.pth.",
+    "Part 'vae', the Wan 2.1 VAE: models/vae/wan_2.1_vae.safetensors, Kijai's Wan2_1_VAE_bf16/fp32 (subfolders "
+    "fine) or weights/Wan2.1-I2V-14B-480P/Wan2.1_VAE.pth.",
 )
 AudioEncoderLoader = _encoder_loader(
     "InfiniteTalkAudioEncoderLoader",
     "InfiniteTalk Audio Encoder Loader",
     "Loads the chinese-wav2vec2-base speech encoder that drives the lips.",
-    "audio_encoders",
-    ("*wav2vec2*/config.json",),
-    True,
+    Component.AUDIO_ENCODER,
     "audio encoder",
     "AUDIO_ENCODER",
     "load_audio_encoder",
-    "wav2vec2: a file in models/audio_encoders (ComfyUI or Kijai wav2vec2-chinese-base_fp16.safetensors) or the "
+    "Part 'audio_encoder', chinese-wav2vec2-base: wav2vec2-chinese-base_fp16.safetensors in models/audio_encoders "
+    "or models/wav2vec2, the WanVideoWrapper's models/transformers/TencentGameMate/chinese-wav2vec2-base, or the "
     "official weights/chinese-wav2vec2-base folder.",
 )
 
 
 def kokoro_options() -> list[str]:
-    files = [
-        f
-        for f in c.folder_entries(c.KOKORO_FOLDER)
-        if f.endswith(".pth") and "voices/" not in f.replace("\\", "/")
-    ]
-    official = c.official_entries("*/kokoro-*.pth", parent=True)
-    return c.or_placeholder(files + official, "(no Kokoro model found in models/kokoro)")
+    return c.component_options(Component.TTS)
 
 
 def voice_options() -> list[str]:
@@ -380,8 +354,8 @@ class KokoroLoader(io.ComfyNode):
                 io.Combo.Input(
                     "name",
                     options=kokoro_options(),
-                    tooltip="kokoro-v1_0.pth in models/kokoro (with config.json and voices/ beside it), "
-                    "or the official weights/Kokoro-82M folder.",
+                    tooltip="Part 'tts': kokoro-v1_0.pth in models/kokoro (with config.json and voices/ beside "
+                    "it), or the official weights/Kokoro-82M folder.",
                 ),
             ],
             outputs=[
@@ -395,8 +369,7 @@ class KokoroLoader(io.ComfyNode):
     def execute(cls, name) -> io.NodeOutput:
         from ..infinitetalk.tts import KokoroTTS
 
-        c.check_selected(name, "Kokoro", c.KOKORO_FOLDER)
-        path = c.resolve(c.KOKORO_FOLDER, name)
+        path = c.resolve_component(Component.TTS, name)
         model_dir = path if path.is_dir() else path.parent
         _, offload = _models.devices("tts")
         tts = KokoroTTS(model_dir, device=offload)

@@ -10,6 +10,7 @@ NODE_IDS = frozenset(
         "InfiniteTalkVAELoader",
         "InfiniteTalkAudioEncoderLoader",
         "InfiniteTalkKokoroLoader",
+        "InfiniteTalkDoctor",
         "InfiniteTalkLoadAudio",
         "InfiniteTalkAudioEmbed",
         "InfiniteTalkTTS",

@@ -200,7 +200,7 @@ def load_clip_vision(
     path = Path(path)
     source = open_checkpoint(path)
     rules = _rules_for(source)
-    config = infer_clip_config({hf: _shape(source, src, fn) for hf, (src, fn) in rules.items()}, path)
+    config = infer_clip_config(clip_shapes(source), path)
     if config.num_hidden_layers < 2:
         raise CheckpointError(
             f"checkpoint {path}: CLIP tower has {config.num_hidden_layers} layer(s), need >= 2"
@@ -230,6 +230,11 @@ def load_clip_vision(
         config.image_size,
     )
     return ClipVisionEncoder(model, config.image_size)
+
+
+def clip_shapes(source: CheckpointReader) -> dict[str, torch.Size]:
+    """HF-named shapes (relative to the vision tower) of any supported layout, read from the header."""
+    return {hf: _shape(source, src, fn) for hf, (src, fn) in _rules_for(source).items()}
 
 
 def _shape(source: CheckpointReader, key: str, fn: Callable) -> torch.Size:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +37,16 @@ logger = logging.getLogger(__name__)
 
 TEXT_LEN = 512  # tokens, the reference's text_len
 TOKENIZER_HELP = (
-    "put the google/umt5-xxl tokenizer folder (tokenizer.json and/or spiece.model, from "
-    "https://huggingface.co/google/umt5-xxl or the Wan2.1-I2V-14B-480P repo) next to the weights as "
-    "google/umt5-xxl/, or pass tokenizer=<folder>"
+    "for a umT5 file without a tokenizer the pack looks, in this order, for (1) a ComfyUI umT5 file that "
+    "carries one (umt5_xxl_fp16.safetensors or umt5_xxl_fp8_e4m3fn_scaled.safetensors in models/text_encoders/), "
+    "(2) ComfyUI-WanVideoWrapper's configs/T5_tokenizer/ in custom_nodes/, (3) the official google/umt5-xxl/ "
+    "folder (Wan2.1-I2V-14B-480P/google/umt5-xxl from Hugging Face Wan-AI/Wan2.1-I2V-14B-480P); put one of "
+    "them in place or pass tokenizer=<folder>"
 )
 _TOKENIZER_DIRS = (("google", "umt5-xxl"), ("umt5-xxl",), ("google_umt5-xxl",), ("tokenizer",))
-_EMBEDDED_SPIECE = "spiece_model"  # ComfyUI stores the sentencepiece model inside the weights file
+EMBEDDED_SPIECE = "spiece_model"  # ComfyUI stores the sentencepiece model inside the weights file
+_TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
+WRAPPER_TOKENIZER = ("configs", "T5_tokenizer")  # inside custom_nodes/ComfyUI-WanVideoWrapper
 _PREFIXES = ("text_encoders.umt5xxl.transformer.", "umt5xxl.transformer.", "transformer.")
 
 # original Wan key -> Hugging Face key (per block, "{i}" filled in)
@@ -90,7 +95,7 @@ def wan_to_hf_keys(keys: list[str]) -> dict[str, str]:
 
 def _hf_key_map(source: CheckpointReader) -> dict[str, str]:
     """HF key -> source key, whatever the layout; raises if the file is not a umT5 encoder."""
-    keys = [k for k in source.keys() if k != _EMBEDDED_SPIECE]
+    keys = [k for k in source.keys() if k != EMBEDDED_SPIECE]
     if "token_embedding.weight" in keys and any(k.startswith("blocks.") for k in keys):
         mapping = wan_to_hf_keys(keys)
     else:
@@ -139,6 +144,12 @@ def infer_umt5_config(shapes: dict[str, torch.Size], source: Path | str = "?"):
         use_cache=False,
         tie_word_embeddings=False,
     )
+
+
+def umt5_config(source: CheckpointReader):
+    """``UMT5Config`` of any supported layout from the header; raises for other text encoders."""
+    mapping = _hf_key_map(source)
+    return infer_umt5_config({hf: source.shape(src) for hf, src in mapping.items()}, source.path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,27 +204,101 @@ def _tokenizer_from_spm(model_file: Path | None = None, proto: bytes | None = No
     return _Tokenizer(spm=sentencepiece.SentencePieceProcessor(model_proto=proto))
 
 
+def has_tokenizer(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / n).is_file() for n in _TOKENIZER_FILES)
+
+
+def _companion(weights: Path) -> Path | None:
+    """A tokenizer folder next to the weights (the official ``google/umt5-xxl/`` beside the ``.pth``)."""
+    for parts in _TOKENIZER_DIRS:
+        folder = weights.parent.joinpath(*parts)
+        if has_tokenizer(folder):
+            return folder
+    return None
+
+
+def _embeds_spiece(path: Path) -> bool:
+    if not path.is_file() or not path.name.lower().endswith((".safetensors", ".sft")):
+        return False
+    try:
+        with open_checkpoint(path, prefixes=()) as reader:
+            return EMBEDDED_SPIECE in reader
+    except CheckpointError:
+        return False
+
+
+def own_tokenizer(weights: str | Path) -> bool:
+    """True when ``weights`` carries its tokenizer (ComfyUI's ``spiece_model``) or has one beside it."""
+    weights = Path(weights)
+    return _embeds_spiece(weights) or _companion(weights) is not None
+
+
+def wrapper_tokenizers(custom_nodes: Iterable[str | Path]) -> list[Path]:
+    """``configs/T5_tokenizer`` of every installed ComfyUI-WanVideoWrapper (any capitalisation)."""
+    found = []
+    for base in custom_nodes:
+        base = Path(base)
+        if not base.is_dir():
+            continue
+        for pack in sorted(base.iterdir()):
+            squashed = pack.name.lower().replace("-", "").replace("_", "")
+            folder = pack.joinpath(*WRAPPER_TOKENIZER)
+            if "wanvideowrapper" in squashed and has_tokenizer(folder):
+                found.append(folder)
+    return found
+
+
+def tokenizer_search(
+    weights: str | Path,
+    umt5_files: Iterable[str | Path] = (),
+    custom_nodes: Iterable[str | Path] = (),
+    official_dirs: Iterable[str | Path] = (),
+) -> Path:
+    """The tokenizer for a umT5 file that has none inside or beside it (Kijai's ``umt5-xxl-enc-*``).
+
+    Order: (1) another umT5 file that carries ComfyUI's ``spiece_model``; (2) the WanVideoWrapper's
+    ``configs/T5_tokenizer/`` in one of ``custom_nodes``; (3) an official ``google/umt5-xxl/`` folder.
+    Returns a folder or a file (for ``load_text_encoder(tokenizer=...)``); raises listing all three.
+    """
+    for path in map(Path, umt5_files):
+        if _embeds_spiece(path):
+            logger.info("umT5 tokenizer for %s: the one inside %s", Path(weights).name, path)
+            return path
+    for folder in wrapper_tokenizers(custom_nodes):
+        logger.info("umT5 tokenizer for %s: %s", Path(weights).name, folder)
+        return folder
+    for folder in map(Path, official_dirs):
+        if has_tokenizer(folder):
+            logger.info("umT5 tokenizer for %s: %s", Path(weights).name, folder)
+            return folder
+    raise CheckpointError(f"no umT5 tokenizer found for {weights}: {TOKENIZER_HELP}")
+
+
 def load_tokenizer(
     weights: Path, tokenizer: str | Path | None, source: CheckpointReader | None
 ) -> _Tokenizer:
-    """Find the umT5 tokenizer: ``tokenizer`` given > folder next to the weights > embedded > error."""
+    """The umT5 tokenizer: ``tokenizer`` given (a folder, or a umT5 file carrying ``spiece_model``) >
+    the one inside the weights > a folder next to them > error (see :func:`tokenizer_search`)."""
     if tokenizer is not None:
-        given = Path(tokenizer)
-        found = _tokenizer_from_dir(given if given.is_dir() else given.parent)
-        if found is None:
-            raise CheckpointError(
-                f"tokenizer {given} has no tokenizer.json or spiece.model: {TOKENIZER_HELP}"
-            )
-        return found
-    for parts in _TOKENIZER_DIRS:
-        folder = weights.parent.joinpath(*parts)
-        if folder.is_dir() and (found := _tokenizer_from_dir(folder)) is not None:
-            logger.info("umT5 tokenizer: %s", folder)
-            return found
-    if source is not None and _EMBEDDED_SPIECE in source:
+        return _given_tokenizer(Path(tokenizer))
+    if source is not None and EMBEDDED_SPIECE in source:
         logger.info("umT5 tokenizer: sentencepiece model embedded in %s", weights.name)
-        return _tokenizer_from_spm(proto=source.get(_EMBEDDED_SPIECE).numpy().tobytes())
+        return _tokenizer_from_spm(proto=source.get(EMBEDDED_SPIECE).numpy().tobytes())
+    folder = _companion(weights)
+    if folder is not None and (found := _tokenizer_from_dir(folder)) is not None:
+        logger.info("umT5 tokenizer: %s", folder)
+        return found
     raise CheckpointError(f"no umT5 tokenizer found for {weights}: {TOKENIZER_HELP}")
+
+
+def _given_tokenizer(given: Path) -> _Tokenizer:
+    if given.is_file() and _embeds_spiece(given):
+        with open_checkpoint(given, prefixes=()) as reader:
+            return _tokenizer_from_spm(proto=reader.get(EMBEDDED_SPIECE).numpy().tobytes())
+    found = _tokenizer_from_dir(given if given.is_dir() else given.parent)
+    if found is None:
+        raise CheckpointError(f"tokenizer {given} has no tokenizer.json or spiece.model: {TOKENIZER_HELP}")
+    return found
 
 
 # --------------------------------------------------------------------------------------------

@@ -101,6 +101,26 @@ def _key_map(source: CheckpointReader) -> dict[str, str]:
     )
 
 
+def wan_vae_dims(source: CheckpointReader) -> dict:
+    """Base width, input and latent channels from the header (no diffusers import); raises for another VAE."""
+    keys = set(source.keys())
+    if "encoder.conv1.weight" in keys and "conv2.weight" in keys:
+        base_dim, in_channels = tuple(source.shape("encoder.conv1.weight"))[:2]
+        z_dim = tuple(source.shape("conv2.weight"))[0]
+    elif "encoder.conv_in.weight" in keys and "post_quant_conv.weight" in keys:
+        base_dim, in_channels = tuple(source.shape("encoder.conv_in.weight"))[:2]
+        z_dim = tuple(source.shape("post_quant_conv.weight"))[0]
+    else:
+        _key_map(source)  # raises the one-line "not a Wan VAE" error
+        raise CheckpointError(f"checkpoint {source.path}: Wan VAE without its latent convolution (conv2)")
+    if in_channels != 3 or z_dim != Z_DIM:
+        raise CheckpointError(
+            f"checkpoint {source.path}: VAE with {in_channels} input / {z_dim} latent channels is not the Wan 2.1 "
+            "VAE (3 / 16; the Wan 2.2 VAE is not supported): use Wan2.1_VAE.pth or wan_2.1_vae.safetensors"
+        )
+    return dict(base_dim=base_dim, z_dim=z_dim)
+
+
 def infer_vae_config(shapes: dict[str, torch.Size], source: Path | str = "?") -> dict:
     """``AutoencoderKLWan`` keyword arguments from diffusers-named shapes."""
     base_dim, in_channels = shapes["encoder.conv_in.weight"][:2]

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..attention import attention
 from ..config import DiTConfig
+from ..parallel.layout import SINGLE_PROCESS, TokenSpan
 from .audio_proj import AudioProjModel, split_audio_windows
 from .ops import FP32LayerNorm, RMSNorm, resolve_operations
 from .rope import apply_rope_1d, apply_rope_3d, rope_freqs, rope_grid
@@ -44,15 +45,18 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(cfg.dim, eps=cfg.eps, **kw) if cfg.qk_norm else nn.Identity()
         self.norm_k = RMSNorm(cfg.dim, eps=cfg.eps, **kw) if cfg.qk_norm else nn.Identity()
 
-    def forward(self, x, rotations, backend):
-        """x (B, L, C) -> output (B, L, C), and the rotated q, k (B, L, H, D) for speaker binding."""
+    def forward(self, x, rotations, backend, attend=attention):
+        """x (B, L, C) -> output (B, L, C), and the rotated q, k (B, L, H, D) for speaker binding.
+
+        ``attend(q, k, v, backend)``: plain attention, or a sequence-parallel plan's (x holds a shard).
+        """
         b, seq, _ = x.shape
         q = self.norm_q(self.q(x)).view(b, seq, self.heads, -1)
         k = self.norm_k(self.k(x)).view(b, seq, self.heads, -1)
         v = self.v(x).view(b, seq, self.heads, -1)
         q = apply_rope_3d(q, rotations).type_as(x)
         k = apply_rope_3d(k, rotations).type_as(x)
-        out = attention(q, k, v, backend).flatten(2)
+        out = attend(q, k, v, backend).flatten(2)
         return self.o(out), q, k
 
 
@@ -95,10 +99,16 @@ class AudioCrossAttention(nn.Module):
         self.kv_linear = ops.Linear(cfg.audio_output_dim, cfg.dim * 2, **kw)
         self.proj = ops.Linear(cfg.dim, cfg.dim, **kw)
 
-    def forward(self, x, audio_tokens, frames, backend, token_positions=None):
-        """x (B, T*S, C); audio_tokens (B, T, N_a, C_a); token_positions (B, T*S) or None -> (B, T*S, C)."""
+    def forward(self, x, audio_tokens, frames, backend, token_positions=None, span: TokenSpan | None = None):
+        """x (B, T*S, C); audio_tokens (B, T, N_a, C_a); token_positions (B, T*S) or None -> (B, T*S, C).
+
+        ``span``: x holds only these tokens of the T*S (sequence parallelism); default all of them.
+        """
         b, seq, dim = x.shape
         h, hd = self.heads, dim // self.heads
+        span = span or TokenSpan.whole(seq, frames)
+        first, last = span.frames  # the latent frames x's tokens belong to
+        frames, audio_tokens = last - first, audio_tokens[:, first:last]
         n_audio = audio_tokens.shape[2]
         q = self.q_linear(x).view(b, seq, h, hd)
         k, v = self.kv_linear(audio_tokens).view(b, frames, n_audio, 2, h, hd).unbind(3)  # (B, T, N_a, H, D)
@@ -107,11 +117,11 @@ class AudioCrossAttention(nn.Module):
             pos = audio_positions(2, n_audio // 2, frames, self.class_range, self.class_interval, x.device)
             k = apply_rope_1d(k.reshape(b, frames * n_audio, h, hd).transpose(1, 2), pos.reshape(-1))
             k = k.transpose(1, 2).reshape(b, frames, n_audio, h, hd)
-        q = q.reshape(b * frames, seq // frames, h, hd)
+        q = span.to_frames(q)  # (B*T, S, H, D)
         out = attention(
             q, k.reshape(b * frames, n_audio, h, hd), v.reshape(b * frames, n_audio, h, hd), backend
         )
-        return self.proj(out.reshape(b, seq, dim))
+        return self.proj(span.from_frames(out, b).reshape(b, seq, dim))
 
 
 class DiTBlock(nn.Module):
@@ -145,7 +155,10 @@ class DiTBlock(nn.Module):
 
         # 1. modulated self-attention
         y, q, k = self.self_attn(
-            (self.norm1(x).float() * (1 + scale_sa) + shift_sa).to(dtype), ctx.rotations, ctx.backend
+            (self.norm1(x).float() * (1 + scale_sa) + shift_sa).to(dtype),
+            ctx.rotations,
+            ctx.backend,
+            ctx.seq.self_attention,
         )
         x = (x + y * gate_sa).to(dtype)
 
@@ -153,28 +166,36 @@ class DiTBlock(nn.Module):
         x = x + self.cross_attn(self.norm3(x), ctx.context, ctx.backend)
 
         # 3. audio cross-attention (two speakers: bind each face to its voice with L-RoPE)
-        positions = None
-        if ctx.region_tokens is not None:
-            ref_tokens = ctx.region_tokens.shape[1]
-            amap = reference_attention_map(q, k[:, :ref_tokens], ctx.region_tokens)  # (B, 3, L)
-            positions = torch.stack(
-                [speaker_positions(m, self.class_range, self.class_interval) for m in amap]
-            )
-        x = x + self.audio_cross_attn(self.norm_x(x), ctx.audio_tokens, ctx.grid[0], ctx.backend, positions)
+        positions = None if ctx.region_tokens is None else self._speaker_positions(q, k, ctx)
+        x = x + self.audio_cross_attn(
+            self.norm_x(x), ctx.audio_tokens, ctx.grid[0], ctx.backend, positions, ctx.seq.span
+        )
 
         # 4. modulated feed-forward
         y = self.ffn((self.norm2(x).float() * (1 + scale_ff) + shift_ff).to(dtype))
         return (x + y * gate_ff).to(dtype)
 
+    def _speaker_positions(self, q, k, ctx: BlockContext) -> torch.Tensor:
+        """L-RoPE positions (B, L) of the held tokens, from the whole sequence's map on frame 0."""
+        ref_k = ctx.seq.reference_keys(k, ctx.region_tokens.shape[1])  # (B, Lref, H, D) frame-0 keys
+        amap = ctx.seq.gather(reference_attention_map(q, ref_k, ctx.region_tokens), dim=2)  # (B, 3, L)
+        positions = torch.stack([speaker_positions(m, self.class_range, self.class_interval) for m in amap])
+        return ctx.seq.shard(positions, dim=1)
+
 
 class BlockContext:
-    """Per-call inputs shared by every block (avoids long argument lists)."""
+    """Per-call inputs shared by every block (avoids long argument lists).
 
-    __slots__ = ("audio_tokens", "backend", "context", "grid", "region_tokens", "rotations")
+    ``seq``: the token plan of the model's ``parallel`` strategy (which tokens this process holds,
+    how attention reaches the others); the identity for a single process.
+    """
 
-    def __init__(self, context, audio_tokens, grid, rotations, region_tokens, backend):
+    __slots__ = ("audio_tokens", "backend", "context", "grid", "region_tokens", "rotations", "seq")
+
+    def __init__(self, context, audio_tokens, grid, rotations, region_tokens, backend, seq):
         self.context, self.audio_tokens, self.grid = context, audio_tokens, grid
         self.rotations, self.region_tokens, self.backend = rotations, region_tokens, backend
+        self.seq = seq
 
 
 class Head(nn.Module):
@@ -219,6 +240,8 @@ class WanInfiniteTalkDiT(nn.Module):
         self.img_emb = ImageProjection(cfg.clip_dim, cfg.dim, ops, kw)
         self.audio_proj = AudioProjModel(cfg, operations=ops, **kw)
         self.attention_backend = "sdpa"
+        # How the tokens of a forward are laid out over processes: infinitetalk.parallel
+        self.parallel = SINGLE_PROCESS
         self._compute_dtype = None
         self._freqs = None
 
@@ -292,14 +315,17 @@ class WanInfiniteTalkDiT(nn.Module):
 
         # 2. embeddings: time (fp32), text + image context, audio tokens per latent frame
         e, e0 = self.embed_time(t)
+        seq = self.parallel.plan(grid)  # which tokens this process holds (all, for one process)
         ctx = BlockContext(
             context=self.embed_context(context, clip_fea, dtype),
             audio_tokens=self.embed_audio(audio, dtype),
             grid=grid,
-            rotations=rope_grid(self.rope_freqs(), grid).to(tokens.device),
+            rotations=seq.shard(rope_grid(self.rope_freqs(), grid).to(tokens.device), dim=0),
             region_tokens=self._region_tokens(ref_target_masks, audio.shape[1], grid, tokens.device),
             backend=self.attention_backend,
+            seq=seq,
         )
+        tokens = seq.shard(tokens)  # (B, L_held, C)
 
         # 3. transformer blocks (optionally through a step cache)
         def run_blocks(h: torch.Tensor) -> torch.Tensor:
@@ -309,8 +335,8 @@ class WanInfiniteTalkDiT(nn.Module):
 
         tokens = run_blocks(tokens) if block_cache is None else block_cache.run(tokens, e, e0, run_blocks)
 
-        # 4. head + unpatchify
-        return self.unpatchify(self.head(tokens, e), grid)
+        # 4. head (on the held tokens), gather the sequence, unpatchify
+        return self.unpatchify(seq.gather(self.head(tokens, e)), grid)
 
     def _region_tokens(self, masks, num_speakers, grid, device):
         if num_speakers == 1:

@@ -4,15 +4,11 @@ Every file is derived from ONE seeded float32 source (:func:`random_source`), so
 that each layout loads to the same parameters (exactly, or after the storage cast). The key
 layout comes from :func:`infinitetalk.loading.dit.dit_key_shapes` (spec §2).
 
-Files written under ``root`` (see :data:`DIT_FILES` for the storage of each):
-
-- ``weights/Wan2.1-I2V-14B-480P/diffusion_pytorch_model-0000{1..7}-of-00007.safetensors`` + index (fp32)
-- ``weights/InfiniteTalk/{single,multi}/infinitetalk.safetensors`` (fp32)
-- ``models/diffusion_models/wan2.1_i2v_480p_14B_{fp16,bf16,fp8_e4m3fn}.safetensors`` (bf16 with the
-  ``model.diffusion_model.`` prefix), Kijai ``Wan2_1-I2V-14B-480P_fp8_e4m3fn_scaled_KJ.safetensors``,
-  Kijai adapters ``Wan2_1-InfiniTetalk-Single_fp16.safetensors`` (sic) and
-  ``Wan2_1-InfiniteTalk-Single_fp8_e4m3fn_scaled_KJ.safetensors``, and a merged DiT+adapter file
-- ``models/model_patches/wan2.1_infiniteTalk_{single,multi}_fp16.safetensors``
+Files written under ``root`` (names and folders from :mod:`infinitetalk.weights`; see :data:`DIT_FILES`
+for the storage of each): the official sharded DiT and adapters under ``weights/`` (fp32), and under
+``models/`` ComfyUI's fp16/bf16 (``model.diffusion_model.``-prefixed)/fp8 DiTs, Kijai's fp8-scaled DiT,
+the adapters as published (mixed fp16 + fp32 like the real files: ``audio_proj.*`` and the 1-D block
+tensors in fp32), Kijai's fp8-scaled adapter, and a merged DiT + adapter file.
 """
 
 from __future__ import annotations
@@ -27,7 +23,10 @@ from safetensors.torch import save_file
 
 from ..config import DiTConfig
 from ..loading.dit import adapter_key_shapes, base_key_shapes
+from ..weights import Component, spec
 
+# Every dimension of the adapter / audio path differs from every other one, so that a loader that
+# swapped two of them fails (features per frame 3 x 96 = 288, intermediate 56, tokens 12 x 72).
 TINY_DIT = DiTConfig(
     dim=256,
     ffn_dim=512,
@@ -35,54 +34,67 @@ TINY_DIT = DiTConfig(
     num_layers=2,
     text_dim=64,
     clip_dim=32,
-    audio_blocks=2,
-    audio_channels=32,
-    audio_intermediate_dim=64,
-    audio_output_dim=64,
-    audio_context_tokens=32,
+    audio_blocks=3,
+    audio_channels=96,
+    audio_intermediate_dim=56,
+    audio_output_dim=72,
+    audio_context_tokens=12,
 )
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 NUM_SHARDS = 7
-OFFICIAL_DIR = "weights/Wan2.1-I2V-14B-480P"
 PREFIX = "model.diffusion_model."
+MERGED_NAME = (
+    "wan2.1_i2v_480p_14B_infinitetalk_single_merged_fp16.safetensors"  # not published: a test layout
+)
+
+
+def tiny_path(component: Component, key: str) -> str:
+    """Where the tiny tree keeps the published file ``key`` of ``component`` (relative to its root)."""
+    f = spec(component).published(key)
+    return f"{'weights' if f.tree == 'official' else 'models'}/{f.relpath}"
 
 
 @dataclass(frozen=True)
 class TinyFile:
-    """One generated file: what it holds and how it is stored."""
+    """One generated file: what it holds and how it is stored.
 
-    path: str  # relative to root; the official DiT entry is the index json
+    ``component``/``key`` name a published file of :mod:`infinitetalk.weights` (its path follows the
+    registry); ``fixed`` is the path of a file that is not published (the merged test layout).
+    """
+
+    component: Component | None
+    key: str
     content: str  # "dit" | "adapter" | "merged"
-    storage: str  # "fp32" | "fp16" | "bf16" | "fp8" | "fp8_scaled"
+    storage: str  # "fp32" | "fp16" | "bf16" | "fp8" | "fp8_scaled" | "mixed" (fp16 + fp32 as published)
     adapter: str = "single"  # which adapter source ("single" | "multi"), when content holds one
     prefix: str = ""
+    fixed: str = ""
+
+    @property
+    def path(self) -> str:
+        """Relative to root; the official DiT entry is its index json."""
+        if self.fixed:
+            return self.fixed
+        rel = tiny_path(self.component, self.key)
+        if self.component is Component.DIT and self.key == "official":
+            return f"{rel}/diffusion_pytorch_model.safetensors.index.json"
+        return rel
 
 
+_DIT, _SINGLE, _MULTI = Component.DIT, Component.ADAPTER_SINGLE, Component.ADAPTER_MULTI
 DIT_FILES: tuple[TinyFile, ...] = (
-    TinyFile(f"{OFFICIAL_DIR}/diffusion_pytorch_model.safetensors.index.json", "dit", "fp32"),
-    TinyFile("weights/InfiniteTalk/single/infinitetalk.safetensors", "adapter", "fp32", "single"),
-    TinyFile("weights/InfiniteTalk/multi/infinitetalk.safetensors", "adapter", "fp32", "multi"),
-    TinyFile("models/diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors", "dit", "fp16"),
-    TinyFile("models/diffusion_models/wan2.1_i2v_480p_14B_bf16.safetensors", "dit", "bf16", prefix=PREFIX),
-    TinyFile("models/diffusion_models/wan2.1_i2v_480p_14B_fp8_e4m3fn.safetensors", "dit", "fp8"),
-    TinyFile(
-        "models/diffusion_models/Wan2_1-I2V-14B-480P_fp8_e4m3fn_scaled_KJ.safetensors", "dit", "fp8_scaled"
-    ),
-    TinyFile(
-        "models/diffusion_models/Wan2_1-InfiniTetalk-Single_fp16.safetensors", "adapter", "fp16", "single"
-    ),
-    TinyFile(
-        "models/diffusion_models/Wan2_1-InfiniteTalk-Single_fp8_e4m3fn_scaled_KJ.safetensors",
-        "adapter",
-        "fp8_scaled",
-    ),
-    TinyFile(
-        "models/diffusion_models/wan2.1_i2v_480p_14B_infinitetalk_single_merged_fp16.safetensors",
-        "merged",
-        "fp16",
-    ),
-    TinyFile("models/model_patches/wan2.1_infiniteTalk_single_fp16.safetensors", "adapter", "fp16", "single"),
-    TinyFile("models/model_patches/wan2.1_infiniteTalk_multi_fp16.safetensors", "adapter", "fp16", "multi"),
+    TinyFile(_DIT, "official", "dit", "fp32"),
+    TinyFile(_SINGLE, "official", "adapter", "fp32", "single"),
+    TinyFile(_MULTI, "official", "adapter", "fp32", "multi"),
+    TinyFile(_DIT, "comfy_fp16", "dit", "fp16"),
+    TinyFile(_DIT, "comfy_bf16", "dit", "bf16", prefix=PREFIX),
+    TinyFile(_DIT, "comfy_fp8", "dit", "fp8"),
+    TinyFile(_DIT, "kj_fp8_scaled", "dit", "fp8_scaled"),
+    TinyFile(_SINGLE, "kj_fp16", "adapter", "mixed", "single"),
+    TinyFile(_SINGLE, "kj_fp8_scaled", "adapter", "fp8_scaled"),
+    TinyFile(None, "", "merged", "fp16", fixed=f"models/diffusion_models/{MERGED_NAME}"),
+    TinyFile(_SINGLE, "comfy", "adapter", "mixed", "single"),
+    TinyFile(_MULTI, "comfy", "adapter", "mixed", "multi"),
 )
 
 
@@ -127,13 +139,25 @@ def fp8_eligible(key: str, shape: torch.Size | tuple[int, ...]) -> bool:
     return key.startswith("blocks.") and key.endswith(".weight") and len(shape) == 2
 
 
-def _store(
-    tensors: dict[str, torch.Tensor], storage: str, scale_shape: tuple[int, ...] = ()
-) -> dict[str, torch.Tensor]:
+def mixed_fp32(key: str, shape: torch.Size | tuple[int, ...]) -> bool:
+    """Which tensors the published fp16 adapters keep in fp32: ``audio_proj.*`` and 1-D block tensors.
+
+    Measured from the byte sizes of the real files (docs/WEIGHTS.md): 5,125,258,232 bytes is exactly
+    2.4117e9 fp16 block weights + 74.2e6 fp32 ``audio_proj`` + 1.23e6 fp32 biases/norms + the header.
+    """
+    return key.startswith("audio_proj.") or (key.startswith("blocks.") and len(shape) == 1)
+
+
+def _store(tensors: dict[str, torch.Tensor], storage: str) -> dict[str, torch.Tensor]:
     """Convert float32 tensors to one storage flavour (adding scale keys for fp8_scaled)."""
     plain = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if storage in plain:
         return {k: v.to(plain[storage]).contiguous() for k, v in tensors.items()}
+    if storage == "mixed":
+        return {
+            k: v.to(torch.float32 if mixed_fp32(k, v.shape) else torch.float16).contiguous()
+            for k, v in tensors.items()
+        }
     other = torch.float16 if storage == "fp8" else torch.bfloat16
     out: dict[str, torch.Tensor] = {}
     for k, v in tensors.items():
@@ -145,8 +169,9 @@ def _store(
             scale = v.abs().max() / FP8_MAX
             out[k] = (v / scale).to(torch.float8_e4m3fn)
             stem = k[: -len("weight")]
-            out[stem + "scale_weight"] = scale.reshape(scale_shape).float()
-            out[stem + "scale_input"] = torch.ones(scale_shape)
+            # one fp32 scalar per weight, the shape ComfyUI's scaled-fp8 layers hold (docs/WEIGHTS.md)
+            out[stem + "scale_weight"] = scale.reshape(()).float()
+            out[stem + "scale_input"] = torch.ones(())
     return out
 
 
@@ -154,7 +179,7 @@ def file_tensors(entry: TinyFile, source: dict[str, dict[str, torch.Tensor]]) ->
     """The tensors (stored names and dtypes) of one generated file."""
     parts = {"dit": ["base"], "adapter": [entry.adapter], "merged": ["base", entry.adapter]}[entry.content]
     tensors = {k: v for p in parts for k, v in source[p].items()}
-    stored = _store(tensors, entry.storage, scale_shape=(1,) if entry.content == "adapter" else ())
+    stored = _store(tensors, entry.storage)
     if entry.storage == "fp8_scaled" and entry.content != "adapter":
         stored["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)  # ComfyUI-style marker
     return {entry.prefix + k: v for k, v in stored.items()}

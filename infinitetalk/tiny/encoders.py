@@ -14,9 +14,13 @@ ComfyUI tree ``root/models/``::
 
     text_encoders/umt5_xxl_fp16.safetensors                 HF T5 keys, fp16, embedded ``spiece_model``
     text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors    HF T5 keys, fp8 linears + ``scale_weight``
+    text_encoders/umt5-xxl-enc-bf16.safetensors             Kijai: original Wan keys, bf16, no tokenizer
     clip_vision/clip_vision_h.safetensors                   HF CLIP vision keys, fp16
     vae/wan_2.1_vae.safetensors                             original Wan VAE keys, fp16
-    audio_encoders/wav2vec2-chinese-base_fp16.safetensors   Kijai: ``wav2vec2.``-prefixed, fp16
+    vae/Wan2_1_VAE_bf16.safetensors                         Kijai: original Wan VAE keys, bf16
+    audio_encoders/wav2vec2-chinese-base_fp16.safetensors   Kijai: ``wav2vec2.``-prefixed, fp16, pre-training heads
+
+(every name and folder comes from :mod:`infinitetalk.weights`).
 
 Every layout of a component is converted from one random source whose values are exactly
 representable in bf16, fp16 and (with a per-tensor power-of-two scale) fp8 e4m3: all layouts of a
@@ -34,24 +38,32 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-OFFICIAL_DIR = Path("weights") / "Wan2.1-I2V-14B-480P"
-T5_PTH = OFFICIAL_DIR / "models_t5_umt5-xxl-enc-bf16.pth"
-TOKENIZER_DIR = OFFICIAL_DIR / "google" / "umt5-xxl"
-CLIP_PTH = OFFICIAL_DIR / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
-VAE_PTH = OFFICIAL_DIR / "Wan2.1_VAE.pth"
-WAV2VEC2_DIR = Path("weights") / "chinese-wav2vec2-base"
-T5_FP16 = Path("models") / "text_encoders" / "umt5_xxl_fp16.safetensors"
-T5_FP8 = Path("models") / "text_encoders" / "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
-CLIP_ST = Path("models") / "clip_vision" / "clip_vision_h.safetensors"
-VAE_ST = Path("models") / "vae" / "wan_2.1_vae.safetensors"
-WAV2VEC2_ST = Path("models") / "audio_encoders" / "wav2vec2-chinese-base_fp16.safetensors"
+from ..weights import UMT5_TOKENIZER_DIR, Component, spec
+
+
+def _tiny(component: Component, key: str) -> Path:
+    """Path (relative to the tiny root) of a published file, as the registry names it."""
+    f = spec(component).published(key)
+    return Path("weights" if f.tree == "official" else "models") / f.relpath
+
+
+def t5_pth() -> Path:
+    return _tiny(Component.TEXT_ENCODER, "official")
+
+
+def tokenizer_dir() -> Path:
+    return Path("weights") / UMT5_TOKENIZER_DIR
+
 
 TINY_UMT5 = dict(d_model=64, layers=2, heads=2, d_kv=32, d_ff=128, buckets=32)
 TINY_CLIP = dict(width=32, layers=2, mlp=128, patch=14, image=224, embed_dim=16)
 TINY_VAE = dict(base_dim=8, z_dim=16)
+# wav2vec2 dims all differ from each other and from the adapter's (tiny/dit.py): hidden 96 x 3 layers
 TINY_WAV2VEC2 = dict(
-    hidden=32, layers=2, heads=2, intermediate=64, conv_dim=32, pos_kernel=128, pos_groups=16
+    hidden=96, layers=3, heads=6, intermediate=112, conv_dim=40, pos_kernel=128, pos_groups=16
 )
+# Wav2Vec2ForPreTraining heads as in the real file: G codebooks x V entries, codevector/projection dims
+TINY_W2V_HEADS = dict(groups=2, entries=5, codevector_dim=12, proj_dim=14)
 
 _FP8_MAX = 448.0
 _T5_LINEARS = ("attn.q", "attn.k", "attn.v", "attn.o", "ffn.gate.0", "ffn.fc1", "ffn.fc2")
@@ -233,20 +245,25 @@ def _fp8_scaled(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def write_umt5(root: Path, seed: int) -> dict[str, Path]:
+    """Official ``.pth`` + tokenizer folder, ComfyUI's fp16 / fp8-scaled files (tokenizer inside) and
+    Kijai's ``umt5-xxl-enc-bf16`` (original Wan keys in a safetensors file, no tokenizer)."""
     proto = _train_sentencepiece()
-    vocab = _write_tokenizer(root / TOKENIZER_DIR, proto)
+    vocab = _write_tokenizer(root / tokenizer_dir(), proto)
     source = umt5_source(seed, vocab)
-    _save_pth(_cast(source, torch.bfloat16), root / T5_PTH)
+    paths = {
+        "umt5_pth": root / t5_pth(),
+        "umt5_tokenizer": root / tokenizer_dir(),
+        "umt5_fp16": root / _tiny(Component.TEXT_ENCODER, "comfy_fp16"),
+        "umt5_fp8_scaled": root / _tiny(Component.TEXT_ENCODER, "comfy_fp8_scaled"),
+        "umt5_kijai_bf16": root / _tiny(Component.TEXT_ENCODER, "kj_bf16"),
+    }
+    _save_pth(_cast(source, torch.bfloat16), paths["umt5_pth"])
+    _save_st(_cast(source, torch.bfloat16), paths["umt5_kijai_bf16"])
     hf = umt5_to_hf(source)
     spiece = torch.frombuffer(bytearray(proto), dtype=torch.uint8)
-    _save_st({**_cast(hf, torch.float16), "spiece_model": spiece}, root / T5_FP16)
-    _save_st({**_fp8_scaled(hf), "spiece_model": spiece}, root / T5_FP8)
-    return {
-        "umt5_pth": root / T5_PTH,
-        "umt5_tokenizer": root / TOKENIZER_DIR,
-        "umt5_fp16": root / T5_FP16,
-        "umt5_fp8_scaled": root / T5_FP8,
-    }
+    _save_st({**_cast(hf, torch.float16), "spiece_model": spiece}, paths["umt5_fp16"])
+    _save_st({**_fp8_scaled(hf), "spiece_model": spiece}, paths["umt5_fp8_scaled"])
+    return paths
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,9 +310,13 @@ def write_clip(root: Path, seed: int) -> dict[str, Path]:
     from ..encoders.clip import convert_open_clip
 
     source = clip_source(seed)
-    _save_pth(source, root / CLIP_PTH)
-    _save_st(_cast(convert_open_clip(source), torch.float16), root / CLIP_ST)
-    return {"clip_pth": root / CLIP_PTH, "clip_vision_h": root / CLIP_ST}
+    paths = {
+        "clip_pth": root / _tiny(Component.CLIP, "official"),
+        "clip_vision_h": root / _tiny(Component.CLIP, "comfy"),
+    }
+    _save_pth(source, paths["clip_pth"])
+    _save_st(_cast(convert_open_clip(source), torch.float16), paths["clip_vision_h"])
+    return paths
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,10 +447,17 @@ def _wan_vae_key(key: str) -> str:
 
 
 def write_vae(root: Path, seed: int) -> dict[str, Path]:
+    """Official fp32 ``.pth``, ComfyUI's fp16 and Kijai's bf16 file (all original Wan keys)."""
     source = vae_source(seed)
-    _save_pth(source, root / VAE_PTH)
-    _save_st(_cast(source, torch.float16), root / VAE_ST)
-    return {"vae_pth": root / VAE_PTH, "vae_safetensors": root / VAE_ST}
+    paths = {
+        "vae_pth": root / _tiny(Component.VAE, "official"),
+        "vae_safetensors": root / _tiny(Component.VAE, "comfy"),
+        "vae_kijai_bf16": root / _tiny(Component.VAE, "kj_bf16"),
+    }
+    _save_pth(source, paths["vae_pth"])
+    _save_st(_cast(source, torch.float16), paths["vae_safetensors"])
+    _save_st(_cast(source, torch.bfloat16), paths["vae_kijai_bf16"])
+    return paths
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,6 +485,10 @@ def wav2vec2_config() -> dict:
         "num_conv_pos_embeddings": c["pos_kernel"],
         "num_conv_pos_embedding_groups": c["pos_groups"],
         "vocab_size": 32,
+        "num_codevector_groups": TINY_W2V_HEADS["groups"],
+        "num_codevectors_per_group": TINY_W2V_HEADS["entries"],
+        "codevector_dim": TINY_W2V_HEADS["codevector_dim"],
+        "proj_codevector_dim": TINY_W2V_HEADS["proj_dim"],
     }
 
 
@@ -499,23 +531,28 @@ def wav2vec2_source(seed: int) -> dict[str, torch.Tensor]:
 
 
 def _pretraining_heads(seed: int) -> dict[str, torch.Tensor]:
-    """Tiny stand-ins for the pre-training heads a Wav2Vec2ForPreTraining checkpoint also holds."""
-    rnd, h = _Random(seed), TINY_WAV2VEC2["hidden"]
+    """The Wav2Vec2ForPreTraining heads both real files hold (quantizer + two projections),
+    shaped as in transformers: codevectors (1, G*V, D/G), weight_proj (G*V, conv), project_hid
+    (P, hidden), project_q (P, D)."""
+    rnd, c, h = _Random(seed), TINY_WAV2VEC2, TINY_W2V_HEADS
+    gv, d, p = h["groups"] * h["entries"], h["codevector_dim"], h["proj_dim"]
     return {
-        "quantizer.codevectors": rnd.normal(1, 8, 8),
-        "quantizer.weight_proj.weight": rnd.weight(8, h),
-        "quantizer.weight_proj.bias": rnd.normal(8),
-        "project_hid.weight": rnd.weight(8, h),
-        "project_hid.bias": rnd.normal(8),
-        "project_q.weight": rnd.weight(8, 8),
-        "project_q.bias": rnd.normal(8),
+        "quantizer.codevectors": rnd.normal(1, gv, d // h["groups"]),
+        "quantizer.weight_proj.weight": rnd.weight(gv, c["conv_dim"]),
+        "quantizer.weight_proj.bias": rnd.normal(gv),
+        "project_hid.weight": rnd.weight(p, c["hidden"]),
+        "project_hid.bias": rnd.normal(p),
+        "project_q.weight": rnd.weight(p, d),
+        "project_q.bias": rnd.normal(p),
     }
 
 
 def write_wav2vec2(root: Path, seed: int) -> dict[str, Path]:
-    source = {f"wav2vec2.{k}": v for k, v in wav2vec2_source(seed).items()}
-    folder = root / WAV2VEC2_DIR
-    _save_st({**source, **_pretraining_heads(seed + 100)}, folder / "model.safetensors")
+    """The official HF folder (fp32) and Kijai's fp16 single file, both ``wav2vec2.``-prefixed with the
+    pre-training heads (Kijai's file is the whole Wav2Vec2ForPreTraining state dict in fp16)."""
+    source = {f"wav2vec2.{k}": v for k, v in wav2vec2_source(seed).items()} | _pretraining_heads(seed + 100)
+    folder = root / _tiny(Component.AUDIO_ENCODER, "official")
+    _save_st(source, folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps(wav2vec2_config(), indent=2))
     preprocessor = {
         "do_normalize": False,
@@ -527,5 +564,6 @@ def write_wav2vec2(root: Path, seed: int) -> dict[str, Path]:
         "sampling_rate": 16000,
     }
     (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
-    _save_st(_cast(source, torch.float16), root / WAV2VEC2_ST)
-    return {"wav2vec2_dir": folder, "wav2vec2_fp16": root / WAV2VEC2_ST}
+    single = root / _tiny(Component.AUDIO_ENCODER, "kj_fp16")
+    _save_st(_cast(source, torch.float16), single)
+    return {"wav2vec2_dir": folder, "wav2vec2_fp16": single}

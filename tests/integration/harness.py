@@ -55,8 +55,14 @@ class ComfyServer:
     """``python main.py --cpu`` in a subprocess with its own input/output/temp folders."""
 
     def __init__(
-        self, workdir: Path, tiny: Path, port: int | None = None, log_name: str = "comfyui-server.log"
+        self,
+        workdir: Path,
+        tiny: Path,
+        port: int | None = None,
+        model_paths: str | None = None,
+        name: str = "",
     ):
+        """``model_paths``: the text of an extra_model_paths.yaml (default: the tiny trees of ``tiny``)."""
         self.workdir = Path(workdir)
         self.tiny = Path(tiny).resolve()
         self.port = port or free_port()
@@ -65,7 +71,8 @@ class ComfyServer:
         self.output_dir = self.workdir / "output"
         self.temp_dir = self.workdir / "temp"
         self.user_dir = self.workdir / "user"  # the pack's resumable run folders live here
-        self.log_path = ARTIFACTS / log_name
+        self.model_paths = model_paths
+        self.log_path = ARTIFACTS / (f"comfyui-server-{name}.log" if name else "comfyui-server.log")
         self.client_id = uuid.uuid4().hex
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
@@ -79,7 +86,11 @@ class ComfyServer:
             check=True,
             capture_output=True,
         )
-        yaml = write_model_paths(self.workdir / "extra_model_paths.yaml", self.tiny)
+        yaml = self.workdir / "extra_model_paths.yaml"
+        if self.model_paths is None:
+            write_model_paths(yaml, self.tiny)
+        else:
+            yaml.write_text(self.model_paths)
         cmd = [
             sys.executable,
             "main.py",

@@ -138,7 +138,7 @@ def _frames(path: Path) -> list[np.ndarray]:
 
 def test_sigkill_mid_run_then_restart_resumes_to_the_same_video(tiny_models, tmp_path_factory):
     ensure_comfyui()
-    server = ComfyServer(tmp_path_factory.mktemp("kill_server"), tiny_models, log_name="comfyui-kill.log")
+    server = ComfyServer(tmp_path_factory.mktemp("kill_server"), tiny_models, name="kill")
     prompt = load_api(I2V, **KILL)
     sampler = node_of(prompt, "InfiniteTalkSampler")
     steps = KILL["steps"]

@@ -37,14 +37,30 @@ def test_official_plan_matches_the_reference_layout():
     assert "InfiniteTalk/single/infinitetalk.safetensors" in dests
     assert "chinese-wav2vec2-base/model.safetensors" in dests
     assert "Kokoro-82M/voices/af_heart.pt" in dests
-    assert {i.part for i in plan("official", only=["adapter"])} == {"adapter"}
+    assert {i.part for i in plan("official", only=["adapter_single"])} == {"adapter_single"}
+    revisions = {i.dest: i.revision for i in plan("official", only=["audio_encoder"])}
+    assert revisions["chinese-wav2vec2-base/model.safetensors"] == "refs/pr/1"
+
+
+def test_comfyui_sources_are_the_published_ones():
+    """The sources ComfyUI's InfiniteTalk template and the pinned download scripts use (docs/WEIGHTS.md)."""
+    urls = {i.dest: f"{i.repo_id}/{i.filename}" for i in plan("comfyui")}
+    assert urls["audio_encoders/wav2vec2-chinese-base_fp16.safetensors"] == (
+        "Kijai/wav2vec2_safetensors/wav2vec2-chinese-base_fp16.safetensors"
+    )
+    assert urls["model_patches/wan2.1_infiniteTalk_single_fp16.safetensors"] == (
+        "Comfy-Org/Wan_2.1_ComfyUI_repackaged/split_files/model_patches/wan2.1_infiniteTalk_single_fp16.safetensors"
+    )
+    assert not any(i.part == "lora" for i in plan("comfyui"))  # LoRAs only on request
+    (lora,) = plan("comfyui", only=["lora"])
+    assert lora.repo_id == "Kijai/WanVideo_comfy" and lora.filename.startswith("Lightx2v/")
 
 
 def test_unknown_names_are_clear_errors():
     with pytest.raises(CheckpointError, match="unknown download layout 'civitai'"):
         plan("civitai")
-    with pytest.raises(CheckpointError, match="unknown weight parts"):
-        plan("comfyui", only=["lora"])
+    with pytest.raises(CheckpointError, match=r"unknown components \['controlnet'\]: choose from dit, "):
+        plan("comfyui", only=["controlnet"])
 
 
 def test_offline_fails_fast_with_one_line(tmp_path, monkeypatch):

@@ -102,8 +102,9 @@ def test_output_connected(pack):
 # ---------------------------------------------------------------------------------------------- loaders
 def test_loader_placeholder_is_a_clear_error(pack):
     common = _mod("_common")
-    with pytest.raises(FileNotFoundError, match="models/vae/ folder"):
-        common.check_selected("(no VAE found in vae)", "VAE", "vae")
+    vae = common.Component.VAE
+    with pytest.raises(FileNotFoundError, match="no vae file found: put 'models/vae/wan_2.1_vae.safetensors'"):
+        common.resolve_component(vae, common.placeholder(vae))
 
 
 def test_resolve_missing_files(pack):

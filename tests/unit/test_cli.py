@@ -10,8 +10,9 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from infinitetalk.cli import build_parser, find_weights, main, parse_boxes
+from infinitetalk.cli import build_parser, main, parse_boxes
 from infinitetalk.errors import CheckpointError, InputError
+from infinitetalk.weights import find_weights
 
 
 def _inputs(tmp_path, seconds=1.0, h=48, w=64):
@@ -87,16 +88,24 @@ def test_find_weights_official_and_comfy_trees(tiny_root):
     assert "wav2vec2" in comfy.audio_encoder.name and comfy.kokoro is None
 
 
-def test_missing_weights_name_file_folder_and_source(tmp_path):
-    (tmp_path / "weights" / "Wan2.1-I2V-14B-480P").mkdir(parents=True)
+def test_missing_weights_name_file_folder_and_source(tmp_path, tiny_dit_root):
+    (tmp_path / "weights" / "Wan2.1-I2V-14B-480P").mkdir(parents=True)  # an empty folder is no DiT
     with pytest.raises(CheckpointError) as err:
         find_weights(tmp_path, speakers=1)
     msg = str(err.value)
-    assert "InfiniteTalk/single/infinitetalk.safetensors" in msg and str(tmp_path) in msg
-    assert "MeiGen-AI/InfiniteTalk" in msg
-    (tmp_path / "weights" / "Wan2.1-I2V-14B-480P").rmdir()
-    with pytest.raises(CheckpointError, match="Wan-AI/Wan2.1-I2V-14B-480P"):
-        find_weights(tmp_path)
+    assert msg.startswith("DiT (Wan2.1 I2V 14B) not found") and str(tmp_path) in msg
+    assert "'models/diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors'" in msg
+    assert "'weights/Wan2.1-I2V-14B-480P' (Hugging Face Wan-AI/Wan2.1-I2V-14B-480P)" in msg
+    assert "diffusion_models, unet" in msg and "\n" not in msg
+    dit = tmp_path / "models" / "diffusion_models" / "WanVideo" / "any_name.safetensors"  # found by content
+    dit.parent.mkdir(parents=True)
+    dit.symlink_to(tiny_dit_root / "models/diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors")
+    with pytest.raises(CheckpointError) as err:
+        find_weights(tmp_path, speakers=1)
+    msg = str(err.value)
+    assert "InfiniteTalk adapter, one speaker not found" in msg
+    assert "'weights/InfiniteTalk/single/infinitetalk.safetensors' (Hugging Face MeiGen-AI/InfiniteTalk)" in msg
+    assert "'models/model_patches/wan2.1_infiniteTalk_single_fp16.safetensors'" in msg
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):

@@ -259,11 +259,11 @@ def test_wav2vec2_layouts_identical_and_frame_count(files):
 
     enc = load_audio_encoder(files["wav2vec2_dir"])
     _same_parameters(enc.model, load_audio_encoder(files["wav2vec2_fp16"]).model)
-    assert not enc.config.do_normalize and enc.config.num_layers == 2 and enc.config.hidden_size == 32
+    assert not enc.config.do_normalize and enc.config.num_layers == 3 and enc.config.hidden_size == 96
     rng = np.random.default_rng(0)
     for seconds, frames in ((1.0, 25), (10.0, 250)):
         out = enc.encode((rng.standard_normal(int(seconds * 16000)) * 0.1).astype(np.float32))
-        assert out.shape == (frames, 2, 32) and out.dtype == torch.float32
+        assert out.shape == (frames, 3, 96) and out.dtype == torch.float32
 
 
 def test_num_video_frames_and_interpolation():
@@ -346,7 +346,12 @@ def test_wav2vec2_single_file_config_inference_and_pos_conv_names(files, tmp_pat
     from infinitetalk.encoders import load_audio_encoder
 
     ref = load_audio_encoder(files["wav2vec2_dir"])
-    sd = {k[len("wav2vec2.") :]: v.float() for k, v in load_file(files["wav2vec2_fp16"]).items()}
+    # ComfyUI's native layout: no prefix and no pre-training heads
+    sd = {
+        k[len("wav2vec2.") :]: v.float()
+        for k, v in load_file(files["wav2vec2_fp16"]).items()
+        if k.startswith("wav2vec2.")
+    }
     g, v = sd.pop("encoder.pos_conv_embed.conv.weight_g"), sd.pop("encoder.pos_conv_embed.conv.weight_v")
     comfy = {
         **sd,

@@ -55,6 +55,9 @@ def expected_value(f: TinyFile, key: str, src: torch.Tensor) -> torch.Tensor:
     in_block_linear = key.startswith("blocks.") and key.endswith(".weight") and src.dim() == 2
     if f.storage == "fp32":
         return src
+    if f.storage == "mixed":  # as published: audio_proj.* and 1-D block tensors fp32, the rest fp16
+        fp32 = key.startswith("audio_proj.") or (key.startswith("blocks.") and src.dim() == 1)
+        return src if fp32 else src.half().float()
     if f.storage in ("fp16", "bf16"):
         return src.to(torch.float16 if f.storage == "fp16" else torch.bfloat16).float()
     if f.storage == "fp8":
@@ -111,11 +114,17 @@ def test_tiny_config_from_file_shapes(tiny_dit_root):
     assert cfg == TINY_DIT
     backbone = (cfg.dim, cfg.num_heads, cfg.num_layers, cfg.ffn_dim, cfg.text_dim, cfg.clip_dim)
     assert backbone == (256, 2, 2, 512, 64, 32)
-    audio = (cfg.audio_blocks, cfg.audio_channels, cfg.audio_output_dim, cfg.audio_context_tokens)
-    assert audio == (2, 32, 64, 32)
+    audio = (
+        cfg.audio_blocks,
+        cfg.audio_channels,
+        cfg.audio_intermediate_dim,
+        cfg.audio_output_dim,
+        cfg.audio_context_tokens,
+    )
+    assert audio == (3, 96, 56, 72, 12)  # every dimension distinct: a swapped pair cannot go unnoticed
     # the audio blocks x channels split follows the encoder when it is given
-    assert fit_audio_encoder(cfg, AudioEncoderConfig(num_layers=4, hidden_size=16)).audio_blocks == 4
-    with pytest.raises(CheckpointError, match="expects 64 audio features per frame"):
+    assert fit_audio_encoder(cfg, AudioEncoderConfig(num_layers=4, hidden_size=72)).audio_blocks == 4
+    with pytest.raises(CheckpointError, match="expects 288 audio features per frame"):
         fit_audio_encoder(cfg, AudioEncoderConfig(num_layers=12, hidden_size=768))
 
 
@@ -144,7 +153,7 @@ LAYOUTS = [
     (f"{DM}/wan2.1_i2v_480p_14B_bf16.safetensors", f"{MP}/wan2.1_infiniteTalk_multi_fp16.safetensors"),
     (f"{DM}/wan2.1_i2v_480p_14B_fp8_e4m3fn.safetensors", f"{DM}/Wan2_1-InfiniTetalk-Single_fp16.safetensors"),
     (
-        f"{DM}/Wan2_1-I2V-14B-480P_fp8_e4m3fn_scaled_KJ.safetensors",
+        f"{DM}/Wan2_1-I2V-14B-480p_fp8_e4m3fn_scaled_KJ.safetensors",  # lowercase "480p", as published
         f"{DM}/Wan2_1-InfiniteTalk-Single_fp8_e4m3fn_scaled_KJ.safetensors",
     ),
     (f"{DM}/wan2.1_i2v_480p_14B_infinitetalk_single_merged_fp16.safetensors", None),
@@ -217,7 +226,7 @@ def test_fp8_storage_keeps_block_linears_in_fp8(tiny_dit_root, source):
     args = (
         torch.randn(1, 16, 2, 4, 4, generator=g), torch.tensor([300.0]), torch.randn(1, 5, 64, generator=g),
         torch.randn(1, 257, 32, generator=g), torch.randn(1, 20, 2, 4, 4, generator=g),
-        torch.randn(1, 1, 5, 5, 2, 32, generator=g),
+        torch.randn(1, 1, 5, 5, 3, 96, generator=g),
     )  # fmt: skip
     with torch.no_grad():
         assert torch.equal(m8(*args), m16(*args))
@@ -374,7 +383,7 @@ def test_adapter_dims_must_fit_the_dit(tiny_dit_root, tmp_path):
         lambda t: t | {"audio_proj.norm.weight": torch.ones(48), "audio_proj.norm.bias": torch.zeros(48)},
     )  # fmt: skip
     with pytest.raises(
-        CheckpointError, match="audio tokens are 48 wide but the audio cross-attention expects 64"
+        CheckpointError, match="audio tokens are 48 wide but the audio cross-attention expects 72"
     ):
         load_dit(dit, odd_audio)
 

@@ -24,6 +24,7 @@ from infinitetalk.pipeline import (
     speaker_masks,
 )
 from infinitetalk.sinks import MemorySink
+from infinitetalk.tiny.encoders import TINY_WAV2VEC2
 
 LAYERS, CH = 2, 4  # fake wav2vec2 features
 
@@ -461,9 +462,9 @@ def tiny_pipeline(root, speakers: int = 1):
 
 
 def tiny_audio(num_frames: int, speakers: int = 1, seed: int = 0) -> AudioEmbedding:
-    """Features shaped like the tiny wav2vec2 (2 layers, 32 channels) and a matching 16 kHz soundtrack."""
+    """Features shaped like the tiny wav2vec2 (3 layers, 96 channels) and a matching 16 kHz soundtrack."""
     g = torch.Generator().manual_seed(seed)
-    feats = torch.randn(speakers, num_frames, 2, 32, generator=g)
+    feats = torch.randn(speakers, num_frames, TINY_WAV2VEC2["layers"], TINY_WAV2VEC2["hidden"], generator=g)
     wave = (np.sin(np.arange(num_frames * 640) / 16000 * 2 * np.pi * 200) * 0.3).astype(np.float32)
     return AudioEmbedding(feats, wave, num_frames)
 
