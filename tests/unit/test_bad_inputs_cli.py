@@ -92,7 +92,10 @@ def _make(kind: str, d: Path) -> Path:
 
 
 AUDIO = [
-    ("garbage-wav", ["--audio_path '", "noise.wav' is not a readable audio or video file", "convert it to wav"]),
+    (
+        "garbage-wav",
+        ["--audio_path '", "noise.wav' is not a readable audio or video file", "convert it to wav"],
+    ),
     ("empty-wav", ["holds no samples"]),
     ("silent-wav", ["--audio_path 'silence.wav' is silent (digital silence)", "the lips would not move"]),
     ("10ms-wav", ["lasts 10.0 ms: shorter than one video frame", "padded"]),
@@ -151,13 +154,22 @@ def test_bad_tts(tmp_path, inputs, capsys, tiny_root, extra, needles):
         assert needle in line
 
 
+MINIMAL = (
+    "diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors",
+    "model_patches/wan2.1_infiniteTalk_single_fp16.safetensors",
+    "text_encoders/umt5_xxl_fp16.safetensors",
+    "clip_vision/clip_vision_h.safetensors",
+    "vae/wan_2.1_vae.safetensors",
+    "audio_encoders/wav2vec2-chinese-base_fp16.safetensors",
+)
+
+
 def _tree(tiny: Path, dest: Path) -> Path:
-    """A ComfyUI models/ tree of symlinks to the tiny files (cheap to alter one file)."""
-    for src in (tiny / "models").rglob("*"):
-        if src.is_file():
-            link = dest / src.relative_to(tiny / "models")
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(src.resolve())
+    """A ComfyUI models/ tree with one file per part, as symlinks to the tiny files (cheap to alter one)."""
+    for rel in MINIMAL:
+        link = dest / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to((tiny / "models" / rel).resolve())
     return dest
 
 
@@ -169,20 +181,26 @@ def test_missing_weights_list_files_and_folders(tmp_path, inputs, capsys, tiny_r
     tree = _tree(tiny_root, tmp_path / "models")
     shutil.rmtree(tree / "vae")
     line = run_cli(capsys, _replace(base(tiny_root, inputs), "--weights", tmp_path))
-    assert "vae not found under" in line and "Wan2.1_VAE.pth" in line and "wan_2.1_vae.safetensors" in line
-    assert "ComfyUI models/ tree" in line and "Hugging Face" in line
+    assert "VAE (Wan 2.1) not found under" in line  # names the part, the files, the folders, the source
+    assert (
+        "models/vae/wan_2.1_vae.safetensors" in line and "weights/Wan2.1-I2V-14B-480P/Wan2.1_VAE.pth" in line
+    )
+    assert "ComfyUI folders vae" in line and "Hugging Face" in line
 
 
 WEIGHTS = [
     ("wrong-model", lambda t: t / "vae/wan_2.1_vae.safetensors", DIT,
-     ["not a Wan2.1 DiT checkpoint", "wan2.1_i2v_480p_14B"]),
-    ("adapter-as-dit", lambda t: t / SINGLE, DIT, ["is an InfiniteTalk adapter, not a DiT"]),
-    ("truncated", "truncate", DIT, ["file truncated", "download the file again"]),
-    ("dit-as-adapter", lambda t: t / DIT, SINGLE, ["not an InfiniteTalk adapter"]),
+     ["DiT (Wan2.1 I2V 14B) not found", "'wan2.1_i2v_480p_14B_fp16.safetensors' holds the VAE (Wan 2.1)"]),
+    ("adapter-as-dit", lambda t: t / SINGLE, DIT, ["DiT (Wan2.1 I2V 14B) not found", "holds the InfiniteTalk"]),
+    ("truncated", "truncate", DIT, ["found but not usable", "file truncated", "download the file again"]),
+    ("dit-as-adapter", lambda t: t / DIT, SINGLE,
+     ["adapter", "not found", "'wan2.1_infiniteTalk_single_fp16.safetensors' holds the DiT"]),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("source", "target", "needles"), [c[1:] for c in WEIGHTS], ids=[c[0] for c in WEIGHTS])
+@pytest.mark.parametrize(
+    ("source", "target", "needles"), [c[1:] for c in WEIGHTS], ids=[c[0] for c in WEIGHTS]
+)
 def test_bad_weights(tmp_path, inputs, capsys, tiny_root, source, target, needles):
     tree = _tree(tiny_root, tmp_path / "models")
     link = tree / target
@@ -192,7 +210,7 @@ def test_bad_weights(tmp_path, inputs, capsys, tiny_root, source, target, needle
         data = real.read_bytes()
         link.write_bytes(data[: len(data) * 2 // 3])
     else:
-        link.symlink_to(source(tree).resolve())
+        shutil.copyfile(source(tree).resolve(), link)  # a copy: discovery sees one file once
     line = run_cli(capsys, _replace(base(tiny_root, inputs), "--weights", tmp_path))
     for needle in needles:
         assert needle in line
