@@ -253,9 +253,9 @@ def _to_unit_float(a: np.ndarray, name: str) -> np.ndarray:
     raise InputError(f"{name} has pixel type {a.dtype}: give an 8-bit, 16-bit or float image")
 
 
-def check_image_size(height: int, width: int, *, name: str = "image") -> None:
-    """Refuse images too small to hold a face or too large to decode safely."""
-    if min(height, width) < MIN_IMAGE_SIDE:
+def check_image_size(height: int, width: int, *, name: str = "image", min_side: int = MIN_IMAGE_SIDE) -> None:
+    """Refuse images too small to hold a face (below ``min_side``) or too large to decode safely."""
+    if min(height, width) < min_side:
         raise InputError(
             f"{name} is {width}x{height} pixels: too small to hold a face (at least {MIN_IMAGE_SIDE} pixels a "
             "side); use a larger portrait, 480 pixels or more looks best"

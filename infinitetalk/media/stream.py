@@ -242,4 +242,4 @@ def load_speech(path: str | Path, *, name: str = "audio file") -> np.ndarray:
     exact = -(-resampler.n_in * SPEECH_SR // sr)  # what resample() gives, also for an approximated ratio
     if filled < exact:
         put(np.zeros(exact - filled, np.float32))
-    return out[:exact].copy() if exact < len(out) else out
+    return out[:exact]  # a view: copying would double the peak (the header's rounding slack is 1 s)
