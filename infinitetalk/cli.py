@@ -100,6 +100,31 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument(
         "--crf", type=int, default=18, help="H.264 quality of the segments (0 lossless .. 51; 18)"
     )
+    out = p.add_argument_group("output file")
+    out.add_argument(
+        "--format",
+        choices=("h264-mp4", "prores-mov", "ffv1-mkv", "png-wav"),
+        default="h264-mp4",
+        help="h264-mp4: H.264 + AAC (default); prores-mov: ProRes 422 HQ + 24-bit PCM; ffv1-mkv: lossless "
+        "RGB + 24-bit PCM; png-wav: a folder of PNG frames + soundtrack.wav (the output suffix follows)",
+    )
+    out.add_argument("--preset", default="medium", help="x264 preset for h264-mp4 (ultrafast .. veryslow)")
+    out.add_argument(
+        "--loudness",
+        type=float,
+        default=None,
+        metavar="LUFS",
+        help="deliver the soundtrack at this integrated loudness (e.g. -16 web, -23 EBU R128); "
+        "default: the audio's own level, untouched",
+    )
+    out.add_argument(
+        "--true_peak", type=float, default=-1.0, metavar="DBTP", help="true-peak ceiling with --loudness (-1)"
+    )
+    out.add_argument(
+        "--no_live",
+        action="store_true",
+        help="do not keep the live playlist OUTPUT.parts/live/live.m3u8 (watch the video while it is made)",
+    )
 
     w = p.add_argument_group("weights")
     w.add_argument(
@@ -256,8 +281,7 @@ def load_source(path: str):
 
 def speech_inputs(args: argparse.Namespace, kokoro_dir: Path | None) -> tuple[list, bool, list | None]:
     """(speaker tracks [(wave, sr)], normalise?, caption cues) from --text or --audio_path(s), checked."""
-    from .media import SPEECH_SR
-    from .media.stream import load_speech
+    from .media.stream import read_audio
     from .validation import check_audio, check_not_silent
 
     if args.text is not None:
@@ -270,8 +294,9 @@ def speech_inputs(args: argparse.Namespace, kokoro_dir: Path | None) -> tuple[li
             if not Path(path).is_file():
                 raise InputError(f"{flag} '{path}' does not exist: check the path")
             name = f"{flag} '{Path(path).name}'"
-            wave = load_speech(path, name=flag)  # mono 16 kHz, decoded block by block (any length)
-            tracks.append((check_audio(wave, SPEECH_SR, name=name)[0], SPEECH_SR))
+            # decoded block by block into one buffer at its own rate and channels (the soundtrack keeps them)
+            wave, sr = read_audio(path, name=flag)
+            tracks.append((check_audio(wave, sr, name=name), sr))
             names.append(name)
         elif args.audio_path2:
             tracks.append(None)  # a silent person 1
@@ -404,6 +429,7 @@ def _config(args: argparse.Namespace, session: ParallelSession):
 def check_arguments(args: argparse.Namespace, session: ParallelSession):
     """Every check that needs no weights, in the order a user fixes them: settings, output, reference,
     person boxes. Returns ``(output path, config, source, regions, speaker count)``."""
+    from .media import output_path
     from .validation import (
         check_boxes_in_frame,
         check_config,
@@ -424,7 +450,8 @@ def check_arguments(args: argparse.Namespace, session: ParallelSession):
     if not 0 <= args.crf <= 51:
         raise InputError(f"--crf {args.crf} is outside 0..51: use 18 (visually lossless) to 28 (small)")
     out = Path(args.output_path or (args.save_file + ".mp4" if args.save_file else "infinitetalk.mp4"))
-    if out.is_dir():
+    out = output_path(out, args.format)  # the format decides the suffix (a folder for png-wav)
+    if out.is_dir() and args.format != "png-wav":
         raise InputError(f"--output_path '{out}' is a folder: give a file name such as '{out / 'talk.mp4'}'")
     if not out.parent.is_dir():
         raise InputError(f"--output_path '{out}': the folder '{out.parent}' does not exist; create it first")
@@ -457,7 +484,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     from .encoders.text import load_text_encoder
     from .encoders.vae import load_vae
     from .encoders.wav2vec2 import load_audio_encoder
-    from .media import SPEECH_SR
+    from .media import normalize_delivery
     from .pipeline import DeviceModelManager, InfiniteTalkPipeline
     from .runs import PartialVideo, partial_path
     from .sinks import SegmentStore
@@ -500,19 +527,30 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
 
     # 3. generate into per-window segments, then mux with the soundtrack
     seg_dir = Path(args.segments_dir) if args.segments_dir else out.with_name(out.name + ".parts")
-    store = SegmentStore(seg_dir, fps=25, crf=args.crf) if session.is_main else None
+    soundtrack = audio.soundtrack_audio  # the user's own audio; the 16 kHz mix stays in the embedding path
+    if args.loudness is not None and session.is_main:
+        soundtrack = normalize_delivery(soundtrack, args.loudness, args.true_peak)
+    store = None
+    if session.is_main:  # torchrun: rank 0 writes
+        store = SegmentStore(
+            seg_dir,
+            fps=25,
+            crf=args.crf,
+            preset=args.preset,
+            codec="h264" if args.format == "h264-mp4" else "h264-lossless",  # masters start from exact frames
+            soundtrack=soundtrack,
+            live=not args.no_live,
+        )
+        if store.live:
+            logger.info("watch it while it is made: %s", seg_dir / "live" / "live.m3u8")
     extra = {
         "weights": {k: str(v) for k, v in vars(paths).items()},
         "loras": lora_specs(args),
         "quant": args.quant,
         "dtype": str(dtype),
     }
-    # what is finished stays watchable: OUTPUT_partial.mp4 follows the committed windows (rank 0)
-    partial = (
-        PartialVideo(partial_path(out), store, audio=(audio.waveform_16k_mix, SPEECH_SR))
-        if store is not None
-        else None
-    )
+    # what is finished stays playable: OUTPUT_partial.mp4 follows the committed windows (rank 0)
+    partial = PartialVideo(partial_path(out), store, audio=soundtrack) if store is not None else None
 
     def on_progress(event) -> None:
         partial.on_progress(event)
@@ -537,7 +575,9 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     if not session.is_main:
         return out  # rank 0 writes the file
     subtitles = cues if args.subtitles else None
-    final = store.finalize(out, audio=(audio.waveform_16k_mix, SPEECH_SR), subtitles=subtitles)
+    final = store.finalize(
+        out, audio=soundtrack, subtitles=subtitles, fmt=args.format, crf=args.crf, preset=args.preset
+    )
     partial.discard()
     if not args.keep_segments:
         shutil.rmtree(seg_dir, ignore_errors=True)

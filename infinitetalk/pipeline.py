@@ -94,11 +94,15 @@ class GenerationConfig:
 
 @dataclass
 class AudioEmbedding:
-    """wav2vec2 features per speaker at 25 fps, and the 16 kHz soundtrack (the mix) for muxing."""
+    """wav2vec2 features per speaker at 25 fps, the 16 kHz speech mix they were computed from, and the
+    soundtrack of the final video: the user's own audio at its own rate and channels (``soundtrack``
+    ``(C, N)`` at ``soundtrack_rate``; two speakers mixed or sequenced exactly as the frames are timed)."""
 
     features: torch.Tensor  # (S, L, layers, C)
-    waveform_16k_mix: np.ndarray | None = None  # (N,) float32
+    waveform_16k_mix: np.ndarray | None = None  # (N,) float32, the embedding path only
     num_frames: int = 0  # L (0: taken from features)
+    soundtrack: np.ndarray | None = None  # (C, N) float32, the user's audio
+    soundtrack_rate: int = 0
 
     def __post_init__(self) -> None:
         if self.features.ndim != 4:
@@ -111,6 +115,16 @@ class AudioEmbedding:
     @property
     def num_speakers(self) -> int:
         return int(self.features.shape[0])
+
+    @property
+    def soundtrack_audio(self) -> tuple[np.ndarray, int] | None:
+        """``(wave (C, N), rate)`` for the final video: the user's audio, or the 16 kHz mix when an
+        embedding was built without it (then the sound is the speech path's, not the user's)."""
+        if self.soundtrack is not None:
+            return self.soundtrack, self.soundtrack_rate
+        if self.waveform_16k_mix is not None:
+            return self.waveform_16k_mix[None], 16000
+        return None
 
 
 @dataclass
@@ -374,8 +388,9 @@ class InfiniteTalkPipeline:
     def prepare_audio(
         self, speakers: Sequence[tuple[np.ndarray, int]], audio_type: str = "para", normalize: bool = True
     ) -> AudioEmbedding:
-        """One or two ``(wave, sample_rate)`` tracks -> wav2vec2 features at 25 fps + the 16 kHz mix."""
-        from .media import combine_speakers, prepare_speech
+        """One or two ``(wave, sample_rate)`` tracks -> wav2vec2 features at 25 fps, the 16 kHz speech mix,
+        and the soundtrack (the tracks themselves, mixed for ``para``, one after the other for ``add``)."""
+        from .media import combine_soundtracks, combine_speakers, prepare_speech
 
         if not 1 <= len(speakers) <= 2:
             raise InputError(f"{len(speakers)} audio tracks given: InfiniteTalk drives one or two speakers")
@@ -384,6 +399,8 @@ class InfiniteTalkPipeline:
                 "no audio encoder was given to the pipeline: load wav2vec2 or pass an AudioEmbedding"
             )
         tracks = [prepare_speech(w, sr, normalize=normalize) for w, sr in speakers]
+        # add: speaker 2's speech starts after speaker 1's 16 kHz track, so does their sound
+        soundtrack = combine_soundtracks(speakers, audio_type, speaker2_start=len(tracks[0]) / 16000)
         if len(tracks) == 2:
             t1, t2, mix = combine_speakers(tracks[0], tracks[1], audio_type)
             tracks = [t1, t2]
@@ -394,7 +411,9 @@ class InfiniteTalkPipeline:
             [self.audio_encoder.encode(np.asarray(t, np.float32)).float().cpu() for t in tracks]
         )
         self._offload("audio_encoder")
-        return AudioEmbedding(feats, np.asarray(mix, np.float32), int(feats.shape[1]))
+        return AudioEmbedding(
+            feats, np.asarray(mix, np.float32), int(feats.shape[1]), soundtrack.wave, soundtrack.sample_rate
+        )
 
     # ------------------------------------------------------------------ stage 3: run-wide conditioning
     def encode(

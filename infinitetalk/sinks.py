@@ -3,7 +3,13 @@
 :class:`SegmentStore` writes one H.264 segment per window plus ``manifest.json``; it is also the
 resume point of a long run: after each window the pipeline commits the segment together with its
 state (motion frames, RNG state, ...), atomically, so a killed run can continue at the next window.
-``finalize`` muxes the segments with the soundtrack (AAC) into one mp4 without re-encoding.
+``finalize`` writes the final file: the segments remuxed with the soundtrack (H.264 mp4, no re-encode), or
+re-encoded into another format (ProRes, FFV1, PNG sequence: :mod:`infinitetalk.media.export`).
+
+While a run goes on, the store can also publish what is done: ``live=True`` keeps an HLS playlist
+``live/live.m3u8`` growing window by window (open it in VLC, mpv, ffplay or Safari), ``clips=True`` writes
+each finished window as a small mp4 with its sound (``preview/window_00000.mp4``; the latest two are kept),
+and ``on_segment`` is called with a :class:`SegmentInfo` after every committed window.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,6 +37,24 @@ _SEGMENT = "segment_{:05d}.mp4"
 _PART = "segment_{:05d}.part.mp4"
 _STATE = "state_{:05d}.pt"
 _OWN_FILE = re.compile(r"^(segment_\d{5}(\.part)?\.mp4|state_\d{5}\.pt(\.tmp)?|manifest\.json(\.tmp)?)$")
+LIVE_DIR = "live"
+PREVIEW_DIR = "preview"
+_CLIP = "window_{:05d}.mp4"
+_CLIPS_KEPT = 2  # a player may still be showing the previous clip
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """A committed window, as announced to ``on_segment``."""
+
+    index: int  # segment number (0, 1, ...)
+    window: int  # pipeline window index
+    path: Path  # the segment file (video only)
+    start_frame: int  # its first frame in the whole video
+    frames: int
+    num_windows: int | None  # windows of the run, when the store was told (``expect_windows``)
+    clip: Path | None = None  # preview/window_NNNNN.mp4 when ``clips`` is on
+    live: Path | None = None  # live/live.m3u8 when ``live`` is on
 
 
 @runtime_checkable
@@ -99,9 +125,29 @@ class SegmentStore:
     does not reference (a half-written segment, a newer state) are deleted.
     """
 
-    def __init__(self, directory: str | os.PathLike, fps: int = 25, crf: int = 18, preset: str = "medium"):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        fps: int = 25,
+        crf: int = 18,
+        preset: str = "medium",
+        codec: str = "h264",
+        *,
+        soundtrack: tuple[np.ndarray, int] | None = None,
+        live: bool = False,
+        clips: bool = False,
+        on_segment: Callable[[SegmentInfo], None] | None = None,
+    ):
+        """``codec``: ``h264`` (CRF ``crf``, the default) or ``h264-lossless`` (exact frames, for master
+        formats). ``soundtrack = (wave, rate)``: the sound of the live playlist and the clips."""
+        if codec not in ("h264", "h264-lossless"):
+            raise InputError(f"segment codec '{codec}' is unknown: use 'h264' or 'h264-lossless'")
         self.directory = Path(directory)
-        self.fps, self.crf, self.preset = int(fps), int(crf), preset
+        self.fps, self.crf, self.preset, self.codec = int(fps), int(crf), preset, codec
+        self.soundtrack = soundtrack
+        self.live, self.clips, self.on_segment = live, clips, on_segment
+        self.num_windows: int | None = None
+        self._playlist = None
         self.segments: list[dict[str, Any]] = []
         self.fingerprint = ""
         self.complete = False
@@ -129,7 +175,10 @@ class SegmentStore:
             if resume:
                 logger.info("%s: nothing to resume, starting from the first window", self.directory)
             self._remove_own_files(keep=set())
+            for sub in (LIVE_DIR, PREVIEW_DIR):
+                shutil.rmtree(self.directory / sub, ignore_errors=True)
             self.fingerprint, self.segments, self.complete, self._state_file = fingerprint, [], False, None
+            self._start_playlist()
             return None
         if manifest.get("fingerprint") != fingerprint:
             raise InputError(
@@ -141,7 +190,14 @@ class SegmentStore:
         self.complete = bool(manifest.get("complete", False))
         self.size = tuple(manifest["size"]) if manifest.get("size") else None
         self._state_file = manifest.get("state")
+        codec = manifest.get("codec", "h264")
+        if codec != self.codec and self.segments:
+            logger.info(
+                "%s: continuing with the run's %s segments (asked: %s)", self.directory, codec, self.codec
+            )
+            self.codec = codec
         self._remove_own_files(keep={s["file"] for s in self.segments} | {MANIFEST, self._state_file})
+        self._start_playlist()
         if self._state_file is None:
             return None
         from .loading.state_dict import safe_torch_load
@@ -169,7 +225,7 @@ class SegmentStore:
             index = len(self.segments)
             w, h = self.size
             self._writer = Mp4Writer(
-                self.directory / _PART.format(index), self.fps, w, h, self.crf, self.preset
+                self.directory / _PART.format(index), self.fps, w, h, self.crf, self.preset, codec=self.codec
             )
             self._hash, self._pending = hashlib.sha256(), 0
         self._writer.write(frames)
@@ -195,15 +251,72 @@ class SegmentStore:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, self.directory / self._state_file)
+        start = self.frames_written
         self.segments.append(entry)
         self._write_manifest()
         if previous_state and previous_state != self._state_file:
             (self.directory / previous_state).unlink(missing_ok=True)
+        if entry["file"]:
+            self._publish(len(self.segments) - 1, entry, start)
 
     def mark_complete(self) -> None:
         """Record that the last window was committed (the run needs no resume)."""
         self.complete = True
         self._write_manifest()
+        if self._playlist is not None:
+            self._playlist.end()
+
+    def expect_windows(self, num_windows: int) -> None:
+        """Tell the store how many windows the run has (reported in :class:`SegmentInfo`)."""
+        self.num_windows = int(num_windows)
+
+    # ------------------------------------------------------------------ watching while it runs
+    @property
+    def live_playlist(self) -> Path | None:
+        return self._playlist.path if self._playlist is not None else None
+
+    def _start_playlist(self) -> None:
+        if not self.live:
+            return
+        from .media.live import LivePlaylist
+
+        self._playlist = LivePlaylist(self.directory / LIVE_DIR, self.fps, self.soundtrack)
+        entries, start = [], 0
+        for k, seg in enumerate(self.segments):
+            if seg["file"]:
+                entries.append((k, self.directory / seg["file"], start, seg["frames"]))
+            start += seg["frames"]
+        self._playlist.restore(entries)
+        if self.complete:
+            self._playlist.end()
+
+    def _publish(self, index: int, entry: dict[str, Any], start: int) -> None:
+        """Live playlist, preview clip and callback for a committed segment. A failure here never loses
+        the committed window: it is logged and the run goes on."""
+        path = self.directory / entry["file"]
+        clip = live = None
+        try:
+            if self._playlist is not None:
+                self._playlist.add(index, path, start, entry["frames"])
+                live = self._playlist.path
+            if self.clips:
+                clip = self._write_clip(index, path, start)
+        except Exception as err:  # noqa: BLE001 - a preview must never stop a generation
+            logger.warning("preview of window %d not written: %s", entry["window"] + 1, err)
+        if self.on_segment is not None:
+            info = SegmentInfo(
+                index, entry["window"], path, start, entry["frames"], self.num_windows, clip, live
+            )
+            self.on_segment(info)
+
+    def _write_clip(self, index: int, segment: Path, start: int) -> Path:
+        from .media.live import write_clip
+
+        folder = self.directory / PREVIEW_DIR
+        folder.mkdir(exist_ok=True)
+        clip = write_clip(segment, folder / _CLIP.format(index), start, self.fps, self.soundtrack)
+        (folder / _CLIP.format(index - _CLIPS_KEPT)).unlink(missing_ok=True)
+        return clip
 
     def close(self) -> None:
         """Drop an uncommitted segment (an interrupted window); committed ones stay."""
@@ -214,23 +327,63 @@ class SegmentStore:
 
     # ------------------------------------------------------------------ reading back
     def iter_frames(self) -> Iterator[np.ndarray]:
-        """Decode the committed segments in order: yields ``uint8 (H, W, 3)`` frames."""
+        """Decode the committed segments in order: yields ``uint8 (H, W, 3)`` frames (colour tags honoured)."""
         import av
+
+        from .media.video import frame_to_rgb
 
         for path in self.segment_paths:
             with av.open(str(path)) as container:
                 for frame in container.decode(video=0):
-                    rgb = frame.to_ndarray(format="rgb24")
+                    rgb = frame_to_rgb(frame)
                     yield rgb[: self.size[1], : self.size[0]] if self.size else rgb
 
-    def finalize(self, out_path: str | os.PathLike, audio=None, subtitles=None) -> Path:
-        """Mux the segments (no re-encode) with ``audio = (wave, sample_rate)`` as AAC and optional subtitles."""
+    def iter_chunks(self, size: int = 25) -> Iterator[np.ndarray]:
+        """The committed frames as ``uint8 (T <= size, H, W, 3)`` chunks."""
+        batch = []
+        for frame in self.iter_frames():
+            batch.append(frame)
+            if len(batch) == size:
+                yield np.stack(batch)
+                batch = []
+        if batch:
+            yield np.stack(batch)
+
+    def finalize(
+        self,
+        out_path: str | os.PathLike,
+        audio=None,
+        subtitles=None,
+        fmt: str = "h264-mp4",
+        crf: int = 18,
+        preset: str = "medium",
+        burn=None,
+    ) -> Path:
+        """Write the final file with ``audio = (wave, sample_rate)`` (the soundtrack, at its own rate) and
+        ``subtitles``: H.264 mp4 segments are remuxed without re-encoding; other formats (or ``burn``
+        captions) re-encode the frames (:func:`infinitetalk.media.export.write_video`). Returns the path."""
         from .media import mux
+        from .media.export import write_video
 
         paths = self.segment_paths
         if not paths:
             raise InputError(f"'{self.directory}' holds no committed video segment: nothing to write")
-        return mux(paths, out_path, audio=audio, subtitles=subtitles, fps=self.fps)
+        if fmt == "h264-mp4" and self.codec == "h264" and not burn:
+            return mux(paths, out_path, audio=audio, subtitles=subtitles, fps=self.fps)
+        w, h = self.size
+        return write_video(
+            out_path,
+            self.iter_chunks(),
+            fps=self.fps,
+            width=w,
+            height=h,
+            fmt=fmt,
+            crf=crf,
+            preset=preset,
+            audio=audio,
+            subtitles=subtitles,
+            burn=burn,
+        )
 
     to_mp4 = finalize
 
@@ -248,6 +401,7 @@ class SegmentStore:
         manifest = {
             "version": 1,
             "fps": self.fps,
+            "codec": self.codec,
             "size": list(self.size) if self.size else None,
             "frames_written": self.frames_written,
             "fingerprint": self.fingerprint,

@@ -5,6 +5,10 @@
 - :class:`Progress`: ``comfy.utils.ProgressBar`` over windows x steps, with latent previews when the
   server has previews enabled; the cancel callback raises ComfyUI's interrupt exception (within one step).
 - sources: IMAGE batches and core VIDEO inputs as the pipeline's reference sources.
+- :class:`WindowPreview`: every finished window, as a playable clip with its sound, shown while the run
+  goes on (ComfyUI's ``executed`` UI message, the one a finished output node sends) on the Video Combine
+  node the frames go to (the sampler's own preview is busy with latent previews), with a progress text
+  on the sampler ("window 2/5 ready").
 """
 
 from __future__ import annotations
@@ -137,7 +141,7 @@ class FrameStream:
     width: int
     height: int
     fps: int = 25
-    audio_16k: np.ndarray | None = None  # (N,) the soundtrack the video is timed to
+    soundtrack: tuple[np.ndarray, int] | None = None  # ((C, N), rate): the user's audio, frame-timed
 
     @property
     def directory(self) -> Path:
@@ -146,3 +150,68 @@ class FrameStream:
     def iter_frames(self):
         """uint8 ``(H, W, 3)`` frames, decoded one at a time."""
         return self.store.iter_frames()
+
+
+def preview_nodes(prompt, node_id) -> list[str]:
+    """Where the sampler's window clips are shown: the Video Combine nodes its ``frames`` output feeds
+    (idle until the sampler ends, so their video preview is free), else the sampler itself."""
+    targets = []
+    for key, node in (prompt or {}).items():
+        if not isinstance(node, dict) or node.get("class_type") != "InfiniteTalkVideoCombine":
+            continue
+        links = (v for v in (node.get("inputs") or {}).values() if isinstance(v, list) and len(v) == 2)
+        if any(str(src) == str(node_id) and slot == 0 for src, slot in links):
+            targets.append(str(key))
+    return targets or ([str(node_id)] if node_id is not None else [])
+
+
+class WindowPreview:
+    """``on_segment`` hook of the sampler's ``SegmentStore``: shows each finished window while the run goes on.
+
+    The clip (``preview/window_NNNNN.mp4`` in the run's temp folder) goes out as the UI output of the
+    ``show_on`` nodes in an ``executed`` message, so the editor's own video preview plays it at once; the
+    run's final state is not touched (history keeps only what nodes return). Without a server (tests,
+    scripts) it does nothing.
+    """
+
+    def __init__(self, node_id: str | None, show_on: list[str] | None = None):
+        self.node_id = node_id
+        self.show_on = show_on if show_on is not None else ([node_id] if node_id is not None else [])
+
+    def __call__(self, info) -> None:
+        server = _server()
+        if server is None or self.node_id is None or info.clip is None or server.client_id is None:
+            return
+        import folder_paths
+        from comfy_execution.utils import get_executing_context
+
+        temp = Path(folder_paths.get_temp_directory())
+        clip = Path(info.clip)
+        subfolder = clip.parent.relative_to(temp).as_posix() if clip.parent.is_relative_to(temp) else ""
+        if not subfolder and clip.parent != temp:
+            log.debug("window preview %s is outside ComfyUI's temp folder: not shown", clip)
+            return
+        context = get_executing_context()
+        output = {
+            "images": [{"filename": clip.name, "subfolder": subfolder, "type": "temp"}],
+            "animated": [True],
+        }
+        for target in self.show_on:
+            message = {
+                "node": target,
+                "display_node": target,
+                "output": output,
+                "prompt_id": context.prompt_id if context is not None else None,
+            }
+            server.send_sync("executed", message, server.client_id)
+        total = f"/{info.num_windows}" if info.num_windows else ""
+        seconds = (info.start_frame + info.frames) / 25
+        server.send_progress_text(f"window {info.window + 1}{total} ready ({seconds:.1f} s)", self.node_id)
+
+
+def _server():
+    try:
+        from server import PromptServer
+    except ImportError:
+        return None
+    return getattr(PromptServer, "instance", None)

@@ -155,15 +155,16 @@ class AudioEmbed(io.ComfyNode):
                 ),
                 io.Audio.Output(
                     display_name="audio",
-                    tooltip="The soundtrack the video is timed to (16 kHz mono mix); "
-                    "connect it to Video Combine.",
+                    tooltip="The soundtrack of the video: audio_1 passed through untouched (its own rate, "
+                    "channels and level); with two speakers both tracks mixed (para) or one after the "
+                    "other as the frames are timed (add). The 16 kHz speech signal stays inside the "
+                    "embedding. The sampler's frames carry it to Video Combine already.",
                 ),
             ],
         )
 
     @classmethod
     def execute(cls, audio_encoder, audio_1, normalize_loudness, mode, audio_2=None) -> io.NodeOutput:
-        from ..infinitetalk.media import SPEECH_SR
         from ..infinitetalk.pipeline import InfiniteTalkPipeline
         from ..infinitetalk.validation import check_not_silent
         from ._bridge import ComfyModelManager
@@ -181,7 +182,9 @@ class AudioEmbed(io.ComfyNode):
         )
         with torch.inference_mode():
             embeds = pipe.prepare_audio(speakers, audio_type=mode, normalize=normalize_loudness)
-        return io.NodeOutput(embeds, numpy_to_audio(embeds.waveform_16k_mix, SPEECH_SR))
+        if audio_2 is None:  # the original AUDIO, not a copy
+            return io.NodeOutput(embeds, audio_1)
+        return io.NodeOutput(embeds, numpy_to_audio(embeds.soundtrack, embeds.soundtrack_rate))
 
 
 NODES = [LoadAudio, AudioEmbed]

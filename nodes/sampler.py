@@ -333,7 +333,28 @@ class Sampler(io.ComfyNode):
         )
         extra = _fingerprint_extra(model, vae, clip_vision, text_embeds)
         fingerprint = pipe.fingerprint(_as_source(source), audio_embeds, config, regions, extra)
-        store = SegmentStore(_runs.store_dir(cls.hidden.unique_id, fingerprint), fps=c.FPS)
+        preview = _bridge.WindowPreview(
+            cls.hidden.unique_id, _bridge.preview_nodes(cls.hidden.prompt, cls.hidden.unique_id)
+        )
+
+        def on_segment(info) -> None:
+            # what is finished stays watchable: the partial mp4 in the output folder grows to each committed
+            # window (a kill leaves it playable), then the window's preview is shown on the node
+            partial.update()
+            preview(info)
+
+        store = SegmentStore(
+            _runs.store_dir(cls.hidden.unique_id, fingerprint),
+            fps=c.FPS,
+            soundtrack=audio_embeds.soundtrack_audio,
+            clips=True,  # each finished window is shown on the node while the run goes on
+            on_segment=on_segment,
+        )
+        partial = PartialVideo(
+            _runs.partial_file(cls.hidden.prompt, cls.hidden.unique_id, fingerprint),
+            store,
+            audio=audio_embeds.soundtrack_audio,
+        )
         is_video = getattr(source, "is_video", False)
         plans, _ = plan_windows(
             audio_embeds.num_frames,
@@ -344,19 +365,8 @@ class Sampler(io.ComfyNode):
             getattr(source, "num_frames", 1),
             is_video,
         )
+        store.expect_windows(len(plans))
         progress = _bridge.Progress(len(plans), steps, cls.hidden.unique_id)
-        partial = PartialVideo(
-            _runs.partial_file(cls.hidden.prompt, cls.hidden.unique_id, fingerprint),
-            store,
-            audio=(audio_embeds.waveform_16k_mix, 16000)
-            if audio_embeds.waveform_16k_mix is not None
-            else None,
-        )
-
-        def on_progress(event) -> None:
-            partial.on_progress(event)  # first: when the UI hears of a window, what came before is saved
-            progress(event)
-
         try:
             with explain_out_of_memory(f"sampling at {config.size} with {frame_num}-frame windows"):
                 result = pipe.generate(
@@ -365,7 +375,7 @@ class Sampler(io.ComfyNode):
                     config,
                     store,
                     speaker_regions=regions,
-                    on_progress=on_progress,
+                    on_progress=progress,
                     should_cancel=_bridge.should_cancel,
                     resume=resume,
                     fingerprint_extra=extra,
@@ -379,7 +389,7 @@ class Sampler(io.ComfyNode):
                 swap.release()
         partial.discard()
         w, h = store.size
-        frames = _bridge.FrameStream(store, result.num_frames, w, h, c.FPS, audio_embeds.waveform_16k_mix)
+        frames = _bridge.FrameStream(store, result.num_frames, w, h, c.FPS, audio_embeds.soundtrack_audio)
         _runs.remove_when_released(frames, store.directory)
         images = (
             _images(frames)

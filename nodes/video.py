@@ -1,14 +1,16 @@
-"""Video Combine: frames (stream or IMAGE) + audio -> H.264/AAC mp4 in the output folder, with captions."""
+"""Video Combine: frames (stream or IMAGE) + the soundtrack -> a video file in the output folder.
+
+Formats (``infinitetalk.media.export``): H.264 + AAC mp4 (default; the sampler's segments are remuxed, not
+re-encoded), ProRes 422 HQ + PCM mov, FFV1 lossless + PCM mkv, PNG sequence + WAV folder. The soundtrack is
+the user's own audio at its own rate and channels; its loudness only changes with a delivery target.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import folder_paths
-import numpy as np
 import torch
 from comfy_api.latest import InputImpl, io, ui
 
@@ -19,7 +21,17 @@ from .audio import audio_to_numpy
 log = logging.getLogger(__name__)
 
 CAPTIONS = ["none", "burn-in", "subtitle track"]
+FORMATS = ["h264-mp4", "prores-mov", "ffv1-mkv", "png-wav"]
+PRESETS = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"]
+LOUDNESS = {
+    "original": None,
+    "-14 LUFS": -14.0,
+    "-16 LUFS": -16.0,
+    "-23 LUFS": -23.0,
+    "-24 LUFS": -24.0,
+}
 CHUNK = 25  # frames encoded at a time when re-encoding (one second)
+PROXY_CRF = 23  # browser preview of formats a browser cannot play
 
 
 class VideoCombine(io.ComfyNode):
@@ -29,9 +41,11 @@ class VideoCombine(io.ComfyNode):
             node_id="InfiniteTalkVideoCombine",
             display_name="InfiniteTalk Video Combine",
             category=c.CATEGORY_VIDEO,
-            description="Writes an H.264 + AAC mp4 to ComfyUI's output folder and previews it. Frames from the "
-            "sampler are remuxed without re-encoding (unless captions are burnt in); an IMAGE batch is encoded. "
-            "Captions from an SRT text: burnt into the picture or as a subtitle track.",
+            description="Writes the video to ComfyUI's output folder and previews it: H.264 + AAC mp4 (frames "
+            "from the sampler are remuxed without re-encoding unless captions are burnt in), ProRes 422 HQ mov, "
+            "FFV1 lossless mkv, or a PNG sequence + WAV. The sound is the user's own audio (own sample rate "
+            "and channels), at its own loudness or a delivery target. Captions from an SRT text: burnt into "
+            "the picture or as a subtitle track.",
             inputs=[
                 io.Custom("INFINITETALK_FRAMES").Input(
                     "frames",
@@ -46,8 +60,8 @@ class VideoCombine(io.ComfyNode):
                 io.Audio.Input(
                     "audio",
                     optional=True,
-                    tooltip="Soundtrack. Default: the audio the sampler's frames are timed to. Cut or "
-                    "padded with silence to the video length.",
+                    tooltip="Soundtrack. Default: the one the sampler's frames carry (the audio given to "
+                    "Audio Embed, at its own rate and channels). Cut or padded with silence to the video length.",
                 ),
                 io.String.Input(
                     "srt",
@@ -68,6 +82,23 @@ class VideoCombine(io.ComfyNode):
                     default="InfiniteTalk/video",
                     tooltip="Output file prefix inside ComfyUI's output folder (sub-folders allowed).",
                 ),
+                io.Combo.Input(
+                    "format",
+                    options=FORMATS,
+                    default="h264-mp4",
+                    tooltip="h264-mp4: H.264 (BT.709) + AAC, plays everywhere. prores-mov: ProRes 422 HQ "
+                    "10-bit + 24-bit PCM, for editing. ffv1-mkv: lossless RGB + 24-bit PCM, for archiving. "
+                    "png-wav: a folder of PNG frames + soundtrack.wav (+ captions.srt), for compositing. "
+                    "The preview is an H.264 copy when the browser cannot play the format.",
+                ),
+                io.Combo.Input(
+                    "loudness",
+                    options=list(LOUDNESS),
+                    default="original",
+                    tooltip="original: the audio's own level, untouched. Or a delivery target (integrated, "
+                    "with a true-peak limiter): -14 LUFS music streaming, -16 podcasts and web video, "
+                    "-23 EBU R128 broadcast, -24 ATSC A/85.",
+                ),
                 advanced(
                     io.Float.Input(
                         "fps",
@@ -85,7 +116,29 @@ class VideoCombine(io.ComfyNode):
                         min=0,
                         max=51,
                         step=1,
-                        tooltip="H.264 quality when encoding (0 lossless, 18-23 typical, 51 worst).",
+                        tooltip="H.264 quality when encoding (0 lossless, 18-23 typical, 51 worst). The "
+                        "sampler's frames are already H.264 at 18 and are remuxed as they are unless "
+                        "captions are burnt in.",
+                    )
+                ),
+                advanced(
+                    io.Combo.Input(
+                        "preset",
+                        options=PRESETS,
+                        default="medium",
+                        tooltip="x264 speed/size trade-off when encoding H.264 (slower = smaller file, "
+                        "same quality).",
+                    )
+                ),
+                advanced(
+                    io.Float.Input(
+                        "true_peak",
+                        default=-1.0,
+                        min=-9.0,
+                        max=0.0,
+                        step=0.1,
+                        tooltip="True-peak ceiling (dBTP) applied with a loudness target (-1 for EBU R128 "
+                        "and most platforms, -2 for some streaming services).",
                     )
                 ),
             ],
@@ -108,9 +161,22 @@ class VideoCombine(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, captions, filename_prefix, frames=None, images=None, audio=None, srt=None, fps=25.0, crf=19
+        cls,
+        captions,
+        filename_prefix,
+        frames=None,
+        images=None,
+        audio=None,
+        srt=None,
+        format="h264-mp4",
+        loudness="original",
+        fps=25.0,
+        crf=19,
+        preset="medium",
+        true_peak=-1.0,
     ) -> io.NodeOutput:
-        from ..infinitetalk.media import srt_parse
+        from ..infinitetalk.media import normalize_delivery, srt_parse, write_video
+        from ..infinitetalk.media.export import output_format
         from ..infinitetalk.validation import safe_output_path
 
         safe_output_path(filename_prefix, folder_paths.get_output_directory())  # also when linked
@@ -119,77 +185,94 @@ class VideoCombine(io.ComfyNode):
             raise ValueError(
                 "InfiniteTalk Video Combine needs 'frames' (from the sampler) or 'images': connect one"
             )
+        if loudness not in LOUDNESS:
+            raise ValueError(f"loudness '{loudness}' is unknown: use one of {', '.join(LOUDNESS)}")
+        spec = output_format(format)
         cues = srt_parse(srt) if captions != "none" and srt and srt.strip() else []
         if captions != "none" and not cues:
             log.warning("captions '%s' asked but the srt input is empty: writing without captions", captions)
         sound = _soundtrack(audio, frames)
+        if sound is not None and LOUDNESS[loudness] is not None:
+            sound = normalize_delivery(sound, LOUDNESS[loudness], true_peak)
         width, height = (
             (frames.width, frames.height) if frames is not None else (images.shape[2], images.shape[1])
         )
         out_dir, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), width, height
         )
-        file = f"{name}_{counter:05}_.mp4"
+        file = f"{name}_{counter:05}_{spec.suffix}"
         out_path = Path(out_dir) / file
         subtitles = cues if captions == "subtitle track" and cues else None
-        burn = cues if captions == "burn-in" else []
-        if frames is not None and not burn:
-            frames.store.finalize(out_path, audio=sound, subtitles=subtitles)
+        burn = cues if captions == "burn-in" else None
+        rate = frames.fps if frames is not None else int(round(fps))
+        if frames is not None:
+            frames.store.finalize(
+                out_path, audio=sound, subtitles=subtitles, fmt=format, crf=crf, preset=preset, burn=burn
+            )
         else:
-            rate = frames.fps if frames is not None else int(round(fps))
-            chunks = _chunks_from_stream(frames) if frames is not None else _chunks_from_images(images)
-            _encode(chunks, out_path, width, height, rate, crf, sound, subtitles, burn)
+            write_video(
+                out_path,
+                _chunks_from_images(images),
+                fps=rate,
+                width=width,
+                height=height,
+                fmt=format,
+                crf=crf,
+                preset=preset,
+                audio=sound,
+                subtitles=subtitles,
+                burn=burn,
+            )
         log.info("wrote %s", out_path)
-        result = ui.SavedResult(file, subfolder, io.FolderType.output)
-        return io.NodeOutput(InputImpl.VideoFromFile(str(out_path)), ui=ui.PreviewVideo([result]))
+        if format == "h264-mp4":
+            result = ui.SavedResult(file, subfolder, io.FolderType.output)
+            return io.NodeOutput(InputImpl.VideoFromFile(str(out_path)), ui=ui.PreviewVideo([result]))
+        # browsers play none of the other formats: preview an H.264 copy (a remux for sampler frames)
+        proxy, proxy_sub = _proxy(frames, images, f"{name}_{counter:05}_preview.mp4", rate, sound, burn)
+        video = out_path if spec.codec is not None else proxy
+        result = ui.SavedResult(proxy.name, proxy_sub, io.FolderType.temp)
+        return io.NodeOutput(InputImpl.VideoFromFile(str(video)), ui=ui.PreviewVideo([result]))
 
 
 def _soundtrack(audio, frames):
+    """The user's audio: the ``audio`` input, else the soundtrack the sampler's frames carry."""
     if audio is not None:
         return audio_to_numpy(audio)  # ((C, N), sr)
-    if frames is not None and frames.audio_16k is not None:
-        return frames.audio_16k, 16000
+    if frames is not None:
+        return frames.soundtrack
     return None
 
 
-def _chunks_from_stream(frames):
-    batch = []
-    for i, frame in enumerate(frames.iter_frames()):
-        if i >= frames.num_frames:
-            break
-        batch.append(frame)
-        if len(batch) == CHUNK:
-            yield np.stack(batch)
-            batch = []
-    if batch:
-        yield np.stack(batch)
+def _proxy(frames, images, name: str, fps: int, sound, burn):
+    """An H.264 + AAC copy in ComfyUI's temp folder for the browser; returns (path, subfolder)."""
+    from ..infinitetalk.media import write_video
+
+    subfolder = "infinitetalk_previews"
+    folder = Path(folder_paths.get_temp_directory()) / subfolder
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    if frames is not None:
+        frames.store.finalize(path, audio=sound, fmt="h264-mp4", crf=PROXY_CRF, preset="veryfast", burn=burn)
+    else:
+        chunks = _chunks_from_images(images)
+        write_video(
+            path,
+            chunks,
+            fps=fps,
+            width=images.shape[2],
+            height=images.shape[1],
+            crf=PROXY_CRF,
+            preset="veryfast",
+            audio=sound,
+            burn=burn,
+        )
+    return path, subfolder
 
 
 def _chunks_from_images(images: torch.Tensor):
     for start in range(0, images.shape[0], CHUNK):
         part = images[start : start + CHUNK, :, :, :3].float().clamp(0, 1)
         yield (part * 255).round().to(torch.uint8).cpu().numpy()
-
-
-def _encode(chunks, out_path: Path, width, height, fps, crf, sound, subtitles, burn) -> None:
-    """Encode uint8 chunks (burning captions if asked) to a temporary H.264 file, then mux with the audio."""
-    from ..infinitetalk.media import Mp4Writer, burn_captions, mux
-
-    with tempfile.TemporaryDirectory(dir=folder_paths.get_temp_directory()) as tmp:
-        segment = Path(tmp) / "video.mp4"
-        writer = Mp4Writer(segment, fps, width, height, crf)
-        written = 0
-        try:
-            for chunk in chunks:  # (T, H, W, 3)
-                if burn:
-                    chunk = burn_captions(chunk, burn, written / fps, fps=fps)
-                writer.write(chunk)
-                written += chunk.shape[0]
-        finally:
-            writer.close()
-        mux([segment], out_path, audio=sound, subtitles=subtitles, fps=fps)
-    if not os.path.exists(out_path):
-        raise RuntimeError(f"could not write {out_path}")
 
 
 NODES = [VideoCombine]

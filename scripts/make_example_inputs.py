@@ -4,7 +4,9 @@ Usage: python scripts/make_example_inputs.py COMFYUI_INPUT_DIR
 
 - ``infinitetalk_portrait.png``: one person (scikit-image's astronaut photo when installed, else a drawn face);
 - ``infinitetalk_two_people.png``: two people side by side;
-- ``infinitetalk_speech.wav`` / ``infinitetalk_speech_2.wav``: 4 s of synthetic voiced sound (not words);
+- ``infinitetalk_speech.wav``: 4 s of synthetic voiced sound (not words), 44.1 kHz stereo 16-bit like a
+  studio recording (the output video must keep it so);
+- ``infinitetalk_speech_2.wav``: the same for a second voice, 24 kHz mono;
 - ``infinitetalk_source.mp4``: a 3 s, 25 fps clip of the portrait (source video for dubbing).
 
 Replace them with your own photo, recording and video for real results.
@@ -41,16 +43,25 @@ def portrait(size: int = 512) -> Image.Image:
         return img
 
 
-def speech_like(seconds: float, f0: float, seed: int) -> np.ndarray:
+def speech_like(seconds: float, f0: float, seed: int, sr: int = SR) -> np.ndarray:
     """Voiced, syllable-rate modulated harmonics: loud enough for loudness normalisation."""
     rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
+    t = np.arange(int(seconds * sr)) / sr
     pitch = f0 * (1 + 0.05 * np.sin(2 * np.pi * 0.7 * t))
-    phase = 2 * np.pi * np.cumsum(pitch) / SR
+    phase = 2 * np.pi * np.cumsum(pitch) / sr
     voice = sum(np.sin(k * phase) / k for k in range(1, 8))
     syllables = np.clip(np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 6)), 0, None) ** 0.5
     wave = 0.25 * voice * syllables + 0.005 * rng.standard_normal(t.size)
     return wave.astype(np.float32)
+
+
+def studio_recording(path: Path, sr: int = 44100) -> None:
+    """Stereo 16-bit: the voice slightly right of centre, with a touch of air above 8 kHz."""
+    voice = speech_like(4.0, 140.0, 0, sr)
+    t = np.arange(voice.size) / sr
+    air = 0.01 * np.sin(2 * np.pi * 10000 * t)
+    stereo = np.stack([0.8 * voice + air, voice + air], axis=1)
+    soundfile.write(path, stereo, sr, subtype="PCM_16")
 
 
 def write_video(path: Path, image: Image.Image, seconds: float = 3.0, fps: int = 25) -> None:
@@ -80,7 +91,7 @@ def main(argv: list[str]) -> int:
     targets = {
         "infinitetalk_portrait.png": lambda p: person.save(p),
         "infinitetalk_two_people.png": lambda p: _two_people(person).save(p),
-        "infinitetalk_speech.wav": lambda p: soundfile.write(p, speech_like(4.0, 140.0, 0), SR),
+        "infinitetalk_speech.wav": studio_recording,
         "infinitetalk_speech_2.wav": lambda p: soundfile.write(p, speech_like(4.0, 210.0, 1), SR),
         "infinitetalk_source.mp4": lambda p: write_video(p, person),
     }

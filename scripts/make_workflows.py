@@ -208,7 +208,7 @@ const done = arguments[arguments.length - 1];
     a.connect(o, b, i);
   }
   const note = LiteGraph.createNode("Note");
-  note.pos = [1250, 420];
+  note.pos = [1250, 780];
   note.size = [420, 220];
   note.widgets[0].value = spec.note;
   app.graph.add(note);

@@ -1,21 +1,30 @@
-"""Audio loading and speech preparation (no torchaudio).
+"""Audio loading, speech preparation (no torchaudio) and the soundtrack of the final video.
 
-Waveforms are ``np.ndarray float32``: ``(C, N)`` for multi-channel audio, ``(N,)`` for mono. The speech path
-follows the reference (spec §3): mono, resample to 16 kHz, then loudness-normalise to -23 LUFS unless the
-measured loudness is beyond ±100 LUFS (silence).
+Waveforms are ``np.ndarray float32``: ``(C, N)`` for multi-channel audio, ``(N,)`` for mono.
+
+Two signals leave this module and they never mix:
+
+- the **speech** path follows the reference (spec §3): mono, resample to 16 kHz, then loudness-normalise to
+  -23 LUFS unless the measured loudness is beyond ±100 LUFS (silence). It only feeds wav2vec2;
+- the **soundtrack** is the user's own audio, at its own rate, channels and level (:class:`Soundtrack`):
+  two speakers are mixed (``para``) or placed one after the other exactly as the frames are timed (``add``).
+  Its loudness only changes when a delivery target is asked for (:func:`normalize_delivery`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from fractions import Fraction
 from math import gcd
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import numpy as np
 import pyloudnorm
 import soundfile
+from scipy.ndimage import minimum_filter1d, uniform_filter1d
 from scipy.signal import resample_poly
 
 from ..errors import InputError
@@ -26,6 +35,10 @@ SPEECH_SR = 16000  # wav2vec2 input rate
 VIDEO_FPS = 25  # the model's video rate
 _SOUNDFILE_EXTS = {".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".w64", ".rf64", ".caf"}
 _METER_BLOCK_S = 0.4  # pyloudnorm's default gating block
+_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+_TRUE_PEAK_OVERSAMPLING = 4  # ITU-R BS.1770-4 Annex 2: 4x for 48 kHz material
+_LIMITER_LOOKAHEAD_S = 0.01  # the gain falls over 10 ms before a peak and recovers over 10 ms after it
+_CHUNK = 1 << 20  # samples per chunk for the oversampled peak scan (bounded memory)
 
 
 def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
@@ -77,6 +90,8 @@ def _load_with_av(path: Path) -> tuple[np.ndarray, int]:
             raise InputError(f"audio stream of '{path}' holds no samples: pick a file with sound in it")
         channels = chunks[0].shape[0]
         wave = np.concatenate([c.reshape(channels, -1) for c in chunks], axis=1).astype(np.float32)
+        if stream.duration and stream.time_base:  # drop the encoder's end padding (AAC: up to 1023 samples)
+            wave = wave[:, : max(1, round(stream.duration * stream.time_base * resampler.rate))]
         return wave, resampler.rate
 
 
@@ -123,16 +138,22 @@ def resample(wave: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return out
 
 
-def measure_loudness(wave_mono: np.ndarray, sr: int) -> float:
-    """Integrated loudness (LUFS, ITU-R BS.1770). Audio shorter than one 0.4 s gating block is tiled
-    (repeated) up to one block for the measurement, which keeps its mean power; ``-inf`` for silence."""
-    wave = np.asarray(wave_mono, dtype=np.float64)
-    if wave.size == 0:
+def measure_loudness(wave: np.ndarray, sr: int) -> float:
+    """Integrated loudness (LUFS, ITU-R BS.1770) of ``(N,)`` mono or ``(C, N)`` audio. Audio shorter than
+    one 0.4 s gating block is tiled (repeated) up to one block for the measurement, which keeps its mean
+    power; ``-inf`` for silence. More than five channels are measured on a stereo downmix (pyloudnorm
+    weights five)."""
+    wave = np.asarray(wave, dtype=np.float64)
+    if wave.ndim == 2 and wave.shape[0] > 5:
+        wave = downmix_stereo(wave.astype(np.float32), sr).astype(np.float64)
+    if wave.shape[-1] == 0:
         return float("-inf")
     need = int(np.ceil(_METER_BLOCK_S * sr)) + 1
-    if wave.size < need:
-        wave = np.tile(wave, -(-need // wave.size))
-    return float(pyloudnorm.Meter(sr).integrated_loudness(wave))
+    if wave.shape[-1] < need:
+        reps = -(-need // wave.shape[-1])
+        wave = np.tile(wave, reps) if wave.ndim == 1 else np.tile(wave, (1, reps))
+    data = wave if wave.ndim == 1 else wave.T  # pyloudnorm wants (samples, channels)
+    return float(pyloudnorm.Meter(sr).integrated_loudness(data))
 
 
 def loudness_normalize(wave_mono: np.ndarray, sr: int, target_lufs: float = -23.0) -> np.ndarray:
@@ -192,3 +213,190 @@ def combine_speakers(
     else:
         t1, t2 = np.pad(w1, (0, n2)), np.pad(w2, (n1, 0))
     return t1, t2, (t1 + t2).astype(np.float32)
+
+
+# ============================================================================ the soundtrack
+class Soundtrack(NamedTuple):
+    """The audio of the final video: the user's own samples, channels first, at their own rate.
+
+    A ``NamedTuple``, so it unpacks as ``wave, sample_rate`` wherever ``(wave, sr)`` pairs are accepted.
+    """
+
+    wave: np.ndarray  # (C, N) float32
+    sample_rate: int
+
+    @property
+    def channels(self) -> int:
+        return int(self.wave.shape[0])
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.wave.shape[1])
+
+    @property
+    def duration(self) -> float:
+        return self.num_samples / self.sample_rate
+
+
+def as_soundtrack(audio: tuple[np.ndarray, int]) -> Soundtrack:
+    """``(wave (N,) or (C, N), sample_rate)`` -> :class:`Soundtrack` (no copy for float32 ``(C, N)``)."""
+    wave, sr = audio
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim == 1:
+        wave = wave[None]
+    if wave.ndim != 2 or not 1 <= wave.shape[0] <= 8:
+        raise InputError(
+            f"soundtrack has shape {wave.shape}: expected (N,) or (channels, N), channels first, 1-8 channels"
+        )
+    if int(sr) <= 0:
+        raise InputError(f"soundtrack sample rate {sr} must be positive")
+    return Soundtrack(wave, int(sr))
+
+
+def channel_layout(channels: int) -> str:
+    """FFmpeg's default layout name for a channel count (1 mono, 2 stereo, 6 5.1, ...)."""
+    if channels not in _LAYOUTS:
+        raise InputError(f"{channels} audio channels: 1 to 8 are supported; downmix the file first")
+    return _LAYOUTS[channels]
+
+
+def downmix_stereo(wave: np.ndarray, sr: int) -> np.ndarray:
+    """``(C, N)`` -> ``(2, N)`` with FFmpeg's standard downmix matrix (mono is duplicated)."""
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.shape[0] == 2:
+        return wave
+    if wave.shape[0] == 1:
+        return np.repeat(wave, 2, axis=0)
+    resampler = av.AudioResampler(format="fltp", layout="stereo", rate=sr)
+    frame = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(wave), format="fltp", layout=channel_layout(wave.shape[0])
+    )
+    frame.sample_rate, frame.pts = sr, 0
+    out = [f.to_ndarray() for f in resampler.resample(frame)] + [
+        f.to_ndarray() for f in resampler.resample(None)
+    ]
+    return np.concatenate(out, axis=1)[:, : wave.shape[1]].astype(np.float32)
+
+
+def _match_channels(waves: list[np.ndarray], sr: int) -> list[np.ndarray]:
+    counts = {w.shape[0] for w in waves}
+    if len(counts) == 1:
+        return waves
+    target = max(counts)
+    if counts == {1, target}:  # mono next to a wider track: the mono voice goes to every channel
+        return [np.repeat(w, target, axis=0) if w.shape[0] == 1 else w for w in waves]
+    logger.info("soundtracks with %s channels: mixed in stereo", sorted(counts))
+    return [downmix_stereo(w, sr) for w in waves]
+
+
+def combine_soundtracks(
+    speakers: Sequence[tuple[np.ndarray, int]], mode: str = "para", speaker2_start: float | None = None
+) -> Soundtrack:
+    """The final video's audio from one or two speakers' own recordings (not the 16 kHz speech).
+
+    One speaker: that recording, untouched. Two speakers: both at the higher of their sample rates and the
+    wider of their layouts (a mono track is copied to every channel), summed without any gain change;
+    ``para``: both start at 0; ``add``: speaker 2 starts at ``speaker2_start`` seconds (default: when
+    speaker 1's recording ends; :meth:`~infinitetalk.pipeline.InfiniteTalkPipeline.prepare_audio` passes the
+    frame timing of the 16 kHz tracks so that picture and sound agree to the sample).
+    """
+    if mode not in ("para", "add"):
+        raise InputError(f"two-speaker audio mode '{mode}' is unknown: use 'para' or 'add'")
+    tracks = [as_soundtrack(s) for s in speakers]
+    if not 1 <= len(tracks) <= 2:
+        raise InputError(f"{len(tracks)} audio tracks given: InfiniteTalk drives one or two speakers")
+    if len(tracks) == 1:
+        return tracks[0]
+    rate = max(t.sample_rate for t in tracks)
+    waves = _match_channels([resample(t.wave, t.sample_rate, rate) for t in tracks], rate)
+    if mode == "para":
+        offset = 0
+    else:
+        start = tracks[0].duration if speaker2_start is None else float(speaker2_start)
+        offset = max(0, round(start * rate))
+    n = max(waves[0].shape[1], offset + waves[1].shape[1])
+    mix = np.zeros((waves[0].shape[0], n), np.float32)
+    mix[:, : waves[0].shape[1]] += waves[0]
+    mix[:, offset : offset + waves[1].shape[1]] += waves[1]
+    return Soundtrack(mix, rate)
+
+
+def fit_length(soundtrack: Soundtrack, seconds: float) -> Soundtrack:
+    """Cut, or pad with silence, to ``round(seconds * rate)`` samples (the video's length)."""
+    n = round(seconds * soundtrack.sample_rate)
+    wave = soundtrack.wave[:, :n]
+    if wave.shape[1] < n:
+        wave = np.pad(wave, ((0, 0), (0, n - wave.shape[1])))
+    return Soundtrack(wave, soundtrack.sample_rate)
+
+
+# ============================================================================ delivery loudness
+def true_peak(wave: np.ndarray, sr: int) -> float:
+    """Maximum true peak in dBTP (4x oversampled, ITU-R BS.1770-4 Annex 2); ``-inf`` for silence."""
+    peak = float(_sample_peaks(as_soundtrack((wave, sr)).wave).max(initial=0.0))
+    return 20 * np.log10(peak) if peak > 0 else float("-inf")
+
+
+def _sample_peaks(wave: np.ndarray) -> np.ndarray:
+    """``(C, N)`` -> ``(N,)``: the largest magnitude over channels of the 4x oversampled signal within each
+    sample period, computed chunk by chunk (overlapping by the interpolation filter's reach)."""
+    n, up, pad = wave.shape[1], _TRUE_PEAK_OVERSAMPLING, 64
+    peaks = np.empty(n, np.float32)
+    for start in range(0, n, _CHUNK):
+        end = min(n, start + _CHUNK)
+        lo, hi = max(0, start - pad), min(n, end + pad)
+        over = resample_poly(wave[:, lo:hi], up, 1, axis=-1)  # (C, up * (hi - lo))
+        over = np.abs(over[:, (start - lo) * up : (end - lo) * up]).reshape(wave.shape[0], end - start, up)
+        peaks[start:end] = np.maximum(over.max(axis=(0, 2)), np.abs(wave[:, start:end]).max(axis=0))
+    return peaks
+
+
+def limit_true_peak(wave: np.ndarray, sr: int, ceiling_dbtp: float = -1.0) -> np.ndarray:
+    """A look-ahead limiter: ``(C, N)`` scaled by a smooth gain so that no true peak exceeds the ceiling.
+
+    The gain each sample needs is min-filtered over ±10 ms (it falls before a peak) and then averaged over
+    the same span; the average of values that are each at most the need is itself at most the need, so
+    the ceiling holds at every sample while the gain moves without clicks. Unchanged when nothing peaks.
+    """
+    wave = np.asarray(wave, dtype=np.float32)
+    ceiling = 10.0 ** (ceiling_dbtp / 20.0)
+    need = np.minimum(1.0, ceiling / np.maximum(_sample_peaks(wave), 1e-12)).astype(np.float32)
+    if need.min() >= 1.0:
+        return wave
+    reach = 2 * max(1, round(_LIMITER_LOOKAHEAD_S * sr)) + 1
+    gain = uniform_filter1d(minimum_filter1d(need, reach, mode="nearest"), reach, mode="nearest")
+    limited = wave * gain[None]
+    # the gain is applied per sample while peaks were measured between samples: remove any residue
+    excess = float(_sample_peaks(limited).max()) / ceiling
+    return (limited / max(1.0, excess)).astype(np.float32)
+
+
+def normalize_delivery(
+    soundtrack: tuple[np.ndarray, int], target_lufs: float, true_peak_dbtp: float = -1.0
+) -> Soundtrack:
+    """Bring a soundtrack to a delivery loudness (e.g. -16 LUFS for the web, -23 for EBU R128 broadcast)
+    with a true-peak ceiling: measure (pyloudnorm), apply the gain, limit the peaks, and measure again
+    (limiting lowers the loudness a little, so the gain is corrected once). Silence is returned as is."""
+    track = as_soundtrack(soundtrack)
+    if not -70.0 <= target_lufs <= 0.0:
+        raise InputError(
+            f"loudness target {target_lufs} LUFS is out of range: use e.g. -16 (web) or -23 (EBU R128)"
+        )
+    if true_peak_dbtp > 0.0:
+        raise InputError(f"true-peak ceiling {true_peak_dbtp} dBTP must be at most 0 (e.g. -1)")
+    wave = track.wave
+    for _ in range(2):
+        loudness = measure_loudness(wave, track.sample_rate)
+        if not np.isfinite(loudness) or loudness < -70.0:
+            logger.info("soundtrack is silent (%.1f LUFS): loudness target not applied", loudness)
+            return track
+        wave = wave * np.float32(10.0 ** ((target_lufs - loudness) / 20.0))
+        wave = limit_true_peak(wave, track.sample_rate, true_peak_dbtp)
+    logger.info(
+        "soundtrack at %.1f LUFS, true peak %.1f dBTP (target %.1f LUFS, ceiling %.1f dBTP)",
+        measure_loudness(wave, track.sample_rate),
+        true_peak(wave, track.sample_rate),
+        target_lufs,
+        true_peak_dbtp,
+    )
+    return Soundtrack(wave.astype(np.float32), track.sample_rate)

@@ -1,17 +1,24 @@
-"""Video reading at 25 fps, still images, and a streaming H.264 writer (PyAV, no ffmpeg binary).
+"""Video reading at 25 fps, still images, and streaming video writers (PyAV, no ffmpeg binary).
 
 Frames are ``uint8 (H, W, 3)`` RGB; batches ``uint8 (T, H, W, 3)``.
+
+Colour: RGB is converted to Y'CbCr with the BT.709 matrix in limited ("TV", 16-235) range and the stream
+is tagged so (matrix, primaries and transfer BT.709, range limited), in the codec's headers and in the
+container's ``colr`` box, so players and editors need not guess. Lossless RGB codecs keep RGB and are
+tagged as RGB with BT.709 primaries. Decoding (:func:`frame_to_rgb`) honours whatever a file is tagged with.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from fractions import Fraction
 from math import ceil
 from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import Interpolation
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
@@ -30,6 +37,31 @@ _X264_PRESETS = (
     "slower",
     "veryslow",
 )
+
+
+# AVColorSpace (the tag a decoded frame carries) -> swscale's matrix name; others use FFmpeg's default (BT.601)
+_MATRIX = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "SMPTE170M", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
+# exact rounding and full chroma interpolation: 10-bit 4:2:2 round trips come back exact
+_ACCURATE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+_BT709, _RGB, _LIMITED, _FULL = 1, 0, 1, 2  # AVCOL_SPC_BT709 / _PRI_BT709 / _TRC_BT709, AVCOL_SPC_RGB, ranges
+
+
+def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as ``uint8 (H, W, 3)`` RGB, honouring its colour tags: the matrix it is tagged with
+    (BT.601 when untagged, as FFmpeg assumes) and its range (limited unless tagged full or a ``yuvj`` format)."""
+    name = frame.format.name
+    if not name.startswith("yuv"):  # RGB, grey, palette: no matrix involved
+        return frame.to_ndarray(format="rgb24")
+    matrix = _MATRIX.get(int(frame.colorspace))
+    full = int(frame.color_range) == _FULL or name.startswith("yuvj")
+    rgb = frame.reformat(
+        format="rgb24",
+        src_colorspace=matrix,
+        src_color_range="JPEG" if full else "MPEG",
+        dst_color_range="JPEG",
+        interpolation=_ACCURATE,
+    )
+    return rgb.to_ndarray()
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -209,7 +241,7 @@ class VideoReader:
         if self._current is None:
             raise InputError(f"video '{self.path}' holds no decodable frames: re-encode it")
         self._last_index = i
-        return _upright(self._current.to_ndarray(format="rgb24"), self.rotation)
+        return _upright(frame_to_rgb(self._current), self.rotation)
 
     def __iter__(self):
         for i in range(self.num_frames):
@@ -235,11 +267,35 @@ def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, k=rotation // 90)) if rotation else rgb
 
 
-class Mp4Writer:
-    """Streaming H.264 (libx264, yuv420p) writer: frames are encoded as they arrive, memory stays flat.
+@dataclass(frozen=True)
+class VideoCodec:
+    """How :class:`VideoWriter` encodes: FFmpeg encoder, pixel format, options, colour handling."""
 
-    yuv420p needs even width and height: an odd size is padded by one replicated row/column at the
-    bottom/right, so the file is ``encoded_size`` (logged once). Frames must all have the declared size.
+    encoder: str
+    pix_fmt: str
+    rgb: bool  # True: RGB stored as is (lossless); False: BT.709 limited-range Y'CbCr
+    even_width: bool  # chroma subsampled horizontally
+    even_height: bool  # chroma subsampled vertically
+    description: str
+
+
+CODECS = {
+    "h264": VideoCodec("libx264", "yuv420p", False, True, True, "H.264 4:2:0 8-bit (CRF, preset)"),
+    "h264-lossless": VideoCodec("libx264rgb", "rgb24", True, False, False, "H.264 lossless RGB (qp 0)"),
+    "prores": VideoCodec("prores_ks", "yuv422p10le", False, True, False, "Apple ProRes 422 HQ 10-bit"),
+    "ffv1": VideoCodec("ffv1", "bgr0", True, False, False, "FFV1 lossless RGB"),
+}
+
+
+class VideoWriter:
+    """Streaming video writer: frames are encoded as they arrive, memory stays flat.
+
+    ``codec``: ``h264`` (libx264 yuv420p, ``crf`` and ``preset``), ``h264-lossless`` (libx264rgb, exact RGB),
+    ``prores`` (ProRes 422 HQ, yuv422p10le) or ``ffv1`` (lossless RGB). The container follows the file
+    suffix (``.mp4``, ``.mov``, ``.mkv``). Y'CbCr codecs get BT.709 limited range, tagged (module doc).
+    Sizes a chroma-subsampled format cannot hold (odd width or height) are padded by one replicated
+    row/column at the bottom/right, so the file is ``encoded_size`` (logged once). Frames must all have
+    the declared size.
     """
 
     def __init__(
@@ -250,9 +306,12 @@ class Mp4Writer:
         height: int = 0,
         crf: int = 18,
         preset: str = "medium",
+        codec: str = "h264",
     ):
         if width <= 0 or height <= 0:
             raise InputError(f"video size {width}x{height} is invalid: width and height must be positive")
+        if codec not in CODECS:
+            raise InputError(f"video codec '{codec}' is unknown: use one of {', '.join(CODECS)}")
         if not 0 <= crf <= 51:
             raise InputError(
                 f"crf {crf} out of range: use 0 (lossless) .. 51 (worst), 18 is visually lossless"
@@ -260,22 +319,55 @@ class Mp4Writer:
         if preset not in _X264_PRESETS:
             raise InputError(f"x264 preset '{preset}' is unknown: use one of {', '.join(_X264_PRESETS)}")
         self.path = Path(path)
+        self.codec = CODECS[codec]
         self.fps, self.width, self.height = int(fps), int(width), int(height)
-        self.encoded_size = (width + width % 2, height + height % 2)
+        spec = self.codec
+        self.encoded_size = (
+            width + (width % 2 if spec.even_width else 0),
+            height + (height % 2 if spec.even_height else 0),
+        )
         if self.encoded_size != (width, height):
-            logger.info("%s: %dx%d padded to %dx%d for yuv420p", self.path, width, height, *self.encoded_size)
+            logger.info(
+                "%s: %dx%d padded to %dx%d for %s", self.path, width, height, *self.encoded_size, spec.pix_fmt
+            )
         self.frames_written = 0
         self._failed = False  # an encoder error: close() must not flush it again
         self._container = av.open(str(self.path), mode="w")
-        options = {"crf": str(crf), "preset": preset}
-        self._stream = self._container.add_stream("libx264", rate=self.fps, options=options)
+        self._stream = self._container.add_stream(
+            spec.encoder, rate=self.fps, options=self._options(codec, crf, preset)
+        )
         self._stream.width, self._stream.height = self.encoded_size
-        self._stream.pix_fmt = "yuv420p"
+        self._stream.pix_fmt = spec.pix_fmt
+        ctx = self._stream.codec_context
+        ctx.color_primaries, ctx.color_trc = _BT709, _BT709
+        ctx.colorspace, ctx.color_range = (_RGB, _FULL) if spec.rgb else (_BT709, _LIMITED)
+
+    @staticmethod
+    def _options(codec: str, crf: int, preset: str) -> dict[str, str]:
+        if codec == "h264":
+            return {"crf": str(crf), "preset": preset}
+        if codec == "h264-lossless":
+            return {"qp": "0", "preset": preset}
+        if codec == "prores":
+            return {"profile": "3", "vendor": "apl0"}  # 3 = HQ
+        return {"level": "3", "slicecrc": "1", "g": "1"}  # ffv1: intra only, CRC per slice
+
+    def _convert(self, rgb: np.ndarray) -> av.VideoFrame:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        if self.codec.rgb:
+            return frame.reformat(format=self.codec.pix_fmt)
+        return frame.reformat(
+            format=self.codec.pix_fmt,
+            src_color_range="JPEG",
+            dst_colorspace="ITU709",
+            dst_color_range="MPEG",
+            interpolation=_ACCURATE,
+        )
 
     def write(self, frames: np.ndarray) -> None:
         """Encode ``uint8 (T, H, W, 3)`` (or one ``(H, W, 3)`` frame)."""
         if self._container is None:
-            raise RuntimeError(f"Mp4Writer for '{self.path}' is closed")
+            raise RuntimeError(f"VideoWriter for '{self.path}' is closed")
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
@@ -288,7 +380,7 @@ class Mp4Writer:
         for frame in frames:  # (H, W, 3)
             if pad_w or pad_h:
                 frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            vf = self._convert(frame)
             vf.pts = self.frames_written
             vf.time_base = Fraction(1, self.fps)
             try:
@@ -309,8 +401,12 @@ class Mp4Writer:
             self._container.close()
             self._container = None
 
-    def __enter__(self) -> Mp4Writer:
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Mp4Writer(VideoWriter):
+    """:class:`VideoWriter` with the H.264 default (the per-window segments of :class:`~infinitetalk.sinks.SegmentStore`)."""

@@ -108,3 +108,61 @@ def _wait_preview(driver, filename: str, timeout: float) -> bool:
             return True
         time.sleep(0.5)
     return False
+
+
+PREVIEW_JS = """
+const sampler = arguments[0];
+const node = window.app.graph.getNodeById(Number(sampler));
+const videos = Array.from(document.querySelectorAll('video')).map((v) => ({
+  src: v.currentSrc || v.src || '', ready: v.readyState, duration: v.duration || 0}));
+return {videos, text: document.body.innerText, hasNode: !!node};
+"""
+
+
+def test_windows_are_previewed_while_the_sampler_runs(comfy_server, editor):
+    """Watch while it is made: the first finished window plays in the editor (on the Video Combine node
+    the frames go to) before the run ends.
+
+    4 s of speech in 17-frame windows (12 new frames each) is 8 windows here, so the run is still going
+    when window 1 is shown; the test then cancels it (what was generated stays for a resume).
+    """
+    name = "infinitetalk_image_to_video"
+    overrides = {**CPU_OVERRIDES, "seed": 4242, "max_frames": 0, "steps": 3}
+    result = json.loads(editor.execute_async_script(LOAD_JS, name, overrides))
+    assert "error" not in result, result.get("error")
+    sampler = next(k for k, v in result["prompt"].items() if v["class_type"] == "InfiniteTalkSampler")
+    before = set(comfy_server.get("/history") or {})
+    editor.execute_script("window.app.queuePrompt(0, 1)")
+    deadline, seen = time.monotonic() + 600, None
+    while time.monotonic() < deadline and seen is None:
+        state = editor.execute_script(PREVIEW_JS, sampler)
+        previews = [v for v in state["videos"] if "window_0" in v["src"] and "type=temp" in v["src"]]
+        if previews:
+            seen = previews[0]
+            running = comfy_server.get("/queue")["queue_running"]
+            finished = set(comfy_server.get("/history") or {}) - before
+        elif set(comfy_server.get("/history") or {}) - before:
+            break  # the run ended without any preview
+        time.sleep(0.25)
+    assert seen is not None, "no window preview appeared on the sampler"
+    assert "window_00000.mp4" in seen["src"], seen  # the first window, as soon as it was done
+    assert running and not finished, "the preview came only after the run"
+    # it is a real, playable video (the browser read its header and duration)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        state = editor.execute_script(PREVIEW_JS, sampler)
+        playable = [
+            v for v in state["videos"] if "window_0" in v["src"] and v["ready"] >= 1 and v["duration"] > 0
+        ]
+        if playable:
+            break
+        time.sleep(0.5)
+    assert playable, state["videos"]
+    assert 0.5 < playable[0]["duration"] < 1.0  # one window: 17 frames at 25 fps (0.68 s)
+    ARTIFACTS.mkdir(exist_ok=True)
+    close_dialogs(editor)
+    editor.save_screenshot(str(ARTIFACTS / "browser_window_preview.png"))
+    comfy_server.post("/interrupt")
+    entry = _wait_new_history(comfy_server, before, timeout=300)
+    kinds = [m[0] for m in entry["status"]["messages"]]
+    assert "execution_interrupted" in kinds or entry["status"]["status_str"] == "success", kinds

@@ -33,6 +33,13 @@ CPU_OVERRIDES = {
     "max_frames": 29,
 }
 EXPECTED_FRAMES = 29  # every sample input is longer than 29 / 25 s
+# the user's own soundtrack reaches the video: the sample recording is 44.1 kHz stereo, Kokoro speaks 24 kHz mono
+SOUNDTRACK = {
+    "infinitetalk_image_to_video_api": (44100, 2),
+    "infinitetalk_video_dubbing_api": (44100, 2),
+    "infinitetalk_tts_to_video_api": (24000, 1),
+    "infinitetalk_two_person_dialogue_api": (24000, 1),
+}
 
 
 def load_api(path: Path, **sampler_overrides) -> dict:
@@ -57,6 +64,7 @@ def probe(path: Path) -> dict:
             "fps": float(video.average_rate),
             "size": (video.codec_context.width, video.codec_context.height),
             "audio_s": float(audio.duration * audio.time_base) if audio is not None else 0.0,
+            "audio_layout": (audio.sample_rate, audio.channels) if audio is not None else None,
             "subtitles": len(c.streams.subtitles),
             "codecs": (video.codec_context.name, audio.codec_context.name if audio is not None else None),
         }
@@ -98,6 +106,7 @@ def test_example_workflow(comfy_server, workflow):
     assert info["fps"] == 25.0
     assert info["size"] == (64, 64)
     assert info["codecs"] == ("h264", "aac")
+    assert info["audio_layout"] == SOUNDTRACK[workflow.stem]
     # audio cut to the video: 29 / 25 = 1.16 s, AAC adds at most one 1024-sample frame of padding
     assert abs(info["audio_s"] - EXPECTED_FRAMES / 25) < 0.07, info
     captions = prompt[node_of(prompt, "InfiniteTalkVideoCombine")]["inputs"]["captions"]
@@ -147,7 +156,9 @@ def test_bad_inputs_give_clear_messages(comfy_server):
         comfy_server.queue(prompt)
     assert "frame_num 80 must be 4n+1" in err.value.body
     with pytest.raises(PromptError) as err:  # ComfyUI's own bound checks still run next to ours
-        comfy_server.queue(load_api(REPO / "example_workflows" / "api" / "infinitetalk_image_to_video_api.json", steps=0))
+        comfy_server.queue(
+            load_api(REPO / "example_workflows" / "api" / "infinitetalk_image_to_video_api.json", steps=0)
+        )
     assert "steps" in err.value.body
     bad = copy.deepcopy(prompt)
     bad[node_of(bad, "InfiniteTalkSampler")]["inputs"]["frame_num"] = 17

@@ -211,6 +211,7 @@ def test_cli_tts_dialogue_with_subtitles(tiny_root, tmp_path):
     assert rc == 0
     with av.open(str(out)) as c:
         kinds = sorted(s.type for s in c.streams)
+        assert c.streams.audio[0].sample_rate == 24000  # Kokoro's own rate, not the 16 kHz speech path
     assert kinds[:2] == ["audio", "subtitle"] or kinds == ["audio", "video"]  # mov_text needs PyAV >= 17
     frames, rate, _, codec, seconds = _probe(out)
     assert frames >= 1 and rate == 25 and codec == "aac" and abs(seconds - frames / 25) < 0.05
@@ -261,3 +262,102 @@ def test_cli_lora_quant_offload_and_resume_of_finished_run(tiny_root, tmp_path, 
     with caplog.at_level(logging.INFO):
         assert main([*argv, "--resume"]) == 0  # everything committed: nothing to denoise, just mux again
     assert "window 1/1" not in caplog.text and _probe(out) == first
+
+
+# ---------------------------------------------------------------- the user's soundtrack in the output (issue 15)
+def _music(seconds: float, sr: int) -> np.ndarray:
+    """Stereo, different per channel, with 12 kHz content: ``(2, N)`` float32."""
+    t = np.arange(round(seconds * sr)) / sr
+    left = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 12000 * t)
+    right = 0.3 * np.sin(2 * np.pi * 660 * t + 1) + 0.08 * np.sin(2 * np.pi * 9000 * t)
+    return np.stack([left, right]).astype(np.float32)
+
+
+def _stream_facts(path):
+    """(video frames, audio rate, channels, codec, audio seconds the container states)."""
+    with av.open(str(path)) as c:
+        frames = sum(1 for _ in c.decode(video=0))
+    with av.open(str(path)) as c:
+        a = c.streams.audio[0]
+        return frames, a.sample_rate, a.channels, a.codec_context.name, float(a.duration * a.time_base)
+
+
+def _tiny_run(tiny_root, face, audio, out, *extra):
+    argv = ["--weights", str(tiny_root / "models"), "--input_path", str(face), "--audio_path", str(audio)]
+    argv += [
+        "--output_path",
+        str(out),
+        "--size",
+        "32x32",
+        "--sample_steps",
+        "1",
+        "--sample_text_guide_scale",
+        "1",
+    ]
+    argv += ["--frame_num", "17", "--motion_frame", "5", *extra]
+    assert main(argv) == 0
+
+
+def test_cli_keeps_a_44k_stereo_wav_and_publishes_a_live_playlist(tiny_root, tmp_path):
+    """Must show: 44.1 kHz stereo in, 44.1 kHz stereo out, samples within AAC tolerance, length = video."""
+    from infinitetalk.media import load_audio
+
+    face, _ = _inputs(tmp_path)
+    song = _music(1.0, 44100)
+    sf.write(tmp_path / "song.wav", song.T, 44100, subtype="PCM_16")
+    source, _ = load_audio(tmp_path / "song.wav")  # what the user gave, as float
+    out = tmp_path / "song.mp4"
+    _tiny_run(tiny_root, face, tmp_path / "song.wav", out, "--keep_segments")
+    frames, rate, channels, codec, seconds = _stream_facts(out)
+    assert (rate, channels, codec) == (44100, 2, "aac")
+    assert frames == 25  # two windows: 17 frames, then 8 more after the 5 motion frames
+    assert abs(seconds - frames / 25) < 1 / 25  # the sound lasts as long as the picture, to one frame
+    got, got_rate = load_audio(out)
+    assert got_rate == 44100 and abs(got.shape[1] - frames / 25 * 44100) < 44100 / 25
+    n = got.shape[1]
+    snr = 10 * np.log10((source[:, :n] ** 2).sum(-1) / ((got - source[:, :n]) ** 2).sum(-1))
+    assert snr.min() >= 25, snr  # AAC at 320 kb/s stereo: ~34 dB measured on this signal
+    spectrum = np.abs(np.fft.rfft(got[0])) ** 2
+    freqs = np.fft.rfftfreq(n, 1 / 44100)
+    assert (
+        spectrum[(freqs > 11900) & (freqs < 12100)].sum()
+        > 0.5 * spectrum[(freqs > 400) & (freqs < 480)].sum() * (0.1 / 0.3) ** 2
+    )
+    # the live playlist grew with the run and ends with it
+    playlist = tmp_path / "song.mp4.parts" / "live" / "live.m3u8"
+    text = playlist.read_text()
+    assert text.count("#EXTINF") == 2 and text.rstrip().endswith("#EXT-X-ENDLIST")
+    with av.open(str(playlist)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == frames and c.streams.audio[0].sample_rate == 44100
+
+
+def test_cli_dubbing_keeps_the_videos_48k_soundtrack_exactly_in_prores_pcm(tiny_root, tmp_path):
+    """Must show: a video's own 48 kHz stereo soundtrack as the speech source; 24-bit PCM keeps it exactly."""
+    from infinitetalk.media import Mp4Writer, load_audio, mux
+
+    frames_in = np.stack([np.full((48, 64, 3), 40 + 4 * i, np.uint8) for i in range(15)])
+    with Mp4Writer(tmp_path / "picture.mp4", 25, 64, 48) as w:
+        w.write(frames_in)
+    clip = mux([tmp_path / "picture.mp4"], tmp_path / "clip.mp4", audio=(_music(0.6, 48000), 48000))
+    source, source_rate = load_audio(clip)  # the soundtrack as the user's player decodes it
+    out = tmp_path / "dub.mov"
+    _tiny_run(tiny_root, clip, clip, out, "--format", "prores-mov")
+    frames, rate, channels, codec, seconds = _stream_facts(out)
+    assert (rate, channels, codec) == (source_rate, 2, "pcm_s24le") and source_rate == 48000
+    assert frames == 15 and abs(seconds - frames / 25) < 1 / 25
+    got, _ = load_audio(out)
+    assert got.shape == (2, 48000 * frames // 25)
+    np.testing.assert_allclose(got, source[:, : got.shape[1]], rtol=0, atol=2**-24)  # 24-bit rounding only
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "prores"
+
+
+def test_cli_loudness_target(tiny_root, tmp_path):
+    from infinitetalk.media import load_audio, measure_loudness, true_peak
+
+    face, _ = _inputs(tmp_path)
+    sf.write(tmp_path / "quiet.wav", (_music(0.6, 48000) * 0.1).T, 48000, subtype="FLOAT")
+    out = tmp_path / "loud.mkv"
+    _tiny_run(tiny_root, face, tmp_path / "quiet.wav", out, "--format", "ffv1-mkv", "--loudness", "-16")
+    got, rate = load_audio(out)
+    assert rate == 48000 and abs(measure_loudness(got, rate) - -16) < 0.5 and true_peak(got, rate) <= -0.95

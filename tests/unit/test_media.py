@@ -284,9 +284,12 @@ def test_mux_uneven_segments_and_audio_fit(tmp_path):
     with av.open(str(out)) as c:
         a = c.streams.audio[0]
         assert a.sample_rate == 48000 and abs(float(a.duration * a.time_base) - 0.8) <= 1024 / 48000  # padded
-    five_channels = np.stack([sine(440, 1.0, 16000)] * 5)  # mixed down to mono
-    with av.open(str(mux(paths, tmp_path / "mono.mp4", audio=(five_channels, 16000)))) as c:
-        assert c.streams.audio[0].channels == 1
+    five_channels = np.stack([sine(440, 1.0, 16000)] * 5)  # AAC: downmixed to stereo
+    with av.open(str(mux(paths, tmp_path / "five.mp4", audio=(five_channels, 16000)))) as c:
+        assert c.streams.audio[0].channels == 2
+    with av.open(str(mux(paths, tmp_path / "five.mov", audio=(five_channels, 16000)))) as c:
+        a = c.streams.audio[0]  # 24-bit PCM keeps every channel and the rate
+        assert (a.channels, a.sample_rate, a.codec_context.name) == (5, 16000, "pcm_s24le")
 
 
 def test_mux_refuses_mismatched_segments(tmp_path):

@@ -1,0 +1,167 @@
+"""Watch a video while it is generated: an HLS playlist that grows window by window, and window clips.
+
+- :class:`LivePlaylist` keeps ``live.m3u8`` (HLS, ``EVENT`` type) next to one MPEG-TS file per finished
+  window (``live_00000.ts`` ...): video remuxed from the window's segment (no re-encode) and the soundtrack
+  of the same span as AAC. Timestamps run on across files, so the playlist plays as one video, and audio
+  packets lie on one 1024-sample grid (each file's encoder is primed with the audio before it), so the
+  joins are seamless. VLC, mpv, ffplay, Safari and every HLS player open it while it grows and keep
+  polling it; ``#EXT-X-ENDLIST`` marks the end of the run.
+- :func:`write_clip` writes one window as a small standalone mp4 with its sound (the editor's preview).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from math import ceil
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .audio import Soundtrack, as_soundtrack, downmix_stereo, resample
+from .mux import _probe_segment, _video_packets, aac_rate, add_audio_stream, audio_packets, mux
+
+logger = logging.getLogger(__name__)
+
+PLAYLIST = "live.m3u8"
+_TS = "live_{:05d}.ts"
+_AAC_FRAME = 1024  # samples per AAC packet
+_PREROLL = 2 * _AAC_FRAME  # audio encoded before a file's start so that its first packets are primed
+
+
+@dataclass(frozen=True)
+class LiveSegment:
+    index: int  # window
+    start_frame: int  # first frame of the window in the whole video
+    frames: int
+    file: str  # TS file name inside the playlist's folder
+
+
+class LivePlaylist:
+    """HLS playlist of the windows written so far (module doc). ``audio``: the soundtrack (or None)."""
+
+    def __init__(
+        self, directory: str | os.PathLike, fps: int = 25, audio: tuple[np.ndarray, int] | None = None
+    ):
+        self.directory = Path(directory)
+        self.fps = int(fps)
+        self.audio: Soundtrack | None = None
+        if audio is not None:
+            track = as_soundtrack(audio)
+            rate = aac_rate(track.sample_rate)
+            wave = downmix_stereo(track.wave, track.sample_rate) if track.channels > 2 else track.wave
+            self.audio = Soundtrack(resample(wave, track.sample_rate, rate), rate)
+        self.segments: list[LiveSegment] = []
+        self.target_duration = 0
+        self.ended = False
+
+    @property
+    def path(self) -> Path:
+        return self.directory / PLAYLIST
+
+    def add(self, index: int, segment: str | Path, start_frame: int, frames: int) -> Path:
+        """Write window ``index`` (its segment file, first frame, frame count) and publish it."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = _TS.format(index)
+        write_ts(segment, self.directory / name, start_frame, self.fps, self.audio)
+        self.segments.append(LiveSegment(index, start_frame, frames, name))
+        self._publish()
+        return self.directory / name
+
+    def restore(self, entries: Sequence[tuple[int, str | Path, int, int]]) -> None:
+        """After a resume: publish the windows already written (rewriting any TS file that is missing)."""
+        self.segments, self.ended = [], False
+        for index, segment, start, frames in entries:
+            name = _TS.format(index)
+            if not (self.directory / name).is_file():
+                self.directory.mkdir(parents=True, exist_ok=True)
+                write_ts(segment, self.directory / name, start, self.fps, self.audio)
+            self.segments.append(LiveSegment(index, start, frames, name))
+        if self.segments:
+            self._publish()
+
+    def end(self) -> None:
+        """Mark the playlist complete (players stop polling)."""
+        self.ended = True
+        if self.segments:
+            self._publish()
+
+    def _publish(self) -> None:
+        if not self.target_duration:  # the first window is the longest (later ones skip the motion frames)
+            self.target_duration = max(1, ceil(max(s.frames for s in self.segments) / self.fps))
+        lines = [
+            "#EXTM3U",
+            "#EXT-X-VERSION:3",
+            f"#EXT-X-TARGETDURATION:{self.target_duration}",
+            "#EXT-X-PLAYLIST-TYPE:EVENT",
+            "#EXT-X-MEDIA-SEQUENCE:0",
+        ]
+        for seg in self.segments:
+            lines += [f"#EXTINF:{seg.frames / self.fps:.3f},", seg.file]
+        if self.ended:
+            lines.append("#EXT-X-ENDLIST")
+        tmp = self.path.with_name(PLAYLIST + ".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, self.path)
+
+
+def write_ts(
+    segment: str | Path, out_path: str | Path, start_frame: int, fps: int, audio: Soundtrack | None
+) -> Path:
+    """One window as MPEG-TS at its place in the whole video: video packets shifted by ``start_frame``,
+    AAC packets on the global 1024-sample grid that start in this window's span (module doc)."""
+    segment, out_path = Path(segment), Path(out_path)
+    count, delay_s, _ = _probe_segment(segment)
+    fps_q = Fraction(int(fps))
+    delay = ceil(delay_s * fps_q)
+    start, end = Fraction(start_frame) / fps_q, Fraction(start_frame + count) / fps_q
+    partial = out_path.with_name(out_path.name + ".partial")
+    # timestamps are absolute and must stay so (the muxer would shift a first file's negative decode times)
+    with av.open(str(partial), "w", format="mpegts", options={"avoid_negative_ts": "disabled"}) as out:
+        with av.open(str(segment)) as src:
+            v_out = out.add_stream_from_template(src.streams.video[0], opaque=True)
+        sources = [_video_packets([segment], [count], delay, fps_q, v_out, start=start)]
+        if audio is not None:
+            rate = audio.sample_rate
+            first = _grid(start * rate)  # packets [first, last) belong to this file
+            last = _grid(end * rate)
+            lo = max(0, first - _PREROLL)
+            wave = audio.wave[:, lo : last + _PREROLL]
+            if wave.shape[1] < last + _PREROLL - lo:  # past the end of the sound: silence
+                wave = np.pad(wave, ((0, 0), (0, last + _PREROLL - lo - wave.shape[1])))
+            a_out = add_audio_stream(out, "aac", wave.shape[0], rate)
+            keep_from = first - (_AAC_FRAME if first == 0 else 0)  # the very first file keeps its priming
+            packets = audio_packets(a_out, wave, first_sample=lo, keep_from=keep_from)
+            sources.append(item for item in packets if item[2].pts < last)
+        out.start_encoding()
+        for _, _, packet in heapq.merge(*sources, key=lambda item: (item[0], item[1])):
+            out.mux(packet)
+    partial.replace(out_path)
+    return out_path
+
+
+def _grid(samples: Fraction) -> int:
+    return int(samples // _AAC_FRAME) * _AAC_FRAME
+
+
+def write_clip(
+    segment: str | Path,
+    out_path: str | Path,
+    start_frame: int,
+    fps: int,
+    audio: tuple[np.ndarray, int] | None,
+) -> Path:
+    """One window as a standalone mp4 (H.264 remuxed, AAC of the window's span): a playable preview."""
+    count = _probe_segment(Path(segment))[0]
+    sound = None
+    if audio is not None:
+        track = as_soundtrack(audio)
+        a = round(Fraction(start_frame, fps) * track.sample_rate)
+        b = round(Fraction(start_frame + count, fps) * track.sample_rate)
+        sound = (track.wave[:, a:b], track.sample_rate)
+    return mux([segment], out_path, audio=sound, fps=fps)
