@@ -46,6 +46,13 @@ def store_dir(node_id, fingerprint: str) -> Path:
     return root / f"{node_id or 'node'}_{fingerprint[:16]}"
 
 
+def preview_dir(node_id, fingerprint: str) -> Path:
+    """The window clips of a run: in ComfyUI's temp folder, which the editor can play from."""
+    return (
+        Path(folder_paths.get_temp_directory()) / "infinitetalk" / f"{node_id or 'node'}_{fingerprint[:16]}"
+    )
+
+
 def partial_file(prompt, node_id, fingerprint: str) -> Path:
     """``<output>/<prefix>_<id>_partial.mp4`` for the Video Combine fed by this Sampler (or the default)."""
     from ..infinitetalk.errors import InputError

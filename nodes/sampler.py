@@ -349,6 +349,7 @@ class Sampler(io.ComfyNode):
             soundtrack=audio_embeds.soundtrack_audio,
             clips=True,  # each finished window is shown on the node while the run goes on
             on_segment=on_segment,
+            preview_dir=_runs.preview_dir(cls.hidden.unique_id, fingerprint),
         )
         partial = PartialVideo(
             _runs.partial_file(cls.hidden.prompt, cls.hidden.unique_id, fingerprint),
