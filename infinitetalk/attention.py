@@ -31,12 +31,22 @@ def available_backends() -> tuple[str, ...]:
     return tuple(found)
 
 
-def resolve_backend(backend: str) -> str:
-    """Map ``auto`` to the best installed kernel; refuse unknown or missing ones clearly."""
+def resolve_backend(backend: str, device: torch.device | str | None = None) -> str:
+    """Map ``auto`` to a kernel and refuse unknown or missing ones, before any weight is read.
+
+    ``auto`` is PyTorch SDPA (which itself picks flash/memory-efficient kernels on CUDA): the flash-attn
+    and SageAttention packages change numerics, so they are opt-in. ``flash`` and ``sage`` need the package
+    and a CUDA ``device`` (when one is given).
+    """
     if backend not in BACKENDS:
         raise InputError(f"attention backend {backend!r} is unknown; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        return "sdpa"  # flash/sage change numerics; they are opt-in
+        return "sdpa"
+    if backend != "sdpa" and device is not None and torch.device(device).type != "cuda":
+        raise InputError(
+            f"attention backend {backend!r} runs on CUDA only but the model computes on "
+            f"{torch.device(device).type}; choose 'sdpa'"
+        )
     if backend not in available_backends():
         raise InputError(
             f"attention backend {backend!r} is not installed here (available: "

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .attention import BACKENDS
+from .build import QUANTIZATIONS, ModelOptions
 from .config import SpeakerRegions
 from .errors import CheckpointError, InfiniteTalkError, InputError
 from .parallel.launch import ParallelSession, start_session, torchrun_ranks
@@ -47,6 +49,18 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 
 
 # ============================================================================ arguments
+def _block_swap(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a block count: use 0, 1, ... or auto")
+    return value
+
+
 def _bool(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "y", "on"):
         return True
@@ -145,7 +159,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--lora_scale", nargs="+", type=float, default=[], help="scales for --lora_dir (default 1.2 each)"
     )
     w.add_argument(
-        "--quant", choices=("int8", "fp8"), help="quantise the DiT's block weights (optimum-quanto)"
+        "--quantization",
+        choices=tuple(QUANTIZATIONS),
+        default=None,
+        help="DiT weights: none; fp8_e4m3fn = fp8 storage (block linears stored as float8, cast per layer); "
+        "quanto_int8 / quanto_fp8 = optimum-quanto weight quantisation (default none)",
+    )
+    w.add_argument(
+        "--quant",
+        choices=("int8", "fp8"),
+        help="the reference's flag: optimum-quanto int8 / fp8 (same as --quantization quanto_int8 / quanto_fp8)",
+    )
+    w.add_argument(
+        "--block_swap",
+        type=_block_swap,
+        default=0,
+        metavar="N|auto",
+        help="keep N of the 40 DiT blocks in RAM and stream them to the GPU; auto: the fewest that fit (0)",
+    )
+    w.add_argument(
+        "--attention",
+        choices=BACKENDS,
+        default="auto",
+        help="attention kernel: auto (PyTorch SDPA), sdpa, flash (flash-attn), sage (SageAttention)",
+    )
+    w.add_argument(
+        "--compile", action="store_true", help="torch.compile the DiT blocks (first window slower)"
     )
     w.add_argument(
         "--offload_model",
@@ -343,20 +382,56 @@ def lora_specs(args) -> list[tuple[str, float]]:
     return specs
 
 
-def load_dit_model(paths: WeightPaths, args, home: torch.device, dtype: torch.dtype):
-    """DiT + adapter, LoRAs merged, then (optionally) quantised — merging must come first."""
-    from .loading.dit import load_dit
-    from .lora import merge_loras
+def model_options(args) -> ModelOptions:
+    """The DiT options of the command line (``--quant`` is the reference's name for the quanto modes)."""
+    quantization = args.quantization or (f"quanto_{args.quant}" if args.quant else "none")
+    if args.quant and args.quantization and args.quantization != f"quanto_{args.quant}":
+        raise InputError(
+            f"--quant {args.quant} and --quantization {args.quantization} disagree: give only one of them"
+        )
+    return ModelOptions(
+        precision=args.dtype or "auto",
+        quantization=quantization,
+        block_swap=args.block_swap,
+        attention=args.attention,
+        compile=args.compile,
+        loras=tuple(lora_specs(args)),
+    )
 
-    dit = load_dit(paths.dit, paths.adapter, device=home, dtype=dtype)
-    specs = lora_specs(args)
-    if specs:
-        merge_loras(dit, specs)
-    if args.quant:
-        from .quant import quantize_dit
 
-        quantize_dit(dit, args.quant)
-    return dit.eval().requires_grad_(False)
+def plan_models(paths: WeightPaths, args, device: torch.device, run, world_size: int = 1):
+    """Check the DiT options, files and memory before any weight is read (see ``infinitetalk.build``).
+
+    Under torchrun (``world_size > 1``) each process holds only its share of the activations, which the
+    single-process estimate does not model: the estimate is logged as an upper bound and not enforced."""
+    from .build import plan_dit
+    from .preflight import checkpoint_bytes
+
+    options = model_options(args)
+    dtype = options.compute_dtype(device)
+    others = checkpoint_bytes(paths.vae, torch.float32)  # the VAE stays on the device
+    if not args.offload_model:
+        others += checkpoint_bytes(paths.text_encoder, dtype) + checkpoint_bytes(paths.clip, dtype)
+    host_copy = True if args.offload_model else None  # None: only when blocks are swapped
+    free = -1 if world_size == 1 else None
+    plan = plan_dit(paths, options, device, run, free=free, host_copy=host_copy, other_resident=others)
+    return options, plan
+
+
+def load_dit_model(paths: WeightPaths, options: ModelOptions, plan, device: torch.device, offload: bool):
+    """Build the DiT (LoRAs merged, then quantised) and place it: whole on ``device``, whole in RAM
+    (``--offload_model``), or with its last ``plan.block_swap`` blocks kept in RAM."""
+    from .build import build_dit
+
+    swap = plan.block_swap if device.type == "cuda" else 0
+    home = torch.device("cpu") if offload or swap else device
+    dit = build_dit(paths, options, device=home, plan=plan)
+    placement = None
+    if swap:
+        from .offload import place_model
+
+        placement = place_model(dit, device, swap)
+    return dit, placement
 
 
 # ============================================================================ main
@@ -480,12 +555,14 @@ def check_arguments(args: argparse.Namespace, session: ParallelSession):
 
 def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Path:
     """Generate the video described by ``args``; returns the mp4 path (written by rank 0 only)."""
+    from .buckets import target_size
     from .encoders.clip import load_clip_vision
     from .encoders.text import load_text_encoder
     from .encoders.vae import load_vae
     from .encoders.wav2vec2 import load_audio_encoder
     from .media import normalize_delivery
     from .pipeline import DeviceModelManager, InfiniteTalkPipeline
+    from .preflight import RunShape
     from .runs import PartialVideo, partial_path
     from .sinks import SegmentStore
     from .validation import explain_out_of_memory
@@ -495,7 +572,12 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     out, config, source, regions, speakers = check_arguments(args, session)
     paths = _resolve_paths(args, speakers)
     session.check_dit_file(paths.dit)  # heads vs --ulysses_size, before any weight is read
-    device, dtype = _device_dtype(args)
+    device, _ = _device_dtype(args)
+    # 0. options, files and memory, before any weight is read
+    height, width = target_size(config.size, *source.frame(0).shape[:2])
+    run_shape = RunShape.for_generation(config, height, width, speakers)
+    options, plan = plan_models(paths, args, device, run_shape, session.world_size)
+    dtype = plan.compute_dtype
     home = torch.device("cpu") if args.offload_model else device
     tracks, normalize, cues = speech_inputs(args, paths.kokoro)
 
@@ -518,11 +600,12 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
         text = load_text_encoder(paths.text_encoder, tokenizer=paths.tokenizer, device=home, dtype=dtype)
         clip = load_clip_vision(paths.clip, device=home, dtype=dtype)
         vae = load_vae(paths.vae, device=device, dtype=torch.float32)
-        dit = load_dit_model(paths, args, home, dtype)
+        dit, swap = load_dit_model(paths, options, plan, device, args.offload_model)
     session.attach(dit)  # one process: unchanged; torchrun: this process's share of every forward
     manager = None
     if args.offload_model:
-        manager = DeviceModelManager({"dit": dit, "text_encoder": text, "clip": clip}, device)
+        managed = {"text_encoder": text, "clip": clip} | ({} if swap is not None else {"dit": dit})
+        manager = DeviceModelManager(managed, device)
     pipe = InfiniteTalkPipeline(dit, vae, clip, text, None, device, dtype, model_manager=manager)
 
     # 3. generate into per-window segments, then mux with the soundtrack
@@ -546,7 +629,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     extra = {
         "weights": {k: str(v) for k, v in vars(paths).items()},
         "loras": lora_specs(args),
-        "quant": args.quant,
+        "quantization": options.quantization,
         "dtype": str(dtype),
     }
     # what is finished stays playable: OUTPUT_partial.mp4 follows the committed windows (rank 0)

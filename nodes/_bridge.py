@@ -32,11 +32,10 @@ log = logging.getLogger(__name__)
 class ComfyModelManager:
     """``ModelManager`` protocol of the pipeline, backed by ComfyUI's memory manager."""
 
-    def __init__(
-        self, models: dict[str, _models.Managed | None], swap: _models.BlockSwapPlacement | None = None
-    ):
+    def __init__(self, models: dict[str, _models.Managed | None], dit_run: _models.DiTRun | None = None):
         self.models = models
-        self.swap = swap  # block swap places the DiT itself
+        self.swap = dit_run.swap if dit_run is not None else None  # block swap places the DiT itself
+        self.dit_memory = dit_run.memory_required if dit_run is not None else 0  # its working memory
 
     def load(self, name: str) -> None:
         if name == "dit" and self.swap is not None:
@@ -44,7 +43,7 @@ class ComfyModelManager:
             return
         managed = self.models.get(name)
         if managed is not None:
-            _models.load(managed)
+            _models.load(managed, memory_required=self.dit_memory if name == "dit" else 0)
 
     def offload(self, name: str) -> None:
         """ComfyUI unloads models itself when another one needs the memory."""

@@ -1,21 +1,31 @@
 """Wrap library models for ``comfy.model_management``.
 
 Every model a loader returns is a :class:`Managed`: the library object (what the pipeline calls) plus a
-``comfy.model_patcher.ModelPatcher`` around its ``torch.nn.Module``. Before a node uses a model it calls
-:func:`load`, which hands the patcher to ``comfy.model_management.load_models_gpu``: ComfyUI then moves
-it to the compute device, offloads other models when memory is short, honours ``--cpu``/``--lowvram``
-and applies LoRA patches. Modules built with ComfyUI's casting layers (``comfy.ops``; the DiT) may be
-loaded partially in low-VRAM mode; the others are always loaded whole.
+model patcher around its ``torch.nn.Module``. The patcher is the one the running ComfyUI uses for its own
+models: ``comfy.model_patcher.CoreModelPatcher`` (newer ComfyUI points it at ``ModelPatcherDynamic`` when
+dynamic VRAM is on, and that class hands CPU models to the plain ``ModelPatcher`` itself), or
+``ModelPatcher`` where it does not exist (0.3.75). Before a node uses a model it calls :func:`load`, which
+hands the patcher to ``comfy.model_management.load_models_gpu``: ComfyUI then moves it to the compute
+device, offloads other models when memory is short, honours ``--cpu``/``--lowvram`` and applies LoRA
+patches. Modules built with ComfyUI's casting layers (``comfy.ops``; the DiT) may be loaded partially in
+low-VRAM mode; the others are always loaded whole.
+
+The DiT's run is planned by :func:`prepare_dit` when the sampler knows the output size: the memory
+preflight (``infinitetalk.preflight``) is logged, ``block_swap = auto`` is resolved against the memory
+ComfyUI can free, and the activation memory is reserved when ComfyUI loads the model.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import comfy.model_management as mm
 import comfy.model_patcher
 import torch
+
+log = logging.getLogger(__name__)
 
 ROLES = ("diffusion", "text", "vision", "vae", "audio", "tts")
 
@@ -78,17 +88,35 @@ def _patchable(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
+def patcher_class() -> type:
+    """The model patcher class the running ComfyUI uses for its own models."""
+    return getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+
+
 def wrap(obj: Any, role: str, source: str, partial_ok: bool = False, **options: Any) -> Managed:
     module = _patchable(torch_module(obj))
+    archive = getattr(mm, "archive_model_dtypes", None)
+    if archive is not None:  # newer ComfyUI: loaders record each weight's stored dtype (fp8 stays fp8)
+        archive(module)
     load_device, offload_device = devices(role)
-    patcher = comfy.model_patcher.ModelPatcher(
+    patcher = patcher_class()(
         module, load_device=load_device, offload_device=offload_device, size=mm.module_size(module)
     )
     return Managed(obj, patcher, role, source, partial_ok, options)
 
 
+def is_dynamic(managed: Managed) -> bool:
+    """True when ComfyUI streams this model's weights itself (dynamic VRAM, ``ModelPatcherDynamic``)."""
+    check = getattr(managed.patcher, "is_dynamic", None)
+    return bool(check()) if callable(check) else False
+
+
 def load(*models: Managed | None, memory_required: int = 0) -> None:
-    """Bring models to their compute device through ComfyUI (offloading others if needed)."""
+    """Bring models to their compute device through ComfyUI (offloading others if needed).
+
+    ``memory_required``: bytes of working memory the caller needs besides the weights (the DiT's
+    activations): ComfyUI frees that much before loading, and loads fewer weights in low-VRAM mode.
+    """
     present = [m for m in models if m is not None]
     whole = [m.patcher for m in present if not m.partial_ok]
     if whole:
@@ -133,12 +161,63 @@ class BlockSwapPlacement:
         mm.soft_empty_cache()
 
 
-def block_swap_for(managed: Managed) -> BlockSwapPlacement | None:
-    """A block-swap placement when the model asks for one and runs on a GPU, else None."""
-    count = int(managed.options.get("block_swap", 0))
-    if count <= 0 or mm.is_device_cpu(managed.load_device):
-        return None
-    return BlockSwapPlacement(managed, count)
+@dataclass
+class DiTRun:
+    """How the DiT runs in one sampler call: its block swap (or None) and the working memory to reserve."""
+
+    swap: BlockSwapPlacement | None
+    memory_required: int
+    estimate: Any  # infinitetalk.preflight.MemoryEstimate
+
+
+def prepare_dit(managed: Managed, config, height: int, width: int, speakers: int) -> DiTRun:
+    """Memory preflight of a sampler run, before the DiT is moved to the device.
+
+    Logs the estimate; resolves ``block_swap`` (``"auto"``: the fewest blocks that fit what ComfyUI can
+    free); raises ``InputError`` (one line, with the smallest change that fits) when the run cannot fit.
+    ComfyUI's dynamic VRAM (and ``--cpu``) place the weights themselves: no block swap there.
+    """
+    from ..infinitetalk.preflight import RunShape, check_fits, estimate, fewest_swapped_blocks, gib
+
+    model = managed.patcher.model
+    cfg, device = model.config, managed.load_device
+    dtype = managed.options.get("dtype", torch.float32)
+    quantization = managed.options.get("quantization", "none")
+    run = RunShape.for_generation(config, height, width, speakers)
+    wanted = managed.options.get("block_swap", 0)
+    kw = {"device_type": device.type, "host_copy": True}
+    free = _freeable_memory(device)
+    streamed = mm.is_device_cpu(device) or is_dynamic(managed) or (wanted == 0 and managed.partial_ok)
+    if streamed:
+        # the weights are in RAM already (CPU) or ComfyUI streams them (dynamic VRAM, low-VRAM mode of the
+        # comfy.ops layers): what must fit is the working memory
+        if wanted not in (0, "auto"):
+            log.info("block_swap %s ignored: ComfyUI places the weights itself here", wanted)
+        resident = estimate(cfg, dtype, quantization, run, 0, **kw).weights_resident
+        est = check_fits(cfg, dtype, quantization, run, 0, free, preloaded=resident, **kw)
+        wanted = 0
+    else:
+        if wanted == "auto":
+            fitted = fewest_swapped_blocks(cfg, dtype, quantization, run, free, **kw)
+            wanted = cfg.num_layers if fitted is None else fitted
+        est = check_fits(cfg, dtype, quantization, run, int(wanted), free, **kw)
+    log.info("InfiniteTalk memory preflight (%s free on %s): %s", gib(free), device, est.describe())
+    swap = BlockSwapPlacement(managed, int(wanted)) if wanted else None
+    return DiTRun(swap, est.working, est)
+
+
+def _freeable_memory(device: torch.device) -> int:
+    """Free memory on ``device`` plus what ComfyUI's loaded models hold there (it unloads them on demand)."""
+    free = int(mm.get_free_memory(device))
+    if mm.is_device_cpu(device):
+        return free  # unloading a model to the CPU frees no RAM
+    for loaded in getattr(mm, "current_loaded_models", []):
+        if getattr(loaded, "device", None) == device:
+            try:
+                free += int(loaded.model_loaded_memory())
+            except (AttributeError, ReferenceError) as err:  # its patcher was garbage-collected: nothing held
+                log.debug("loaded model size unavailable: %s", err)
+    return free
 
 
 def pick_dtype(role: str, wanted: str, device: torch.device | None = None) -> torch.dtype:

@@ -7,6 +7,7 @@ Models are loaded on ComfyUI's offload device and wrapped for ``comfy.model_mana
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import torch
 from comfy_api.latest import io
@@ -20,8 +21,9 @@ log = logging.getLogger(__name__)
 
 MERGED = "none (adapter merged into the DiT file)"
 PRECISIONS = ["auto", "bf16", "fp16", "fp32"]
-QUANTIZATIONS = ["none", "fp8_e4m3fn", "int8"]
+QUANTIZATIONS = ["none", "fp8_e4m3fn", "quanto_int8", "quanto_fp8"]  # infinitetalk.build.QUANTIZATIONS
 ATTENTION = ["auto", "sdpa", "flash", "sage"]
+BLOCK_SWAP_AUTO = -1
 
 
 def _precision_input(tooltip_what: str) -> io.Combo.Input:
@@ -82,20 +84,24 @@ class ModelLoader(io.ComfyNode):
                     "quantization",
                     options=QUANTIZATIONS,
                     default="none",
-                    tooltip="Store the large linear weights in fewer bits: fp8_e4m3fn halves memory "
-                    "(weights are cast to the compute dtype per layer), int8 uses optimum-quanto. "
-                    "'none' keeps the precision above.",
+                    tooltip="How the DiT's large weights are stored. none: in the precision above. "
+                    "fp8_e4m3fn: fp8 storage, the block weights kept as float8 and cast to the precision above "
+                    "layer by layer (half the memory of bf16; fp8 files load without a bf16 copy). "
+                    "quanto_int8 / quanto_fp8: optimum-quanto weight quantisation with per-channel scales "
+                    "(the reference's --quant int8 / fp8).",
                 ),
                 advanced(
                     io.Int.Input(
                         "block_swap",
-                        default=0,
-                        min=0,
+                        default=BLOCK_SWAP_AUTO,
+                        min=BLOCK_SWAP_AUTO,
                         max=40,
                         step=1,
-                        tooltip="Keep the weights of this many of the 40 transformer blocks in CPU "
-                        "memory and stream them to the GPU while sampling (slower; saves about 0.7 GB "
-                        "per block in bf16, 0.35 GB in fp8). 0 = the whole DiT on the GPU.",
+                        tooltip="-1 = auto: the fewest blocks that fit the free GPU memory for the sampler's "
+                        "size and frame_num (the estimate is in the log). N: keep the weights of N of the 40 "
+                        "transformer blocks in CPU memory and stream them to the GPU while sampling (slower; "
+                        "each block beyond the first two saves about 0.9 GB in bf16, 0.45 GB in fp8). "
+                        "0 = no swap (ComfyUI streams layers itself if the model does not fit).",
                     )
                 ),
                 advanced(
@@ -103,7 +109,18 @@ class ModelLoader(io.ComfyNode):
                         "attention",
                         options=ATTENTION,
                         default="auto",
-                        tooltip="Attention kernel: auto picks sage/flash when installed, else PyTorch SDPA.",
+                        tooltip="Attention kernel: auto = PyTorch SDPA (picks flash/memory-efficient kernels "
+                        "on CUDA itself). flash (flash-attn) and sage (SageAttention) must be installed and "
+                        "need a CUDA GPU; they change numerics slightly. Checked before any weight is read.",
+                    )
+                ),
+                advanced(
+                    io.Boolean.Input(
+                        "compile",
+                        default=False,
+                        optional=True,  # workflows saved before this input keep validating
+                        tooltip="torch.compile the 40 transformer blocks: faster steps after the first "
+                        "window compiles (needs a working C++/Triton toolchain).",
                     )
                 ),
             ],
@@ -115,37 +132,53 @@ class ModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, dit, adapter, precision, quantization, block_swap=0, attention="auto") -> io.NodeOutput:
-        from ..infinitetalk.loading.dit import load_dit
+    def execute(
+        cls,
+        dit,
+        adapter,
+        precision,
+        quantization,
+        block_swap=BLOCK_SWAP_AUTO,
+        attention="auto",
+        compile=False,
+    ) -> io.NodeOutput:
+        from ..infinitetalk.build import ModelOptions, build_dit, plan_dit
 
-        dit_path = c.resolve_component(Component.DIT, dit)
-        adapter_path = _resolve_adapter(adapter)
+        files = SimpleNamespace(
+            dit=c.resolve_component(Component.DIT, dit), adapter=_resolve_adapter(adapter)
+        )
         load_device, offload = _models.devices("diffusion")
         dtype = _models.pick_dtype("diffusion", precision, load_device)
-        ops = _comfy_operations(quantization)
-        # fp8: block linears are stored as float8_e4m3fn straight from the file (no bf16 copy first)
-        storage = torch.float8_e4m3fn if quantization == "fp8_e4m3fn" else dtype
-        model = load_dit(dit_path, adapter_path, device=offload, dtype=storage, operations=ops)
-        if quantization == "int8":
-            from ..infinitetalk.quant import quantize_dit
-
-            quantize_dit(model, "int8")
-        model.compute_dtype = dtype
-        model.attention_backend = attention
+        options = ModelOptions(
+            precision=_PRECISION_NAMES[dtype],
+            quantization=quantization,
+            block_swap="auto" if block_swap == BLOCK_SWAP_AUTO else int(block_swap),
+            attention=attention,
+            compile=bool(compile),
+        )
+        # options, attention kernel, files and RAM for the weights: checked before any weight is read
+        plan = plan_dit(files, options, compute_device=load_device, host_copy=offload.type == "cpu")
+        model = build_dit(
+            files, options, operations=_comfy_operations(quantization), device=offload, plan=plan
+        )
         managed = _models.wrap(
             model,
             "diffusion",
-            str(dit_path),
-            # comfy.ops layers stream their weights under --lowvram; quanto's int8 layers and block swap
-            # place the model themselves
-            partial_ok=quantization != "int8" and int(block_swap) == 0,
-            adapter=str(adapter_path),
+            str(files.dit),
+            # comfy.ops layers stream their weights under --lowvram; quanto's layers do not (they are loaded
+            # whole, or placed by block swap)
+            partial_ok=not quantization.startswith("quanto"),
+            adapter=str(files.adapter),
             quantization=quantization,
-            attention=attention,
-            block_swap=int(block_swap),
+            attention=plan.attention,
+            block_swap=options.block_swap,
+            compile=options.compile,
             dtype=dtype,
         )
         return io.NodeOutput(managed)
+
+
+_PRECISION_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
 def _comfy_operations(quantization: str):

@@ -286,6 +286,7 @@ class Sampler(io.ComfyNode):
         speaker_boxes="",
         resume=True,
     ) -> io.NodeOutput:
+        from ..infinitetalk.buckets import target_size
         from ..infinitetalk.media import VideoReader
         from ..infinitetalk.pipeline import GenerationConfig, InfiniteTalkPipeline, plan_windows
         from ..infinitetalk.sinks import SegmentStore
@@ -320,8 +321,10 @@ class Sampler(io.ComfyNode):
         warn_if_upscaled(h, w, *output_size(config.size, h, w))
         regions = speaker_regions(audio_embeds.num_speakers, (h, w), boxes=speaker_boxes, masks=speaker_masks)
         dit = model.patcher.model
-        swap = _models.block_swap_for(model)
-        manager = _bridge.ComfyModelManager({"dit": model, "vae": vae, "clip": clip_vision}, swap)
+        height, width = target_size(config.size, *_as_source(source).frame(0).shape[:2])
+        dit_run = _models.prepare_dit(model, config, height, width, audio_embeds.num_speakers)
+        swap = dit_run.swap
+        manager = _bridge.ComfyModelManager({"dit": model, "vae": vae, "clip": clip_vision}, dit_run)
         pipe = InfiniteTalkPipeline(
             dit,
             vae.obj,

@@ -14,18 +14,23 @@ common prefix is stripped, see :mod:`infinitetalk.loading.state_dict`):
   memory);
 - one file with the adapter already merged.
 
-The model is built on the ``meta`` device and every tensor is read once, straight to the target
-device and dtype, and assigned (``load_state_dict(assign=True)``): no fp32 copy of the whole model
-is ever made, so peak host memory stays near the size of what is kept.
+The model is built on the ``meta`` device (or by a host's operations class that creates no weights
+until loaded), every tensor is read once, straight to the target device and dtype, and handed to the
+modules' own ``load_state_dict(assign=True)``: no fp32 copy of the whole model is ever made, so peak
+host memory stays near the size of what is kept. Expected keys and shapes come from the config
+(:func:`dit_key_shapes`), so the shape checks do not depend on what the layers create up front.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import replace
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -289,6 +294,47 @@ def fit_audio_encoder(cfg: DiTConfig, encoder: AudioEncoderConfig, source: str =
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DiTCheckpoint:
+    """What the file headers say about a DiT (+ adapter), read without loading any tensor."""
+
+    config: DiTConfig
+    path: Path
+    largest_tensor_bytes: int  # the biggest single tensor as stored: the loader's read buffer
+
+
+def inspect_dit(
+    dit_path: str | os.PathLike,
+    adapter_path: str | os.PathLike | None = None,
+    audio_channels: int | None = None,
+) -> DiTCheckpoint:
+    """Config and sizes of a DiT from its safetensors headers / index only (milliseconds on 60 GB).
+
+    Runs every check :func:`load_dit` runs before reading weights (DiT without adapter, adapter
+    given as DiT, adapter not fitting), so a caller can validate and plan memory first.
+    """
+    with _open_pair(dit_path, adapter_path) as (dit, adapter):
+        sources = _route_keys(dit, adapter)
+        shapes = {k: r.shape(k) for k, r in sources.items()}
+        _check_adapter_fits(dit, adapter, shapes)
+        cfg = infer_dit_config(shapes, audio_channels=audio_channels, source=str(dit.path))
+        largest = max(math.prod(shapes[k]) * sources[k].dtype(k).itemsize for k in shapes)
+        return DiTCheckpoint(cfg, Path(dit.path), int(largest))
+
+
+@contextmanager
+def _open_pair(dit_path, adapter_path):
+    dit = open_checkpoint(dit_path, anchor=DIT_ANCHOR)
+    adapter = None
+    try:
+        adapter = open_checkpoint(adapter_path, anchor=ADAPTER_ANCHOR) if adapter_path is not None else None
+        yield dit, adapter
+    finally:
+        dit.close()
+        if adapter is not None:
+            adapter.close()
+
+
 def load_dit(
     dit_path: str | os.PathLike,
     adapter_path: str | os.PathLike | None = None,
@@ -299,34 +345,33 @@ def load_dit(
 ):
     """Load the Wan2.1 I2V DiT with the InfiniteTalk adapter as a ``WanInfiniteTalkDiT``.
 
+    Most callers want :func:`infinitetalk.build.build_dit` (options, validation, memory preflight,
+    quantisation, compile); this is the loading step it uses.
+
     Args:
         dit_path: sharded folder / index json / single file of the DiT (may already hold the adapter).
         adapter_path: the InfiniteTalk adapter file; overrides adapter keys merged in ``dit_path``.
         device, dtype: where and in which dtype parameters are created; modules listed in the model's
-            ``fp32_modules`` (and parameters the model itself creates in fp32) stay float32. An fp8
-            ``dtype`` (``torch.float8_e4m3fn``) stores only the block linear weights in fp8 (half the
-            memory of bf16; everything else bf16): the host must then pass ``operations`` whose Linear
-            casts its weight to the input dtype (ComfyUI's ``comfy.ops.manual_cast``).
-        operations: ComfyUI-style ops namespace passed to the model (``operations.Linear`` ...).
+            ``fp32_modules`` stay float32. An fp8 ``dtype`` (``torch.float8_e4m3fn``) stores only the
+            block linear weights in fp8 (half the memory of bf16; everything else bf16): ``operations``
+            must then hold a Linear that casts its weight to the input dtype
+            (:data:`infinitetalk.model.ops.casting_operations`, ComfyUI's ``comfy.ops.manual_cast``).
+        operations: ops namespace passed to the model (``operations.Linear`` ...). Its layers may
+            create their weights only when loaded (ComfyUI's dynamic-VRAM ops): tensors always go
+            through the modules' own ``_load_from_state_dict``.
         audio_channels: audio encoder width, see :func:`infer_dit_config`.
 
     Raises:
         CheckpointError: unknown/truncated file, DiT without adapter, adapter not fitting the DiT,
             missing keys (one line naming the file and the fix).
     """
-    dit = open_checkpoint(dit_path, anchor=DIT_ANCHOR)
-    adapter = open_checkpoint(adapter_path, anchor=ADAPTER_ANCHOR) if adapter_path is not None else None
-    try:
+    with _open_pair(dit_path, adapter_path) as (dit, adapter):
         sources = _route_keys(dit, adapter)
         shapes = {k: r.shape(k) for k, r in sources.items()}
         _check_adapter_fits(dit, adapter, shapes)
         cfg = infer_dit_config(shapes, audio_channels=audio_channels, source=str(dit.path))
         model = _build_on_meta(cfg, torch.bfloat16 if dtype in FP8_DTYPES else dtype, operations)
-        _assign_weights(model, sources, torch.device(device), dtype, dit.path)
-    finally:
-        dit.close()
-        if adapter is not None:
-            adapter.close()
+        _load_weights(model, cfg, sources, torch.device(device), dtype, dit.path)
     log.info("loaded %s (%d layers, dim %d) on %s as %s", dit.path, cfg.num_layers, cfg.dim, device, dtype)
     return model
 
@@ -386,10 +431,18 @@ def _build_on_meta(cfg: DiTConfig, dtype: torch.dtype, operations):
     return WanInfiniteTalkDiT(cfg, device="meta", dtype=dtype, operations=operations)
 
 
-def _assign_weights(
-    model, sources: Mapping[str, CheckpointReader], device: torch.device, dtype, path
+def _load_weights(
+    model, cfg: DiTConfig, sources: Mapping[str, CheckpointReader], device: torch.device, dtype, path
 ) -> None:
-    expected = model.state_dict(keep_vars=True)
+    """Read every tensor the config calls for and hand them to the model's own ``load_state_dict``.
+
+    The expected keys and shapes come from the config (:func:`dit_key_shapes`), never from the built
+    model: a host's operations class may create its weights only inside ``_load_from_state_dict``
+    (ComfyUI's dynamic-VRAM layers build ``Linear`` without weights), so ``model.state_dict()`` can be
+    incomplete before loading. Each tensor goes through the module's own loading hook with
+    ``assign=True``: the tensor read is kept as the parameter (no copy), whatever creates it.
+    """
+    expected = dit_key_shapes(cfg)
     missing = [k for k in expected if k not in sources]
     if missing:
         raise CheckpointError(
@@ -401,22 +454,37 @@ def _assign_weights(
         log.warning("%s: ignoring %d tensors the model does not use (e.g. %s)", path, len(extra), extra[0])
     fp32 = tuple(getattr(model, "fp32_modules", ()) or ())
     state = {}
-    for key, meta in expected.items():
-        _check_shape(key, sources[key], meta, path)
-        state[key] = sources[key].get(key, device, _target_dtype(key, meta, dtype, fp32))
-    model.load_state_dict(state, strict=True, assign=True)
+    for key, shape in expected.items():
+        _check_shape(key, sources[key], shape, path)
+        state[key] = sources[key].get(key, device, target_dtype(key, shape, dtype, fp32))
+    result = model.load_state_dict(state, strict=False, assign=True)
+    del state
+    _check_loaded(model, result)
     _materialise_buffers(model, device)
     model.eval().requires_grad_(False)
 
 
-def _target_dtype(key: str, meta: torch.Tensor, dtype: torch.dtype, fp32: tuple[str, ...]) -> torch.dtype:
-    """fp32 policy modules stay fp32; with an fp8 ``dtype`` only block linear weights are fp8."""
-    if not meta.dtype.is_floating_point:
-        return meta.dtype
-    if meta.dtype == torch.float32 or _in_modules(key, fp32):
+def _check_loaded(model, result) -> None:
+    """Every parameter must have come from the file: a host layer that kept or dropped one is a bug."""
+    left = [n for n, p in model.named_parameters() if p.is_meta]
+    if result.missing_keys or result.unexpected_keys or left:
+        names = [*result.missing_keys, *left][:3] or result.unexpected_keys[:3]
+        raise RuntimeError(
+            f"{type(model).__name__}: the operations' layers did not take the checkpoint tensors "
+            f"(missing {len(result.missing_keys)}, unexpected {len(result.unexpected_keys)}, still on meta "
+            f"{len(left)}: {', '.join(names)}); their _load_from_state_dict must accept weight/bias"
+        )
+
+
+def target_dtype(
+    key: str, shape: tuple[int, ...], dtype: torch.dtype, fp32_modules: tuple[str, ...] = ()
+) -> torch.dtype:
+    """Storage dtype of one tensor: the model's fp32 modules stay fp32; with an fp8 ``dtype`` only the
+    2-D weights inside the transformer blocks are fp8 (everything else bf16)."""
+    if _in_modules(key, fp32_modules):
         return torch.float32
     if dtype in FP8_DTYPES and not (
-        key.startswith("blocks.") and key.endswith(".weight") and meta.dim() == 2
+        key.startswith("blocks.") and key.endswith(".weight") and len(shape) == 2
     ):
         return torch.bfloat16
     return dtype
@@ -427,11 +495,11 @@ def _in_modules(key: str, modules: tuple[str, ...]) -> bool:
     return any(f".{m}." in f".{key}." for m in modules)
 
 
-def _check_shape(key: str, reader: CheckpointReader, meta: torch.Tensor, path) -> None:
-    if tuple(reader.shape(key)) != tuple(meta.shape):
+def _check_shape(key: str, reader: CheckpointReader, shape: tuple[int, ...], path) -> None:
+    if tuple(reader.shape(key)) != tuple(shape):
         raise CheckpointError(
             f"{reader.path}: '{key}' has shape {tuple(reader.shape(key))} but the model built from {path} expects "
-            f"{tuple(meta.shape)}; the files do not belong together"
+            f"{tuple(shape)}; the files do not belong together"
         )
 
 

@@ -16,7 +16,42 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
+class CastLinear(nn.Linear):
+    """Linear whose weight may be stored in another dtype (fp8): cast to the input's dtype at each call.
+
+    What fp8 storage needs outside ComfyUI (which has ``comfy.ops.manual_cast`` for it): the transient
+    copy is one layer's weight, so the stored model keeps half the bytes of bf16.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.dtype == x.dtype and self.weight.device == x.device:
+            return super().forward(x)
+        bias = None if self.bias is None else self.bias.to(x.device, x.dtype)
+        return F.linear(x, self.weight.to(x.device, x.dtype), bias)
+
+
+class CastConv3d(nn.Conv3d):
+    """Conv3d computing in the input's dtype whatever its weights are stored in."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.device, x.dtype)
+        return self._conv_forward(x, self.weight.to(x.device, x.dtype), bias)
+
+
+class CastLayerNorm(nn.LayerNorm):
+    """LayerNorm computing in the input's dtype whatever its weights are stored in."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.to(x.device, x.dtype)
+        bias = None if self.bias is None else self.bias.to(x.device, x.dtype)
+        return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
+
+
 default_operations = types.SimpleNamespace(Linear=nn.Linear, Conv3d=nn.Conv3d, LayerNorm=nn.LayerNorm)
+# fp8 storage without a host: weights stored in another dtype than the activations (block linears as
+# float8_e4m3fn, the rest bf16), every layer computing in the activation dtype (ComfyUI: manual_cast)
+casting_operations = types.SimpleNamespace(Linear=CastLinear, Conv3d=CastConv3d, LayerNorm=CastLayerNorm)
 
 
 def resolve_operations(operations):

@@ -74,7 +74,8 @@ def test_block_swap_placement_round_trip(nodes, model, lora_name):
     models.load(model)
     base = model.patcher.model.state_dict()[KEY].clone()
     patched = nodes["InfiniteTalkLoraLoader"].execute(model, name, 1.0).args[0]
-    assert models.block_swap_for(patched) is None  # block_swap 0 (and CPU): ComfyUI places the model
+    config = importlib.import_module(f"{PACK_MODULE}.infinitetalk.pipeline").GenerationConfig(frame_num=5)
+    assert models.prepare_dit(patched, config, 64, 64, 1).swap is None  # on the CPU: ComfyUI places the model
     placement = models.BlockSwapPlacement(patched, blocks_to_swap=1)  # CPU device: transfers are no-ops
     placement.activate()
     placement.activate()  # idempotent: called before every window
@@ -83,7 +84,7 @@ def test_block_swap_placement_round_trip(nodes, model, lora_name):
     torch.testing.assert_close(model.patcher.model.state_dict()[KEY], base, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("quantization", ["fp8_e4m3fn", "int8"])
+@pytest.mark.parametrize("quantization", ["fp8_e4m3fn", "quanto_int8"])
 def test_quantized_loads(nodes, tiny_models, quantization):
     dit = nodes["InfiniteTalkModelLoader"].execute(DIT, ADAPTER, "fp32", quantization).args[0].patcher.model
     weight = dit.blocks[0].self_attn.q.weight
