@@ -424,8 +424,8 @@ def safe_output_path(prefix: str, root: str | os.PathLike, *, name: str = "filen
 
 # ============================================================================ memory
 MEMORY_FIX = (
-    "load the DiT as fp8 (Model Loader quantization fp8_e4m3fn, --quant fp8), keep blocks in CPU memory "
-    "(block_swap 10-40, --offload_model), or use a smaller size or frame_num"
+    "load the DiT as fp8 (quantization fp8_e4m3fn), keep DiT blocks in CPU memory (block_swap -1 = auto, "
+    "or 10-40; --block_swap auto, --offload_model), or use a smaller size or frame_num"
 )
 
 
