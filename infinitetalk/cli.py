@@ -528,8 +528,12 @@ def check_arguments(args: argparse.Namespace, session: ParallelSession):
     out = output_path(out, args.format)  # the format decides the suffix (a folder for png-wav)
     if out.is_dir() and args.format != "png-wav":
         raise InputError(f"--output_path '{out}' is a folder: give a file name such as '{out / 'talk.mp4'}'")
-    if not out.parent.is_dir():
-        raise InputError(f"--output_path '{out}': the folder '{out.parent}' does not exist; create it first")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(
+            f"--output_path '{out}': cannot create the folder '{out.parent}' ({err.strerror}); pick another place"
+        ) from None
     if args.text is not None:
         check_tts_text(args.text, name="--text")
     speakers = _speaker_count(args)

@@ -64,8 +64,8 @@ SETTINGS = [
     ("size-unknown", lambda d: ["--size", "huge"], ["--size 'huge' is unknown", "infinitetalk-480"]),
     ("size-not-16", lambda d: ["--size", "100x100"], ["--size '100x100'", "multiples of 16"]),
     ("crf", lambda d: ["--crf", "60"], ["--crf 60 is outside 0..51"]),
-    ("output-folder-missing", lambda d: ["--output_path", d / "no" / "such" / "out.mp4"],
-     ["the folder", "does not exist; create it first"]),
+    ("output-under-a-file", lambda d: ["--output_path", d / "face.png" / "out.mp4"],
+     ["cannot create the folder", "face.png'", "pick another place"]),
     ("resume-random-seed", lambda d: ["--resume", "--seed", "-1"], ["--resume needs a fixed --seed"]),
 ]  # fmt: skip
 
