@@ -502,17 +502,9 @@ def _config(args: argparse.Namespace, session: ParallelSession):
 
 
 def check_arguments(args: argparse.Namespace, session: ParallelSession):
-    """Every check that needs no weights, in the order a user fixes them: settings, output, reference,
-    person boxes. Returns ``(output path, config, source, regions, speaker count)``."""
+    """The settings, the output and the text, before anything is read: ``(output path, config)``."""
     from .media import output_path
-    from .validation import (
-        check_boxes_in_frame,
-        check_config,
-        check_speaker_layout,
-        check_tts_text,
-        output_size,
-        warn_if_upscaled,
-    )
+    from .validation import check_config, check_tts_text
 
     if args.input_json:
         _apply_json(args)
@@ -536,7 +528,13 @@ def check_arguments(args: argparse.Namespace, session: ParallelSession):
         ) from None
     if args.text is not None:
         check_tts_text(args.text, name="--text")
-    speakers = _speaker_count(args)
+    return out, config
+
+
+def check_inputs(args: argparse.Namespace, config, speakers: int):
+    """The reference (image or video) and the person boxes: ``(source, regions)``, checked."""
+    from .validation import check_boxes_in_frame, check_speaker_layout, output_size, warn_if_upscaled
+
     source = load_source(args.input_path)
     h, w = source.frame(0).shape[:2]
     warn_if_upscaled(
@@ -554,7 +552,7 @@ def check_arguments(args: argparse.Namespace, session: ParallelSession):
         fix="add --audio_path2 (or '(s2)' turns in --text), or drop --bbox",
     )
     regions = SpeakerRegions(bboxes=boxes) if boxes else None
-    return out, config, source, regions, speakers
+    return source, regions
 
 
 def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Path:
@@ -573,9 +571,11 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
 
     session = session or ParallelSession(device=_device_dtype(args)[0])
     args.device = str(session.device)  # under torchrun: this process's GPU
-    out, config, source, regions, speakers = check_arguments(args, session)
+    out, config = check_arguments(args, session)
+    speakers = _speaker_count(args)
     paths = _resolve_paths(args, speakers)
     session.check_dit_file(paths.dit)  # heads vs --ulysses_size, before any weight is read
+    source, regions = check_inputs(args, config, speakers)
     device, _ = _device_dtype(args)
     # 0. options, files and memory, before any weight is read
     height, width = target_size(config.size, *source.frame(0).shape[:2])

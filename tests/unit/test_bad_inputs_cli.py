@@ -71,8 +71,8 @@ SETTINGS = [
 
 
 @pytest.mark.parametrize(("extra", "needles"), [c[1:] for c in SETTINGS], ids=[c[0] for c in SETTINGS])
-def test_bad_settings(tmp_path, inputs, capsys, extra, needles):
-    argv = base(tmp_path / "no-weights-needed", inputs)
+def test_bad_settings(tmp_path, inputs, capsys, tiny_root, extra, needles):
+    argv = base(tiny_root, inputs)  # refused before any weight is read
     for flag_or_value in extra(inputs["dir"]):  # override flags given twice: the last one wins in argparse
         argv.append(flag_or_value)
     line = run_cli(capsys, argv)
@@ -127,8 +127,8 @@ REFERENCE = [
 
 
 @pytest.mark.parametrize(("make", "needles"), [c[1:] for c in REFERENCE], ids=[c[0] for c in REFERENCE])
-def test_bad_reference(tmp_path, inputs, capsys, make, needles):
-    argv = _replace(base(tmp_path / "no-weights-needed", inputs), "--input_path", make(inputs["dir"]))
+def test_bad_reference(tmp_path, inputs, capsys, tiny_root, make, needles):
+    argv = _replace(base(tiny_root, inputs), "--input_path", make(inputs["dir"]))
     line = run_cli(capsys, argv)
     for needle in needles:
         assert needle in line
