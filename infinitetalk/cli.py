@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument(
         "--text", help="say this with Kokoro TTS instead of --audio_path; '(s1) ... (s2) ...' for a dialogue"
     )
+    io.add_argument(
+        "--script",
+        help="a script of several segments (JSON or plain text, see README 'Scripts'): one video, one "
+        "identity, the prompt switched per segment; captions across the whole script with --subtitles",
+    )
     io.add_argument("--voice", default="af_heart", help="Kokoro voice of person 1 (default af_heart)")
     io.add_argument("--voice2", default="am_adam", help="Kokoro voice of person 2 (default am_adam)")
     io.add_argument("--lang", default=None, help="Kokoro language code (default: the voice's language)")
@@ -106,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     io.add_argument(
         "--resume", action="store_true", help="continue an interrupted run (same inputs and options)"
+    )
+    io.add_argument(
+        "--face_only",
+        action="store_true",
+        help="video-to-video: keep every source pixel outside a feathered region around the (tracked) face",
     )
     io.add_argument(
         "--segments_dir", help="where per-window segments and resume state go (default OUTPUT.parts/)"
@@ -366,6 +376,22 @@ def _tts_speech(args: argparse.Namespace, kokoro_dir: Path | None) -> tuple[list
 
 
 # ============================================================================ models
+def script_inputs(script, args: argparse.Namespace, kokoro_dir: Path | None):
+    """(speaker tracks, normalise?, captions, prompt schedule) of a script (segments rendered end to end)."""
+    from .script import render_script
+
+    tts = None
+    if script.needs_tts:
+        from .tts import KokoroTTS
+
+        tts = KokoroTTS(kokoro_dir)
+    rendered = render_script(
+        script, tts, lang=args.lang, seed=max(args.seed, 0), voices={1: args.voice, 2: args.voice2}
+    )
+    logger.info("script: %d segments, %.2f s", len(rendered.spans), rendered.duration)
+    return [(t, rendered.sample_rate) for t in rendered.tracks], False, rendered.cues, rendered.prompts
+
+
 def _device_dtype(args) -> tuple[torch.device, torch.dtype]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     names = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -435,7 +461,7 @@ def load_dit_model(paths: WeightPaths, options: ModelOptions, plan, device: torc
 
 
 # ============================================================================ main
-def _resolve_paths(args, speakers: int) -> WeightPaths:
+def _resolve_paths(args, speakers: int, need_kokoro: bool = False) -> WeightPaths:
     """Component paths: explicit flags (--ckpt_dir, --infinitetalk_dir, --wav2vec_dir) win over --weights."""
     given: dict[str, Path] = {}
     if args.ckpt_dir:
@@ -447,7 +473,7 @@ def _resolve_paths(args, speakers: int) -> WeightPaths:
         given["adapter"] = Path(args.infinitetalk_dir).expanduser()
     if args.wav2vec_dir:
         given["audio_encoder"] = Path(args.wav2vec_dir).expanduser()
-    tts = args.text is not None
+    tts = args.text is not None or need_kokoro
     needed = {"dit", "adapter", "text_encoder", "clip", "vae", "audio_encoder"} | (
         {"kokoro"} if tts else set()
     )
@@ -468,7 +494,9 @@ def _resolve_paths(args, speakers: int) -> WeightPaths:
     return paths
 
 
-def _speaker_count(args) -> int:
+def _speaker_count(args, script=None) -> int:
+    if script is not None:
+        return script.num_speakers
     if args.text is not None:
         return 2 if re.search(r"[\(\[]\s*[sS]\s*2\s*[\)\]]", args.text) else 1
     return 2 if args.audio_path2 else 1
@@ -572,18 +600,30 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     session = session or ParallelSession(device=_device_dtype(args)[0])
     args.device = str(session.device)  # under torchrun: this process's GPU
     out, config = check_arguments(args, session)
-    speakers = _speaker_count(args)
-    paths = _resolve_paths(args, speakers)
+    script = None
+    if args.script:
+        from .script import load_script
+
+        script = load_script(args.script)
+    speakers = _speaker_count(args, script)
+    paths = _resolve_paths(args, speakers, need_kokoro=script is not None and script.needs_tts)
     session.check_dit_file(paths.dit)  # heads vs --ulysses_size, before any weight is read
-    source, regions = check_inputs(args, config, speakers)
     device, _ = _device_dtype(args)
+    source, regions = check_inputs(args, config, speakers)
+    if args.face_only and source.num_frames < 2:
+        raise InputError("--face_only needs a source video as --input_path (one image has no source to keep)")
     # 0. options, files and memory, before any weight is read
     height, width = target_size(config.size, *source.frame(0).shape[:2])
     run_shape = RunShape.for_generation(config, height, width, speakers)
     options, plan = plan_models(paths, args, device, run_shape, session.world_size)
     dtype = plan.compute_dtype
     home = torch.device("cpu") if args.offload_model else device
-    tracks, normalize, cues = speech_inputs(args, paths.kokoro)
+    prompts = None
+    if script is not None:
+        tracks, normalize, cues, prompts = script_inputs(script, args, paths.kokoro)
+        config.prompt = args.prompt or prompts[0][1]
+    else:
+        tracks, normalize, cues = speech_inputs(args, paths.kokoro)
 
     # 1. audio features first, then free the audio encoder before the big models load
     with explain_out_of_memory("encoding the audio"):
@@ -636,6 +676,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
         "quantization": options.quantization,
         "dtype": str(dtype),
     }
+    frame_filter = _face_only(args, source, audio, config)
     # what is finished stays playable: OUTPUT_partial.mp4 follows the committed windows (rank 0)
     partial = PartialVideo(partial_path(out), store, audio=soundtrack) if store is not None else None
 
@@ -654,6 +695,8 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
                 on_progress=on_progress if session.is_main else None,
                 resume=args.resume,
                 fingerprint_extra=extra,
+                prompts=prompts,
+                frame_filter=frame_filter,
             )
         except BaseException:
             if partial is not None and partial.flush():
@@ -676,6 +719,26 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
         result.num_windows,
     )
     return final
+
+
+def _face_only(args, source, audio, config):
+    """The face-only compositor of ``--face_only`` (None without the flag)."""
+    if not args.face_only:
+        return None
+    from .buckets import target_size
+    from .dubbing import FaceOnlyCompositor
+    from .pipeline import plan_windows
+
+    _, total = plan_windows(
+        audio.num_frames,
+        config.frame_num,
+        config.motion_frame,
+        config.mode,
+        config.max_frame_num,
+        source.num_frames,
+        True,
+    )
+    return FaceOnlyCompositor(source, target_size(config.size, *source.frame(0).shape[:2]), total)
 
 
 class _ProgressBar:

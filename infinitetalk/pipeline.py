@@ -19,6 +19,7 @@ that it overwrites at once; we draw and discard). Nothing else consumes random n
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -298,6 +299,20 @@ def speaker_masks(
     return torch.stack([*people, background])
 
 
+def window_prompts(
+    prompts: Sequence[tuple[int, str]], plans: Sequence[WindowPlan], default: str
+) -> list[str]:
+    """The prompt of each window from a schedule of ``(first video frame, prompt)`` pairs: the one active at
+    the middle of the frames the window adds to the video (``default`` before the first entry)."""
+    schedule = sorted((int(start), str(prompt)) for start, prompt in prompts)
+    chosen = []
+    for plan in plans:
+        middle = plan.start + plan.keep_from + max(plan.keep - 1, 0) // 2
+        active = [prompt for start, prompt in schedule if start <= middle]
+        chosen.append(active[-1] if active else default)
+    return chosen
+
+
 def frames_to_uint8(video: torch.Tensor) -> np.ndarray:
     """(1, 3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3), truncating like the reference's writer."""
     x = ((video[0].float() + 1) / 2).permute(1, 2, 3, 0) * 255
@@ -321,6 +336,8 @@ class _Encoded:
     masks: torch.Tensor | None  # (3, lat_h, lat_w) for two speakers
     color_reference: torch.Tensor  # (1, 3, 1, H, W) first input frame in [-1, 1]
     size: tuple[int, int]  # (H, W)
+    window_contexts: list[torch.Tensor] | None = None  # per window (1, L_p, text_dim), with a prompt schedule
+    window_prompts: list[str] | None = None
 
 
 @dataclass
@@ -423,12 +440,23 @@ class InfiniteTalkPipeline:
         config: GenerationConfig,
         plans: list[WindowPlan],
         regions: SpeakerRegions | None = None,
+        prompts: Sequence[tuple[int, str]] | None = None,
     ) -> _Encoded:
-        """Text contexts (once), padded audio features, speaker masks, colour reference, output size."""
+        """Text contexts (once), padded audio features, speaker masks, colour reference, output size.
+
+        ``prompts``: optional schedule ``(first video frame, prompt)``; each window then uses the prompt
+        chosen by :func:`window_prompts` (every distinct prompt is encoded once).
+        """
         first = source.frame(0)
         h, w = target_size(config.size, *first.shape[:2])
         self._load("text_encoder")
         context, context_null = self.text_encoder.encode([config.prompt, config.effective_negative_prompt])
+        per_window, window_contexts = None, None
+        if prompts:
+            per_window = window_prompts(prompts, plans, config.prompt)
+            distinct = sorted(set(per_window))
+            encoded = dict(zip(distinct, self.text_encoder.encode(distinct), strict=True))
+            window_contexts = [encoded[p][None].to(self.device, self.dtype) for p in per_window]
         self._offload("text_encoder")
         last = plans[-1]
         features = pad_audio_features(audio.features[:, : audio.num_frames], last.start + config.frame_num)
@@ -449,6 +477,8 @@ class InfiniteTalkPipeline:
             masks=masks,
             color_reference=color_ref,
             size=(h, w),
+            window_contexts=window_contexts,
+            window_prompts=per_window,
         )
 
     # ------------------------------------------------------------------ stage 4: one window's inputs
@@ -619,9 +649,13 @@ class InfiniteTalkPipeline:
 
     # ------------------------------------------------------------------ stage 7: output
     @staticmethod
-    def sink_window(video: torch.Tensor, plan: WindowPlan, sink: FrameSink) -> None:
-        """Write the window's new frames (trimmed to the video length) as uint8 to the sink."""
-        sink.write(frames_to_uint8(video[:, :, plan.keep_from : plan.keep_from + plan.keep]))
+    def sink_window(video: torch.Tensor, plan: WindowPlan, sink: FrameSink, frame_filter=None) -> None:
+        """Write the window's new frames (trimmed to the video length) as uint8 to the sink, through
+        ``frame_filter(frames, first_frame_index)`` when given (e.g. face-only compositing)."""
+        frames = frames_to_uint8(video[:, :, plan.keep_from : plan.keep_from + plan.keep])
+        if frame_filter is not None:
+            frames = frame_filter(frames, plan.start + plan.keep_from)
+        sink.write(frames)
 
     # ------------------------------------------------------------------ the loop
     @torch.no_grad()
@@ -637,12 +671,17 @@ class InfiniteTalkPipeline:
         should_cancel: Callable[[], bool] | None = None,
         resume: bool = False,
         fingerprint_extra: dict[str, Any] | None = None,
+        prompts: Sequence[tuple[int, str]] | None = None,
+        frame_filter: Callable[[np.ndarray, int], np.ndarray] | None = None,
     ) -> GenerationResult:
         """Generate the whole video into ``sink``, window by window.
 
         ``resume`` (needs a resumable sink such as :class:`SegmentStore`): continue after the last
         committed window; the output is identical to an uninterrupted run. Raises ``Interrupted`` when
         ``should_cancel()`` returns True (checked before every step); committed windows stay valid.
+        ``prompts``: a schedule ``(first video frame, prompt)`` switching the prompt per window (scripts of
+        several segments); ``frame_filter(frames, first_index) -> frames`` post-processes the frames before
+        the sink (:class:`infinitetalk.dubbing.FaceOnlyCompositor`); neither changes the motion frames.
         """
         source = StillImage(source) if isinstance(source, np.ndarray) else source
         self.check_inputs(source, audio, config)
@@ -661,6 +700,10 @@ class InfiniteTalkPipeline:
             raise InputError(f"resume needs a resumable sink (SegmentStore), got {type(sink).__name__}")
         generator = torch.Generator(device=self.device).manual_seed(int(config.seed))
         motion_frames, first = None, 0
+        if prompts:
+            fingerprint_extra = {**(fingerprint_extra or {}), "prompts": [list(p) for p in prompts]}
+        if frame_filter is not None and hasattr(frame_filter, "fingerprint"):
+            fingerprint_extra = {**(fingerprint_extra or {}), **frame_filter.fingerprint()}
         if resumable:
             fingerprint = self.fingerprint(source, audio, config, speaker_regions, fingerprint_extra)
             state = sink.begin(fingerprint, resume)
@@ -669,7 +712,7 @@ class InfiniteTalkPipeline:
         result = GenerationResult(total, len(plans))
         self._cond_cache = {}
         try:
-            enc = self.encode(source, audio, config, plans, speaker_regions)
+            enc = self.encode(source, audio, config, plans, speaker_regions, prompts)
             for plan in plans[first:]:
                 motion_frames = self._run_window(
                     plan,
@@ -682,6 +725,7 @@ class InfiniteTalkPipeline:
                     len(plans),
                     on_progress,
                     should_cancel,
+                    frame_filter,
                 )
                 result.windows_run.append(plan.index)
                 result.reference_frames.append(plan.reference_frame)
@@ -704,6 +748,7 @@ class InfiniteTalkPipeline:
         num_windows,
         on_progress,
         should_cancel,
+        frame_filter=None,
     ) -> torch.Tensor:
         logger.info(
             "window %d/%d: frames %d..%d",
@@ -712,13 +757,18 @@ class InfiniteTalkPipeline:
             plan.start,
             plan.start + config.frame_num - 1,
         )
+        if enc.window_contexts is not None:
+            logger.info(
+                "window %d/%d prompt: %s", plan.index + 1, num_windows, enc.window_prompts[plan.index]
+            )
+            enc = dataclasses.replace(enc, context=enc.window_contexts[plan.index])
         if on_progress is not None:
             on_progress(ProgressEvent(plan.index, num_windows, 0, config.steps))
         win = self.prepare_window(plan, enc, source, config, motion_frames, generator)
         latent = self.denoise_window(win, enc, config, generator, num_windows, on_progress, should_cancel)
         del win
         video = self.decode(latent, enc, config)  # (1, 3, T, H, W)
-        self.sink_window(video, plan, sink)
+        self.sink_window(video, plan, sink, frame_filter)
         motion_frames = video[:, :, -config.motion_frame :].float().contiguous()  # (1, 3, m, H, W)
         if isinstance(sink, ResumableSink):
             sink.commit(plan.index, self._state(plan, motion_frames, generator))

@@ -9,7 +9,7 @@ from . import _common
 
 class InfiniteTalkExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        from . import audio, conditioning, doctor, loaders, sampler, tts, video
+        from . import audio, checks, conditioning, doctor, loaders, sampler, script, tts, video
 
         _common.register_folders()
         return [
@@ -20,4 +20,6 @@ class InfiniteTalkExtension(ComfyExtension):
             *conditioning.NODES,
             *sampler.NODES,
             *video.NODES,
+            *checks.NODES,
+            *script.NODES,
         ]

@@ -50,12 +50,19 @@ class ComfyModelManager:
 
 
 class FixedText:
-    """A text encoder stand-in that returns embeddings computed earlier by the Text Encode node."""
+    """A text encoder stand-in that returns embeddings computed earlier by the Text Encode node.
 
-    def __init__(self, positive: torch.Tensor, negative: torch.Tensor):
+    ``by_prompt`` (per-segment prompts of a script): prompt text -> embedding, for the pipeline's
+    per-window prompt schedule.
+    """
+
+    def __init__(self, positive: torch.Tensor, negative: torch.Tensor, by_prompt: dict | None = None):
         self.positive, self.negative = positive, negative
+        self.by_prompt = by_prompt or {}
 
     def encode(self, prompts: list[str]) -> list[torch.Tensor]:
+        if self.by_prompt and all(p in self.by_prompt for p in prompts):  # the schedule's prompts
+            return [self.by_prompt[p] for p in prompts]
         return [self.positive, self.negative][: len(prompts)]
 
 

@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..infinitetalk.runs import PartialVideo
 from . import _bridge, _models, _runs
@@ -49,7 +49,8 @@ def _inputs() -> list:
             "speaker_masks",
             optional=True,
             tooltip="Two speakers only: a batch of two masks (person 1, person 2) in source-image pixels. "
-            "Default: the left and right halves of the image.",
+            "Default: found from the two faces in the image (person 1 = left; see InfiniteTalk Find Speakers), "
+            "or the left and right halves when no face is found.",
         ),
         io.Combo.Input(
             "mode",
@@ -201,7 +202,15 @@ def _inputs() -> list:
                 "speaker_boxes",
                 default="",
                 tooltip="Two speakers only: 'x0,y0,x1,y1; x0,y0,x1,y1' boxes of person 1 and 2 in "
-                "source-image pixels (overrides speaker_masks). Empty = masks or left/right halves.",
+                "source-image pixels (overrides speaker_masks). Empty = masks, else found from the faces.",
+            )
+        ),
+        advanced(
+            io.Boolean.Input(
+                "face_only",
+                default=False,
+                tooltip="Video-to-video only: keep every source pixel outside a feathered region around the "
+                "face (tracked per frame, colour-matched), so body, background and cuts stay the source's.",
             )
         ),
         advanced(
@@ -285,6 +294,7 @@ class Sampler(io.ComfyNode):
         teacache=0.0,
         speaker_boxes="",
         resume=True,
+        face_only=False,
     ) -> io.NodeOutput:
         from ..infinitetalk.buckets import target_size
         from ..infinitetalk.media import VideoReader
@@ -294,7 +304,6 @@ class Sampler(io.ComfyNode):
             check_config,
             explain_out_of_memory,
             output_size,
-            speaker_regions,
             warn_if_upscaled,
         )
 
@@ -319,24 +328,34 @@ class Sampler(io.ComfyNode):
         check_config(config)
         h, w = _as_source(source).frame(0).shape[:2]
         warn_if_upscaled(h, w, *output_size(config.size, h, w))
-        regions = speaker_regions(audio_embeds.num_speakers, (h, w), boxes=speaker_boxes, masks=speaker_masks)
+        regions, preview_regions = _regions(
+            speaker_boxes, speaker_masks, audio_embeds.num_speakers, _as_source(source)
+        )
         dit = model.patcher.model
         height, width = target_size(config.size, *_as_source(source).frame(0).shape[:2])
         dit_run = _models.prepare_dit(model, config, height, width, audio_embeds.num_speakers)
         swap = dit_run.swap
         manager = _bridge.ComfyModelManager({"dit": model, "vae": vae, "clip": clip_vision}, dit_run)
+        schedule = getattr(text_embeds, "schedule", None)  # per-segment prompts (InfiniteTalk Script)
         pipe = InfiniteTalkPipeline(
             dit,
             vae.obj,
             clip_vision.obj,
-            _bridge.FixedText(text_embeds.positive, text_embeds.negative),
+            _bridge.FixedText(
+                text_embeds.positive, text_embeds.negative, getattr(text_embeds, "by_prompt", None)
+            ),
             device=model.load_device,
             dtype=model.options.get("dtype", torch.float32),
             model_manager=manager,
         )
         extra = _fingerprint_extra(model, vae, clip_vision, text_embeds)
+        if schedule:
+            config.prompt = schedule[0][1]
+        compositor = _face_only(face_only, source, config, audio_embeds.num_frames)
+        if compositor is not None:
+            extra = {**extra, **compositor.fingerprint()}
         fingerprint = pipe.fingerprint(_as_source(source), audio_embeds, config, regions, extra)
-        preview = _bridge.WindowPreview(
+        window_preview = _bridge.WindowPreview(
             cls.hidden.unique_id, _bridge.preview_nodes(cls.hidden.prompt, cls.hidden.unique_id)
         )
 
@@ -344,7 +363,7 @@ class Sampler(io.ComfyNode):
             # what is finished stays watchable: the partial mp4 in the output folder grows to each committed
             # window (a kill leaves it playable), then the window's preview is shown on the node
             partial.update()
-            preview(info)
+            window_preview(info)
 
         store = SegmentStore(
             _runs.store_dir(cls.hidden.unique_id, fingerprint),
@@ -383,6 +402,8 @@ class Sampler(io.ComfyNode):
                     should_cancel=_bridge.should_cancel,
                     resume=resume,
                     fingerprint_extra=extra,
+                    prompts=schedule,
+                    frame_filter=compositor,
                 )
         except BaseException:
             if partial.flush():
@@ -400,7 +421,35 @@ class Sampler(io.ComfyNode):
             if _output_connected(cls.hidden.prompt, cls.hidden.unique_id, 1)
             else _first(frames)
         )
-        return io.NodeOutput(frames, images)
+        return io.NodeOutput(
+            frames, images, ui=None if preview_regions is None else ui.PreviewImage(preview_regions, cls=cls)
+        )
+
+
+def _face_only(enabled: bool, source, config, num_frames: int):
+    """The face-only compositor for a video source (None when off); tracks the face before sampling."""
+    from ..infinitetalk.buckets import target_size
+    from ..infinitetalk.dubbing import FaceOnlyCompositor
+    from ..infinitetalk.pipeline import plan_windows
+
+    if not enabled:
+        return None
+    if isinstance(source, np.ndarray) or getattr(source, "num_frames", 1) < 2:
+        raise ValueError(
+            "face_only needs a source video ('video' input, or an IMAGE batch of frames): with one image "
+            "there is no source to keep; turn face_only off"
+        )
+    size = target_size(config.size, *source.frame(0).shape[:2])
+    _, total = plan_windows(
+        num_frames,
+        config.frame_num,
+        config.motion_frame,
+        config.mode,
+        config.max_frame_num,
+        source.num_frames,
+        True,
+    )
+    return FaceOnlyCompositor(source, size, total)
 
 
 def _source(image, video, reader_cls):
@@ -436,6 +485,31 @@ def _as_source(source):
     from ..infinitetalk.pipeline import StillImage
 
     return StillImage(source) if isinstance(source, np.ndarray) else source
+
+
+def _regions(boxes_text: str, masks, num_speakers: int, source):
+    """(speaker regions or None, preview IMAGE of automatic regions or None): boxes or masks checked against
+    the reference frame and the speaker count (library); two speakers without either: found from faces."""
+    from ..infinitetalk.validation import speaker_regions
+
+    regions = speaker_regions(num_speakers, source.frame(0).shape[:2], boxes=boxes_text, masks=masks)
+    if regions is None and num_speakers >= 2:
+        return _auto_regions(source)
+    return regions, None
+
+
+def _auto_regions(source):
+    """Regions from the faces of the first frame (library), previewed on it; None: left/right halves."""
+    from ..infinitetalk.portrait import auto_speaker_regions, draw_regions
+
+    if source is None:
+        return None, None
+    first = source.frame(0)
+    regions = auto_speaker_regions(first)
+    if regions is None:
+        return None, None
+    preview = torch.from_numpy(draw_regions(first, regions)).float()[None] / 255.0
+    return regions, preview
 
 
 def _fingerprint_extra(model, vae, clip_vision, text_embeds) -> dict:

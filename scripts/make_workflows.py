@@ -146,8 +146,8 @@ WORKFLOWS = {
     "infinitetalk_two_person_dialogue": {
         "note": "Two-person dialogue: Kokoro speaks '(s1) ... (s2) ...' with two voices; the multi-speaker "
         "adapter animates the left person with speaker 1 and the right person with speaker 2 (para "
-        "mode). Captions go in a subtitle track. Use speaker_boxes or speaker_masks on the sampler "
-        "when the people are not on the left and right halves.",
+        "mode). Captions go in a subtitle track. The sampler finds the two faces itself (person 1 = left, "
+        "shown on the node); give speaker_boxes or speaker_masks when a face is not found.",
         "nodes": {
             **loaders(MULTI),
             "audio_encoder": audio_encoder(),
@@ -176,6 +176,57 @@ WORKFLOWS = {
             ("image", "IMAGE", "sampler", "image"),
             ("sampler", "frames", "combine", "frames"),
             ("tts", "mix", "combine", "audio"),
+            ("tts", "srt", "combine", "srt"),
+        ],
+    },
+    "infinitetalk_talking_head_production": {
+        "note": "Talking-head production: Portrait Check measures the photo (face size, framing, pose, "
+        "sharpness, exposure: one warning per problem, with the fix); Dialogue TTS speaks the dialogue "
+        "(Dia tags such as (laughs) and (sighs) are dropped or become pauses); Audio Check measures the speech; "
+        "Find Speakers turns the two faces into the two person regions (person 1 = left), previewed on the "
+        "node; the multi adapter animates each person with its voice; captions are burnt in.",
+        "nodes": {
+            **loaders(MULTI),
+            "audio_encoder": audio_encoder(),
+            "kokoro": ("InfiniteTalkKokoroLoader", (0, 780), {"name": "kokoro-v1_0.pth"}),
+            "tts": (
+                "InfiniteTalkDialogueTTS",
+                (0, 900),
+                {
+                    "text": "[S1] Did you see the new video? (laughs) [S2] I did. (sighs) "
+                    "It was made from a single photo!"
+                },
+            ),
+            "image": ("LoadImage", (420, 420), {"image": "infinitetalk_two_people.png"}),
+            "portrait": ("InfiniteTalkPortraitCheck", (420, 800), {"expected_faces": 2}),
+            "speakers": ("InfiniteTalkFindSpeakers", (1250, 700), {}),
+            "audio_check": ("InfiniteTalkAudioCheck", (1250, 1050), {}),
+            "embed": ("InfiniteTalkAudioEmbed", (420, 250), {"normalize_loudness": False, "mode": "para"}),
+            "encode": (
+                "InfiniteTalkTextEncode",
+                (420, 0),
+                {"prompt": "Two people are having a friendly conversation, natural gestures, sharp faces."},
+            ),
+            "sampler": sampler(),
+            "combine": (
+                "InfiniteTalkVideoCombine",
+                (1250, 0),
+                {"captions": "burn-in", "filename_prefix": "InfiniteTalk/production"},
+            ),
+        },
+        "links": COMMON_LINKS
+        + [
+            ("audio_encoder", "audio_encoder", "embed", "audio_encoder"),
+            ("kokoro", "kokoro", "tts", "kokoro"),
+            ("image", "IMAGE", "portrait", "image"),
+            ("portrait", "image", "speakers", "image"),
+            ("portrait", "image", "sampler", "image"),
+            ("speakers", "speaker_masks", "sampler", "speaker_masks"),
+            ("tts", "speaker_1", "embed", "audio_1"),
+            ("tts", "speaker_2", "embed", "audio_2"),
+            ("tts", "mix", "audio_check", "audio"),
+            ("audio_check", "audio", "combine", "audio"),
+            ("sampler", "frames", "combine", "frames"),
             ("tts", "srt", "combine", "srt"),
         ],
     },

@@ -18,6 +18,10 @@ NODE_IDS = frozenset(
         "InfiniteTalkTextEncode",
         "InfiniteTalkSampler",
         "InfiniteTalkVideoCombine",
+        "InfiniteTalkPortraitCheck",
+        "InfiniteTalkFindSpeakers",
+        "InfiniteTalkAudioCheck",
+        "InfiniteTalkScript",
     }
 )
 

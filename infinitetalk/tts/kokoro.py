@@ -26,7 +26,7 @@ import torch
 from ..errors import CheckpointError, InputError, snippet
 from ..media.captions import Cue, srt_format
 from .captions import SpeakerCue, phrase_cues, shift, word_cues
-from .dialogue import Turn, parse_dialogue
+from .dialogue import Turn, parse_dialogue, split_nonverbal
 from .languages import LANGUAGES, front_end, resolve_lang
 
 logger = logging.getLogger(__name__)
@@ -212,9 +212,32 @@ class KokoroTTS:
         """
         if not isinstance(text, str) or not text.strip():
             raise InputError("TTS text is empty: write what to say")
+        notes: list[str] = []
+        pieces, _ = split_nonverbal(text, notes)  # Dia-style (sighs), (laughs): pauses or dropped
+        for note in notes:
+            logger.info("TTS markup: %s", note)
+        if not pieces:
+            raise InputError(f"TTS text '{text.strip()[:60]}' holds only non-verbal tags: write words to say")
         with self._seeded(seed):
-            audio, words = self._synthesise(text, voice, speed, lang)
+            if len(pieces) == 1 and not pieces[0][1]:
+                audio, words = self._synthesise(text, voice, speed, lang)
+            else:
+                audio, words = self._say_pieces(pieces, voice, speed, lang)
         return Speech(audio=audio, sample_rate=SAMPLE_RATE, cues=phrase_cues(words), words=words)
+
+    def _say_pieces(self, pieces, voice, speed, lang) -> tuple[np.ndarray, list[Cue]]:
+        """Pieces of text with silences before them, end to end, word cues shifted to their place."""
+        audio: list[np.ndarray] = []
+        words: list[Cue] = []
+        offset = 0
+        for text, pause in pieces:
+            silence = np.zeros(round(pause * SAMPLE_RATE), np.float32)
+            wave, piece_words = self._synthesise(text, voice, speed, lang)
+            offset += len(silence)
+            words += shift(piece_words, offset / SAMPLE_RATE)
+            audio += [silence, wave]
+            offset += len(wave)
+        return np.concatenate(audio), words
 
     def speak_dialogue(
         self,
@@ -333,13 +356,15 @@ def _assemble(
     turns: list[Turn], said: list[tuple[np.ndarray, list[Cue]]], speakers: list[int], gap: int
 ) -> Dialogue:
     """Lay the turns end to end (``gap`` silent samples between them) on per-speaker tracks."""
-    total = sum(len(a) for a, _ in said) + gap * (len(said) - 1)
+    pauses = [round(t.pause_before * SAMPLE_RATE) for t in turns]  # from non-verbal tags
+    total = sum(len(a) for a, _ in said) + gap * (len(said) - 1) + sum(pauses)
     tracks = {s: np.zeros(total, dtype=np.float32) for s in speakers}
     cues: list[SpeakerCue] = []
     words: list[SpeakerCue] = []
     spans: list[SpeakerCue] = []
     pos = 0
-    for turn, (audio, turn_words) in zip(turns, said, strict=True):
+    for turn, (audio, turn_words), pause in zip(turns, said, pauses, strict=True):
+        pos += pause
         tracks[turn.speaker][pos : pos + len(audio)] = audio
         t0 = pos / SAMPLE_RATE
         words += shift(turn_words, t0, turn.speaker)

@@ -39,6 +39,7 @@ SOUNDTRACK = {
     "infinitetalk_video_dubbing_api": (44100, 2),
     "infinitetalk_tts_to_video_api": (24000, 1),
     "infinitetalk_two_person_dialogue_api": (24000, 1),
+    "infinitetalk_talking_head_production_api": (24000, 1),  # Kokoro mix through Audio Check
 }
 
 

@@ -356,3 +356,31 @@ def test_same_seed_same_samples(tts):
     c = tts.speak("Hello there.", "af_heart", seed=4).audio
     assert np.array_equal(a, b)
     assert a.shape == c.shape and not np.array_equal(a, c)
+
+
+def test_dia_nonverbal_tags_become_pauses_or_are_dropped_never_spoken(tts, caplog):
+    from infinitetalk.tts.dialogue import NONVERBAL_PAUSE_S, parse_markup
+
+    turns, notes = parse_markup(
+        "[S1] Hello there. (laughs) How are you? (sighs) [S2] Fine, (see above) thanks."
+    )
+    assert [(t.speaker, t.text, t.pause_before) for t in turns] == [
+        (1, "Hello there. How are you?", 0.0),
+        (2, "Fine, (see above) thanks.", NONVERBAL_PAUSE_S),  # unknown parentheses are read as written
+    ]
+    assert notes == ["(laughs) dropped: Kokoro cannot voice it", f"(sighs) -> {NONVERBAL_PAUSE_S:g} s pause"]
+    with caplog.at_level("INFO"):
+        dlg = tts.speak_dialogue(
+            "[S1] Hello. (laughs) [S2] (Clears throat) Fine.", {1: "af_heart", 2: "am_adam"}, pause_s=0.1
+        )
+    assert "(clears throat) -> 0.4 s pause" in caplog.text and "(laughs) dropped" in caplog.text
+    assert [c.text for c in dlg.turns] == ["Hello.", "Fine."]
+    assert not any(w in c.text.lower() for c in dlg.words for w in ("laugh", "clears", "throat"))
+    gap = round(dlg.turns[1].start * SAMPLE_RATE) - round(dlg.turns[0].end * SAMPLE_RATE)
+    assert gap == round(0.1 * SAMPLE_RATE) + round(NONVERBAL_PAUSE_S * SAMPLE_RATE)
+    said = tts.speak("(sighs) Hello.", "af_heart")
+    lead = round(NONVERBAL_PAUSE_S * SAMPLE_RATE)
+    assert not said.audio[:lead].any() and said.audio[lead:].any()
+    assert said.words[0].start >= NONVERBAL_PAUSE_S and "sigh" not in said.srt()
+    with pytest.raises(InputError, match="only non-verbal tags"):
+        tts.speak("(laughs)", "af_heart")
