@@ -695,6 +695,9 @@ class InfiniteTalkPipeline:
             source.num_frames,
             is_video,
         )
+        expect_windows = getattr(sink, "expect_windows", None)  # sinks that report progress per window
+        if expect_windows is not None:
+            expect_windows(len(plans))
         resumable = isinstance(sink, ResumableSink)
         if resume and not resumable:
             raise InputError(f"resume needs a resumable sink (SegmentStore), got {type(sink).__name__}")

@@ -154,7 +154,7 @@ def check_boxes_in_frame(
 
 
 def masks_to_boxes(
-    masks: np.ndarray | torch.Tensor, frame_hw: tuple[int, int], *, name: str = "speaker_masks"
+    masks: np.ndarray | torch.Tensor, frame_hw: tuple[int, int] | None, *, name: str = "speaker_masks"
 ) -> list[Box]:
     """Two person masks ``(2, H, W)`` (values > 0.5 are the person) -> their bounding boxes, checked against
     the reference frame size ``(H, W)``."""
@@ -164,7 +164,7 @@ def masks_to_boxes(
             f"{name}: expected a batch of 2 masks (person 1, person 2), got shape {tuple(m.shape)}: "
             "join two masks into one batch"
         )
-    if tuple(m.shape[1:]) != tuple(frame_hw):
+    if frame_hw is not None and tuple(m.shape[1:]) != tuple(frame_hw):
         raise InputError(
             f"{name} are {m.shape[2]}x{m.shape[1]} but the reference is {frame_hw[1]}x{frame_hw[0]}: "
             "draw the masks on the same image (or resize them to it)"

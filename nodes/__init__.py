@@ -9,9 +9,10 @@ from . import _common
 
 class InfiniteTalkExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        from . import audio, checks, conditioning, doctor, loaders, sampler, script, tts, video
+        from . import _migrate, audio, checks, conditioning, doctor, loaders, sampler, script, tts, video
 
         _common.register_folders()
+        _migrate.register()  # saved prompts of older node schemas are rewritten before validation
         return [
             *loaders.NODES,
             *doctor.NODES,

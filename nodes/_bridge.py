@@ -4,7 +4,10 @@
   (ComfyUI offloads other models when memory is short); offloading is left to ComfyUI.
 - :class:`Progress`: ``comfy.utils.ProgressBar`` over windows x steps, with latent previews when the
   server has previews enabled; the cancel callback raises ComfyUI's interrupt exception (within one step).
-- sources: IMAGE batches and core VIDEO inputs as the pipeline's reference sources.
+- :func:`reference_source`: IMAGE batches and core VIDEO inputs as the pipeline's reference sources.
+  A VIDEO edited in the editor (trimmed, cropped) is read as edited: with ComfyUI's edit-aware VIDEO API
+  (``has_pending_frame_edits()``, ``get_active_trim_window()``, ``save_to()``) when the running ComfyUI has
+  it; ComfyUI 0.3.75's VIDEO has no edits and its stream source is read as is.
 - :class:`WindowPreview`: every finished window, as a playable clip with its sound, shown while the run
   goes on (ComfyUI's ``executed`` UI message, the one a finished output node sends) on the Video Combine
   node the frames go to (the sampler's own preview is busy with latent previews), with a progress text
@@ -13,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -73,11 +77,13 @@ def should_cancel() -> bool:
 
 
 class Progress:
-    """Progress bar over windows x steps, with a latent preview of the window's middle frame."""
+    """Progress bar over windows x steps, with a latent preview of the window's middle frame.
 
-    def __init__(self, num_windows: int, steps: int, node_id: str | None = None):
-        self.steps = steps
-        self.bar = comfy.utils.ProgressBar(max(1, num_windows * steps), node_id=node_id)
+    The number of windows comes with the pipeline's events, so the node plans nothing itself.
+    """
+
+    def __init__(self, steps: int, node_id: str | None = None):
+        self.bar = comfy.utils.ProgressBar(max(1, steps), node_id=node_id)
         self.previewer = _previewer()
 
     def __call__(self, event) -> None:
@@ -127,15 +133,100 @@ def image_to_uint8(image: torch.Tensor) -> np.ndarray:
     return to_rgb8(image.detach().float().cpu().numpy(), name="image")
 
 
-def video_path(video) -> Path:
-    """A core VIDEO as a file path (in-memory videos are written to a temporary file first)."""
+@contextlib.contextmanager
+def reference_source(image, video, fps: int):
+    """The Sampler's reference source: a still ``(H, W, 3)`` array, an IMAGE batch, or a VIDEO reader.
+
+    Temporary files made for a VIDEO (an in-memory stream, or an edit ComfyUI renders) are removed on exit.
+    """
+    from ..infinitetalk.errors import InputError
+    from ..infinitetalk.validation import check_image_size, check_video_frames
+
+    if video is not None and image is not None:
+        raise InputError(
+            "InfiniteTalk Sampler got both 'image' and 'video': connect only one (image: image-to-video, "
+            "video: dubbing)"
+        )
+    if video is None:
+        if image is None:
+            raise ValueError(
+                "InfiniteTalk Sampler needs a conditioning 'image' (image-to-video) or a source 'video' "
+                "(dubbing): connect one"
+            )
+        if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[0] < 1:
+            raise InputError(
+                f"image has shape {tuple(getattr(image, 'shape', ()))}: expected an IMAGE batch (frames, height, "
+                "width, 3)"
+            )
+        check_image_size(image.shape[1], image.shape[2], name="image")
+        first = image_to_uint8(
+            image[0]
+        )  # (H, W, 3); greyscale / RGBA converted, other channel counts refused
+        yield first if image.shape[0] == 1 else ImageBatchSource(image)
+        return
+    from ..infinitetalk.media import VideoReader
+
+    with contextlib.ExitStack() as cleanup:
+        path, start, duration = edited_video_file(video, cleanup)
+        reader = VideoReader(path, fps=fps, start=start, duration=duration)
+        cleanup.callback(reader.close)
+        check_video_frames(reader.num_frames, path)
+        check_image_size(reader.height, reader.width, name="video")
+        yield reader
+
+
+def edited_video_file(video, cleanup: contextlib.ExitStack) -> tuple[Path, float, float]:
+    """(file, trim start s, trim duration s) holding ``video`` exactly as edited in the editor.
+
+    - no pending edits (or a ComfyUI without the edit-aware VIDEO API): the stream source, untrimmed;
+    - a trim only: the stream source plus the active trim window, read by seeking (no re-encode);
+    - a crop (with or without trim): ComfyUI renders the edit with ``save_to`` into a temporary file.
+    """
+    pending = getattr(video, "has_pending_frame_edits", None)
+    if pending is None or not pending():
+        return stream_file(video, cleanup), 0.0, 0.0
+    start, duration = video.get_active_trim_window()
+    source = stream_file(video, cleanup)
+    if not _cropped(video, source):
+        log.info("source video trimmed in the editor: %.2f s from %.2f s", duration, start)
+        return source, float(start), float(duration)
+    path = _temp_path(cleanup)
+    log.info("source video cropped in the editor: rendering the edit to %s", path)
+    video.save_to(str(path))
+    return path, 0.0, 0.0
+
+
+def stream_file(video, cleanup: contextlib.ExitStack) -> Path:
+    """The unedited stream of a VIDEO as a file (in-memory streams are written to a temporary file)."""
     source = video.get_stream_source()
     if isinstance(source, (str, os.PathLike)):
         return Path(source)
-    handle = tempfile.NamedTemporaryFile(suffix=".mp4", delete=False)
-    with handle:
-        handle.write(source.read())
-    return Path(handle.name)
+    path = _temp_path(cleanup)
+    with open(path, "wb") as fh:
+        fh.write(source.read())
+    return path
+
+
+def _cropped(video, source: Path) -> bool:
+    """True when the edited size differs from the stream's, i.e. the editor cropped it."""
+    import av
+
+    with av.open(str(source)) as container:
+        stream = container.streams.video[0]
+        raw = (stream.codec_context.width, stream.codec_context.height)
+    return tuple(video.get_dimensions()) != raw
+
+
+def _temp_path(cleanup: contextlib.ExitStack) -> Path:
+    import folder_paths
+
+    folder = Path(folder_paths.get_temp_directory()) / "infinitetalk"
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(suffix=".mp4", dir=folder, delete=False)
+    handle.close()
+    path = Path(handle.name)
+    cleanup.callback(path.unlink, missing_ok=True)
+    return path
 
 
 @dataclass

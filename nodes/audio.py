@@ -10,6 +10,7 @@ import torch
 from comfy_api.latest import io
 
 from . import _common as c
+from . import _core, _models
 from ._widgets import advanced
 
 
@@ -124,8 +125,11 @@ class AudioEmbed(io.ComfyNode):
             "loudness normalisation to -23 LUFS, one feature row per 25 fps video frame. With a second "
             "audio the video shows two speakers (use the multi adapter).",
             inputs=[
-                io.Custom("INFINITETALK_AUDIO_ENCODER").Input(
-                    "audio_encoder", tooltip="From InfiniteTalk Audio Encoder Loader."
+                io.MultiType.Input(
+                    "audio_encoder",
+                    types=[io.Custom("INFINITETALK_AUDIO_ENCODER"), io.Custom(_core.AUDIO_ENCODER)],
+                    tooltip="From InfiniteTalk Audio Encoder Loader, or ComfyUI's Load Audio Encoder (its "
+                    "wav2vec2 weights are run the reference's way: 25 Hz, same features).",
                 ),
                 io.Audio.Input(
                     "audio_1", tooltip="Speech of speaker 1 (the only speaker for single-person video)."
@@ -172,6 +176,8 @@ class AudioEmbed(io.ComfyNode):
         named = [("audio_1", audio_1)] + ([("audio_2", audio_2)] if audio_2 is not None else [])
         speakers = [audio_to_numpy(a, name) for name, a in named]
         check_not_silent([w for w, _ in speakers], [name for name, _ in named])
+        if not isinstance(audio_encoder, _models.Managed):  # core's AUDIO_ENCODER
+            audio_encoder = _core.audio_encoder(audio_encoder)
         pipe = InfiniteTalkPipeline(
             None,
             None,

@@ -14,7 +14,7 @@ from comfy_api.latest import io
 
 from ..infinitetalk.weights import Component
 from . import _common as c
-from . import _models
+from . import _core, _models
 from ._widgets import advanced
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,13 @@ class ModelLoader(io.ComfyNode):
                         "window compiles (needs a working C++/Triton toolchain).",
                     )
                 ),
+                io.Custom(_core.MODEL_PATCH).Input(
+                    "model_patch",
+                    optional=True,
+                    tooltip="Optional: the InfiniteTalk adapter from ComfyUI's Load Model Patch (core's "
+                    "InfiniteTalk template). When connected it is used instead of the 'adapter' file, without "
+                    "reading the file again.",
+                ),
             ],
             outputs=[
                 io.Custom("INFINITETALK_MODEL").Output(
@@ -141,12 +148,17 @@ class ModelLoader(io.ComfyNode):
         block_swap=BLOCK_SWAP_AUTO,
         attention="auto",
         compile=False,
+        model_patch=None,
     ) -> io.NodeOutput:
         from ..infinitetalk.build import ModelOptions, build_dit, plan_dit
 
-        files = SimpleNamespace(
-            dit=c.resolve_component(Component.DIT, dit), adapter=_resolve_adapter(adapter)
-        )
+        if model_patch is not None:  # core's Load Model Patch: the adapter tensors are already in memory
+            adapter_path = _core.adapter_reader(model_patch)
+            adapter_name = _core.adapter_fingerprint(adapter_path)
+        else:
+            adapter_path = _resolve_adapter(adapter)
+            adapter_name = str(adapter_path)
+        files = SimpleNamespace(dit=c.resolve_component(Component.DIT, dit), adapter=adapter_path)
         load_device, offload = _models.devices("diffusion")
         dtype = _models.pick_dtype("diffusion", precision, load_device)
         options = ModelOptions(
@@ -168,7 +180,7 @@ class ModelLoader(io.ComfyNode):
             # comfy.ops layers stream their weights under --lowvram; quanto's layers do not (they are loaded
             # whole, or placed by block swap)
             partial_ok=not quantization.startswith("quanto"),
-            adapter=str(files.adapter),
+            adapter=adapter_name,
             quantization=quantization,
             attention=plan.attention,
             block_swap=options.block_swap,

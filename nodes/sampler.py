@@ -1,26 +1,202 @@
-"""The streaming sampler: InfiniteTalk generation of any length, window by window, streamed to disk."""
+"""The streaming sampler: InfiniteTalk generation of any length, window by window, streamed to disk.
+
+Two nodes: **InfiniteTalk Sampler** keeps the inputs every run needs; the expert knobs (scheduler, shift,
+window sizes, colour correction, APG, TeaCache, speaker boxes, resume) live on the optional
+**InfiniteTalk Sampler Options** node, the pattern of ComfyUI's own split samplers and of the large video
+packs (face-only dubbing is one of those knobs). Without it the reference's defaults apply. Workflows saved with the older 26-input Sampler are
+migrated when they load (:mod:`nodes._migrate`).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from comfy_api.latest import io, ui
 
 from ..infinitetalk.runs import PartialVideo
-from . import _bridge, _models, _runs
+from . import _bridge, _core, _models, _runs
 from . import _common as c
-from ._widgets import advanced
+from ._widgets import choice, dynamic_combo
 
 log = logging.getLogger(__name__)
 
 SIZES = ["infinitetalk-480", "infinitetalk-720", "custom"]
 SAMPLERS = ["euler", "unipc", "dpm++"]
+OPTIONS_TYPE = "INFINITETALK_SAMPLER_OPTIONS"
 
 
+@dataclass(frozen=True)
+class SamplerOptions:
+    """The expert knobs of the Sampler; the defaults are the reference's."""
+
+    shift: float = 0.0  # 0: automatic (7 at 480p, 11 at 720p)
+    scheduler: str = "euler"
+    frame_num: int = 81
+    motion_frame: int = 9
+    max_frames: int = 0  # 0: the whole audio
+    color_correction: float = 1.0
+    apg: bool = False
+    teacache: float = 0.0  # 0: off
+    speaker_boxes: str = ""
+    face_only: bool = False  # video-to-video: keep the source outside the face
+    resume: bool = True
+
+
+DEFAULTS = SamplerOptions()
+
+
+# ------------------------------------------------------------------------------------------- options node
+def _option_inputs() -> list:
+    d = DEFAULTS
+    return [
+        io.Combo.Input(
+            "scheduler",
+            options=SAMPLERS,
+            default=d.scheduler,
+            tooltip="Sampler: euler as the reference; unipc / dpm++ from diffusers.",
+        ),
+        io.Float.Input(
+            "shift",
+            default=d.shift,
+            min=0.0,
+            max=30.0,
+            step=0.1,
+            tooltip="Flow-matching timestep shift; 0 = automatic (7 at 480p, 11 at 720p; small values with "
+            "distill LoRAs).",
+        ),
+        io.Int.Input(
+            "frame_num",
+            default=d.frame_num,
+            min=5,
+            max=201,
+            step=4,
+            tooltip="Frames per window (4n+1). 81 as trained; fewer is faster but less coherent.",
+        ),
+        io.Int.Input(
+            "motion_frame",
+            default=d.motion_frame,
+            min=1,
+            max=197,
+            step=4,
+            tooltip="Frames carried from one window into the next (4n+1, below frame_num).",
+        ),
+        io.Int.Input(
+            "max_frames",
+            default=d.max_frames,
+            min=0,
+            max=1_000_000,
+            step=1,
+            tooltip="Stop after this many frames (25 per second); 0 = the whole audio.",
+        ),
+        io.Float.Input(
+            "color_correction",
+            default=d.color_correction,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            tooltip="Strength of the colour transfer to the input image on every window: keeps long videos "
+            "from drifting in colour (1 = full, 0 = off).",
+        ),
+        io.Boolean.Input(
+            "apg",
+            default=d.apg,
+            tooltip="Adaptive projected guidance (momentum -0.75, norm threshold 55): fewer over-saturation "
+            "artefacts at high scales.",
+        ),
+        io.Float.Input(
+            "teacache",
+            default=d.teacache,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            tooltip="TeaCache threshold: skip model calls whose input barely changed (0 = off, 0.2 about 2x "
+            "faster with small quality loss).",
+        ),
+        io.String.Input(
+            "speaker_boxes",
+            default=d.speaker_boxes,
+            tooltip="Two speakers only: 'x0,y0,x1,y1; x0,y0,x1,y1' boxes of person 1 and 2 in source-image "
+            "pixels (overrides the sampler's speaker_masks). Empty = masks, else found from the faces.",
+        ),
+        io.Boolean.Input(
+            "face_only",
+            default=d.face_only,
+            tooltip="Video-to-video only: keep every source pixel outside a feathered region around the face "
+            "(tracked per frame, colour-matched), so body, background and cuts stay the source's.",
+        ),
+        io.Boolean.Input(
+            "resume",
+            default=d.resume,
+            tooltip="After a cancelled run, queue again with the same inputs to continue from the last "
+            "finished window instead of starting over.",
+        ),
+    ]
+
+
+def check_options(frame_num=81, motion_frame=9, speaker_boxes="") -> str | None:
+    """The message for inconsistent options (None when they are fine); ComfyUI checks the bounds itself.
+    The messages are the library's (:mod:`infinitetalk.validation`), the command line's too."""
+    from ..infinitetalk.errors import InputError
+    from ..infinitetalk.validation import check_window, parse_boxes
+
+    try:
+        if isinstance(frame_num, int) and isinstance(motion_frame, int):
+            check_window(frame_num, motion_frame)
+        if isinstance(speaker_boxes, str) and speaker_boxes.strip():
+            parse_boxes(speaker_boxes)
+    except InputError as err:
+        return str(err)
+    return None
+
+
+class SamplerOptionsNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="InfiniteTalkSamplerOptions",
+            display_name="InfiniteTalk Sampler Options",
+            category=c.CATEGORY_SAMPLING,
+            description="Expert settings for InfiniteTalk Sampler (connect to its 'options' input): scheduler, "
+            "shift, window and motion frames, length cap, colour correction, APG, TeaCache, speaker boxes, "
+            "face-only dubbing, resume. Without this node the sampler uses the reference's defaults.",
+            inputs=_option_inputs(),
+            outputs=[
+                io.Custom(OPTIONS_TYPE).Output(
+                    display_name="options", tooltip="Connect to the 'options' input of InfiniteTalk Sampler."
+                )
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, frame_num=81, motion_frame=9, speaker_boxes=""):
+        # No **kwargs: ComfyUI then still checks the bounds of every other input itself.
+        return check_options(frame_num, motion_frame, speaker_boxes) or True
+
+    @classmethod
+    def execute(cls, **values) -> io.NodeOutput:
+        return io.NodeOutput(SamplerOptions(**values))
+
+
+# ------------------------------------------------------------------------------------------- sampler node
 def _inputs() -> list:
+    width = io.Int.Input(
+        "width", default=832, min=64, max=2048, step=16, tooltip="Output width in pixels (multiple of 16)."
+    )
+    height = io.Int.Input(
+        "height", default=480, min=64, max=2048, step=16, tooltip="Output height in pixels (multiple of 16)."
+    )
+    size = io.Combo.Input(
+        "size",
+        options=SIZES,
+        default="infinitetalk-480",
+        tooltip="Output size: infinitetalk-480 picks the closest aspect bucket of about 640x640 pixels "
+        "(832x480 for 16:9), infinitetalk-720 of about 960x960; the image is resized to cover and "
+        "centre-cropped. custom: width x height.",
+    )
     return [
         io.Custom("INFINITETALK_MODEL").Input(
             "model", tooltip="From InfiniteTalk Model Loader (optionally through InfiniteTalk LoRA)."
@@ -30,20 +206,26 @@ def _inputs() -> list:
             "clip_vision", tooltip="From InfiniteTalk CLIP Vision Loader."
         ),
         io.Custom("INFINITETALK_TEXT_EMBEDS").Input("text_embeds", tooltip="From InfiniteTalk Text Encode."),
-        io.Custom("INFINITETALK_AUDIO_EMBEDS").Input(
-            "audio_embeds", tooltip="From InfiniteTalk Audio Embed: its length sets the video length."
+        io.MultiType.Input(
+            "audio_embeds",
+            types=[io.Custom("INFINITETALK_AUDIO_EMBEDS"), io.Custom(_core.AUDIO_ENCODER_OUTPUT)],
+            tooltip="From InfiniteTalk Audio Embed (its length sets the video length). Also accepts ComfyUI's "
+            "Audio Encoder Encode output (one speaker): its features were computed at 50 Hz and are "
+            "interpolated to 25 fps as ComfyUI's own InfiniteTalk node does, which is not the reference's "
+            "computation; for the reference's features connect Load Audio Encoder to InfiniteTalk Audio Embed.",
         ),
         io.Image.Input(
             "image",
             optional=True,
-            tooltip="Image-to-video: the portrait to animate. A batch of several images is used as a "
-            "25 fps source video instead (video-to-video). Give this or 'video'.",
+            tooltip="Image-to-video: the portrait to animate. A batch of several images is used as a 25 fps "
+            "source video instead (video-to-video). Give this or 'video'.",
         ),
         io.Video.Input(
             "video",
             optional=True,
             tooltip="Video-to-video dubbing: the source video (e.g. from Load Video). Every window takes its "
-            "reference frame from it, so the camera and body motion follow the source.",
+            "reference frame from it, so the camera and body motion follow the source. A trim or crop made "
+            "in the editor is applied.",
         ),
         io.Mask.Input(
             "speaker_masks",
@@ -52,39 +234,18 @@ def _inputs() -> list:
             "Default: found from the two faces in the image (person 1 = left; see InfiniteTalk Find Speakers), "
             "or the left and right halves when no face is found.",
         ),
+        io.Custom(OPTIONS_TYPE).Input(
+            "options",
+            optional=True,
+            tooltip="Expert settings from InfiniteTalk Sampler Options (scheduler, shift, window sizes, "
+            "colour correction, APG, TeaCache, speaker boxes, face-only dubbing, resume). Not connected: the "
+            "reference's defaults.",
+        ),
         io.Combo.Input(
             "mode",
             options=["streaming", "clip"],
             default="streaming",
             tooltip="streaming: the whole audio, in overlapping windows (any length). clip: one window only.",
-        ),
-        io.Combo.Input(
-            "size",
-            options=SIZES,
-            default="infinitetalk-480",
-            tooltip="Output size: infinitetalk-480 picks the closest aspect bucket of about 640x640 pixels "
-            "(832x480 for 16:9), infinitetalk-720 of about 960x960; the image is resized to cover and "
-            "centre-cropped. custom uses width and height below.",
-        ),
-        advanced(
-            io.Int.Input(
-                "width",
-                default=832,
-                min=64,
-                max=2048,
-                step=16,
-                tooltip="Output width when size is 'custom' (multiple of 16).",
-            )
-        ),
-        advanced(
-            io.Int.Input(
-                "height",
-                default=480,
-                min=64,
-                max=2048,
-                step=16,
-                tooltip="Output height when size is 'custom' (multiple of 16).",
-            )
         ),
         io.Int.Input(
             "steps",
@@ -118,109 +279,8 @@ def _inputs() -> list:
             step=0.1,
             tooltip="Audio guidance scale: how strongly the lips follow the audio (4; about 2 with distill LoRAs).",
         ),
-        advanced(
-            io.Float.Input(
-                "shift",
-                default=0.0,
-                min=0.0,
-                max=30.0,
-                step=0.1,
-                tooltip="Flow-matching timestep shift; 0 = automatic (7 at 480p, 11 at 720p; small "
-                "values with distill LoRAs).",
-            )
-        ),
-        advanced(
-            io.Combo.Input(
-                "scheduler",
-                options=SAMPLERS,
-                default="euler",
-                tooltip="Sampler: euler as the reference; unipc / dpm++ from diffusers.",
-            )
-        ),
-        advanced(
-            io.Int.Input(
-                "frame_num",
-                default=81,
-                min=5,
-                max=201,
-                step=4,
-                tooltip="Frames per window (4n+1). 81 as trained; fewer is faster but less coherent.",
-            )
-        ),
-        advanced(
-            io.Int.Input(
-                "motion_frame",
-                default=9,
-                min=1,
-                max=197,
-                step=4,
-                tooltip="Frames carried from one window into the next (4n+1, below frame_num).",
-            )
-        ),
-        advanced(
-            io.Int.Input(
-                "max_frames",
-                default=0,
-                min=0,
-                max=1_000_000,
-                step=1,
-                tooltip="Stop after this many frames (25 per second); 0 = the whole audio.",
-            )
-        ),
-        advanced(
-            io.Float.Input(
-                "color_correction",
-                default=1.0,
-                min=0.0,
-                max=1.0,
-                step=0.05,
-                tooltip="Strength of the colour transfer to the input image on every window: keeps "
-                "long videos from drifting in colour (1 = full, 0 = off).",
-            )
-        ),
-        advanced(
-            io.Boolean.Input(
-                "apg",
-                default=False,
-                tooltip="Adaptive projected guidance (momentum -0.75, norm threshold 55): fewer "
-                "over-saturation artefacts at high scales.",
-            )
-        ),
-        advanced(
-            io.Float.Input(
-                "teacache",
-                default=0.0,
-                min=0.0,
-                max=1.0,
-                step=0.01,
-                tooltip="TeaCache threshold: skip model calls whose input barely changed (0 = off, "
-                "0.2 about 2x faster with small quality loss).",
-            )
-        ),
-        advanced(
-            io.String.Input(
-                "speaker_boxes",
-                default="",
-                tooltip="Two speakers only: 'x0,y0,x1,y1; x0,y0,x1,y1' boxes of person 1 and 2 in "
-                "source-image pixels (overrides speaker_masks). Empty = masks, else found from the faces.",
-            )
-        ),
-        advanced(
-            io.Boolean.Input(
-                "face_only",
-                default=False,
-                tooltip="Video-to-video only: keep every source pixel outside a feathered region around the "
-                "face (tracked per frame, colour-matched), so body, background and cuts stay the source's.",
-            )
-        ),
-        advanced(
-            io.Boolean.Input(
-                "resume",
-                default=True,
-                tooltip="After a cancelled run, queue again with the same inputs to continue from the "
-                "last finished window instead of starting over.",
-            )
-        ),
+        # last, so that its revealed inputs keep the widget order of workflows saved either way
+        *dynamic_combo(size, {"custom": [width, height]}),
     ]
 
 
@@ -232,7 +292,8 @@ class Sampler(io.ComfyNode):
             display_name="InfiniteTalk Sampler",
             category=c.CATEGORY_SAMPLING,
             description="Generates a talking video as long as the audio, in overlapping 81-frame windows. Frames go "
-            "to disk window by window (memory stays flat whatever the length); a cancelled run resumes.",
+            "to disk window by window (memory stays flat whatever the length); a cancelled run resumes. Expert "
+            "settings: connect InfiniteTalk Sampler Options.",
             inputs=_inputs(),
             outputs=[
                 io.Custom("INFINITETALK_FRAMES").Output(
@@ -241,28 +302,19 @@ class Sampler(io.ComfyNode):
                 ),
                 io.Image.Output(
                     display_name="images",
-                    tooltip="The frames as an IMAGE batch (only decoded when connected: long videos need "
-                    "a lot of RAM).",
+                    tooltip="The frames as an IMAGE batch (only decoded when connected: long videos need a lot "
+                    "of RAM).",
                 ),
             ],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
 
     @classmethod
-    def validate_inputs(cls, frame_num=81, motion_frame=9, speaker_boxes="", size="infinitetalk-480"):
+    def validate_inputs(cls, size="infinitetalk-480"):
         # No **kwargs: ComfyUI then still checks the bounds of every other input itself.
-        from ..infinitetalk.errors import InputError
-        from ..infinitetalk.validation import check_window, parse_boxes
-
-        if isinstance(size, str) and size not in SIZES:
-            return f"size '{size}' is unknown: use {', '.join(SIZES)} (custom: width x height)"
-        try:
-            if isinstance(frame_num, int) and isinstance(motion_frame, int):
-                check_window(frame_num, motion_frame)
-            if isinstance(speaker_boxes, str) and speaker_boxes.strip():
-                parse_boxes(speaker_boxes)
-        except InputError as err:
-            return str(err)
+        name = choice(size, "size")[0] if isinstance(size, (str, dict)) else None
+        if name is not None and name not in SIZES:
+            return f"size '{name}' is unknown: use {', '.join(SIZES)} (custom: width x height)"
         return True
 
     @classmethod
@@ -282,63 +334,50 @@ class Sampler(io.ComfyNode):
         image=None,
         video=None,
         speaker_masks=None,
+        options=None,
         width=832,
         height=480,
-        shift=0.0,
-        scheduler="euler",
-        frame_num=81,
-        motion_frame=9,
-        max_frames=0,
-        color_correction=1.0,
-        apg=False,
-        teacache=0.0,
-        speaker_boxes="",
-        resume=True,
-        face_only=False,
     ) -> io.NodeOutput:
-        from ..infinitetalk.buckets import target_size
-        from ..infinitetalk.media import VideoReader
-        from ..infinitetalk.pipeline import GenerationConfig, InfiniteTalkPipeline, plan_windows
-        from ..infinitetalk.sinks import SegmentStore
-        from ..infinitetalk.validation import (
-            check_config,
-            explain_out_of_memory,
-            output_size,
-            warn_if_upscaled,
+        from ..infinitetalk.validation import check_config, output_size, warn_if_upscaled
+
+        opts = options if options is not None else DEFAULTS
+        problem = check_options(opts.frame_num, opts.motion_frame, opts.speaker_boxes)
+        if problem:
+            raise ValueError(f"InfiniteTalk Sampler Options: {problem}")
+        size_name, custom = choice(size, "size", {"width": width, "height": height})
+        if _core.is_audio_encoder_output(audio_embeds):
+            audio_embeds = _core.audio_embeds(audio_embeds)
+        config = _config(mode, size_name, custom, steps, seed, text_scale, audio_scale, opts)
+        check_config(config)
+        with _bridge.reference_source(image, video, c.FPS) as source:
+            h, w = _as_source(source).frame(0).shape[:2]
+            warn_if_upscaled(h, w, *output_size(config.size, h, w))
+            regions, preview = _regions(
+                opts.speaker_boxes, speaker_masks, audio_embeds.num_speakers, _as_source(source)
+            )
+            frames = cls._generate(
+                model, vae, clip_vision, text_embeds, audio_embeds, source, config, regions, opts
+            )
+        wanted = _output_connected(cls.hidden.prompt, cls.hidden.unique_id, 1)
+        images = _images(frames) if wanted else _first(frames)
+        return io.NodeOutput(
+            frames, images, ui=None if preview is None else ui.PreviewImage(preview, cls=cls)
         )
 
-        source = _source(image, video, VideoReader)
-        config = GenerationConfig(
-            mode=mode,
-            size=f"{width}x{height}" if size == "custom" else size,
-            frame_num=frame_num,
-            motion_frame=motion_frame,
-            max_frame_num=max_frames or None,
-            steps=steps,
-            shift=shift or None,
-            text_scale=text_scale,
-            audio_scale=audio_scale,
-            seed=seed,
-            color_correction_strength=color_correction,
-            sampler=scheduler,
-            use_apg=apg,
-            use_teacache=teacache > 0,
-            teacache_thresh=teacache or 0.2,
-        )
-        check_config(config)
-        h, w = _as_source(source).frame(0).shape[:2]
-        warn_if_upscaled(h, w, *output_size(config.size, h, w))
-        regions, preview_regions = _regions(
-            speaker_boxes, speaker_masks, audio_embeds.num_speakers, _as_source(source)
-        )
-        dit = model.patcher.model
+    @classmethod
+    def _generate(cls, model, vae, clip_vision, text_embeds, audio_embeds, source, config, regions, opts):
+        """Run the pipeline into a segment store (memory checked first); returns the frames on disk."""
+        from ..infinitetalk.buckets import target_size
+        from ..infinitetalk.pipeline import InfiniteTalkPipeline
+        from ..infinitetalk.sinks import SegmentStore
+        from ..infinitetalk.validation import explain_out_of_memory
+
         height, width = target_size(config.size, *_as_source(source).frame(0).shape[:2])
         dit_run = _models.prepare_dit(model, config, height, width, audio_embeds.num_speakers)
-        swap = dit_run.swap
         manager = _bridge.ComfyModelManager({"dit": model, "vae": vae, "clip": clip_vision}, dit_run)
         schedule = getattr(text_embeds, "schedule", None)  # per-segment prompts (InfiniteTalk Script)
         pipe = InfiniteTalkPipeline(
-            dit,
+            model.patcher.model,
             vae.obj,
             clip_vision.obj,
             _bridge.FixedText(
@@ -351,7 +390,7 @@ class Sampler(io.ComfyNode):
         extra = _fingerprint_extra(model, vae, clip_vision, text_embeds)
         if schedule:
             config.prompt = schedule[0][1]
-        compositor = _face_only(face_only, source, config, audio_embeds.num_frames)
+        compositor = _face_only(opts.face_only, source, config, audio_embeds.num_frames)
         if compositor is not None:
             extra = {**extra, **compositor.fingerprint()}
         fingerprint = pipe.fingerprint(_as_source(source), audio_embeds, config, regions, extra)
@@ -366,7 +405,7 @@ class Sampler(io.ComfyNode):
             window_preview(info)
 
         store = SegmentStore(
-            _runs.store_dir(cls.hidden.unique_id, fingerprint),
+            _runs.store_dir(cls.hidden.unique_id, fingerprint),  # survives a restart: the run can resume
             fps=c.FPS,
             soundtrack=audio_embeds.soundtrack_audio,
             clips=True,  # each finished window is shown on the node while the run goes on
@@ -378,29 +417,17 @@ class Sampler(io.ComfyNode):
             store,
             audio=audio_embeds.soundtrack_audio,
         )
-        is_video = getattr(source, "is_video", False)
-        plans, _ = plan_windows(
-            audio_embeds.num_frames,
-            frame_num,
-            motion_frame,
-            mode,
-            config.max_frame_num,
-            getattr(source, "num_frames", 1),
-            is_video,
-        )
-        store.expect_windows(len(plans))
-        progress = _bridge.Progress(len(plans), steps, cls.hidden.unique_id)
         try:
-            with explain_out_of_memory(f"sampling at {config.size} with {frame_num}-frame windows"):
-                result = pipe.generate(
+            with explain_out_of_memory(f"sampling at {config.size} with {config.frame_num}-frame windows"):
+                result = pipe.generate(  # tells the store how many windows the run has
                     source,
                     audio_embeds,
                     config,
                     store,
                     speaker_regions=regions,
-                    on_progress=progress,
+                    on_progress=_bridge.Progress(config.steps, cls.hidden.unique_id),
                     should_cancel=_bridge.should_cancel,
-                    resume=resume,
+                    resume=opts.resume,
                     fingerprint_extra=extra,
                     prompts=schedule,
                     frame_filter=compositor,
@@ -410,20 +437,41 @@ class Sampler(io.ComfyNode):
                 log.warning("InfiniteTalk: the video so far is in %s; queue again to resume", partial.path)
             raise
         finally:
-            if swap is not None:
-                swap.release()
+            if dit_run.swap is not None:
+                dit_run.swap.release()
         partial.discard()
         w, h = store.size
         frames = _bridge.FrameStream(store, result.num_frames, w, h, c.FPS, audio_embeds.soundtrack_audio)
-        _runs.remove_when_released(frames, store.directory)
-        images = (
-            _images(frames)
-            if _output_connected(cls.hidden.prompt, cls.hidden.unique_id, 1)
-            else _first(frames)
-        )
-        return io.NodeOutput(
-            frames, images, ui=None if preview_regions is None else ui.PreviewImage(preview_regions, cls=cls)
-        )
+        _runs.remove_when_released(frames, store.directory)  # a finished run goes once ComfyUI drops it
+        return frames
+
+
+def _config(mode, size_name, custom, steps, seed, text_scale, audio_scale, opts: SamplerOptions):
+    from ..infinitetalk.pipeline import GenerationConfig
+
+    return GenerationConfig(
+        mode=mode,
+        size=f"{custom['width']}x{custom['height']}" if size_name == "custom" else size_name,
+        frame_num=opts.frame_num,
+        motion_frame=opts.motion_frame,
+        max_frame_num=opts.max_frames or None,
+        steps=steps,
+        shift=opts.shift or None,
+        text_scale=text_scale,
+        audio_scale=audio_scale,
+        seed=seed,
+        color_correction_strength=opts.color_correction,
+        sampler=opts.scheduler,
+        use_apg=opts.apg,
+        use_teacache=opts.teacache > 0,
+        teacache_thresh=opts.teacache or 0.2,
+    )
+
+
+def _as_source(source):
+    from ..infinitetalk.pipeline import StillImage
+
+    return StillImage(source) if isinstance(source, np.ndarray) else source
 
 
 def _face_only(enabled: bool, source, config, num_frames: int):
@@ -452,39 +500,11 @@ def _face_only(enabled: bool, source, config, num_frames: int):
     return FaceOnlyCompositor(source, size, total)
 
 
-def _source(image, video, reader_cls):
-    from ..infinitetalk.errors import InputError
-    from ..infinitetalk.validation import check_image_size, check_video_frames
+def parse_boxes(text: str) -> list[tuple[float, float, float, float]]:
+    """'x0,y0,x1,y1; x0,y0,x1,y1' -> two boxes (the speaker_boxes format; ValueError with the fix)."""
+    from ..infinitetalk.config import SpeakerRegions
 
-    if video is not None and image is not None:
-        raise InputError(
-            "InfiniteTalk Sampler got both 'image' and 'video': connect only one (image: image-to-video, "
-            "video: dubbing)"
-        )
-    if video is not None:
-        path = _bridge.video_path(video)
-        reader = reader_cls(path, fps=c.FPS)
-        check_video_frames(reader.num_frames, path)
-        check_image_size(reader.height, reader.width, name="video")
-        return reader
-    if image is None:
-        raise InputError(
-            "InfiniteTalk Sampler needs a conditioning 'image' (image-to-video) or a source 'video' "
-            "(dubbing): connect one"
-        )
-    if image.ndim != 4 or image.shape[0] < 1:
-        raise InputError(
-            f"image has shape {tuple(image.shape)}: expected an IMAGE batch (frames, height, width, 3)"
-        )
-    check_image_size(image.shape[1], image.shape[2], name="image")
-    first = _bridge.image_to_uint8(image[0])  # (H, W, 3); greyscale / RGBA converted, others refused
-    return first if image.shape[0] == 1 else _bridge.ImageBatchSource(image)
-
-
-def _as_source(source):
-    from ..infinitetalk.pipeline import StillImage
-
-    return StillImage(source) if isinstance(source, np.ndarray) else source
+    return SpeakerRegions.parse(text).bboxes
 
 
 def _regions(boxes_text: str, masks, num_speakers: int, source):
@@ -559,4 +579,5 @@ def _first(frames) -> torch.Tensor:
     return torch.zeros((1, frames.height, frames.width, 3))
 
 
-NODES = [Sampler]
+OPTION_NAMES = tuple(asdict(DEFAULTS))
+NODES = [Sampler, SamplerOptionsNode]

@@ -15,7 +15,7 @@ import torch
 from comfy_api.latest import InputImpl, io, ui
 
 from . import _common as c
-from ._widgets import advanced
+from ._widgets import advanced, choice, dynamic_combo
 from .audio import audio_to_numpy
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,16 @@ LOUDNESS = {
 }
 CHUNK = 25  # frames encoded at a time when re-encoding (one second)
 PROXY_CRF = 23  # browser preview of formats a browser cannot play
+
+
+def _srt_input() -> io.String.Input:
+    return io.String.Input(
+        "srt",
+        optional=True,
+        multiline=True,
+        force_input=True,
+        tooltip="Captions as SRT text (e.g. the srt output of the TTS nodes).",
+    )
 
 
 class VideoCombine(io.ComfyNode):
@@ -63,19 +73,16 @@ class VideoCombine(io.ComfyNode):
                     tooltip="Soundtrack. Default: the one the sampler's frames carry (the audio given to "
                     "Audio Embed, at its own rate and channels). Cut or padded with silence to the video length.",
                 ),
-                io.String.Input(
-                    "srt",
-                    optional=True,
-                    multiline=True,
-                    force_input=True,
-                    tooltip="Captions as SRT text (e.g. the srt output of the TTS nodes).",
-                ),
-                io.Combo.Input(
-                    "captions",
-                    options=CAPTIONS,
-                    default="none",
-                    tooltip="none: ignore the SRT. burn-in: draw the captions into the picture (re-encodes). "
-                    "subtitle track: add a switchable mov_text subtitle stream.",
+                *dynamic_combo(
+                    io.Combo.Input(
+                        "captions",
+                        options=CAPTIONS,
+                        default="none",
+                        tooltip="none: no captions. burn-in: draw the captions of the SRT into the picture "
+                        "(re-encodes). subtitle track: add a switchable mov_text subtitle stream.",
+                    ),
+                    {"burn-in": [_srt_input()], "subtitle track": [_srt_input()]},
+                    flat_before=True,  # where the srt socket always was
                 ),
                 io.String.Input(
                     "filename_prefix",
@@ -185,6 +192,8 @@ class VideoCombine(io.ComfyNode):
             raise ValueError(
                 "InfiniteTalk Video Combine needs 'frames' (from the sampler) or 'images': connect one"
             )
+        captions, revealed = choice(captions, "captions", {"srt": srt})  # DynamicCombo or flat
+        srt = revealed.get("srt")
         if loudness not in LOUDNESS:
             raise ValueError(f"loudness '{loudness}' is unknown: use one of {', '.join(LOUDNESS)}")
         spec = output_format(format)

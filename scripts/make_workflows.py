@@ -56,6 +56,11 @@ def sampler(widgets: dict | None = None) -> tuple:
     )
 
 
+def sampler_options(widgets: dict | None = None, pos=(1250, 1040)) -> tuple:
+    """The expert knobs (reference defaults), shown so users find them; the sampler works without it."""
+    return ("InfiniteTalkSamplerOptions", pos, dict(widgets or {}))
+
+
 COMMON_LINKS = [
     ("model", "model", "sampler", "model"),
     ("vae", "vae", "sampler", "vae"),
@@ -63,6 +68,7 @@ COMMON_LINKS = [
     ("text_encoder", "text_encoder", "encode", "text_encoder"),
     ("encode", "text_embeds", "sampler", "text_embeds"),
     ("embed", "audio_embeds", "sampler", "audio_embeds"),
+    ("options", "options", "sampler", "options"),
 ]
 
 WORKFLOWS = {
@@ -79,6 +85,7 @@ WORKFLOWS = {
             "embed": ("InfiniteTalkAudioEmbed", (420, 250), {}),
             "encode": ("InfiniteTalkTextEncode", (420, 0), {"prompt": PROMPT}),
             "sampler": sampler(),
+            "options": sampler_options(),
             "combine": (
                 "InfiniteTalkVideoCombine",
                 (1250, 0),
@@ -104,6 +111,7 @@ WORKFLOWS = {
             "embed": ("InfiniteTalkAudioEmbed", (420, 250), {}),
             "encode": ("InfiniteTalkTextEncode", (420, 0), {"prompt": PROMPT}),
             "sampler": sampler(),
+            "options": sampler_options(),
             "combine": ("InfiniteTalkVideoCombine", (1250, 0), {"filename_prefix": "InfiniteTalk/dubbing"}),
         },
         "links": COMMON_LINKS
@@ -127,6 +135,7 @@ WORKFLOWS = {
             "embed": ("InfiniteTalkAudioEmbed", (420, 250), {"normalize_loudness": False}),
             "encode": ("InfiniteTalkTextEncode", (420, 0), {"prompt": PROMPT}),
             "sampler": sampler(),
+            "options": sampler_options(),
             "combine": (
                 "InfiniteTalkVideoCombine",
                 (1250, 0),
@@ -147,7 +156,8 @@ WORKFLOWS = {
         "note": "Two-person dialogue: Kokoro speaks '(s1) ... (s2) ...' with two voices; the multi-speaker "
         "adapter animates the left person with speaker 1 and the right person with speaker 2 (para "
         "mode). Captions go in a subtitle track. The sampler finds the two faces itself (person 1 = left, "
-        "shown on the node); give speaker_boxes or speaker_masks when a face is not found.",
+        "shown on the node); set speaker_boxes on InfiniteTalk Sampler Options or connect speaker_masks "
+        "when a face is not found.",
         "nodes": {
             **loaders(MULTI),
             "audio_encoder": audio_encoder(),
@@ -161,6 +171,7 @@ WORKFLOWS = {
                 {"prompt": "Two people are having a friendly conversation at a table, natural gestures."},
             ),
             "sampler": sampler(),
+            "options": sampler_options(),
             "combine": (
                 "InfiniteTalkVideoCombine",
                 (1250, 0),
@@ -208,6 +219,7 @@ WORKFLOWS = {
                 {"prompt": "Two people are having a friendly conversation, natural gestures, sharp faces."},
             ),
             "sampler": sampler(),
+            "options": sampler_options(pos=(1700, 0)),
             "combine": (
                 "InfiniteTalkVideoCombine",
                 (1250, 0),

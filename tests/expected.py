@@ -17,6 +17,7 @@ NODE_IDS = frozenset(
         "InfiniteTalkDialogueTTS",
         "InfiniteTalkTextEncode",
         "InfiniteTalkSampler",
+        "InfiniteTalkSamplerOptions",
         "InfiniteTalkVideoCombine",
         "InfiniteTalkPortraitCheck",
         "InfiniteTalkFindSpeakers",

@@ -330,15 +330,34 @@ def load_audio_encoder(
     do_normalize: bool | None = None,
 ) -> AudioEncoder:
     """Load wav2vec2 from a Hugging Face folder or a single file (see module docstring)."""
-    from transformers import Wav2Vec2Model
-
     path = Path(path)
     weights, config = _weights_and_config(path)
     source = open_checkpoint(weights, prefixes=())
+    return audio_encoder_from_reader(
+        source, config, device=device, dtype=dtype, do_normalize=do_normalize, preprocessor_dir=weights.parent
+    )
+
+
+def audio_encoder_from_reader(
+    source: CheckpointReader,
+    config=None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    do_normalize: bool | None = None,
+    preprocessor_dir: Path | None = None,
+) -> AudioEncoder:
+    """Build the encoder from an open checkpoint (a file, or tensors another host already loaded).
+
+    ``config`` (a ``Wav2Vec2Config``) is inferred from shapes when None. ``do_normalize`` None: the
+    ``preprocessor_config.json`` in ``preprocessor_dir`` decides, else the conv norm type (see module
+    docstring).
+    """
+    from transformers import Wav2Vec2Model
+
     keys = _model_keys(list(source.keys()))
     if not keys:
         raise CheckpointError(
-            f"checkpoint {weights} is not a wav2vec2 model (no feature_projection / encoder layers): pick "
+            f"checkpoint {source.path} is not a wav2vec2 model (no feature_projection / encoder layers): pick "
             "the chinese-wav2vec2-base folder or wav2vec2-chinese-base_fp16.safetensors"
         )
     config = config or infer_wav2vec2_config(keys, source)
@@ -348,23 +367,61 @@ def load_audio_encoder(
     model = build_module(
         lambda: Wav2Vec2Model(config),
         state,
-        source=weights,
+        source=source.path,
         device=device,
         dtype=dtype,
         ignore_missing=("masked_spec_embed",),
     )
-    check_materialized(model, weights)
+    check_materialized(model, source.path)
     if do_normalize is None:
-        do_normalize = _do_normalize(weights.parent, default=bool(config.do_stable_layer_norm))
+        default = bool(config.do_stable_layer_norm)
+        do_normalize = _do_normalize(preprocessor_dir, default) if preprocessor_dir is not None else default
     logger.info(
         "wav2vec2 %s: hidden %d, %d layers, %d heads, normalize=%s",
-        weights.name,
+        source.path.name,
         config.hidden_size,
         config.num_hidden_layers,
         config.num_attention_heads,
         do_normalize,
     )
     return AudioEncoder(model, do_normalize)
+
+
+def features_from_50hz(hidden_states, num_samples: int) -> torch.Tensor:
+    """Per-frame features from wav2vec2 hidden states computed at the CNN rate (about 50 Hz).
+
+    ``hidden_states``: the encoder input plus every layer output, each ``(T50, C)`` or ``(1, T50, C)``
+    (what ComfyUI's own audio encoder returns as ``encoded_audio_all_layers``); ``num_samples``: the
+    16 kHz length they were computed from. Returns ``(L, layers, C)`` float32 with the reference's frame
+    count ``L = int(num_samples / 16000 * 25)``: the layer outputs (the input is dropped, like the
+    reference's ``hidden_states[1:]``) linearly interpolated in time to ``L`` frames (``align_corners``).
+
+    This is *not* the reference's computation: the reference interpolates the CNN features to 25 Hz and
+    runs the transformer at 25 Hz (:meth:`AudioEncoder.encode`); here the transformer ran at 50 Hz and
+    only its outputs are interpolated, as ComfyUI's ``WanInfiniteTalkToVideo`` does. The two differ;
+    encode the waveform with :class:`AudioEncoder` when the reference's features are wanted.
+    """
+    layers = [torch.as_tensor(h) for h in hidden_states]
+    if len(layers) < 2:
+        raise InputError(
+            f"audio encoder output holds {len(layers)} hidden state(s): expected the input plus every layer "
+            "(ComfyUI's encoded_audio_all_layers)"
+        )
+    layers = [h[0] if h.ndim == 3 else h for h in layers[1:]]  # (T50, C) each, first item of a batch
+    if any(h.ndim != 2 or h.shape != layers[0].shape for h in layers):
+        raise InputError(
+            f"audio encoder hidden states have shapes {[tuple(h.shape) for h in layers[:3]]}...: expected one "
+            "(frames, channels) tensor per layer"
+        )
+    frames = num_video_frames(int(num_samples))
+    if frames < 1:
+        raise InputError(
+            f"audio is {num_samples} samples long (< 1 video frame at 16 kHz / 25 fps): use longer audio"
+        )
+    stacked = torch.stack(layers, dim=1).float()  # (T50, layers, C)
+    t50, n_layers, channels = stacked.shape
+    flat = stacked.reshape(1, t50, n_layers * channels)
+    return linear_interpolation(flat, frames)[0].reshape(frames, n_layers, channels)
 
 
 def _weights_and_config(path: Path):

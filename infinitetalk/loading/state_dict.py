@@ -196,6 +196,31 @@ class _TorchFile:
         self.tensors = {}
 
 
+class _MemoryTensors:
+    """Tensors already in memory (another host's loaded model): the same interface as a file source."""
+
+    def __init__(self, tensors):
+        self.tensors = {k: v for k, v in tensors.items() if isinstance(v, torch.Tensor)}
+
+    def keys(self) -> list[str]:
+        return list(self.tensors)
+
+    def shape(self, key: str) -> torch.Size:
+        return self.tensors[key].shape
+
+    def dtype(self, key: str) -> torch.dtype:
+        return self.tensors[key].dtype
+
+    def read(self, key: str, scratch: torch.Tensor | None = None) -> torch.Tensor:
+        return self.tensors[key].detach()
+
+    def nbytes(self, key: str) -> int:
+        return 0
+
+    def close(self) -> None:
+        """Nothing to release: the tensors belong to the host that loaded them (the reader can be reused)."""
+
+
 def _torch_load(path: Path, mmap: bool | None = None):
     if mmap is None:
         mmap = zipfile.is_zipfile(path)  # only the zip serialisation can be memory-mapped
@@ -388,7 +413,7 @@ def _broadcast_scale(scale: torch.Tensor, weight: torch.Tensor, path: Path, key:
 
 
 def open_checkpoint(
-    path: str | os.PathLike,
+    path: str | os.PathLike | CheckpointReader,
     prefixes: Sequence[str] = DEFAULT_PREFIXES,
     anchor: str | None = None,
 ) -> CheckpointReader:
@@ -396,7 +421,8 @@ def open_checkpoint(
 
     Args:
         path: a ``.safetensors``/``.pth``/``.pt``/``.bin`` file, a sharded folder, or an
-            ``*.index.json``.
+            ``*.index.json``; or an open :class:`CheckpointReader` (e.g. :func:`reader_from_tensors` over a
+            model another host loaded), returned as it is, so every loader taking a path takes it too.
         prefixes: prefixes stripped when *every* key carries one (tried repeatedly, so
             ``module.model.diffusion_model.`` goes too).
         anchor: a key the caller expects (e.g. ``"patch_embedding.weight"``). When it is absent
@@ -406,6 +432,8 @@ def open_checkpoint(
     Raises:
         CheckpointError: missing/unknown/truncated/corrupt file or missing shard (one line).
     """
+    if isinstance(path, CheckpointReader):
+        return path
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: file not found; check the path or download the checkpoint")
@@ -414,6 +442,21 @@ def open_checkpoint(
     if prefix:
         log.debug("%s: stripping key prefix %r", path, prefix)
     return CheckpointReader(path, sources, prefix)
+
+
+def reader_from_tensors(
+    name: str, tensors, prefixes: Sequence[str] = DEFAULT_PREFIXES, anchor: str | None = None
+) -> CheckpointReader:
+    """A :class:`CheckpointReader` over tensors already in memory (e.g. a model another node loaded).
+
+    ``name`` stands for the path in messages (say where the tensors came from). Keys are handled as for
+    a file: common prefixes stripped, fp8 scale helpers hidden and applied on ``get``.
+    """
+    source = _MemoryTensors(tensors)
+    if not source.tensors:
+        raise CheckpointError(f"{name}: holds no tensors; connect a loaded model")
+    sources = _by_key(source)
+    return CheckpointReader(Path(name), sources, _detect_prefix(list(sources), prefixes, anchor))
 
 
 def _open_sources(path: Path) -> dict[str, object]:

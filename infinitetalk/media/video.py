@@ -112,15 +112,21 @@ class VideoReader:
     return the last decoded frame. A phone video's display rotation is applied (frames come upright and
     ``size`` is the displayed size); a variable frame rate is followed by timestamps, and the length is
     taken from the last frame shown when the header under-reports it.
+
+    ``start`` / ``duration`` (seconds) read a trim window of the file without re-encoding it: frame 0 is
+    the frame shown at ``start``; ``duration`` 0 means to the end.
     """
 
-    def __init__(self, path: str | Path, fps: int = 25):
+    def __init__(self, path: str | Path, fps: int = 25, start: float = 0.0, duration: float = 0.0):
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError(f"video file '{self.path}' does not exist: check the path or pick another file")
         if fps <= 0:
             raise InputError(f"video fps must be positive, got {fps}")
+        if start < 0 or duration < 0:
+            raise InputError(f"video trim start {start} s / duration {duration} s must not be negative")
         self.fps = Fraction(fps)
+        self.trim_start = Fraction(start).limit_denominator(1 << 20)
         try:
             self._container = av.open(str(self.path))
         except av.FFmpegError as err:
@@ -132,7 +138,14 @@ class VideoReader:
         self._stream.thread_type = "AUTO"
         self._start = self._start_time()
         self.native_fps = float(self._stream.average_rate or self._stream.guessed_rate or 0)
-        self.duration = max(self._probe_duration(), self._presentation_end())  # seconds, Fraction
+        self.duration = max(self._probe_duration(), self._presentation_end()) - self.trim_start  # seconds
+        if duration > 0:
+            self.duration = min(self.duration, Fraction(duration).limit_denominator(1 << 20))
+        if self.duration <= 0 < self.trim_start:
+            self._container.close()
+            raise InputError(
+                f"video '{self.path}': trim start {float(self.trim_start):.2f} s is past its end: trim less"
+            )
         self.num_frames = ceil(self.duration * self.fps) if self.duration > 0 else 0  # exact (Fraction)
         self._reset_decoder()
         self.rotation = _rotation(self._next)  # degrees counter-clockwise to show the frame upright
@@ -208,6 +221,7 @@ class VideoReader:
         self._current: av.VideoFrame | None = None  # last frame at or before the last request
         self._next: av.VideoFrame | None = self._pull()
         self._last_index = -1
+        self._last_time = -1 / self.fps  # time of the last request (the decoder sits at the start)
 
     def _pull(self) -> av.VideoFrame | None:
         try:
@@ -231,8 +245,8 @@ class VideoReader:
             raise IndexError(
                 f"frame {i} out of range: '{self.path}' has {self.num_frames} frames at {self.fps} fps"
             )
-        t = Fraction(i) / self.fps  # seconds from the stream start
-        if i < self._last_index or (i - self._last_index) / self.fps > _SEEK_AHEAD_S:
+        t = self.trim_start + Fraction(i) / self.fps  # seconds from the stream start
+        if i < self._last_index or t - self._last_time > _SEEK_AHEAD_S:
             self._seek(t)
         while self._next is not None and self._frame_time(self._next) - self._start <= t:
             self._current, self._next = self._next, self._pull()
@@ -240,7 +254,7 @@ class VideoReader:
             self._current, self._next = self._next, self._pull()
         if self._current is None:
             raise InputError(f"video '{self.path}' holds no decodable frames: re-encode it")
-        self._last_index = i
+        self._last_index, self._last_time = i, t
         return _upright(frame_to_rgb(self._current), self.rotation)
 
     def __iter__(self):

@@ -113,6 +113,10 @@ class ComfyServer:
             "--preview-method",
             "latent2rgb",
         ]
+        # another front end, e.g. an unpacked newer comfyui-frontend-package (see docs/COMPAT.md)
+        front_end = os.environ.get("COMFYUI_FRONT_END_ROOT")
+        if front_end:
+            cmd += ["--front-end-root", front_end]
         self._log = open(self.log_path, "a" if self.restarts else "w")  # a restart keeps the first log
         self.restarts += 1
         self.proc = subprocess.Popen(

@@ -15,7 +15,7 @@ import pytest
 
 from .browser import body_text, chromedriver_path, close_dialogs, open_editor
 from .harness import ARTIFACTS, REPO
-from .test_workflows import CPU_OVERRIDES
+from .test_workflows import CPU_OPTIONS, CPU_OVERRIDES
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -38,16 +38,19 @@ def editor(comfy_server):
 
 
 LOAD_JS = """
-const [name, overrides] = arguments;
+const [source, overrides] = arguments;
 const done = arguments[arguments.length - 1];
 (async () => {
-  const r = await fetch("/api/workflow_templates/ComfyUI-InfiniteTalk/" + name + ".json");
-  await window.app.loadGraphData(await r.json());
-  const sampler = window.app.graph._nodes.find((n) => n.type === "InfiniteTalkSampler");
-  for (const [k, v] of Object.entries(overrides)) {
-    const w = sampler.widgets.find((x) => x.name === k);
-    if (!w) throw new Error("sampler has no widget " + k);
-    w.value = v;
+  const graph = typeof source === "string" ? await (await fetch(source)).json() : source;
+  await window.app.loadGraphData(graph);
+  for (const [type, values] of Object.entries(overrides)) {
+    const node = window.app.graph._nodes.find((n) => n.type === type);
+    if (!node) throw new Error("no node " + type);
+    for (const [k, v] of Object.entries(values)) {
+      const w = node.widgets.find((x) => x.name === k);
+      if (!w) throw new Error(type + " has no widget " + k);
+      w.value = v;
+    }
   }
   const p = await window.app.graphToPrompt();
   done(JSON.stringify({prompt: p.output, combine: String(window.app.graph._nodes.find(
@@ -63,19 +66,30 @@ def _strip(prompt: dict) -> dict:
     }
 
 
+def _overrides(seed: int) -> dict:
+    return {
+        "InfiniteTalkSampler": {**CPU_OVERRIDES, "seed": seed},
+        "InfiniteTalkSamplerOptions": CPU_OPTIONS,
+    }
+
+
+def _with_overrides(prompt: dict, overrides: dict) -> dict:
+    for node in prompt.values():
+        node["inputs"].update(overrides.get(node["class_type"], {}))
+    return prompt
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_workflow_in_editor(comfy_server, editor, name):
-    overrides = {**CPU_OVERRIDES, "seed": 1234}
-    result = json.loads(editor.execute_async_script(LOAD_JS, name, overrides))
+    overrides = _overrides(1234)
+    url = f"/api/workflow_templates/ComfyUI-InfiniteTalk/{name}.json"
+    result = json.loads(editor.execute_async_script(LOAD_JS, url, overrides))
     assert "error" not in result, result.get("error")
     text = body_text(editor)
     assert "missing nodes" not in text.lower(), text[:2000]
     # the UI file and its API twin describe the same graph
     twin = json.loads((REPO / "example_workflows" / "api" / f"{name}_api.json").read_text())
-    for node in twin.values():
-        if node["class_type"] == "InfiniteTalkSampler":
-            node["inputs"].update(overrides)
-    assert _strip(result["prompt"]) == _strip(twin)
+    assert _strip(result["prompt"]) == _strip(_with_overrides(twin, overrides))
 
     before = set(comfy_server.get("/history") or {})
     editor.execute_script("window.app.queuePrompt(0, 1)")
@@ -87,6 +101,54 @@ def test_workflow_in_editor(comfy_server, editor, name):
     ARTIFACTS.mkdir(exist_ok=True)
     close_dialogs(editor)
     editor.save_screenshot(str(ARTIFACTS / f"browser_{name}.png"))
+
+
+LEGACY_UI = sorted(p.stem for p in (REPO / "tests" / "legacy").glob("*.json") if not p.stem.endswith("_api"))
+# widget positions of the old 26-input Sampler in a saved workflow
+LEGACY_WIDGETS = ("mode", "size", "width", "height", "steps", "seed", "control_after_generate", "text_scale",
+                  "audio_scale", "shift", "scheduler", "frame_num", "motion_frame", "max_frames",
+                  "color_correction", "apg", "teacache", "speaker_boxes", "resume")  # fmt: skip
+
+
+def _canonical(prompt: dict) -> dict:
+    """Node ids replaced by class types (each type occurs once in the example workflows)."""
+    types = {k: v["class_type"] for k, v in prompt.items()}
+    out = {}
+    for node in prompt.values():
+        inputs = {
+            i: (types[x[0]], x[1]) if isinstance(x, list) and len(x) == 2 and x[0] in types else x
+            for i, x in node["inputs"].items()
+            if i not in SKIP_API_KEYS
+        }
+        out[node["class_type"]] = inputs
+    return out
+
+
+@pytest.mark.parametrize("name", LEGACY_UI)
+def test_legacy_workflow_in_editor(comfy_server, editor, name):
+    """A workflow saved with the old 26-input Sampler loads migrated: the expert values sit on a new options
+    node, the graph equals the current twin, and it runs from the page."""
+    legacy = json.loads((REPO / "tests" / "legacy" / f"{name}.json").read_text())
+    sampler = next(n for n in legacy["nodes"] if n["type"] == "InfiniteTalkSampler")
+    assert len(sampler["widgets_values"]) == len(LEGACY_WIDGETS)
+    overrides = _overrides(4321)
+    for key, value in {**overrides["InfiniteTalkSampler"], **CPU_OPTIONS}.items():
+        sampler["widgets_values"][LEGACY_WIDGETS.index(key)] = value  # saved values, not set in the page
+    result = json.loads(editor.execute_async_script(LOAD_JS, legacy, {}))
+    assert "error" not in result, result.get("error")
+    assert "missing nodes" not in body_text(editor).lower()
+    twin = json.loads((REPO / "example_workflows" / "api" / f"{name}_api.json").read_text())
+    saved = {"InfiniteTalkModelLoader": {"block_swap": 0}}  # the old default, saved in the legacy file
+    assert _canonical(result["prompt"]) == _canonical(_with_overrides(twin, {**overrides, **saved}))
+    if name != LEGACY_UI[0]:
+        return  # the same graph as its twin, which test_workflow_in_editor runs: one queued run is enough
+
+    before = set(comfy_server.get("/history") or {})
+    editor.execute_script("window.app.queuePrompt(0, 1)")
+    entry = _wait_new_history(comfy_server, before, timeout=900)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+    close_dialogs(editor)
+    editor.save_screenshot(str(ARTIFACTS / f"browser_legacy_{name}.png"))
 
 
 def _wait_new_history(server, before: set, timeout: float) -> dict:
@@ -127,8 +189,12 @@ def test_windows_are_previewed_while_the_sampler_runs(comfy_server, editor):
     when window 1 is shown; the test then cancels it (what was generated stays for a resume).
     """
     name = "infinitetalk_image_to_video"
-    overrides = {**CPU_OVERRIDES, "seed": 4242, "max_frames": 0, "steps": 3}
-    result = json.loads(editor.execute_async_script(LOAD_JS, name, overrides))
+    overrides = {
+        "InfiniteTalkSampler": {**CPU_OVERRIDES, "seed": 4242, "steps": 3},
+        "InfiniteTalkSamplerOptions": {**CPU_OPTIONS, "max_frames": 0},
+    }
+    url = f"/api/workflow_templates/ComfyUI-InfiniteTalk/{name}.json"
+    result = json.loads(editor.execute_async_script(LOAD_JS, url, overrides))
     assert "error" not in result, result.get("error")
     sampler = next(k for k, v in result["prompt"].items() if v["class_type"] == "InfiniteTalkSampler")
     before = set(comfy_server.get("/history") or {})

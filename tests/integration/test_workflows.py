@@ -1,10 +1,14 @@
 """The example workflows, queued on a real ComfyUI server (CPU, tiny random checkpoints).
 
 Each API twin in ``example_workflows/api/`` is queued through POST /prompt exactly as shipped, except for
-the sampler inputs in ``CPU_OVERRIDES``: the shipped values (480p buckets, 40 steps, 81-frame windows) are
-what users want on a GPU with the real weights, but would take hours on two CPU cores. The overrides keep
-every code path (streaming over two windows with motion frames, guidance, colour correction, muxing):
-64x64 pixels, 2 steps, 17-frame windows with 5 motion frames, and at most 29 frames (two windows).
+the sampler inputs in ``CPU_OVERRIDES`` (and ``CPU_OPTIONS`` on its options node): the shipped values (480p
+buckets, 40 steps, 81-frame windows) are what users want on a GPU with the real weights, but would take
+hours on two CPU cores. The overrides keep every code path (streaming over two windows with motion frames,
+guidance, colour correction, muxing): 64x64 pixels, 2 steps, 17-frame windows with 5 motion frames, and at
+most 29 frames (two windows).
+
+Workflows saved with the older 26-input Sampler (``tests/legacy/``) are queued too: the server migrates them
+(expert inputs into an options node) and they must give the same video as the current twins.
 """
 
 from __future__ import annotations
@@ -23,16 +27,11 @@ from .harness import REPO, output_files
 pytestmark = pytest.mark.integration
 
 WORKFLOWS = sorted((REPO / "example_workflows" / "api").glob("*_api.json"))
-CPU_OVERRIDES = {
-    "size": "custom",
-    "width": 64,
-    "height": 64,
-    "steps": 2,
-    "frame_num": 17,
-    "motion_frame": 5,
-    "max_frames": 29,
-}
+CPU_OVERRIDES = {"size": "custom", "width": 64, "height": 64, "steps": 2}  # sampler
+CPU_OPTIONS = {"frame_num": 17, "motion_frame": 5, "max_frames": 29}  # its options node
 EXPECTED_FRAMES = 29  # every sample input is longer than 29 / 25 s
+OPTION_KEYS = ("frame_num", "motion_frame", "max_frames", "shift", "scheduler", "color_correction", "apg",
+               "teacache", "speaker_boxes", "resume")  # fmt: skip
 # the user's own soundtrack reaches the video: the sample recording is 44.1 kHz stereo, Kokoro speaks 24 kHz mono
 SOUNDTRACK = {
     "infinitetalk_image_to_video_api": (44100, 2),
@@ -43,11 +42,16 @@ SOUNDTRACK = {
 }
 
 
-def load_api(path: Path, **sampler_overrides) -> dict:
+def load_api(path: Path, **overrides) -> dict:
+    """An API prompt with the CPU overrides; ``overrides`` go to the sampler or its options node by name."""
     prompt = json.loads(path.read_text())
     for node in prompt.values():
         if node["class_type"] == "InfiniteTalkSampler":
-            node["inputs"].update({**CPU_OVERRIDES, **sampler_overrides})
+            node["inputs"].update(
+                {**CPU_OVERRIDES, **{k: v for k, v in overrides.items() if k not in OPTION_KEYS}}
+            )
+        if node["class_type"] == "InfiniteTalkSamplerOptions":
+            node["inputs"].update({**CPU_OPTIONS, **{k: v for k, v in overrides.items() if k in OPTION_KEYS}})
     return prompt
 
 
@@ -116,6 +120,37 @@ def test_example_workflow(comfy_server, workflow):
     assert progress and progress[-1] == (4, 4), progress
 
 
+LEGACY = sorted((REPO / "tests" / "legacy").glob("*_api.json"))
+
+
+def load_legacy_api(path: Path) -> dict:
+    """A prompt saved with the 26-input Sampler, with the CPU overrides on the sampler as it had them."""
+    prompt = json.loads(path.read_text())
+    prompt[node_of(prompt, "InfiniteTalkSampler")]["inputs"].update({**CPU_OVERRIDES, **CPU_OPTIONS})
+    return prompt
+
+
+@pytest.mark.parametrize("legacy", LEGACY, ids=lambda p: p.stem)
+def test_legacy_workflow_is_migrated(comfy_server, legacy):
+    """An API prompt of the old 26-input Sampler runs as the current twin: its expert inputs move to an options
+    node with the same values, so ComfyUI finds the sampler's result of the current twin in its cache."""
+    current = load_api(REPO / "example_workflows" / "api" / legacy.name)
+    current[node_of(current, "InfiniteTalkModelLoader")]["inputs"]["block_swap"] = 0  # the old default, saved
+    assert comfy_server.run(current, timeout=900)["status"]["status_str"] == "success"
+    prompt = load_legacy_api(legacy)
+    old_sampler = node_of(prompt, "InfiniteTalkSampler")
+    assert "frame_num" in prompt[old_sampler]["inputs"] and "options" not in prompt[old_sampler]["inputs"]
+    entry = comfy_server.run(prompt, timeout=900)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+    ran = entry["prompt"][2]  # the prompt as executed, after the server-side migration
+    options = ran[old_sampler]["inputs"]["options"]
+    assert ran[options[0]]["class_type"] == "InfiniteTalkSamplerOptions"
+    assert ran[options[0]]["inputs"]["frame_num"] == 17 and ran[options[0]]["inputs"]["max_frames"] == 29
+    assert not set(OPTION_KEYS) & set(ran[old_sampler]["inputs"])
+    # same inputs as the current twin, node for node: the sampler's output comes from ComfyUI's cache
+    assert old_sampler in _cached_nodes(entry)
+
+
 def test_interrupt_then_next_prompt_runs(comfy_server):
     path = REPO / "example_workflows" / "api" / "infinitetalk_image_to_video_api.json"
     slow = load_api(path, steps=40, max_frames=0, seed=7)  # long enough to be caught mid-sampling
@@ -162,7 +197,7 @@ def test_bad_inputs_give_clear_messages(comfy_server):
         )
     assert "steps" in err.value.body
     bad = copy.deepcopy(prompt)
-    bad[node_of(bad, "InfiniteTalkSampler")]["inputs"]["frame_num"] = 17
+    bad[node_of(bad, "InfiniteTalkSamplerOptions")]["inputs"]["frame_num"] = 17
     bad[node_of(bad, "InfiniteTalkModelLoader")]["inputs"]["dit"] = "no_such_model.safetensors"
     entry = comfy_server.run(bad, timeout=300)  # 0.3.75 does not check V3 combo values: the loader must
     errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]

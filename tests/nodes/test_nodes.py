@@ -37,12 +37,29 @@ def test_every_node_and_input_is_documented(nodes):
 def test_sampler_bounds(nodes):
     info = nodes["InfiniteTalkSampler"].INPUT_TYPES()
     req = info["required"]
-    assert req["frame_num"][1]["step"] == 4 and req["frame_num"][1]["min"] == 5
-    assert req["motion_frame"][1]["step"] == 4 and req["motion_frame"][1]["min"] == 1
     assert req["width"][1]["step"] == 16 and req["height"][1]["step"] == 16
-    for expert in ("shift", "frame_num", "motion_frame", "teacache", "apg", "scheduler", "width"):
-        assert req[expert][1].get("advanced") is True, expert
-    assert set(info["optional"]) == {"image", "video", "speaker_masks"}
+    assert req["width"][1].get("advanced") is True  # revealed by size=custom where DynamicCombo exists
+    assert set(info["optional"]) == {"image", "video", "speaker_masks", "options"}
+    # the Sampler keeps the inputs every run needs; the expert knobs are on the options node
+    assert len(req) + len(info["optional"]) == 17  # was 26
+    assert req["audio_embeds"][0] == "INFINITETALK_AUDIO_EMBEDS,AUDIO_ENCODER_OUTPUT"
+    assert list(req)[-3:] == ["size", "width", "height"]  # revealed inputs last: saved widget order holds
+    opts = nodes["InfiniteTalkSamplerOptions"].INPUT_TYPES()["required"]
+    assert opts["frame_num"][1]["step"] == 4 and opts["frame_num"][1]["min"] == 5
+    assert opts["motion_frame"][1]["step"] == 4 and opts["motion_frame"][1]["min"] == 1
+    assert set(opts) == {
+        "shift",
+        "scheduler",
+        "frame_num",
+        "motion_frame",
+        "max_frames",
+        "color_correction",
+        "apg",
+        "teacache",
+        "speaker_boxes",
+        "face_only",
+        "resume",
+    }
 
 
 # ---------------------------------------------------------------------------------------------- sampler
@@ -57,23 +74,31 @@ def test_sampler_bounds(nodes):
         ({"speaker_boxes": "10,0,5,10; 0,0,4,4"}, "is empty"),
     ],
 )
-def test_sampler_validation_errors(nodes, kwargs, needle):
-    result = nodes["InfiniteTalkSampler"].validate_inputs(**kwargs)
+def test_sampler_options_validation_errors(nodes, kwargs, needle):
+    result = nodes["InfiniteTalkSamplerOptions"].validate_inputs(**kwargs)
     assert isinstance(result, str) and needle in result
 
 
-def test_sampler_validation_accepts_defaults(nodes):
-    assert (
-        nodes["InfiniteTalkSampler"].validate_inputs(frame_num=81, motion_frame=9, speaker_boxes="") is True
-    )
-    assert nodes["InfiniteTalkSampler"].validate_inputs(speaker_boxes="0,0,416,480; 416,0,832,480") is True
+def test_sampler_options_validation_accepts_defaults(nodes):
+    node = nodes["InfiniteTalkSamplerOptions"]
+    assert node.validate_inputs(frame_num=81, motion_frame=9, speaker_boxes="") is True
+    assert node.validate_inputs(speaker_boxes="0,0,416,480; 416,0,832,480") is True
+
+
+def test_sampler_options_node_output(nodes, pack):
+    sampler = _mod("sampler")
+    values = {**sampler.asdict(sampler.DEFAULTS), "frame_num": 17, "scheduler": "unipc", "apg": True}
+    opts = nodes["InfiniteTalkSamplerOptions"].execute(**values).args[0]
+    assert opts == sampler.SamplerOptions(**values)
+    config = sampler._config("streaming", "custom", {"width": 64, "height": 96}, 2, 7, 5.0, 4.0, opts)
+    assert (config.size, config.frame_num, config.sampler, config.use_apg) == ("64x96", 17, "unipc", True)
+    assert (config.steps, config.seed, config.shift, config.max_frame_num) == (2, 7, None, None)
 
 
 def test_sampler_needs_image_or_video(nodes):
     with pytest.raises(ValueError, match="needs a conditioning 'image'"):
-        nodes["InfiniteTalkSampler"].execute(
-            None, None, None, None, None, "streaming", "infinitetalk-480", 1, 0, 5.0, 4.0
-        )
+        with _mod("_bridge").reference_source(None, None, 25):
+            pass
 
 
 def test_speaker_masks_become_boxes(pack):
@@ -89,6 +114,8 @@ def test_speaker_masks_become_boxes(pack):
     regions, preview = sampler._regions("", masks, 2, frame)
     assert regions.bboxes == [(2.0, 5.0, 10.0, 20.0), (40.0, 10.0, 55.0, 30.0)]
     assert preview is None  # given, not found: nothing to preview
+    boxes, _ = sampler._regions("1,2,3,4; 5,6,7,8", masks, 2, frame)
+    assert boxes.bboxes == [(1, 2, 3, 4), (5, 6, 7, 8)]  # boxes win
     assert sampler._regions("", None, 1, frame) == (None, None)  # one speaker: no regions
     with pytest.raises(ValueError, match="place two people but the audio has one speaker"):
         sampler._regions("", masks, 1, frame)  # regions given with one speaker's audio: refused

@@ -94,9 +94,12 @@ def test_sampler_frames_carry_the_soundtrack_and_each_window_is_previewed(nodes,
         {io.Hidden.unique_id: "9", io.Hidden.prompt: {}}
     )
     image = torch.rand(1, 48, 48, 3, generator=torch.Generator().manual_seed(0))
+    options = importlib.import_module(f"{PACK_MODULE}.nodes.sampler").SamplerOptions(
+        frame_num=17, motion_frame=5, resume=False
+    )
     frames, _ = sampler.execute(
         chain["model"], chain["vae"], chain["clip_vision"], chain["text_embeds"], embeds, "streaming",
-        "custom", 1, 3, 1.0, 4.0, image=image, width=32, height=32, frame_num=17, motion_frame=5, resume=False,
+        "custom", 1, 3, 1.0, 4.0, image=image, width=32, height=32, options=options,
     ).args  # fmt: skip
     assert frames.num_frames == 25
     wave, rate = frames.soundtrack
