@@ -16,7 +16,7 @@ import pytest
 from tests import hostile as H
 
 from .harness import REPO, ComfyServer, PromptError, ensure_comfyui, output_files
-from .test_workflows import load_api, node_of
+from .test_workflows import OPTION_KEYS, load_api, node_of
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +29,12 @@ GOOD = {**FAST, "max_frames": 5, "text_scale": 1.0}  # one window, two guidance 
 
 
 def _set(prompt: dict, class_type: str, **inputs) -> dict:
+    """Set node inputs; the sampler's expert knobs go to its options node."""
+    if class_type == "InfiniteTalkSampler":
+        options = {k: v for k, v in inputs.items() if k in OPTION_KEYS}
+        inputs = {k: v for k, v in inputs.items() if k not in OPTION_KEYS}
+        if options:
+            prompt[node_of(prompt, "InfiniteTalkSamplerOptions")]["inputs"].update(options)
     prompt[node_of(prompt, class_type)]["inputs"].update(inputs)
     return prompt
 

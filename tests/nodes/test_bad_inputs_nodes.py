@@ -52,6 +52,16 @@ def embeds(speakers=1, frames=12):
     return pipeline.AudioEmbedding(torch.rand(speakers, frames, 2, 32), np.zeros(frames * 640, np.float32))
 
 
+OPTION_KEYS = ("frame_num", "motion_frame", "speaker_boxes", "max_frames", "resume", "face_only")
+
+
+def _with_options(args: dict) -> dict:
+    """The sampler's expert knobs move to an InfiniteTalk Sampler Options value."""
+    options = {k: args.pop(k) for k in OPTION_KEYS if k in args}
+    args["options"] = _mod("nodes.sampler").SamplerOptions(**options)
+    return args
+
+
 def sampler_checks(nodes, **kw):
     """Run the Sampler up to its input checks (no model is needed before they pass)."""
     args = dict(
@@ -61,7 +71,7 @@ def sampler_checks(nodes, **kw):
     )  # fmt: skip
     args.update(kw)
     node = nodes["InfiniteTalkSampler"].PREPARE_CLASS_CLONE({})
-    return node.execute(**args)
+    return node.execute(**_with_options(args))
 
 
 # ------------------------------------------------------------------------------------------- sampler
@@ -116,7 +126,8 @@ def test_sampler_refuses(nodes, tmp_path, make, needles):
     ],
 )
 def test_sampler_validate_inputs(nodes, kwargs, needle):
-    result = nodes["InfiniteTalkSampler"].validate_inputs(**kwargs)
+    node = "InfiniteTalkSampler" if "size" in kwargs else "InfiniteTalkSamplerOptions"
+    result = nodes[node].validate_inputs(**kwargs)
     assert isinstance(result, str) and needle in result
 
 
@@ -298,7 +309,7 @@ def _run(nodes, models, node_id, **kw):
     args.update(audio_embeds=emb, image=image(), mode="streaming", size="custom", width=32, height=32, steps=1,
                 seed=3, text_scale=1.0, audio_scale=2.0, frame_num=5, motion_frame=1)  # fmt: skip
     args.update(kw)
-    return node.execute(**args).args[0]
+    return node.execute(**_with_options(args)).args[0]
 
 
 def _decoded(path: Path) -> list[np.ndarray]:
