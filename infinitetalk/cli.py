@@ -280,18 +280,10 @@ class Inputs:
 
 
 def parse_boxes(values: list[str]) -> list[tuple[float, float, float, float]]:
-    parts = [p for v in values for p in re.split(r"[;]", v) if p.strip()]
-    boxes = []
-    for part in parts:
-        nums = [float(x) for x in re.split(r"[,\s]+", part.strip()) if x]
-        if len(nums) != 4 or nums[2] <= nums[0] or nums[3] <= nums[1]:
-            raise InputError(
-                f"--bbox '{part}': expected 'x_min,y_min,x_max,y_max' with x_max > x_min, y_max > y_min"
-            )
-        boxes.append(tuple(nums))
-    if boxes and len(boxes) != 2:
-        raise InputError(f"--bbox: give one box per person (2), got {len(boxes)}")
-    return boxes
+    """``--bbox`` values (given twice, or once as 'box1;box2') -> two boxes (or none)."""
+    from .validation import parse_boxes as parse
+
+    return parse(values, name="--bbox")
 
 
 def _apply_json(args: argparse.Namespace) -> None:
@@ -318,44 +310,69 @@ def _apply_json(args: argparse.Namespace) -> None:
 
 
 def load_source(path: str):
+    """The reference: a still image (any mode: RGBA, greyscale, 16-bit are converted) or a video."""
     from .media import VideoReader, read_image
     from .pipeline import StillImage
+    from .validation import check_image_size, check_video_frames
 
     p = Path(path)
     if not p.is_file():
         raise InputError(f"--input_path '{p}' does not exist: give an image or a video file")
     if p.suffix.lower() in VIDEO_EXTENSIONS:
-        return VideoReader(p, fps=25)
-    return StillImage(read_image(p))
+        reader = VideoReader(p, fps=25)
+        check_video_frames(reader.num_frames, p, name="--input_path")
+        check_image_size(reader.height, reader.width, name=f"--input_path '{p.name}'")
+        return reader
+    image = read_image(p)
+    check_image_size(*image.shape[:2], name=f"--input_path '{p.name}'")
+    return StillImage(image)
 
 
 def speech_inputs(args: argparse.Namespace, kokoro_dir: Path | None) -> tuple[list, bool, list | None]:
-    """(speaker tracks [(wave, sr)], normalise?, caption cues) from --text or --audio_path(s)."""
-    from .media import load_audio
+    """(speaker tracks [(wave, sr)], normalise?, caption cues) from --text or --audio_path(s), checked."""
+    from .media.stream import read_audio
+    from .validation import check_audio, check_not_silent
 
-    if args.text:
-        from .tts import KokoroTTS
-
-        tts = KokoroTTS(kokoro_dir)
-        if re.search(r"[\(\[]\s*[sS]\s*[12]\s*[\)\]]", args.text):
-            d = tts.speak_dialogue(args.text, {1: args.voice, 2: args.voice2}, lang=args.lang)
-            return [(t, d.sample_rate) for t in d.tracks], False, d.cues
-        s = tts.speak(args.text, args.voice, lang=args.lang)
-        return [(s.audio, s.sample_rate)], False, s.cues  # the reference does not normalise TTS audio
+    if args.text is not None:
+        return _tts_speech(args, kokoro_dir)
     if not args.audio_path and not args.audio_path2:
         raise InputError("no speech given: pass --audio_path (and --audio_path2 for two people) or --text")
-    tracks = []
-    for path in (args.audio_path, args.audio_path2):
+    tracks, names = [], []
+    for flag, path in (("--audio_path", args.audio_path), ("--audio_path2", args.audio_path2)):
         if path:
             if not Path(path).is_file():
-                raise InputError(f"audio file '{path}' does not exist: check --audio_path/--audio_path2")
-            tracks.append(load_audio(path))
+                raise InputError(f"{flag} '{path}' does not exist: check the path")
+            name = f"{flag} '{Path(path).name}'"
+            # decoded block by block into one buffer at its own rate and channels (the soundtrack keeps them)
+            wave, sr = read_audio(path, name=flag)
+            tracks.append((check_audio(wave, sr, name=name), sr))
+            names.append(name)
         elif args.audio_path2:
             tracks.append(None)  # a silent person 1
+    check_not_silent([w for w, _ in filter(None, tracks)], names)
     if len(tracks) == 2 and tracks[0] is None:
         wave, sr = tracks[1]
         tracks[0] = (np.zeros(wave.shape[-1], np.float32), sr)
     return tracks, True, None
+
+
+def _tts_speech(args: argparse.Namespace, kokoro_dir: Path | None) -> tuple[list, bool, list | None]:
+    from .tts import KokoroTTS
+    from .tts.kokoro import find_model_dir
+    from .validation import check_tts_request
+
+    dialogue = bool(re.search(r"[\(\[]\s*[sS]\s*[12]\s*[\)\]]", args.text))
+    voices = {1: args.voice, 2: args.voice2} if dialogue else {1: args.voice}
+    names = {1: "--voice", 2: "--voice2"}
+    check_tts_request(
+        find_model_dir(kokoro_dir), args.text, voices, args.lang, voice_names=names, lang_name="--lang"
+    )
+    tts = KokoroTTS(kokoro_dir)
+    if dialogue:
+        d = tts.speak_dialogue(args.text, voices, lang=args.lang)
+        return [(t, d.sample_rate) for t in d.tracks], False, d.cues
+    s = tts.speak(args.text, args.voice, lang=args.lang)
+    return [(s.audio, s.sample_rate)], False, s.cues  # the reference does not normalise TTS audio
 
 
 # ============================================================================ models
@@ -456,11 +473,12 @@ def _resolve_paths(args, speakers: int, need_kokoro: bool = False) -> WeightPath
         given["adapter"] = Path(args.infinitetalk_dir).expanduser()
     if args.wav2vec_dir:
         given["audio_encoder"] = Path(args.wav2vec_dir).expanduser()
+    tts = args.text is not None or need_kokoro
     needed = {"dit", "adapter", "text_encoder", "clip", "vae", "audio_encoder"} | (
-        {"kokoro"} if args.text or need_kokoro else set()
+        {"kokoro"} if tts else set()
     )
     if args.weights:
-        paths = find_weights(args.weights, speakers, need_kokoro=bool(args.text) or need_kokoro, given=given)
+        paths = find_weights(args.weights, speakers, need_kokoro=tts, given=given)
     elif needed <= set(given):
         paths = WeightPaths(**{k: given[k] for k in needed - {"kokoro"}}, kokoro=given.get("kokoro"))
     else:
@@ -479,47 +497,15 @@ def _resolve_paths(args, speakers: int, need_kokoro: bool = False) -> WeightPath
 def _speaker_count(args, script=None) -> int:
     if script is not None:
         return script.num_speakers
-    if args.text:
+    if args.text is not None:
         return 2 if re.search(r"[\(\[]\s*[sS]\s*2\s*[\)\]]", args.text) else 1
     return 2 if args.audio_path2 else 1
 
 
-def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Path:
-    """Generate the video described by ``args``; returns the mp4 path (written by rank 0 only)."""
-    from .buckets import target_size
-    from .dubbing import face_only_filter
-    from .encoders.clip import load_clip_vision
-    from .encoders.text import load_text_encoder
-    from .encoders.vae import load_vae
-    from .encoders.wav2vec2 import load_audio_encoder
-    from .media import normalize_delivery, output_path
-    from .pipeline import DeviceModelManager, GenerationConfig, InfiniteTalkPipeline
-    from .preflight import RunShape
-    from .sinks import SegmentStore, segment_codec
+def _config(args: argparse.Namespace, session: ParallelSession):
+    from .pipeline import GenerationConfig
 
-    if args.input_json:
-        _apply_json(args)
-    if not args.input_path:
-        raise InputError("no reference given: pass --input_path (an image or a video)")
-    out = Path(args.output_path or (args.save_file + ".mp4" if args.save_file else "infinitetalk.mp4"))
-    out = output_path(out, args.format)  # the format decides the suffix (a folder for png-wav)
-    session = session or ParallelSession(device=_device_dtype(args)[0])
-    args.device = str(session.device)  # under torchrun: this process's GPU
-    script = None
-    if args.script:
-        from .script import load_script
-
-        script = load_script(args.script)
-    speakers = _speaker_count(args, script)
-    paths = _resolve_paths(args, speakers, need_kokoro=script is not None and script.needs_tts)
-    session.check_dit_file(paths.dit)  # heads vs --ulysses_size, before any weight is read
-    device, _ = _device_dtype(args)
-    source = load_source(args.input_path)
-    if args.face_only and source.num_frames < 2:
-        raise InputError("--face_only needs a source video as --input_path (one image has no source to keep)")
-    boxes = parse_boxes(args.bbox)
-    regions = SpeakerRegions(bboxes=boxes) if boxes else None
-    config = GenerationConfig(
+    return GenerationConfig(
         prompt=args.prompt or "",
         negative_prompt=args.n_prompt or None,
         mode=args.mode,
@@ -541,6 +527,92 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
         teacache_thresh=args.teacache_thresh,
         batch_guidance=args.batch_guidance,
     )
+
+
+def check_arguments(args: argparse.Namespace, session: ParallelSession):
+    """The settings, the output and the text, before anything is read: ``(output path, config)``."""
+    from .media import output_path
+    from .validation import check_config, check_tts_text
+
+    if args.input_json:
+        _apply_json(args)
+    if not args.input_path:
+        raise InputError("no reference given: pass --input_path (an image or a video)")
+    config = _config(args, session)
+    check_config(config, size_name="--size")
+    if args.resume and args.seed < 0:
+        raise InputError("--resume needs a fixed --seed (the interrupted run's seed)")
+    if not 0 <= args.crf <= 51:
+        raise InputError(f"--crf {args.crf} is outside 0..51: use 18 (visually lossless) to 28 (small)")
+    out = Path(args.output_path or (args.save_file + ".mp4" if args.save_file else "infinitetalk.mp4"))
+    out = output_path(out, args.format)  # the format decides the suffix (a folder for png-wav)
+    if out.is_dir() and args.format != "png-wav":
+        raise InputError(f"--output_path '{out}' is a folder: give a file name such as '{out / 'talk.mp4'}'")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(
+            f"--output_path '{out}': cannot create the folder '{out.parent}' ({err.strerror}); pick another place"
+        ) from None
+    if args.text is not None:
+        check_tts_text(args.text, name="--text")
+    return out, config
+
+
+def check_inputs(args: argparse.Namespace, config, speakers: int):
+    """The reference (image or video) and the person boxes: ``(source, regions)``, checked."""
+    from .validation import check_boxes_in_frame, check_speaker_layout, output_size, warn_if_upscaled
+
+    source = load_source(args.input_path)
+    h, w = source.frame(0).shape[:2]
+    warn_if_upscaled(
+        h,
+        w,
+        *output_size(config.size, h, w, name="--size"),
+        name=f"--input_path '{Path(args.input_path).name}'",
+    )
+    boxes = parse_boxes(args.bbox)
+    check_boxes_in_frame(boxes, w, h, name="--bbox")
+    check_speaker_layout(
+        speakers,
+        regions_given=bool(boxes),
+        name="--bbox",
+        fix="add --audio_path2 (or '(s2)' turns in --text), or drop --bbox",
+    )
+    regions = SpeakerRegions(bboxes=boxes) if boxes else None
+    return source, regions
+
+
+def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Path:
+    """Generate the video described by ``args``; returns the mp4 path (written by rank 0 only)."""
+    from .buckets import target_size
+    from .dubbing import face_only_filter
+    from .encoders.clip import load_clip_vision
+    from .encoders.text import load_text_encoder
+    from .encoders.vae import load_vae
+    from .encoders.wav2vec2 import load_audio_encoder
+    from .media import normalize_delivery
+    from .pipeline import DeviceModelManager, InfiniteTalkPipeline
+    from .preflight import RunShape
+    from .runs import PartialVideo, partial_path
+    from .sinks import SegmentStore, segment_codec
+    from .validation import explain_out_of_memory
+
+    session = session or ParallelSession(device=_device_dtype(args)[0])
+    args.device = str(session.device)  # under torchrun: this process's GPU
+    out, config = check_arguments(args, session)
+    script = None
+    if args.script:
+        from .script import load_script
+
+        script = load_script(args.script)
+    speakers = _speaker_count(args, script)
+    paths = _resolve_paths(args, speakers, need_kokoro=script is not None and script.needs_tts)
+    session.check_dit_file(paths.dit)  # heads vs --ulysses_size, before any weight is read
+    device, _ = _device_dtype(args)
+    source, regions = check_inputs(args, config, speakers)
+    if args.face_only and source.num_frames < 2:
+        raise InputError("--face_only needs a source video as --input_path (one image has no source to keep)")
     # 0. options, files and memory, before any weight is read
     height, width = target_size(config.size, *source.frame(0).shape[:2])
     run_shape = RunShape.for_generation(config, height, width, speakers)
@@ -555,10 +627,11 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
         tracks, normalize, cues = speech_inputs(args, paths.kokoro)
 
     # 1. audio features first, then free the audio encoder before the big models load
-    audio_encoder = load_audio_encoder(paths.audio_encoder, device=device, dtype=torch.float32)
-    audio = InfiniteTalkPipeline(None, None, None, None, audio_encoder, device, dtype).prepare_audio(
-        tracks, args.audio_type, normalize
-    )
+    with explain_out_of_memory("encoding the audio"):
+        audio_encoder = load_audio_encoder(paths.audio_encoder, device=device, dtype=torch.float32)
+        audio = InfiniteTalkPipeline(None, None, None, None, audio_encoder, device, dtype).prepare_audio(
+            tracks, args.audio_type, normalize
+        )
     del audio_encoder
     logger.info(
         "audio: %d speaker(s), %d frames (%.2f s)",
@@ -568,10 +641,11 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     )
 
     # 2. models
-    text = load_text_encoder(paths.text_encoder, tokenizer=paths.tokenizer, device=home, dtype=dtype)
-    clip = load_clip_vision(paths.clip, device=home, dtype=dtype)
-    vae = load_vae(paths.vae, device=device, dtype=torch.float32)
-    dit, swap = load_dit_model(paths, options, plan, device, args.offload_model)
+    with explain_out_of_memory("loading the models"):
+        text = load_text_encoder(paths.text_encoder, tokenizer=paths.tokenizer, device=home, dtype=dtype)
+        clip = load_clip_vision(paths.clip, device=home, dtype=dtype)
+        vae = load_vae(paths.vae, device=device, dtype=torch.float32)
+        dit, swap = load_dit_model(paths, options, plan, device, args.offload_model)
     session.attach(dit)  # one process: unchanged; torchrun: this process's share of every forward
     manager = None
     if args.offload_model:
@@ -580,8 +654,6 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     pipe = InfiniteTalkPipeline(dit, vae, clip, text, None, device, dtype, model_manager=manager)
 
     # 3. generate into per-window segments, then mux with the soundtrack
-    if args.resume and args.seed < 0:
-        raise InputError("--resume needs a fixed --seed (the interrupted run's seed)")
     seg_dir = Path(args.segments_dir) if args.segments_dir else out.with_name(out.name + ".parts")
     soundtrack = audio.soundtrack_audio  # the user's own audio; the 16 kHz mix stays in the embedding path
     if args.loudness is not None and session.is_main:
@@ -606,25 +678,38 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
         "dtype": str(dtype),
     }
     frame_filter = face_only_filter(source, config, audio.num_frames) if args.face_only else None
-    with _ProgressBar(config.steps) as bar:
-        result = pipe.generate(
-            source,
-            audio,
-            config,
-            session.output_sink(store),  # torchrun: rank 0 writes, the others follow
-            speaker_regions=regions,
-            on_progress=bar.update if session.is_main else None,
-            resume=args.resume,
-            fingerprint_extra=extra,
-            prompts=prompts,
-            frame_filter=frame_filter,
-        )
+    # what is finished stays playable: OUTPUT_partial.mp4 follows the committed windows (rank 0)
+    partial = PartialVideo(partial_path(out), store, audio=soundtrack) if store is not None else None
+
+    def on_progress(event) -> None:
+        partial.on_progress(event)
+        bar.update(event)
+
+    with _ProgressBar(config.steps) as bar, explain_out_of_memory(f"generating at size {config.size}"):
+        try:
+            result = pipe.generate(
+                source,
+                audio,
+                config,
+                session.output_sink(store),  # torchrun: rank 0 writes, the others follow
+                speaker_regions=regions,
+                on_progress=on_progress if session.is_main else None,
+                resume=args.resume,
+                fingerprint_extra=extra,
+                prompts=prompts,
+                frame_filter=frame_filter,
+            )
+        except BaseException:
+            if partial is not None and partial.flush():
+                logger.warning("the video so far is in %s; run again with --resume to continue", partial.path)
+            raise
     if not session.is_main:
         return out  # rank 0 writes the file
     subtitles = cues if args.subtitles else None
     final = store.finalize(
         out, audio=soundtrack, subtitles=subtitles, fmt=args.format, crf=args.crf, preset=args.preset
     )
+    partial.discard()
     if not args.keep_segments:
         shutil.rmtree(seg_dir, ignore_errors=True)
     logger.info(

@@ -7,14 +7,9 @@ used when a caller builds a model by hand.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from .errors import InputError
-
-_BOX = re.compile(
-    r"^\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*$"
-)
 
 
 @dataclass(frozen=True)
@@ -95,36 +90,21 @@ class SpeakerRegions:
 
     @classmethod
     def parse(cls, text: str, name: str = "speaker_boxes") -> SpeakerRegions:
-        """``'x0,y0,x1,y1; x0,y0,x1,y1'`` (pixels; ``;`` or newlines between people) -> two boxes."""
-        parts = [p for p in re.split(r"[;\n]", text) if p.strip()]
-        boxes = []
-        for part in parts:
-            m = _BOX.match(part)
-            if m is None:
-                raise InputError(
-                    f"{name}: '{part.strip()}' is not 'x0,y0,x1,y1' (pixels, e.g. '0,0,416,480')"
-                )
-            x0, y0, x1, y1 = (float(v) for v in m.groups())
-            if x1 <= x0 or y1 <= y0:
-                raise InputError(f"{name}: '{part.strip()}' is empty: x1 must exceed x0 and y1 exceed y0")
-            boxes.append((x0, y0, x1, y1))
-        if len(boxes) != 2:
-            raise InputError(f"{name}: give exactly two boxes (person 1; person 2), got {len(boxes)}")
+        """``'x0,y0,x1,y1; x0,y0,x1,y1'`` (pixels; ``;`` or newlines between people) -> two boxes
+        (:func:`infinitetalk.validation.parse_boxes`: its messages)."""
+        from .validation import parse_boxes
+
+        boxes = parse_boxes(text, name=name)
+        if not boxes:
+            raise InputError(f"{name}: give exactly two boxes (person 1; person 2), got 0")
         return cls(bboxes=boxes)
 
     @classmethod
-    def from_masks(cls, masks, name: str = "speaker_masks") -> SpeakerRegions:
-        """Two masks ``(2, H, W)`` (values > 0.5 inside) -> their bounding boxes in pixels."""
-        import torch
+    def from_masks(
+        cls, masks, name: str = "speaker_masks", frame_hw: tuple[int, int] | None = None
+    ) -> SpeakerRegions:
+        """Two masks ``(2, H, W)`` (values > 0.5 inside) -> their bounding boxes in pixels; with ``frame_hw``
+        the masks must match the reference's size (:func:`infinitetalk.validation.masks_to_boxes`)."""
+        from .validation import masks_to_boxes
 
-        if masks.ndim != 3 or masks.shape[0] != 2:
-            raise InputError(
-                f"{name}: expected a batch of 2 masks (person 1, person 2), got shape {tuple(masks.shape)}"
-            )
-        boxes = []
-        for i, mask in enumerate(masks):
-            ys, xs = torch.nonzero(mask > 0.5, as_tuple=True)
-            if ys.numel() == 0:
-                raise InputError(f"{name}: mask {i + 1} is empty: paint the region of person {i + 1}")
-            boxes.append((float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1))
-        return cls(bboxes=boxes)
+        return cls(bboxes=masks_to_boxes(masks, frame_hw, name=name))

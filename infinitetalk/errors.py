@@ -20,3 +20,9 @@ class InputError(InfiniteTalkError, ValueError):
 
 class Interrupted(InfiniteTalkError):
     """Generation was cancelled through the pipeline's cancellation callback."""
+
+
+def snippet(text: str, limit: int = 60) -> str:
+    """User text shortened for a one-line message: whitespace (newlines included) collapsed, cut at ``limit``."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, InputError, snippet
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +54,14 @@ def load_lora_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        from .loading.state_dict import safe_torch_load
+
+        obj = safe_torch_load(path)
+    except CheckpointError as err:
+        raise CheckpointError(f"LoRA {err}: use a .safetensors LoRA") from None
     except Exception as err:  # noqa: BLE001 - any reader failure means the same thing to the user
         raise CheckpointError(
-            f"LoRA file '{path}' could not be read ({err}): use a .safetensors LoRA"
+            f"LoRA file '{path}' could not be read ({snippet(str(err), 160)}): use a .safetensors LoRA"
         ) from err
     obj = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -36,7 +36,7 @@ from .buckets import default_shift, image_to_tensor, resize_and_crop_image, resi
 from .color import match_colors
 from .config import SpeakerRegions
 from .errors import InputError, Interrupted
-from .sampling import COND, DROP_AUDIO, DROP_TEXT, SAMPLERS, UNCOND, GuidanceState, make_sampler
+from .sampling import COND, DROP_AUDIO, DROP_TEXT, UNCOND, GuidanceState, make_sampler
 from .sinks import FrameSink, ResumableSink
 from .teacache import TeaCache, TeaCacheConfig
 
@@ -407,36 +407,15 @@ class InfiniteTalkPipeline:
     # ------------------------------------------------------------------ stage 1: inputs
     def check_inputs(self, source: ReferenceSource, audio: AudioEmbedding, config: GenerationConfig) -> None:
         """Validate early; raise ``InputError`` naming the bad value and the fix."""
-        c = config
-        if c.mode not in ("streaming", "clip"):
-            raise InputError(f"mode '{c.mode}' is unknown: use 'streaming' or 'clip'")
-        if c.frame_num < 5 or (c.frame_num - 1) % 4:
-            raise InputError(f"frame_num {c.frame_num} must be 4n+1 and at least 5 (81 is the default)")
-        if c.motion_frame < 1 or (c.motion_frame - 1) % 4 or c.motion_frame >= c.frame_num:
-            raise InputError(
-                f"motion_frame {c.motion_frame} must be 4n+1 and below frame_num {c.frame_num} (9)"
-            )
-        if c.steps < 1:
-            raise InputError(
-                f"steps {c.steps} must be at least 1 (40 is the default, 4-8 with a distill LoRA)"
-            )
-        if c.max_frame_num is not None and c.max_frame_num < 1:
-            raise InputError(
-                f"max_frame_num {c.max_frame_num} must be positive (or None for the whole audio)"
-            )
-        if not 0.0 <= c.color_correction_strength <= 1.0:
-            raise InputError(f"color_correction_strength {c.color_correction_strength} must be in [0, 1]")
-        if c.effective_shift <= 0:
-            raise InputError(f"shift {c.shift} must be positive (7 at 480p, 11 at 720p)")
-        if c.sampler not in SAMPLERS:
-            raise InputError(f"sampler '{c.sampler}' is unknown: use one of {', '.join(SAMPLERS)}")
+        from .validation import check_config
+
+        check_config(config)
         if audio.num_speakers not in (1, 2):
             raise InputError(f"audio has {audio.num_speakers} speakers: InfiniteTalk drives one or two")
         if audio.num_frames < 1:
             raise InputError("audio is shorter than one video frame (40 ms): give a longer audio file")
         if source.num_frames < 1:
             raise InputError("the reference video has no frames: give an image or a readable video")
-        target_size(c.size, *source.frame(0).shape[:2])  # validates the size string
 
     # ------------------------------------------------------------------ stage 2: audio
     @torch.no_grad()

@@ -31,7 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InfiniteTalkError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -147,15 +147,19 @@ class SegmentStore:
         live: bool = False,
         clips: bool = False,
         on_segment: Callable[[SegmentInfo], None] | None = None,
+        preview_dir: str | os.PathLike | None = None,
     ):
         """``codec``: ``h264`` (CRF ``crf``, the default) or ``h264-lossless`` (exact frames, for master
-        formats). ``soundtrack = (wave, rate)``: the sound of the live playlist and the clips."""
+        formats). ``soundtrack = (wave, rate)``: the sound of the live playlist and the clips.
+        ``preview_dir``: where the clips go (default ``directory/preview``; a host may want them in a
+        folder it serves while the run folder itself lives elsewhere)."""
         if codec not in SEGMENT_CODECS:
             raise InputError(f"segment codec '{codec}' is unknown: use one of {', '.join(SEGMENT_CODECS)}")
         self.directory = Path(directory)
         self.fps, self.crf, self.preset, self.codec = int(fps), int(crf), preset, codec
         self.soundtrack = soundtrack
         self.live, self.clips, self.on_segment = live, clips, on_segment
+        self.preview_dir = Path(preview_dir) if preview_dir is not None else self.directory / PREVIEW_DIR
         self.num_windows: int | None = None
         self._playlist = None
         self.segments: list[dict[str, Any]] = []
@@ -185,8 +189,8 @@ class SegmentStore:
             if resume:
                 logger.info("%s: nothing to resume, starting from the first window", self.directory)
             self._remove_own_files(keep=set())
-            for sub in (LIVE_DIR, PREVIEW_DIR):
-                shutil.rmtree(self.directory / sub, ignore_errors=True)
+            for sub in (self.directory / LIVE_DIR, self.preview_dir):
+                shutil.rmtree(sub, ignore_errors=True)
             self.fingerprint, self.segments, self.complete, self._state_file = fingerprint, [], False, None
             self._start_playlist()
             return None
@@ -218,7 +222,15 @@ class SegmentStore:
         self._start_playlist()
         if self._state_file is None:
             return None
-        state = torch.load(self.directory / self._state_file, map_location="cpu", weights_only=True)
+        from .loading.state_dict import safe_torch_load
+
+        try:
+            state = safe_torch_load(self.directory / self._state_file, mmap=False)
+        except InfiniteTalkError as err:
+            raise InputError(
+                f"resume state of '{self.directory}' is unreadable ({err}); delete that folder or turn resume "
+                "off to start over"
+            ) from None
         state["complete"] = self.complete
         return state
 
@@ -322,8 +334,8 @@ class SegmentStore:
     def _write_clip(self, index: int, segment: Path, start: int) -> Path:
         from .media.live import write_clip
 
-        folder = self.directory / PREVIEW_DIR
-        folder.mkdir(exist_ok=True)
+        folder = self.preview_dir
+        folder.mkdir(parents=True, exist_ok=True)
         clip = write_clip(segment, folder / _CLIP.format(index), start, self.fps, self.soundtrack)
         (folder / _CLIP.format(index - _CLIPS_KEPT)).unlink(missing_ok=True)
         return clip

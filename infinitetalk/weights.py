@@ -518,18 +518,37 @@ class WeightPaths:
     tokenizer: Path | None = None  # umT5 tokenizer (folder, or a ComfyUI umT5 file with spiece_model)
 
 
-def missing_error(component: Component, where: str) -> CheckpointError:
+def missing_error(component: Component, where: str, near_misses: Sequence[str] = ()) -> CheckpointError:
+    unusable = f"; found but not usable: {'; '.join(near_misses[:3])}" if near_misses else ""
     return CheckpointError(
         f"{spec(component).title} not found under {where}: expected {download_hint(component)}; "
         f"put it in one of the ComfyUI folders {', '.join(spec(component).folders)} (subfolders are fine)"
+        + unusable
     )
 
 
-def pick(found: Sequence[Found], component: Component, where: str) -> Found:
-    """The preferred candidate of ``component`` (logged with the alternatives), or a clear error."""
+def near_misses(component: Component, found: Sequence[Found], unplaced: Sequence = ()) -> list[str]:
+    """Files named as ``component`` that are something else, or that cannot be read (truncated, wrong
+    model): what a user who put the file in place needs to hear when the part is reported missing."""
+    notes = []
+    for info in unplaced:
+        if info.named_as is component:
+            notes.append(f"'{info.path.name}' ({info.problem})")
+    for f in found:
+        named = {c for c, _ in published_by_name(f.path.name)}
+        if component in named and f.component is not component and f.component not in named:
+            notes.append(
+                f"'{f.display}' holds the {spec(f.component).title}, not the {spec(component).title}"
+            )
+    return list(dict.fromkeys(notes))
+
+
+def pick(found: Sequence[Found], component: Component, where: str, unplaced: Sequence = ()) -> Found:
+    """The preferred candidate of ``component`` (logged with the alternatives), or a clear error that also
+    names the files that look like it but are not usable."""
     options = candidates(found, component)
     if not options:
-        raise missing_error(component, where)
+        raise missing_error(component, where, near_misses(component, found, unplaced))
     if len(options) > 1:
         others = ", ".join(o.display for o in options[1:4]) + (" ..." if len(options) > 4 else "")
         log.info("%s: using %s (also found: %s)", component, options[0].display, others)
@@ -538,7 +557,7 @@ def pick(found: Sequence[Found], component: Component, where: str) -> Found:
     return options[0]
 
 
-def pick_adapter(found: Sequence[Found], speakers: int, where: str) -> Found:
+def pick_adapter(found: Sequence[Found], speakers: int, where: str, unplaced: Sequence = ()) -> Found:
     """The multi adapter for two speakers, the single one for one; the other one with a warning."""
     wanted = [Component.ADAPTER_SINGLE, Component.ADAPTER_MULTI]
     if speakers == 2:
@@ -549,7 +568,7 @@ def pick_adapter(found: Sequence[Found], speakers: int, where: str) -> Found:
             if i:
                 log.warning("no %s found: using the %s file %s", wanted[0], comp, options[0].display)
             return pick(found, comp, where)
-    raise missing_error(wanted[0], where)
+    raise missing_error(wanted[0], where, near_misses(wanted[0], found, unplaced))
 
 
 def find_tokenizer(text_encoder: Path, found: Sequence[Found], paths: SearchPaths) -> Path | None:
@@ -576,11 +595,11 @@ def find_weights(
     given = dict(given or {})
     paths = root if isinstance(root, SearchPaths) else search_paths_for(root)
     where = f"'{root}'" if not isinstance(root, SearchPaths) else paths.describe()
-    found, _ = inventory(paths)
+    found, unplaced = inventory(paths)
 
     def get(component: Component) -> Path:
         field_name = spec(component).field
-        return given[field_name] if field_name in given else pick(found, component, where).path
+        return given[field_name] if field_name in given else pick(found, component, where, unplaced).path
 
     dit = get(Component.DIT)
     if "adapter" in given:
@@ -588,7 +607,7 @@ def find_weights(
     else:
         merged = any(f.path == dit and f.info.merged_adapter for f in candidates(found, Component.DIT))
         has_adapter = any(candidates(found, c) for c in ADAPTERS)
-        adapter = pick_adapter(found, speakers, where).path if has_adapter or not merged else None
+        adapter = pick_adapter(found, speakers, where, unplaced).path if has_adapter or not merged else None
     text = get(Component.TEXT_ENCODER)
     kokoro = None
     if need_kokoro:

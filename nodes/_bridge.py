@@ -127,9 +127,15 @@ class ImageBatchSource:
 
 
 def image_to_uint8(image: torch.Tensor) -> np.ndarray:
-    """IMAGE ``(..., H, W, C)`` in [0, 1] (one image or a batch) -> uint8 RGB ``(..., H, W, 3)``."""
-    array = (image[..., :3].float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    return np.ascontiguousarray(array)
+    """IMAGE ``(..., H, W, C)`` in [0, 1] (one image or a batch) -> uint8 RGB ``(..., H, W, 3)``
+    (greyscale and RGBA converted)."""
+    from ..infinitetalk.validation import to_rgb8
+
+    array = image.detach().float().cpu().numpy()
+    if array.ndim == 4:
+        frames = [to_rgb8(frame, name="image") for frame in array]
+        return np.stack(frames) if frames else np.zeros((0, *array.shape[1:3], 3), np.uint8)
+    return to_rgb8(array, name="image")
 
 
 def uint8_to_image(array: np.ndarray) -> torch.Tensor:
@@ -144,13 +150,30 @@ def reference_source(image, video, fps: int):
 
     Temporary files made for a VIDEO (an in-memory stream, or an edit ComfyUI renders) are removed on exit.
     """
+    from ..infinitetalk.errors import InputError
+    from ..infinitetalk.validation import check_image_size, check_video_frames
+
+    if video is not None and image is not None:
+        raise InputError(
+            "InfiniteTalk Sampler got both 'image' and 'video': connect only one (image: image-to-video, "
+            "video: dubbing)"
+        )
     if video is None:
         if image is None:
             raise ValueError(
                 "InfiniteTalk Sampler needs a conditioning 'image' (image-to-video) or a source 'video' "
                 "(dubbing): connect one"
             )
-        yield image_to_uint8(image[0]) if image.shape[0] == 1 else ImageBatchSource(image)
+        if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[0] < 1:
+            raise InputError(
+                f"image has shape {tuple(getattr(image, 'shape', ()))}: expected an IMAGE batch (frames, height, "
+                "width, 3)"
+            )
+        check_image_size(image.shape[1], image.shape[2], name="image")
+        first = image_to_uint8(
+            image[0]
+        )  # (H, W, 3); greyscale / RGBA converted, other channel counts refused
+        yield first if image.shape[0] == 1 else ImageBatchSource(image)
         return
     from ..infinitetalk.media import VideoReader
 
@@ -158,6 +181,8 @@ def reference_source(image, video, fps: int):
         path, start, duration = edited_video_file(video, cleanup)
         reader = VideoReader(path, fps=fps, start=start, duration=duration)
         cleanup.callback(reader.close)
+        check_video_frames(reader.num_frames, path)
+        check_image_size(reader.height, reader.width, name="video")
         yield reader
 
 

@@ -14,16 +14,23 @@ from . import _core, _models
 from ._widgets import advanced
 
 
-def audio_to_numpy(audio: dict) -> tuple[np.ndarray, int]:
-    """Core AUDIO ``{"waveform": (B, C, N), "sample_rate"}`` -> first item as float32 ``(C, N)``."""
+def audio_to_numpy(audio: dict, name: str = "audio") -> tuple[np.ndarray, int]:
+    """Core AUDIO ``{"waveform": (B, C, N), "sample_rate"}`` -> first item as float32 ``(C, N)``, checked
+    (rate, channels, length, finite samples)."""
+    from ..infinitetalk.validation import check_audio
+
     if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
-        raise ValueError("audio input must be a ComfyUI AUDIO ({'waveform': (B, C, N), 'sample_rate': int})")
-    wave = audio["waveform"]
-    if wave.ndim != 3 or wave.shape[-1] == 0:
         raise ValueError(
-            f"audio waveform has shape {tuple(wave.shape)}; expected (batch, channels, samples) with samples > 0"
+            f"{name} input must be a ComfyUI AUDIO ({{'waveform': (B, C, N), 'sample_rate': int}})"
         )
-    return wave[0].detach().float().cpu().numpy(), int(audio["sample_rate"])
+    wave = audio["waveform"]
+    if not isinstance(wave, torch.Tensor) or wave.ndim != 3 or wave.shape[0] < 1 or wave.shape[-1] == 0:
+        raise ValueError(
+            f"{name} waveform has shape {tuple(getattr(wave, 'shape', ()))}; expected (batch, channels, samples) "
+            "with samples > 0"
+        )
+    sr = audio["sample_rate"]
+    return check_audio(wave[0].detach().float().cpu().numpy(), sr, name=name), int(sr)
 
 
 def numpy_to_audio(wave: np.ndarray, sample_rate: int) -> dict:
@@ -86,12 +93,11 @@ class LoadAudio(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio, start_seconds=0.0, duration_seconds=0.0) -> io.NodeOutput:
-        from ..infinitetalk.media import load_audio
+        from ..infinitetalk.media.stream import read_audio
 
-        wave, sr = load_audio(folder_paths.get_annotated_filepath(audio))  # (C, N)
-        start = int(round(start_seconds * sr))
-        end = wave.shape[-1] if duration_seconds <= 0 else start + int(round(duration_seconds * sr))
-        wave = wave[:, start:end]
+        # decoded block by block: the skipped start is never stored, long files are not held twice
+        path = folder_paths.get_annotated_filepath(audio)
+        wave, sr = read_audio(path, start_seconds, duration_seconds, name="audio")  # (C, N)
         if wave.shape[-1] == 0:
             raise ValueError(f"audio '{audio}': nothing left after start_seconds={start_seconds}; lower it")
         return io.NodeOutput(numpy_to_audio(wave, sr))
@@ -164,9 +170,12 @@ class AudioEmbed(io.ComfyNode):
     @classmethod
     def execute(cls, audio_encoder, audio_1, normalize_loudness, mode, audio_2=None) -> io.NodeOutput:
         from ..infinitetalk.pipeline import InfiniteTalkPipeline
+        from ..infinitetalk.validation import check_not_silent
         from ._bridge import ComfyModelManager
 
-        speakers = [audio_to_numpy(audio_1)] + ([audio_to_numpy(audio_2)] if audio_2 is not None else [])
+        named = [("audio_1", audio_1)] + ([("audio_2", audio_2)] if audio_2 is not None else [])
+        speakers = [audio_to_numpy(a, name) for name, a in named]
+        check_not_silent([w for w, _ in speakers], [name for name, _ in named])
         if not isinstance(audio_encoder, _models.Managed):  # core's AUDIO_ENCODER
             audio_encoder = _core.audio_encoder(audio_encoder)
         pipe = InfiniteTalkPipeline(

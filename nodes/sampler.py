@@ -12,15 +12,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-import folder_paths
 import numpy as np
 import torch
 from comfy_api.latest import io, ui
 
+from ..infinitetalk.runs import PartialVideo
 from ..infinitetalk.sinks import SEGMENT_CODECS
-from . import _bridge, _core, _models
+from . import _bridge, _core, _models, _runs
 from . import _common as c
 from ._widgets import choice, dynamic_combo
 
@@ -150,19 +149,18 @@ def _option_inputs() -> list:
 
 
 def check_options(frame_num=81, motion_frame=9, speaker_boxes="") -> str | None:
-    """The message for inconsistent options (None when they are fine); ComfyUI checks the bounds itself."""
-    from ..infinitetalk.config import SpeakerRegions
+    """The message for inconsistent options (None when they are fine); ComfyUI checks the bounds itself.
+    The messages are the library's (:mod:`infinitetalk.validation`), the command line's too."""
+    from ..infinitetalk.errors import InputError
+    from ..infinitetalk.validation import check_window, parse_boxes
 
-    if isinstance(frame_num, int) and isinstance(motion_frame, int):
-        if frame_num < 5 or (frame_num - 1) % 4:
-            return f"frame_num {frame_num} must be 4n+1 and at least 5 (e.g. 81, 33, 17)"
-        if (motion_frame - 1) % 4 or motion_frame >= frame_num:
-            return f"motion_frame {motion_frame} must be 4n+1 and smaller than frame_num {frame_num} (e.g. 9)"
-    if isinstance(speaker_boxes, str) and speaker_boxes.strip():
-        try:
-            SpeakerRegions.parse(speaker_boxes)
-        except ValueError as err:
-            return str(err)
+    try:
+        if isinstance(frame_num, int) and isinstance(motion_frame, int):
+            check_window(frame_num, motion_frame)
+        if isinstance(speaker_boxes, str) and speaker_boxes.strip():
+            parse_boxes(speaker_boxes)
+    except InputError as err:
+        return str(err)
     return None
 
 
@@ -324,6 +322,14 @@ class Sampler(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, size="infinitetalk-480"):
+        # No **kwargs: ComfyUI then still checks the bounds of every other input itself.
+        name = choice(size, "size")[0] if isinstance(size, (str, dict)) else None
+        if name is not None and name not in SIZES:
+            return f"size '{name}' is unknown: use {', '.join(SIZES)} (custom: width x height)"
+        return True
+
+    @classmethod
     def execute(
         cls,
         model,
@@ -344,6 +350,8 @@ class Sampler(io.ComfyNode):
         width=832,
         height=480,
     ) -> io.NodeOutput:
+        from ..infinitetalk.validation import check_config, output_size, warn_if_upscaled
+
         opts = options if options is not None else DEFAULTS
         problem = check_options(opts.frame_num, opts.motion_frame, opts.speaker_boxes)
         if problem:
@@ -352,7 +360,10 @@ class Sampler(io.ComfyNode):
         if _core.is_audio_encoder_output(audio_embeds):
             audio_embeds = _core.audio_embeds(audio_embeds)
         config = _config(mode, size_name, custom, steps, seed, text_scale, audio_scale, opts)
+        check_config(config)
         with _bridge.reference_source(image, video, c.FPS) as source:
+            h, w = _as_source(source).frame(0).shape[:2]
+            warn_if_upscaled(h, w, *output_size(config.size, h, w))
             regions, preview = _regions(
                 opts.speaker_boxes, speaker_masks, audio_embeds.num_speakers, _as_source(source)
             )
@@ -371,6 +382,7 @@ class Sampler(io.ComfyNode):
         from ..infinitetalk.buckets import target_size
         from ..infinitetalk.pipeline import InfiniteTalkPipeline
         from ..infinitetalk.sinks import SegmentStore
+        from ..infinitetalk.validation import explain_out_of_memory
 
         height, width = target_size(config.size, *_as_source(source).frame(0).shape[:2])
         dit_run = _models.prepare_dit(model, config, height, width, audio_embeds.num_speakers)
@@ -395,35 +407,57 @@ class Sampler(io.ComfyNode):
         if compositor is not None:
             extra = {**extra, **compositor.fingerprint()}
         fingerprint = pipe.fingerprint(_as_source(source), audio_embeds, config, regions, extra)
+        window_preview = _bridge.WindowPreview(
+            cls.hidden.unique_id, _bridge.preview_nodes(cls.hidden.prompt, cls.hidden.unique_id)
+        )
+
+        def on_segment(info) -> None:
+            # what is finished stays watchable: the partial mp4 in the output folder grows to each committed
+            # window (a kill leaves it playable), then the window's preview is shown on the node
+            partial.update()
+            window_preview(info)
+
         store = SegmentStore(
-            _store_dir(cls.hidden.unique_id, fingerprint),
+            _runs.store_dir(cls.hidden.unique_id, fingerprint),  # survives a restart: the run can resume
             fps=c.FPS,
             codec=opts.storage,
             soundtrack=audio_embeds.soundtrack_audio,
             clips=True,  # each finished window is shown on the node while the run goes on
-            on_segment=_bridge.WindowPreview(
-                cls.hidden.unique_id, _bridge.preview_nodes(cls.hidden.prompt, cls.hidden.unique_id)
-            ),
+            on_segment=on_segment,
+            preview_dir=_runs.preview_dir(cls.hidden.unique_id, fingerprint),
+        )
+        partial = PartialVideo(
+            _runs.partial_file(cls.hidden.prompt, cls.hidden.unique_id, fingerprint),
+            store,
+            audio=audio_embeds.soundtrack_audio,
         )
         try:
-            result = pipe.generate(  # tells the store how many windows the run has
-                source,
-                audio_embeds,
-                config,
-                store,
-                speaker_regions=regions,
-                on_progress=_bridge.Progress(config.steps, cls.hidden.unique_id),
-                should_cancel=_bridge.should_cancel,
-                resume=opts.resume,
-                fingerprint_extra=extra,
-                prompts=schedule,
-                frame_filter=compositor,
-            )
+            with explain_out_of_memory(f"sampling at {config.size} with {config.frame_num}-frame windows"):
+                result = pipe.generate(  # tells the store how many windows the run has
+                    source,
+                    audio_embeds,
+                    config,
+                    store,
+                    speaker_regions=regions,
+                    on_progress=_bridge.Progress(config.steps, cls.hidden.unique_id),
+                    should_cancel=_bridge.should_cancel,
+                    resume=opts.resume,
+                    fingerprint_extra=extra,
+                    prompts=schedule,
+                    frame_filter=compositor,
+                )
+        except BaseException:
+            if partial.flush():
+                log.warning("InfiniteTalk: the video so far is in %s; queue again to resume", partial.path)
+            raise
         finally:
             if dit_run.swap is not None:
                 dit_run.swap.release()
+        partial.discard()
         w, h = store.size
-        return _bridge.FrameStream(store, result.num_frames, w, h, c.FPS, audio_embeds.soundtrack_audio)
+        frames = _bridge.FrameStream(store, result.num_frames, w, h, c.FPS, audio_embeds.soundtrack_audio)
+        _runs.remove_when_released(frames, store.directory)  # a finished run goes once ComfyUI drops it
+        return frames
 
 
 def _config(mode, size_name, custom, steps, seed, text_scale, audio_scale, opts: SamplerOptions):
@@ -475,17 +509,15 @@ def parse_boxes(text: str) -> list[tuple[float, float, float, float]]:
     return SpeakerRegions.parse(text).bboxes
 
 
-def _regions(boxes_text: str, masks, num_speakers: int, source=None):
-    """(speaker regions or None, preview IMAGE of automatic regions or None)."""
-    from ..infinitetalk.config import SpeakerRegions
+def _regions(boxes_text: str, masks, num_speakers: int, source):
+    """(speaker regions or None, preview IMAGE of automatic regions or None): boxes or masks checked against
+    the reference frame and the speaker count (library); two speakers without either: found from faces."""
+    from ..infinitetalk.validation import speaker_regions
 
-    if num_speakers < 2:
-        return None, None
-    if boxes_text.strip():
-        return SpeakerRegions.parse(boxes_text), None
-    if masks is not None:
-        return SpeakerRegions.from_masks(masks), None
-    return _auto_regions(source)
+    regions = speaker_regions(num_speakers, source.frame(0).shape[:2], boxes=boxes_text, masks=masks)
+    if regions is None and num_speakers >= 2:
+        return _auto_regions(source)
+    return regions, None
 
 
 def _auto_regions(source):
@@ -516,12 +548,6 @@ def _fingerprint_extra(model, vae, clip_vision, text_embeds) -> dict:
             k: str(v) for k, v in sorted(model.options.items())
         },  # adapter, LoRAs, dtype, quantization
     }
-
-
-def _store_dir(node_id, fingerprint: str) -> Path:
-    return (
-        Path(folder_paths.get_temp_directory()) / "infinitetalk" / f"{node_id or 'node'}_{fingerprint[:16]}"
-    )
 
 
 def _output_connected(prompt, node_id, slot: int) -> bool:

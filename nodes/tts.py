@@ -23,6 +23,30 @@ def _lang_code(option: str) -> str | None:
     return None if option == AUTO else option.split(":", 1)[0]
 
 
+def _check_request(text, voices: dict, language) -> str | bool:
+    """validate_inputs of both TTS nodes: the text says something, the voices and the language exist."""
+    from ..infinitetalk.errors import InputError
+    from ..infinitetalk.validation import check_tts_text
+
+    try:
+        if isinstance(text, str):
+            check_tts_text(text)
+        if isinstance(language, str) and language not in _language_options():
+            return f"language '{language}' is unknown: use one of {', '.join(_language_options())}"
+        known = voice_options()
+        for name, voice in voices.items():
+            for part in (v.strip() for v in str(voice).split(",")) if isinstance(voice, str) else ():
+                if part not in known:
+                    return f"{name} '{part}' is not a Kokoro voice: use one of {', '.join(known[:12])}"
+        if isinstance(text, str) and len(voices) > 1:
+            from ..infinitetalk.tts.dialogue import parse_dialogue
+
+            parse_dialogue(text, (1, 2))
+    except InputError as err:
+        return str(err)
+    return True
+
+
 def _common_inputs(default_text: str, text_tooltip: str) -> list:
     return [
         io.Custom("INFINITETALK_KOKORO").Input("kokoro", tooltip="From InfiniteTalk Kokoro TTS Loader."),
@@ -75,6 +99,10 @@ class TextToSpeech(io.ComfyNode):
                 io.String.Output(display_name="srt", tooltip="Captions (SRT text) timed to the speech."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, text=None, voice=None, language=None):
+        return _check_request(text, {"voice": voice}, language)
 
     @classmethod
     def execute(cls, kokoro, text, voice, speed, language=AUTO) -> io.NodeOutput:
@@ -136,6 +164,10 @@ class DialogueTTS(io.ComfyNode):
                 ),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, text=None, voice_1=None, voice_2=None, language=None):
+        return _check_request(text, {"voice_1": voice_1, "voice_2": voice_2}, language)
 
     @classmethod
     def execute(cls, kokoro, text, voice_1, voice_2, pause, speed, language=AUTO) -> io.NodeOutput:

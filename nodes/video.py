@@ -157,6 +157,18 @@ class VideoCombine(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, filename_prefix=None):
+        from ..infinitetalk.errors import InputError
+        from ..infinitetalk.validation import safe_output_path
+
+        if isinstance(filename_prefix, str):
+            try:
+                safe_output_path(filename_prefix, folder_paths.get_output_directory())
+            except InputError as err:
+                return str(err)
+        return True
+
+    @classmethod
     def execute(
         cls,
         captions,
@@ -174,6 +186,9 @@ class VideoCombine(io.ComfyNode):
     ) -> io.NodeOutput:
         from ..infinitetalk.media import normalize_delivery, srt_parse
         from ..infinitetalk.media.export import output_format
+        from ..infinitetalk.validation import safe_output_path
+
+        safe_output_path(filename_prefix, folder_paths.get_output_directory())  # also when linked
 
         if frames is None and images is None:
             raise ValueError(

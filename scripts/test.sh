@@ -7,7 +7,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 
 ensure_setup
-if ! "$PY" -c "import pytest, selenium, websocket, requests, psutil, skimage" >/dev/null 2>&1; then
+if ! "$PY" -c "import pytest, selenium, websocket, requests, psutil, skimage, hypothesis" >/dev/null 2>&1; then
   log "installing test packages"
   "$PY" -m pip install --quiet -r "$ROOT/scripts/requirements-test.txt"
 fi

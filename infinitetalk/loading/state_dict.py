@@ -207,8 +207,9 @@ class _TorchFile(_MemoryTensors):
         self.tensors = {}
 
 
-def _torch_load(path: Path):
-    mmap = zipfile.is_zipfile(path)  # only the zip serialisation can be memory-mapped
+def _torch_load(path: Path, mmap: bool | None = None):
+    if mmap is None:
+        mmap = zipfile.is_zipfile(path)  # only the zip serialisation can be memory-mapped
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # unpickling/zip/EOF errors: one clear line, never a traceback
@@ -563,3 +564,10 @@ def common_prefix(keys: Iterable[str]) -> str:
             break
         common.append(level[0])
     return "".join(c + "." for c in common)
+
+
+def safe_torch_load(path: str | os.PathLike, mmap: bool | None = None):
+    """``torch.load(path, weights_only=True)`` on the CPU (memory-mapped when possible, or as ``mmap`` says:
+    a file that will be deleted or replaced must not stay mapped on Windows); anything that is not plain
+    tensors and containers is refused, and every failure is one ``CheckpointError`` line."""
+    return _torch_load(Path(path), mmap)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from fractions import Fraction
 from math import gcd
 from pathlib import Path
 from typing import NamedTuple
@@ -106,15 +107,35 @@ def to_mono(wave: np.ndarray) -> np.ndarray:
     return wave.mean(axis=0, dtype=np.float32)
 
 
+MAX_RATIO_TERM = 4096  # polyphase filter length grows with the reduced ratio's terms (20 taps each)
+
+
+def resample_ratio(sr_in: int, sr_out: int) -> tuple[int, int]:
+    """``(up, down)`` for ``sr_in -> sr_out``: the reduced ratio, or for an odd rate (a reduced term above
+    ``MAX_RATIO_TERM``, e.g. 44101 Hz) the closest ratio with ``down <= MAX_RATIO_TERM``: a timing error
+    below 1e-6, where the exact ratio would need a filter of millions of taps (minutes per second of audio)."""
+    g = gcd(int(sr_in), int(sr_out))
+    up, down = int(sr_out) // g, int(sr_in) // g
+    if max(up, down) > MAX_RATIO_TERM:
+        ratio = Fraction(int(sr_out), int(sr_in)).limit_denominator(MAX_RATIO_TERM)
+        up, down = ratio.numerator, ratio.denominator
+    return up, down
+
+
 def resample(wave: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Polyphase resampling along the last axis with the reduced ratio ``sr_out/sr_in`` (float32)."""
+    """Polyphase resampling along the last axis (float32), ``ceil(N * sr_out / sr_in)`` samples long."""
     if sr_in <= 0 or sr_out <= 0:
         raise InputError(f"sample rates must be positive, got {sr_in} -> {sr_out}")
     wave = np.asarray(wave, dtype=np.float32)
     if sr_in == sr_out:
         return wave
-    g = gcd(int(sr_in), int(sr_out))
-    return resample_poly(wave, sr_out // g, sr_in // g, axis=-1).astype(np.float32)
+    up, down = resample_ratio(sr_in, sr_out)
+    out = resample_poly(wave, up, down, axis=-1).astype(np.float32)
+    if up * int(sr_in) != down * int(sr_out):  # approximated ratio: exact length
+        n = -(-wave.shape[-1] * int(sr_out) // int(sr_in))
+        pad = [(0, 0)] * (out.ndim - 1) + [(0, max(0, n - out.shape[-1]))]
+        out = np.pad(out[..., :n], pad)
+    return out
 
 
 def measure_loudness(wave: np.ndarray, sr: int) -> float:

@@ -65,16 +65,41 @@ def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as ``uint8 (H, W, 3)`` RGB; EXIF rotation applied, alpha dropped."""
+    """Read an image as ``uint8 (H, W, 3)`` RGB; EXIF rotation applied. Transparency is composited over
+    white, greyscale repeated, 16-bit scaled (not clipped); sizes are checked before the pixels are decoded."""
+    from ..validation import MAX_IMAGE_SIDE as MAX_SIDE
+    from ..validation import check_image_size, to_rgb8
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image file '{path}' does not exist: check the path or pick another file")
     try:
         with Image.open(path) as img:
+            check_image_size(
+                img.height, img.width, name=f"image '{path.name}'", min_side=1
+            )  # before decoding
             img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as err:
+            return to_rgb8(_pil_array(img), name=f"image '{path.name}'")
+    except Image.DecompressionBombError as err:
+        raise InputError(
+            f"image '{path}' is too large to decode safely ({err}): downscale it below {MAX_SIDE} pixels a side"
+        ) from err
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise InputError(f"'{path}' is not a readable image ({err}): use a png or jpg file") from err
+
+
+def _pil_array(img: Image.Image) -> np.ndarray:
+    """Pixels in their own depth: uint8 for 8-bit modes, uint16 for 16/32-bit greyscale, float for 'F'."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(img)
+        return np.clip(a, 0, 65535).astype(np.uint16) if a.dtype != np.uint16 else a
+    if img.mode == "F":
+        a = np.asarray(img, dtype=np.float32)
+        top = float(a.max()) if a.size else 1.0
+        return a / top if top > 1.0 else a
+    keep = {"L": "L", "LA": "LA", "RGB": "RGB", "RGBA": "RGBA", "1": "L"}
+    target = keep.get(img.mode) or ("RGBA" if "transparency" in img.info or "A" in img.mode else "RGB")
+    return np.asarray(img.convert(target), dtype=np.uint8)
 
 
 class VideoReader:
@@ -84,7 +109,9 @@ class VideoReader:
     ``frame(i)`` decodes on demand and keeps only two source frames in memory, so increasing indices are
     cheap; a backward (or long forward) jump seeks to the previous keyframe and decodes from there.
     ``num_frames`` is ``ceil(duration * fps)``; if the file ends before its header said, later indices
-    return the last decoded frame. Rotation metadata is ignored.
+    return the last decoded frame. A phone video's display rotation is applied (frames come upright and
+    ``size`` is the displayed size); a variable frame rate is followed by timestamps, and the length is
+    taken from the last frame shown when the header under-reports it.
 
     ``start`` / ``duration`` (seconds) read a trim window of the file without re-encoding it: frame 0 is
     the frame shown at ``start``; ``duration`` 0 means to the end.
@@ -111,7 +138,7 @@ class VideoReader:
         self._stream.thread_type = "AUTO"
         self._start = self._start_time()
         self.native_fps = float(self._stream.average_rate or self._stream.guessed_rate or 0)
-        self.duration = self._probe_duration() - self.trim_start  # seconds, Fraction
+        self.duration = max(self._probe_duration(), self._presentation_end()) - self.trim_start  # seconds
         if duration > 0:
             self.duration = min(self.duration, Fraction(duration).limit_denominator(1 << 20))
         if self.duration <= 0 < self.trim_start:
@@ -121,12 +148,14 @@ class VideoReader:
             )
         self.num_frames = ceil(self.duration * self.fps) if self.duration > 0 else 0  # exact (Fraction)
         self._reset_decoder()
+        self.rotation = _rotation(self._next)  # degrees counter-clockwise to show the frame upright
 
     # -- properties ---------------------------------------------------------------------------------
     @property
     def size(self) -> tuple[int, int]:
-        """``(width, height)`` in pixels."""
-        return self._stream.codec_context.width, self._stream.codec_context.height
+        """``(width, height)`` in pixels, as displayed (a rotated phone video's sides swapped)."""
+        w, h = self._stream.codec_context.width, self._stream.codec_context.height
+        return (h, w) if getattr(self, "rotation", 0) in (90, 270) else (w, h)
 
     @property
     def width(self) -> int:
@@ -156,6 +185,22 @@ class VideoReader:
             return Fraction(s.frames) / Fraction(self.native_fps).limit_denominator(1001000)
         logger.warning("%s: duration unknown, decoding once to count frames", self.path)
         return self._count_duration()
+
+    def _presentation_end(self) -> Fraction:
+        """When the last frame stops showing (its time plus duration), from the packets of the last GOP:
+        a variable-frame-rate file's header can say less. 0 when that cannot be read."""
+        s = self._stream
+        try:
+            self._container.seek(2**62, backward=True, any_frame=False, stream=s)
+            end = Fraction(0)
+            for packet in self._container.demux(s):
+                if packet.pts is not None:
+                    end = max(end, Fraction(packet.pts + (packet.duration or 0)) * s.time_base)
+            self._container.seek(0)
+        except av.FFmpegError:
+            self._container.seek(0)
+            return Fraction(0)
+        return max(Fraction(0), end - self._start)
 
     def _count_duration(self) -> Fraction:
         last, step = Fraction(0), Fraction(0)
@@ -210,7 +255,7 @@ class VideoReader:
         if self._current is None:
             raise InputError(f"video '{self.path}' holds no decodable frames: re-encode it")
         self._last_index, self._last_time = i, t
-        return frame_to_rgb(self._current)
+        return _upright(frame_to_rgb(self._current), self.rotation)
 
     def __iter__(self):
         for i in range(self.num_frames):
@@ -224,6 +269,16 @@ class VideoReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _rotation(frame) -> int:
+    """A decoded frame's display rotation, counter-clockwise, as 0, 90, 180 or 270 degrees."""
+    degrees = getattr(frame, "rotation", 0) if frame is not None else 0
+    return int(round((degrees or 0) / 90)) % 4 * 90
+
+
+def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
+    return np.ascontiguousarray(np.rot90(rgb, k=rotation // 90)) if rotation else rgb
 
 
 @dataclass(frozen=True)

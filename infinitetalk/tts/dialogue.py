@@ -16,7 +16,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from ..errors import InputError
+from ..errors import InputError, snippet
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def _speaker_turns(text: str, speakers: Collection[int]) -> list[Turn]:
         start = m.end()
     _add(turns, speaker, text[start:])
     if not turns:
-        raise InputError(f"TTS text has speaker tags but nothing to say: '{text.strip()[:60]}'")
+        raise InputError(f"TTS text has speaker tags but nothing to say: '{snippet(text)}'")
     return turns
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, snippet
 from ..media.captions import Cue, srt_format
 from .captions import SpeakerCue, phrase_cues, shift, word_cues
 from .dialogue import Turn, parse_dialogue, split_nonverbal
@@ -291,7 +291,7 @@ class KokoroTTS:
                 offset += len(audio) / SAMPLE_RATE
         if not pieces:
             raise InputError(
-                f"TTS text '{text.strip()[:60]}' has nothing to pronounce: write words, not only symbols"
+                f"TTS text '{snippet(text)}' has nothing to pronounce: write words, not only symbols"
             )
         return np.concatenate(pieces).astype(np.float32), words
 
@@ -316,7 +316,9 @@ class KokoroTTS:
             raise InputError(
                 f"unknown Kokoro voice '{name}': available in {self.model_dir / 'voices'}: {self.voices}"
             )
-        pack = torch.load(path, map_location="cpu", weights_only=True)
+        from ..loading.state_dict import safe_torch_load
+
+        pack = safe_torch_load(path, mmap=False)
         if (
             not isinstance(pack, torch.Tensor)
             or pack.ndim != 3

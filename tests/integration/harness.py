@@ -70,14 +70,16 @@ class ComfyServer:
         self.input_dir = self.workdir / "input"
         self.output_dir = self.workdir / "output"
         self.temp_dir = self.workdir / "temp"
+        self.user_dir = self.workdir / "user"  # the pack's resumable run folders live here
         self.model_paths = model_paths
         self.log_path = ARTIFACTS / (f"comfyui-server-{name}.log" if name else "comfyui-server.log")
         self.client_id = uuid.uuid4().hex
         self.proc: subprocess.Popen | None = None
+        self.restarts = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> ComfyServer:
-        for d in (self.input_dir, self.output_dir, self.temp_dir, ARTIFACTS):
+        for d in (self.input_dir, self.output_dir, self.temp_dir, self.user_dir, ARTIFACTS):
             d.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [sys.executable, str(REPO / "scripts" / "make_example_inputs.py"), str(self.input_dir)],
@@ -106,6 +108,8 @@ class ComfyServer:
             str(self.output_dir),
             "--temp-directory",
             str(self.temp_dir),
+            "--user-directory",
+            str(self.user_dir),
             "--preview-method",
             "latent2rgb",
         ]
@@ -113,7 +117,8 @@ class ComfyServer:
         front_end = os.environ.get("COMFYUI_FRONT_END_ROOT")
         if front_end:
             cmd += ["--front-end-root", front_end]
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "a" if self.restarts else "w")  # a restart keeps the first log
+        self.restarts += 1
         self.proc = subprocess.Popen(
             cmd, cwd=COMFY_DIR, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -141,6 +146,13 @@ class ComfyServer:
                 self.proc.wait(timeout=20)
         self._log.close()
         self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the whole server process group at once (no cleanup runs: a crash, a power cut)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=20)
+        self.stop()
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -39,8 +39,8 @@ def test_find_speakers_node(nodes, pack):
     for mask, (x0, y0, x1, y1) in zip(masks, faces, strict=True):
         assert mask[int((y0 + y1) / 2), int((x0 + x1) / 2)] == 1  # each face inside its person's mask
     assert (masks[0].nonzero()[:, 1].max() < masks[1].nonzero()[:, 1].min()).item()  # person 1 left
-    sampler = importlib.import_module(f"{PACK_MODULE}.nodes.sampler")
-    assert len(sampler.parse_boxes(boxes)) == 2  # the Sampler's speaker_boxes format
+    validation = importlib.import_module(f"{PACK_MODULE}.infinitetalk.validation")
+    assert len(validation.parse_boxes(boxes)) == 2  # the Sampler's speaker_boxes format (checked by it)
     assert preview.shape == (1, 512, image.shape[1], 3)
     with pytest.raises(ValueError, match="two speakers but 1 face found"):
         nodes["InfiniteTalkFindSpeakers"].execute(_image(astronaut()))

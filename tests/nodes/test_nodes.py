@@ -107,18 +107,25 @@ def test_sampler_needs_image_or_video(nodes):
 
 
 def test_speaker_masks_become_boxes(pack):
+    import numpy as np
+
+    from infinitetalk.pipeline import StillImage
+
     sampler = _mod("sampler")
+    frame = StillImage(np.zeros((40, 60, 3), np.uint8))  # the masks are drawn on this reference
     masks = torch.zeros(2, 40, 60)
     masks[0, 5:20, 2:10] = 1
     masks[1, 10:30, 40:55] = 1
-    regions, preview = sampler._regions("", masks, 2)
+    regions, preview = sampler._regions("", masks, 2, frame)
     assert regions.bboxes == [(2.0, 5.0, 10.0, 20.0), (40.0, 10.0, 55.0, 30.0)]
     assert preview is None  # given, not found: nothing to preview
-    boxes, _ = sampler._regions("1,2,3,4; 5,6,7,8", masks, 2)
+    boxes, _ = sampler._regions("1,2,3,4; 5,6,7,8", masks, 2, frame)
     assert boxes.bboxes == [(1, 2, 3, 4), (5, 6, 7, 8)]  # boxes win
-    assert sampler._regions("", masks, 1) == (None, None)  # one speaker: no regions
+    assert sampler._regions("", None, 1, frame) == (None, None)  # one speaker: no regions
+    with pytest.raises(ValueError, match="place two people but the audio has one speaker"):
+        sampler._regions("", masks, 1, frame)  # regions given with one speaker's audio: refused
     with pytest.raises(ValueError, match="mask 2 is empty"):
-        sampler._regions("", torch.stack([masks[0], torch.zeros(40, 60)]), 2)
+        sampler._regions("", torch.stack([masks[0], torch.zeros(40, 60)]), 2, frame)
 
 
 def test_output_connected(pack):

@@ -1,0 +1,227 @@
+"""Property tests (hypothesis): whatever a user types or connects, the library answers with a result or an
+``InputError``, never another exception. Example counts are kept modest so the file runs in seconds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from infinitetalk.config import SpeakerRegions
+from infinitetalk.errors import InputError
+from infinitetalk.media import audio_num_frames, prepare_speech
+from infinitetalk.pipeline import speaker_masks
+from infinitetalk.tts.dialogue import parse_dialogue
+from infinitetalk.validation import (
+    check_audio,
+    check_boxes_in_frame,
+    check_not_silent,
+    check_tts_text,
+    masks_to_boxes,
+    parse_boxes,
+    to_rgb8,
+)
+
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SLOW = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# ----------------------------------------------------------------------------------------- dialogue markup
+TAGS = st.sampled_from(
+    ["(s1)", "(s2)", "[S1]", "[S2]", "( s1 )", "[s 2]", "(S3)", "[S0]", "(s12)", "(s)", "[]"]
+)
+WORDS = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=0, max_size=12
+)
+MARKUP = st.lists(
+    st.one_of(TAGS, WORDS, st.sampled_from([" ", "\n", "...", "!", "你好", "\t"])), max_size=12
+).map("".join)
+
+
+@FAST
+@given(text=MARKUP)
+def test_dialogue_markup_parses_or_explains(text):
+    try:
+        turns = parse_dialogue(text, (1, 2))
+    except InputError as err:
+        assert "\n" not in str(err)
+        return
+    assert turns and all(t.speaker in (1, 2) and t.text.strip() for t in turns)
+    assert all(t.text == " ".join(t.text.split()) for t in turns)  # whitespace normalised
+
+
+@FAST
+@given(text=MARKUP)
+def test_tts_text_check_agrees_with_the_parser(text):
+    try:
+        check_tts_text(text)
+    except InputError as err:
+        assert "\n" not in str(err)
+        if not text.strip():
+            assert "empty" in str(err)
+        return
+    # accepted text has words: the dialogue parser finds at least one non-empty turn (or a tag error)
+    try:
+        assert parse_dialogue(text, (1, 2))
+    except InputError as err:
+        assert "has no voice" in str(err)
+
+
+# ----------------------------------------------------------------------------------------- boxes and masks
+NUM = st.one_of(
+    st.integers(-50, 900).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(lambda v: f"{v:.2f}"),
+    st.sampled_from(["", "x", "nan", "inf", "1e999", "--3", "3.", ".5"]),
+)
+BOX = st.lists(NUM, min_size=0, max_size=6).map(",".join)
+BOXES = st.lists(st.one_of(BOX, st.sampled_from(["", " ", "junk", "0,0,10"])), max_size=4).map(
+    lambda parts: ";".join(parts)
+)
+
+
+@FAST
+@given(spec=BOXES, width=st.integers(16, 900), height=st.integers(16, 900))
+def test_speaker_boxes_parse_check_and_mask(spec, width, height):
+    try:
+        boxes = parse_boxes(spec)
+        check_boxes_in_frame(boxes, width, height)
+    except InputError as err:
+        assert "\n" not in str(err) and "speaker_boxes" in str(err)
+        return
+    assert len(boxes) in (0, 2)
+    for x0, y0, x1, y1 in boxes:
+        assert all(math.isfinite(v) for v in (x0, y0, x1, y1)) and x1 > x0 and y1 > y0
+        assert 0 <= x0 and 0 <= y0 and x1 <= width and y1 <= height
+    masks = speaker_masks(SpeakerRegions(bboxes=boxes) if boxes else None, height, width)
+    assert masks.shape == (3, height, width)
+    assert torch.all((masks[0] + masks[1] > 0) == (masks[2] == 0))  # background is the complement
+
+
+@FAST
+@given(
+    masks=hnp.arrays(
+        dtype=st.sampled_from([np.float32, np.float64, np.uint8, np.bool_]),
+        shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=9),
+    ),
+    frame=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+)
+def test_speaker_masks_to_boxes(masks, frame):
+    try:
+        boxes = masks_to_boxes(masks, frame)
+    except InputError as err:
+        assert "\n" not in str(err) and "speaker_masks" in str(err)
+        return
+    assert masks.shape == (2, *frame) and len(boxes) == 2
+    check_boxes_in_frame(boxes, frame[1], frame[0])  # boxes of masks lie inside the frame
+
+
+# ----------------------------------------------------------------------------------------- images
+@FAST
+@given(
+    image=hnp.arrays(
+        dtype=st.sampled_from([np.uint8, np.uint16, np.float32, np.float64, np.int32, np.bool_]),
+        shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=7),
+    )
+)
+def test_any_image_array_becomes_rgb8_or_is_refused(image):
+    try:
+        rgb = to_rgb8(image)
+    except InputError as err:
+        assert "\n" not in str(err) and "image" in str(err)
+        return
+    assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[-1] == 3
+    assert rgb.shape[:2] == image.shape[:2]
+
+
+# ----------------------------------------------------------------------------------------- audio
+AUDIO = st.tuples(
+    st.integers(0, 3 * 48000),  # samples
+    st.one_of(st.sampled_from([8000, 11025, 16000, 22050, 44100, 48000, 96000]), st.integers(100, 400000)),
+    st.integers(1, 10),  # channels
+    st.sampled_from(["noise", "silence", "nan", "loud"]),
+)
+
+
+def _wave(n, channels, kind, seed=0):
+    rng = np.random.default_rng(seed)
+    wave = (rng.standard_normal((channels, n)) * 0.1).astype(np.float32)
+    if kind == "silence":
+        wave[:] = 0
+    elif kind == "nan" and n:
+        wave[0, n // 2] = np.nan
+    elif kind == "loud":
+        wave *= 40
+    return wave
+
+
+@SLOW
+@given(spec=AUDIO)
+def test_audio_of_any_length_rate_and_channels(spec):
+    n, sr, channels, kind = spec
+    wave = _wave(n, channels, kind)
+    try:
+        checked = check_audio(wave, sr)
+        check_not_silent([checked], ["audio"])
+    except InputError as err:
+        assert "\n" not in str(err) and "audio" in str(err)
+        return
+    speech = prepare_speech(checked, sr)
+    assert speech.dtype == np.float32 and speech.ndim == 1 and np.isfinite(speech).all()
+    assert abs(len(speech) - n * 16000 / sr) <= 1
+    assert audio_num_frames(len(speech)) >= 0
+
+
+@SLOW
+@given(
+    seconds=st.floats(0.0, 2.5),
+    sr=st.sampled_from([8000, 11025, 22050, 44100, 48000, 96000]),
+    channels=st.integers(1, 6),
+)
+def test_streamed_speech_equals_whole_file_speech(tmp_path_factory, seconds, sr, channels):
+    from infinitetalk.media import load_audio, resample, to_mono
+    from infinitetalk.media.stream import load_speech
+
+    path = tmp_path_factory.mktemp("a") / "x.wav"
+    wave = _wave(int(seconds * sr), channels, "noise")
+    soundfile.write(path, wave.T, sr, subtype="FLOAT")
+    try:
+        streamed = load_speech(path)
+    except InputError as err:
+        assert "holds no samples" in str(err) or "no samples" in str(err)
+        assume(False)
+    whole, rate = load_audio(path)
+    expected = resample(to_mono(whole), rate, 16000)
+    assert streamed.shape == expected.shape
+    np.testing.assert_allclose(streamed, expected, atol=2e-7)  # float32 rounding of the same sums
+
+
+@pytest.fixture(scope="module")
+def tiny_audio_encoder(tiny_root):
+    from infinitetalk.encoders import load_audio_encoder
+
+    return load_audio_encoder(tiny_root / "weights" / "chinese-wav2vec2-base")
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    samples=st.integers(640, 16000 * 3 // 2),
+    speakers=st.integers(1, 2),
+    mode=st.sampled_from(["para", "add"]),
+)
+def test_audio_embedding_of_any_length(tiny_audio_encoder, samples, speakers, mode):
+    from infinitetalk.pipeline import InfiniteTalkPipeline, plan_windows
+
+    rng = np.random.default_rng(samples)
+    tracks = [
+        ((rng.standard_normal(samples + 97 * k) * 0.1).astype(np.float32), 16000) for k in range(speakers)
+    ]
+    pipe = InfiniteTalkPipeline(None, None, None, None, tiny_audio_encoder, "cpu", torch.float32)
+    emb = pipe.prepare_audio(tracks, mode)
+    assert emb.features.shape[0] == speakers and emb.num_frames >= 1
+    plans, total = plan_windows(emb.num_frames, 17, 5, "streaming")
+    assert total == emb.num_frames and plans[0].start == 0  # shorter than one window: one padded window
