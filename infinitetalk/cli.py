@@ -586,6 +586,7 @@ def check_inputs(args: argparse.Namespace, config, speakers: int):
 def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Path:
     """Generate the video described by ``args``; returns the mp4 path (written by rank 0 only)."""
     from .buckets import target_size
+    from .dubbing import face_only_filter
     from .encoders.clip import load_clip_vision
     from .encoders.text import load_text_encoder
     from .encoders.vae import load_vae
@@ -594,7 +595,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     from .pipeline import DeviceModelManager, InfiniteTalkPipeline
     from .preflight import RunShape
     from .runs import PartialVideo, partial_path
-    from .sinks import SegmentStore
+    from .sinks import SegmentStore, segment_codec
     from .validation import explain_out_of_memory
 
     session = session or ParallelSession(device=_device_dtype(args)[0])
@@ -664,7 +665,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
             fps=25,
             crf=args.crf,
             preset=args.preset,
-            codec="h264" if args.format == "h264-mp4" else "h264-lossless",  # masters start from exact frames
+            codec=segment_codec(args.format),  # masters start from exact frames
             soundtrack=soundtrack,
             live=not args.no_live,
         )
@@ -676,7 +677,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
         "quantization": options.quantization,
         "dtype": str(dtype),
     }
-    frame_filter = _face_only(args, source, audio, config)
+    frame_filter = face_only_filter(source, config, audio.num_frames) if args.face_only else None
     # what is finished stays playable: OUTPUT_partial.mp4 follows the committed windows (rank 0)
     partial = PartialVideo(partial_path(out), store, audio=soundtrack) if store is not None else None
 
@@ -719,26 +720,6 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
         result.num_windows,
     )
     return final
-
-
-def _face_only(args, source, audio, config):
-    """The face-only compositor of ``--face_only`` (None without the flag)."""
-    if not args.face_only:
-        return None
-    from .buckets import target_size
-    from .dubbing import FaceOnlyCompositor
-    from .pipeline import plan_windows
-
-    _, total = plan_windows(
-        audio.num_frames,
-        config.frame_num,
-        config.motion_frame,
-        config.mode,
-        config.max_frame_num,
-        source.num_frames,
-        True,
-    )
-    return FaceOnlyCompositor(source, target_size(config.size, *source.frame(0).shape[:2]), total)
 
 
 class _ProgressBar:

@@ -11,7 +11,8 @@ to the source face (Lab mean and standard deviation, weighted by the mask) and b
 Body, background and cuts therefore stay the source's.
 
 The compositor is the pipeline's ``frame_filter``: ``filter(frames uint8 (T, H, W, 3), first_index)``,
-applied to the frames before they reach the sink (before any H.264 encoding).
+applied to the frames before they reach the sink (before any H.264 encoding). :func:`face_only_filter`
+builds it for a run (output size and length from the run's config).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .buckets import _cover_size, _crop_box, resize_and_crop_image
+from .buckets import _cover_size, _crop_box, resize_and_crop_image, target_size
 from .errors import InputError
 from .faces import feathered_mask, track_faces
+from .pipeline import GenerationConfig, ReferenceSource, plan_run
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +98,24 @@ class FaceOnlyCompositor:
         m = mask[..., None]
         blended = np.rint(source.astype(np.float32) * (1 - m) + generated.astype(np.float32) * m)
         return np.where(m > 0, blended.clip(0, 255).astype(np.uint8), source)
+
+
+def face_only_filter(
+    source: ReferenceSource,
+    config: GenerationConfig,
+    audio_frames: int,
+    options: FaceOnlyOptions | None = None,
+) -> FaceOnlyCompositor:
+    """The compositor of a face-only dubbing run: ``source`` (a video) at the output size of ``config``, the
+    face tracked over the frames the run will write (``audio_frames`` of speech, the config's cap)."""
+    if isinstance(source, np.ndarray) or source.num_frames < 2:
+        raise InputError(
+            "face-only dubbing needs a source video: one image has no source to keep; give a video or turn "
+            "face_only off"
+        )
+    _, total = plan_run(config, audio_frames, source)
+    size = target_size(config.size, *source.frame(0).shape[:2])
+    return FaceOnlyCompositor(source, size, total, options)
 
 
 def match_region_colors(image: np.ndarray, reference: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -5,8 +5,9 @@ Key formats understood (any mix in one file):
 - ``<name>.lora_down.weight`` / ``<name>.lora_up.weight`` (+ optional ``<name>.alpha``), also PEFT's
   ``lora_A`` / ``lora_B``: ``delta = up @ down * scale * alpha / rank``;
 - ``<name>.diff`` (full weight delta) and ``<name>.diff_b`` (bias delta): ``delta = diff * scale``;
-- prefixes ``diffusion_model.``, ``model.diffusion_model.``, ``base_model.model.`` or none, and kohya's
-  ``lora_unet_blocks_0_self_attn_q`` (dots written as underscores).
+- prefixes ``diffusion_model.``, ``model.diffusion_model.``, ``base_model.model.``, ``transformer.`` or
+  none, and kohya's ``lora_unet_blocks_0_self_attn_q`` (dots written as underscores). The same spellings
+  are given to hosts that match LoRA files themselves (:func:`lora_key_map`, for ComfyUI).
 
 The reference ignores ``alpha``; we apply ``alpha / rank`` as ComfyUI does (identical when
 ``alpha == rank``, as in the lightx2v files). Float8 weights are dequantised (with their
@@ -27,7 +28,7 @@ from .errors import CheckpointError, InputError, snippet
 
 logger = logging.getLogger(__name__)
 
-_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "base_model.model.", "lora_unet_")
+_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "base_model.model.", "transformer.", "lora_unet_")
 _PAIRS = ((".lora_down.weight", ".lora_up.weight"), (".lora_A.weight", ".lora_B.weight"))
 _FLOAT8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
 
@@ -66,6 +67,22 @@ def load_lora_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"LoRA file '{path}' holds no tensor dictionary: use a .safetensors LoRA")
     return obj
+
+
+def lora_key_map(weight_keys) -> dict[str, str]:
+    """LoRA module names in every spelling this module reads (the plain name, each prefix, kohya's
+    ``lora_unet_`` with dots as underscores) -> the model's ``<name>.weight`` keys: the key map of hosts
+    that match LoRA files themselves (ComfyUI's ``comfy.lora.load_lora``)."""
+    key_map = {}
+    for key in weight_keys:
+        if not key.endswith(".weight"):
+            continue
+        base = key[: -len(".weight")]
+        key_map[base] = key
+        for prefix in _PREFIXES:
+            name = prefix + base.replace(".", "_") if prefix == "lora_unet_" else prefix + base
+            key_map[name] = key
+    return key_map
 
 
 def _strip(key: str) -> str:

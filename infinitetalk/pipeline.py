@@ -245,6 +245,23 @@ def plan_windows(
     return plans, target
 
 
+def plan_run(
+    config: GenerationConfig, audio_frames: int, source: ReferenceSource
+) -> tuple[list[WindowPlan], int]:
+    """:func:`plan_windows` of a run: ``config``'s window sizes, mode and cap, ``audio_frames`` of speech and
+    the reference ``source`` (a video gives each window its own reference frame)."""
+    is_video = getattr(source, "is_video", True) and source.num_frames > 1
+    return plan_windows(
+        audio_frames,
+        config.frame_num,
+        config.motion_frame,
+        config.mode,
+        config.max_frame_num,
+        source.num_frames,
+        is_video,
+    )
+
+
 def pad_audio_features(features: torch.Tensor, end: int) -> torch.Tensor:
     """Mirror-pad (S, L, ...) features when a window reaches ``end >= L`` (reference: ``L + end - L + 3``)."""
     length = features.shape[1]
@@ -685,16 +702,7 @@ class InfiniteTalkPipeline:
         """
         source = StillImage(source) if isinstance(source, np.ndarray) else source
         self.check_inputs(source, audio, config)
-        is_video = getattr(source, "is_video", True) and source.num_frames > 1
-        plans, total = plan_windows(
-            audio.num_frames,
-            config.frame_num,
-            config.motion_frame,
-            config.mode,
-            config.max_frame_num,
-            source.num_frames,
-            is_video,
-        )
+        plans, total = plan_run(config, audio.num_frames, source)
         expect_windows = getattr(sink, "expect_windows", None)  # sinks that report progress per window
         if expect_windows is not None:
             expect_windows(len(plans))

@@ -1,15 +1,18 @@
 """Where generated frames go, window by window, so memory stays constant whatever the video length.
 
-:class:`SegmentStore` writes one H.264 segment per window plus ``manifest.json``; it is also the
+:class:`SegmentStore` writes one segment per window plus ``manifest.json`` (H.264 CRF 18, small; or lossless
+H.264 RGB, the exact frames, for master formats: :func:`segment_codec`); it is also the
 resume point of a long run: after each window the pipeline commits the segment together with its
 state (motion frames, RNG state, ...), atomically, so a killed run can continue at the next window.
-``finalize`` writes the final file: the segments remuxed with the soundtrack (H.264 mp4, no re-encode), or
-re-encoded into another format (ProRes, FFV1, PNG sequence: :mod:`infinitetalk.media.export`).
+``finalize`` writes the final file: H.264 segments remuxed with the soundtrack into H.264 mp4 (no
+re-encode), or the frames encoded into another format (ProRes, FFV1, PNG sequence:
+:mod:`infinitetalk.media.export`).
 
 While a run goes on, the store can also publish what is done: ``live=True`` keeps an HLS playlist
 ``live/live.m3u8`` growing window by window (open it in VLC, mpv, ffplay or Safari), ``clips=True`` writes
 each finished window as a small mp4 with its sound (``preview/window_00000.mp4``; the latest two are kept),
-and ``on_segment`` is called with a :class:`SegmentInfo` after every committed window.
+and ``on_segment`` is called with a :class:`SegmentInfo` after every committed window. Lossless segments are
+published through an H.264 4:2:0 copy (players and browsers do not take lossless RGB H.264).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ _SEGMENT = "segment_{:05d}.mp4"
 _PART = "segment_{:05d}.part.mp4"
 _STATE = "state_{:05d}.pt"
 _OWN_FILE = re.compile(r"^(segment_\d{5}(\.part)?\.mp4|state_\d{5}\.pt(\.tmp)?|manifest\.json(\.tmp)?)$")
+SEGMENT_CODECS = ("h264", "h264-lossless")  # how finished windows are kept until the final file is written
 LIVE_DIR = "live"
 PREVIEW_DIR = "preview"
 _CLIP = "window_{:05d}.mp4"
@@ -117,6 +121,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def segment_codec(fmt: str) -> str:
+    """The segments a final format ``fmt`` wants: ``h264`` for ``h264-mp4`` (remuxed as they are), else
+    ``h264-lossless`` (ProRes, FFV1 and PNG masters are encoded from the exact frames)."""
+    return "h264" if fmt == "h264-mp4" else "h264-lossless"
+
+
 class SegmentStore:
     """One H.264 segment per window in ``directory``, a ``manifest.json`` and the latest resume state.
 
@@ -143,8 +153,8 @@ class SegmentStore:
         formats). ``soundtrack = (wave, rate)``: the sound of the live playlist and the clips.
         ``preview_dir``: where the clips go (default ``directory/preview``; a host may want them in a
         folder it serves while the run folder itself lives elsewhere)."""
-        if codec not in ("h264", "h264-lossless"):
-            raise InputError(f"segment codec '{codec}' is unknown: use 'h264' or 'h264-lossless'")
+        if codec not in SEGMENT_CODECS:
+            raise InputError(f"segment codec '{codec}' is unknown: use one of {', '.join(SEGMENT_CODECS)}")
         self.directory = Path(directory)
         self.fps, self.crf, self.preset, self.codec = int(fps), int(crf), preset, codec
         self.soundtrack = soundtrack
@@ -195,10 +205,18 @@ class SegmentStore:
         self.size = tuple(manifest["size"]) if manifest.get("size") else None
         self._state_file = manifest.get("state")
         codec = manifest.get("codec", "h264")
-        if codec != self.codec and self.segments:
-            logger.info(
-                "%s: continuing with the run's %s segments (asked: %s)", self.directory, codec, self.codec
-            )
+        if codec != self.codec and self.segments:  # one kind of segment per run: they are concatenated
+            if codec == "h264":
+                logger.warning(
+                    "%s: continuing with the run's H.264 segments (asked: %s): its frames are not exact; "
+                    "start over for exact frames",
+                    self.directory,
+                    self.codec,
+                )
+            else:
+                logger.info(
+                    "%s: continuing with the run's %s segments (asked: %s)", self.directory, codec, self.codec
+                )
             self.codec = codec
         self._remove_own_files(keep={s["file"] for s in self.segments} | {MANIFEST, self._state_file})
         self._start_playlist()
@@ -374,6 +392,13 @@ class SegmentStore:
             raise InputError(f"'{self.directory}' holds no committed video segment: nothing to write")
         if fmt == "h264-mp4" and self.codec == "h264" and not burn:
             return mux(paths, out_path, audio=audio, subtitles=subtitles, fps=self.fps)
+        if fmt != "h264-mp4" and self.codec == "h264":
+            logger.info(
+                "%s is encoded from H.264 CRF %d segments (close to, not exactly, the generated frames; "
+                "h264-lossless segments keep them exact)",
+                fmt,
+                self.crf,
+            )
         w, h = self.size
         return write_video(
             out_path,

@@ -127,10 +127,21 @@ class ImageBatchSource:
 
 
 def image_to_uint8(image: torch.Tensor) -> np.ndarray:
-    """One IMAGE ``(H, W, C)`` in [0, 1] -> uint8 RGB ``(H, W, 3)`` (greyscale and RGBA converted)."""
+    """IMAGE ``(..., H, W, C)`` in [0, 1] (one image or a batch) -> uint8 RGB ``(..., H, W, 3)``
+    (greyscale and RGBA converted)."""
     from ..infinitetalk.validation import to_rgb8
 
-    return to_rgb8(image.detach().float().cpu().numpy(), name="image")
+    array = image.detach().float().cpu().numpy()
+    if array.ndim == 4:
+        frames = [to_rgb8(frame, name="image") for frame in array]
+        return np.stack(frames) if frames else np.zeros((0, *array.shape[1:3], 3), np.uint8)
+    return to_rgb8(array, name="image")
+
+
+def uint8_to_image(array: np.ndarray) -> torch.Tensor:
+    """uint8 RGB ``(H, W, 3)`` (or a batch ``(B, H, W, 3)``) -> IMAGE ``(B, H, W, 3)`` float in [0, 1]."""
+    image = torch.from_numpy(np.ascontiguousarray(array)).float() / 255.0
+    return image[None] if image.ndim == 3 else image
 
 
 @contextlib.contextmanager

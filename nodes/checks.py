@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
-import torch
 from comfy_api.latest import io, ui
 
-from ._bridge import image_to_uint8
+from ._bridge import image_to_uint8, uint8_to_image
 from ._widgets import advanced
 from .audio import audio_to_numpy, numpy_to_audio
 
@@ -16,11 +14,6 @@ log = logging.getLogger(__name__)
 
 CATEGORY_CHECKS = "InfiniteTalk/checks"
 CROP_OPTIONS = ["none", "infinitetalk-480", "infinitetalk-720"]
-
-
-def _to_image(array: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) -> IMAGE (1, H, W, 3) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(array)).float()[None] / 255.0
 
 
 class PortraitCheck(io.ComfyNode):
@@ -73,7 +66,7 @@ class PortraitCheck(io.ComfyNode):
         out = image
         if crop != "none":
             if report.faces:
-                out = _to_image(crop_head_and_shoulders(array, report.faces[0], crop))
+                out = uint8_to_image(crop_head_and_shoulders(array, report.faces[0], crop))
             else:
                 log.warning("Portrait Check: no face found, so the image is not cropped")
         for line in report.warnings:
@@ -120,7 +113,7 @@ class FindSpeakers(io.ComfyNode):
         faces = detect_faces(array)
         regions = find_speakers(array, faces)
         masks = speaker_masks(regions, *array.shape[:2])[:2]  # (2, H, W): person 1, person 2
-        preview = _to_image(draw_regions(array, regions, faces))
+        preview = uint8_to_image(draw_regions(array, regions, faces))
         return io.NodeOutput(
             masks, format_boxes(regions.bboxes), preview, ui=ui.PreviewImage(preview, cls=cls)
         )

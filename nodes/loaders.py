@@ -239,7 +239,7 @@ class LoraLoader(io.ComfyNode):
     def execute(cls, model, lora, strength) -> io.NodeOutput:
         import comfy.lora
 
-        from ..infinitetalk.lora import load_lora_file
+        from ..infinitetalk.lora import load_lora_file, lora_key_map
 
         path = c.resolve_component(Component.LORA, lora)
         patched = model.clone()
@@ -247,7 +247,8 @@ class LoraLoader(io.ComfyNode):
         if strength == 0:
             return io.NodeOutput(patched)
         state = load_lora_file(path)
-        patches = comfy.lora.load_lora(state, lora_key_map(patched.patcher.model), log_missing=False)
+        key_map = lora_key_map(patched.patcher.model.state_dict())
+        patches = comfy.lora.load_lora(state, key_map, log_missing=False)
         if not patches:
             raise ValueError(
                 f"LoRA '{lora}' matches no weight of the InfiniteTalk DiT (keys like "
@@ -256,24 +257,6 @@ class LoraLoader(io.ComfyNode):
         patched.patcher.add_patches(patches, strength)
         log.info("LoRA %s: %d weights patched (strength %.2f)", path.name, len(patches), strength)
         return io.NodeOutput(patched)
-
-
-def lora_key_map(model) -> dict[str, str]:
-    """LoRA module names in the usual spellings -> DiT weight keys (for ``comfy.lora.load_lora``)."""
-    key_map = {}
-    for key in model.state_dict():
-        if not key.endswith(".weight"):
-            continue
-        base = key[: -len(".weight")]
-        for name in (
-            base,
-            f"diffusion_model.{base}",
-            f"model.diffusion_model.{base}",
-            f"transformer.{base}",
-            f"lora_unet_{base.replace('.', '_')}",
-        ):
-            key_map[name] = key
-    return key_map
 
 
 def _encoder_loader(node_id, display, description, component, what, role, loader_name, tooltip):

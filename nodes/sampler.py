@@ -1,7 +1,7 @@
 """The streaming sampler: InfiniteTalk generation of any length, window by window, streamed to disk.
 
 Two nodes: **InfiniteTalk Sampler** keeps the inputs every run needs; the expert knobs (scheduler, shift,
-window sizes, colour correction, APG, TeaCache, speaker boxes, resume) live on the optional
+window sizes, colour correction, APG, TeaCache, speaker boxes, resume, segment storage) live on the optional
 **InfiniteTalk Sampler Options** node, the pattern of ComfyUI's own split samplers and of the large video
 packs (face-only dubbing is one of those knobs). Without it the reference's defaults apply. Workflows saved with the older 26-input Sampler are
 migrated when they load (:mod:`nodes._migrate`).
@@ -18,6 +18,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..infinitetalk.runs import PartialVideo
+from ..infinitetalk.sinks import SEGMENT_CODECS
 from . import _bridge, _core, _models, _runs
 from . import _common as c
 from ._widgets import choice, dynamic_combo
@@ -44,6 +45,7 @@ class SamplerOptions:
     speaker_boxes: str = ""
     face_only: bool = False  # video-to-video: keep the source outside the face
     resume: bool = True
+    storage: str = "h264"  # how finished windows are kept: infinitetalk.sinks.SEGMENT_CODECS
 
 
 DEFAULTS = SamplerOptions()
@@ -134,6 +136,15 @@ def _option_inputs() -> list:
             tooltip="After a cancelled run, queue again with the same inputs to continue from the last "
             "finished window instead of starting over.",
         ),
+        io.Combo.Input(
+            "storage",
+            options=list(SEGMENT_CODECS),
+            default=d.storage,
+            tooltip="How finished windows are kept until Video Combine writes the file. h264: H.264 CRF 18 "
+            "(small; h264-mp4 output is a remux). h264-lossless: the exact frames, so prores-mov, ffv1-mkv "
+            "and png-wav masters are made from them (tens of times larger: about 5 MB per second at 480p). "
+            "A run keeps one kind: changing it starts the run over.",
+        ),
     ]
 
 
@@ -162,7 +173,8 @@ class SamplerOptionsNode(io.ComfyNode):
             category=c.CATEGORY_SAMPLING,
             description="Expert settings for InfiniteTalk Sampler (connect to its 'options' input): scheduler, "
             "shift, window and motion frames, length cap, colour correction, APG, TeaCache, speaker boxes, "
-            "face-only dubbing, resume. Without this node the sampler uses the reference's defaults.",
+            "face-only dubbing, resume, how finished windows are stored (H.264 or lossless). Without this "
+            "node the sampler uses the reference's defaults.",
             inputs=_option_inputs(),
             outputs=[
                 io.Custom(OPTIONS_TYPE).Output(
@@ -238,8 +250,8 @@ def _inputs() -> list:
             "options",
             optional=True,
             tooltip="Expert settings from InfiniteTalk Sampler Options (scheduler, shift, window sizes, "
-            "colour correction, APG, TeaCache, speaker boxes, face-only dubbing, resume). Not connected: the "
-            "reference's defaults.",
+            "colour correction, APG, TeaCache, speaker boxes, face-only dubbing, resume, segment storage). "
+            "Not connected: the reference's defaults.",
         ),
         io.Combo.Input(
             "mode",
@@ -387,7 +399,8 @@ class Sampler(io.ComfyNode):
             dtype=model.options.get("dtype", torch.float32),
             model_manager=manager,
         )
-        extra = _fingerprint_extra(model, vae, clip_vision, text_embeds)
+        # the storage too: runs with H.264 and lossless segments live in separate folders, never mixed
+        extra = {**_fingerprint_extra(model, vae, clip_vision, text_embeds), "segments": opts.storage}
         if schedule:
             config.prompt = schedule[0][1]
         compositor = _face_only(opts.face_only, source, config, audio_embeds.num_frames)
@@ -407,6 +420,7 @@ class Sampler(io.ComfyNode):
         store = SegmentStore(
             _runs.store_dir(cls.hidden.unique_id, fingerprint),  # survives a restart: the run can resume
             fps=c.FPS,
+            codec=opts.storage,
             soundtrack=audio_embeds.soundtrack_audio,
             clips=True,  # each finished window is shown on the node while the run goes on
             on_segment=on_segment,
@@ -476,9 +490,7 @@ def _as_source(source):
 
 def _face_only(enabled: bool, source, config, num_frames: int):
     """The face-only compositor for a video source (None when off); tracks the face before sampling."""
-    from ..infinitetalk.buckets import target_size
-    from ..infinitetalk.dubbing import FaceOnlyCompositor
-    from ..infinitetalk.pipeline import plan_windows
+    from ..infinitetalk.dubbing import face_only_filter
 
     if not enabled:
         return None
@@ -487,17 +499,7 @@ def _face_only(enabled: bool, source, config, num_frames: int):
             "face_only needs a source video ('video' input, or an IMAGE batch of frames): with one image "
             "there is no source to keep; turn face_only off"
         )
-    size = target_size(config.size, *source.frame(0).shape[:2])
-    _, total = plan_windows(
-        num_frames,
-        config.frame_num,
-        config.motion_frame,
-        config.mode,
-        config.max_frame_num,
-        source.num_frames,
-        True,
-    )
-    return FaceOnlyCompositor(source, size, total)
+    return face_only_filter(source, config, num_frames)
 
 
 def parse_boxes(text: str) -> list[tuple[float, float, float, float]]:
@@ -528,7 +530,7 @@ def _auto_regions(source):
     regions = auto_speaker_regions(first)
     if regions is None:
         return None, None
-    preview = torch.from_numpy(draw_regions(first, regions)).float()[None] / 255.0
+    preview = _bridge.uint8_to_image(draw_regions(first, regions))
     return regions, preview
 
 
@@ -569,13 +571,13 @@ def _images(frames) -> torch.Tensor:
     for i, frame in enumerate(frames.iter_frames()):
         if i >= frames.num_frames:
             break
-        out[i] = torch.from_numpy(frame).float() / 255.0
+        out[i] = _bridge.uint8_to_image(frame)[0]
     return out
 
 
 def _first(frames) -> torch.Tensor:
     for frame in frames.iter_frames():
-        return (torch.from_numpy(frame).float() / 255.0)[None]
+        return _bridge.uint8_to_image(frame)
     return torch.zeros((1, frames.height, frames.width, 3))
 
 

@@ -15,6 +15,7 @@ import torch
 from comfy_api.latest import InputImpl, io, ui
 
 from . import _common as c
+from ._bridge import image_to_uint8
 from ._widgets import advanced, choice, dynamic_combo
 from .audio import audio_to_numpy
 
@@ -96,7 +97,8 @@ class VideoCombine(io.ComfyNode):
                     tooltip="h264-mp4: H.264 (BT.709) + AAC, plays everywhere. prores-mov: ProRes 422 HQ "
                     "10-bit + 24-bit PCM, for editing. ffv1-mkv: lossless RGB + 24-bit PCM, for archiving. "
                     "png-wav: a folder of PNG frames + soundtrack.wav (+ captions.srt), for compositing. "
-                    "The preview is an H.264 copy when the browser cannot play the format.",
+                    "The preview is an H.264 copy when the browser cannot play the format. For masters made "
+                    "from the exact generated frames set storage h264-lossless on InfiniteTalk Sampler Options.",
                 ),
                 io.Combo.Input(
                     "loudness",
@@ -124,8 +126,8 @@ class VideoCombine(io.ComfyNode):
                         max=51,
                         step=1,
                         tooltip="H.264 quality when encoding (0 lossless, 18-23 typical, 51 worst). The "
-                        "sampler's frames are already H.264 at 18 and are remuxed as they are unless "
-                        "captions are burnt in.",
+                        "sampler's frames stored as H.264 (at 18) are remuxed as they are unless captions are "
+                        "burnt in; frames stored lossless are encoded at this crf.",
                     )
                 ),
                 advanced(
@@ -182,7 +184,7 @@ class VideoCombine(io.ComfyNode):
         preset="medium",
         true_peak=-1.0,
     ) -> io.NodeOutput:
-        from ..infinitetalk.media import normalize_delivery, srt_parse, write_video
+        from ..infinitetalk.media import normalize_delivery, srt_parse
         from ..infinitetalk.media.export import output_format
         from ..infinitetalk.validation import safe_output_path
 
@@ -214,24 +216,7 @@ class VideoCombine(io.ComfyNode):
         subtitles = cues if captions == "subtitle track" and cues else None
         burn = cues if captions == "burn-in" else None
         rate = frames.fps if frames is not None else int(round(fps))
-        if frames is not None:
-            frames.store.finalize(
-                out_path, audio=sound, subtitles=subtitles, fmt=format, crf=crf, preset=preset, burn=burn
-            )
-        else:
-            write_video(
-                out_path,
-                _chunks_from_images(images),
-                fps=rate,
-                width=width,
-                height=height,
-                fmt=format,
-                crf=crf,
-                preset=preset,
-                audio=sound,
-                subtitles=subtitles,
-                burn=burn,
-            )
+        _write(out_path, frames, images, rate, format, crf, preset, sound, subtitles, burn)
         log.info("wrote %s", out_path)
         if format == "h264-mp4":
             result = ui.SavedResult(file, subfolder, io.FolderType.output)
@@ -252,36 +237,43 @@ def _soundtrack(audio, frames):
     return None
 
 
-def _proxy(frames, images, name: str, fps: int, sound, burn):
-    """An H.264 + AAC copy in ComfyUI's temp folder for the browser; returns (path, subfolder)."""
+def _write(path: Path, frames, images, fps: int, fmt: str, crf: int, preset: str, sound, subtitles, burn):
+    """The sampler's frames (their store: H.264 segments remuxed into h264-mp4) or an IMAGE batch, as ``fmt``."""
     from ..infinitetalk.media import write_video
 
+    if frames is not None:
+        frames.store.finalize(
+            path, audio=sound, subtitles=subtitles, fmt=fmt, crf=crf, preset=preset, burn=burn
+        )
+        return
+    write_video(
+        path,
+        _chunks_from_images(images),
+        fps=fps,
+        width=images.shape[2],
+        height=images.shape[1],
+        fmt=fmt,
+        crf=crf,
+        preset=preset,
+        audio=sound,
+        subtitles=subtitles,
+        burn=burn,
+    )
+
+
+def _proxy(frames, images, name: str, fps: int, sound, burn):
+    """An H.264 + AAC copy in ComfyUI's temp folder for the browser; returns (path, subfolder)."""
     subfolder = "infinitetalk_previews"
     folder = Path(folder_paths.get_temp_directory()) / subfolder
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    if frames is not None:
-        frames.store.finalize(path, audio=sound, fmt="h264-mp4", crf=PROXY_CRF, preset="veryfast", burn=burn)
-    else:
-        chunks = _chunks_from_images(images)
-        write_video(
-            path,
-            chunks,
-            fps=fps,
-            width=images.shape[2],
-            height=images.shape[1],
-            crf=PROXY_CRF,
-            preset="veryfast",
-            audio=sound,
-            burn=burn,
-        )
+    _write(path, frames, images, fps, "h264-mp4", PROXY_CRF, "veryfast", sound, None, burn)
     return path, subfolder
 
 
 def _chunks_from_images(images: torch.Tensor):
     for start in range(0, images.shape[0], CHUNK):
-        part = images[start : start + CHUNK, :, :, :3].float().clamp(0, 1)
-        yield (part * 255).round().to(torch.uint8).cpu().numpy()
+        yield image_to_uint8(images[start : start + CHUNK])
 
 
 NODES = [VideoCombine]

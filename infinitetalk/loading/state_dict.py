@@ -169,33 +169,6 @@ def _header_entry(path: Path, key: str, info) -> tuple[torch.dtype, tuple[int, .
     return dtype, shape, (start, end)
 
 
-class _TorchFile:
-    """A ``.pth``/``.pt``/``.bin`` state dict loaded with ``weights_only=True`` (mmap when possible)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        obj = _torch_load(path)
-        self.tensors = _flatten_state_dict(path, obj)
-
-    def keys(self) -> list[str]:
-        return list(self.tensors)
-
-    def shape(self, key: str) -> torch.Size:
-        return self.tensors[key].shape
-
-    def dtype(self, key: str) -> torch.dtype:
-        return self.tensors[key].dtype
-
-    def read(self, key: str, scratch: torch.Tensor | None = None) -> torch.Tensor:
-        return self.tensors[key]  # already memory-mapped: no scratch needed
-
-    def nbytes(self, key: str) -> int:
-        return 0
-
-    def close(self) -> None:
-        self.tensors = {}
-
-
 class _MemoryTensors:
     """Tensors already in memory (another host's loaded model): the same interface as a file source."""
 
@@ -219,6 +192,19 @@ class _MemoryTensors:
 
     def close(self) -> None:
         """Nothing to release: the tensors belong to the host that loaded them (the reader can be reused)."""
+
+
+class _TorchFile(_MemoryTensors):
+    """A ``.pth``/``.pt``/``.bin`` state dict loaded with ``weights_only=True`` (mmap when possible): its
+    tensors are already in memory (mapped), read as they are, no scratch buffer needed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        obj = _torch_load(path)
+        self.tensors = _flatten_state_dict(path, obj)
+
+    def close(self) -> None:
+        self.tensors = {}
 
 
 def _torch_load(path: Path, mmap: bool | None = None):

@@ -7,14 +7,18 @@
   joins are seamless. VLC, mpv, ffplay, Safari and every HLS player open it while it grows and keep
   polling it; ``#EXT-X-ENDLIST`` marks the end of the run.
 - :func:`write_clip` writes one window as a small standalone mp4 with its sound (the editor's preview).
+
+Both take H.264 4:2:0 segments as they are; other segments (lossless RGB H.264, which browsers and hardware
+decoders do not play) are first encoded to an H.264 4:2:0 copy like the default segments (CRF 18).
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from math import ceil
@@ -25,6 +29,7 @@ import numpy as np
 
 from .audio import Soundtrack, as_soundtrack, downmix_stereo, resample
 from .mux import _probe_segment, _video_packets, aac_rate, add_audio_stream, audio_packets, mux
+from .video import VideoWriter, frame_to_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +37,8 @@ PLAYLIST = "live.m3u8"
 _TS = "live_{:05d}.ts"
 _AAC_FRAME = 1024  # samples per AAC packet
 _PREROLL = 2 * _AAC_FRAME  # audio encoded before a file's start so that its first packets are primed
+PLAYABLE_PIX_FMT = "yuv420p"  # what every player and browser decodes
+PLAYABLE_CRF = 18  # H.264 copies of other segments look like the default segments
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,11 @@ def write_ts(
     """One window as MPEG-TS at its place in the whole video: video packets shifted by ``start_frame``,
     AAC packets on the global 1024-sample grid that start in this window's span (module doc)."""
     segment, out_path = Path(segment), Path(out_path)
+    with playable(segment, out_path.with_name(out_path.name + ".h264.mp4"), fps) as video:
+        return _write_ts(video, out_path, start_frame, fps, audio)
+
+
+def _write_ts(segment: Path, out_path: Path, start_frame: int, fps: int, audio: Soundtrack | None) -> Path:
     count, delay_s, _ = _probe_segment(segment)
     fps_q = Fraction(int(fps))
     delay = ceil(delay_s * fps_q)
@@ -156,12 +168,33 @@ def write_clip(
     fps: int,
     audio: tuple[np.ndarray, int] | None,
 ) -> Path:
-    """One window as a standalone mp4 (H.264 remuxed, AAC of the window's span): a playable preview."""
-    count = _probe_segment(Path(segment))[0]
-    sound = None
-    if audio is not None:
-        track = as_soundtrack(audio)
-        a = round(Fraction(start_frame, fps) * track.sample_rate)
-        b = round(Fraction(start_frame + count, fps) * track.sample_rate)
-        sound = (track.wave[:, a:b], track.sample_rate)
-    return mux([segment], out_path, audio=sound, fps=fps)
+    """One window as a standalone mp4 (H.264 4:2:0 remuxed, AAC of the window's span): a playable preview."""
+    out_path = Path(out_path)
+    with playable(Path(segment), out_path.with_name(out_path.stem + ".h264.mp4"), fps) as video:
+        count = _probe_segment(video)[0]
+        sound = None
+        if audio is not None:
+            track = as_soundtrack(audio)
+            a = round(Fraction(start_frame, fps) * track.sample_rate)
+            b = round(Fraction(start_frame + count, fps) * track.sample_rate)
+            sound = (track.wave[:, a:b], track.sample_rate)
+        return mux([video], out_path, audio=sound, fps=fps)
+
+
+@contextlib.contextmanager
+def playable(segment: Path, scratch: Path, fps: int) -> Iterator[Path]:
+    """``segment`` itself when it is H.264 4:2:0, else an H.264 4:2:0 copy written to ``scratch`` (removed on
+    exit): lossless RGB H.264 is High 4:4:4, which browsers, Safari and hardware decoders do not play."""
+    codec, pix_fmt, _ = _probe_segment(segment)[2].split(" ")
+    if (codec, pix_fmt) == ("h264", PLAYABLE_PIX_FMT):
+        yield segment
+        return
+    try:
+        with av.open(str(segment)) as src:
+            ctx = src.streams.video[0].codec_context
+            with VideoWriter(scratch, fps, ctx.width, ctx.height, PLAYABLE_CRF, "veryfast") as out:
+                for frame in src.decode(video=0):
+                    out.write(frame_to_rgb(frame))
+        yield scratch
+    finally:
+        scratch.unlink(missing_ok=True)

@@ -151,6 +151,21 @@ def test_legacy_workflow_in_editor(comfy_server, editor, name):
     editor.save_screenshot(str(ARTIFACTS / f"browser_legacy_{name}.png"))
 
 
+def test_options_node_saved_before_the_storage_widget(comfy_server, editor):
+    """An options node saved before its last widget (storage) loads with its saved values in place and
+    storage at its default: the prompt equals the current twin's."""
+    name = "infinitetalk_image_to_video"
+    graph = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
+    options = next(n for n in graph["nodes"] if n["type"] == "InfiniteTalkSamplerOptions")
+    assert options["widgets_values"].pop() == "h264"  # the layout saved before the widget existed
+    options["widgets_values"][2] = 33  # frame_num: a saved value that must stay where it was
+    result = json.loads(editor.execute_async_script(LOAD_JS, graph, {}))
+    assert "error" not in result, result.get("error")
+    twin = json.loads((REPO / "example_workflows" / "api" / f"{name}_api.json").read_text())
+    expected = _with_overrides(twin, {"InfiniteTalkSamplerOptions": {"frame_num": 33}})
+    assert _strip(result["prompt"]) == _strip(expected)
+
+
 def _wait_new_history(server, before: set, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

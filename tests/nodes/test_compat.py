@@ -215,6 +215,7 @@ def test_legacy_sampler_prompt_is_migrated(pack):
         k: v for k, v in before.items() if k in options["inputs"]
     }
     assert options["inputs"]["face_only"] is False  # an option the old sampler did not have: its default
+    assert options["inputs"]["storage"] == "h264"
     kept = {k: v for k, v in legacy[sampler_id]["inputs"].items() if k != "options"}
     assert kept == {k: v for k, v in before.items() if k not in options["inputs"]}
     assert migrate.migrate_prompt(legacy, dynamic=False) == []  # idempotent
@@ -222,6 +223,13 @@ def test_legacy_sampler_prompt_is_migrated(pack):
     face = {"7": {"class_type": "InfiniteTalkSampler", "inputs": {**before, "face_only": True}}}
     migrate.migrate_prompt(face, dynamic=False)
     assert face[face["7"]["inputs"]["options"][0]]["inputs"]["face_only"] is True
+    # an options node saved before its storage input: the default (H.264 segments, as it ran then)
+    saved = {k: v for k, v in options["inputs"].items() if k != "storage"}
+    older = {"3": {"class_type": "InfiniteTalkSamplerOptions", "inputs": saved}}
+    assert migrate.migrate_prompt(older, dynamic=False) == [
+        "node 3: new inputs ['storage'] set to their defaults"
+    ]
+    assert older["3"]["inputs"]["storage"] == "h264"
     # a prompt from a newer ComfyUI (revealed inputs named size.width) runs on the flat schema
     newer = {
         "5": {

@@ -59,7 +59,12 @@ def test_sampler_bounds(nodes):
         "speaker_boxes",
         "face_only",
         "resume",
+        "storage",
     }
+    assert list(opts)[-1] == "storage"  # added last: options nodes saved before keep their widget values
+    assert (
+        opts["storage"][1]["options"] == ["h264", "h264-lossless"] and opts["storage"][1]["default"] == "h264"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- sampler
@@ -135,7 +140,9 @@ def test_output_connected(pack):
 def test_loader_placeholder_is_a_clear_error(pack):
     common = _mod("_common")
     vae = common.Component.VAE
-    with pytest.raises(FileNotFoundError, match="no vae file found: put 'models/vae/wan_2.1_vae.safetensors'"):
+    with pytest.raises(
+        FileNotFoundError, match="no vae file found: put 'models/vae/wan_2.1_vae.safetensors'"
+    ):
         common.resolve_component(vae, common.placeholder(vae))
 
 

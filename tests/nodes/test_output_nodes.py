@@ -82,17 +82,22 @@ def test_audio_embed_passes_the_original_audio_through(nodes, chain):
     assert np.abs(out["waveform"][0].numpy()).max() > 0  # speaker 2 follows, at its own level
 
 
-def test_sampler_frames_carry_the_soundtrack_and_each_window_is_previewed(nodes, chain, comfy, monkeypatch):
+def _watched_sampler(nodes, chain, monkeypatch, node_id: str, audio: dict):
+    """(Sampler with its hidden inputs, the recording server, the audio embeds of ``audio``)."""
     bridge = importlib.import_module(f"{PACK_MODULE}.nodes._bridge")
     server = _Server()
     monkeypatch.setattr(bridge, "_server", lambda: server)
-    audio = {"waveform": _music(1.0), "sample_rate": SR}
     embeds, _ = nodes["InfiniteTalkAudioEmbed"].execute(chain["audio_encoder"], audio, True, "para").args
     from comfy_api.latest import io  # importable once the fixtures put ComfyUI on the path
 
-    sampler = nodes["InfiniteTalkSampler"].PREPARE_CLASS_CLONE(
-        {io.Hidden.unique_id: "9", io.Hidden.prompt: {}}
-    )
+    hidden = {io.Hidden.unique_id: node_id, io.Hidden.prompt: {}}
+    return nodes["InfiniteTalkSampler"].PREPARE_CLASS_CLONE(hidden), server, embeds
+
+
+def test_sampler_frames_carry_the_soundtrack_and_each_window_is_previewed(nodes, chain, comfy, monkeypatch):
+    bridge = importlib.import_module(f"{PACK_MODULE}.nodes._bridge")
+    audio = {"waveform": _music(1.0), "sample_rate": SR}
+    sampler, server, embeds = _watched_sampler(nodes, chain, monkeypatch, "9", audio)
     image = torch.rand(1, 48, 48, 3, generator=torch.Generator().manual_seed(0))
     options = importlib.import_module(f"{PACK_MODULE}.nodes.sampler").SamplerOptions(
         frame_num=17, motion_frame=5, resume=False
@@ -151,3 +156,73 @@ def test_sampler_frames_carry_the_soundtrack_and_each_window_is_previewed(nodes,
     sequence = [p for p in folder.iterdir() if p.name.startswith("sequence_") and p.is_dir()]
     assert len(sequence) == 1 and len(list(sequence[0].glob("frame_*.png"))) == 25
     assert (sequence[0] / "soundtrack.wav").is_file()
+
+
+def _decoded(path: Path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def test_lossless_storage_gives_masters_with_the_exact_generated_frames(nodes, chain, comfy, monkeypatch):
+    """storage h264-lossless on the options node: FFV1 and PNG masters hold bit for bit the frames the
+    pipeline gave its sink (recorded there), the window clips stay browser-playable H.264 4:2:0, and a run
+    with the default H.264 storage (same inputs) is another run in another folder, whose masters are not
+    exact."""
+    sinks = importlib.import_module(f"{PACK_MODULE}.infinitetalk.sinks")
+    sampler_mod = importlib.import_module(f"{PACK_MODULE}.nodes.sampler")
+    received: list[np.ndarray] = []
+    write = sinks.SegmentStore.write
+
+    def recording_write(self, frames):
+        received.append(np.array(frames, copy=True))
+        write(self, frames)
+
+    monkeypatch.setattr(sinks.SegmentStore, "write", recording_write)
+    audio = {"waveform": _music(1.0), "sample_rate": SR}
+    sampler, server, embeds = _watched_sampler(nodes, chain, monkeypatch, "12", audio)
+    image = torch.rand(1, 48, 48, 3, generator=torch.Generator().manual_seed(1))
+    runs = {}
+    for storage in ("h264", "h264-lossless"):
+        values = {**sampler_mod.asdict(sampler_mod.DEFAULTS), "frame_num": 17, "motion_frame": 5}
+        options = nodes["InfiniteTalkSamplerOptions"].execute(**{**values, "storage": storage}).args[0]
+        received.clear()
+        frames, _ = sampler.execute(
+            chain["model"], chain["vae"], chain["clip_vision"], chain["text_embeds"], embeds, "streaming",
+            "custom", 1, 3, 1.0, 4.0, image=image, width=32, height=32, options=options,
+        ).args  # fmt: skip
+        runs[storage] = (frames, np.concatenate(received))
+    (h264, generated_h264), (lossless, generated) = runs["h264"], runs["h264-lossless"]
+    assert generated.shape == (25, 32, 32, 3) and np.array_equal(generated, generated_h264)  # same seed
+    assert h264.directory != lossless.directory  # the storage is part of the run's fingerprint
+    assert [_codec(p) for p in lossless.store.segment_paths] == [("h264", "gbrp")] * 2
+    clips = [m["output"]["images"][0] for e, m, _ in server.messages if e == "executed"][-2:]
+    temp = Path(comfy.get_temp_directory())
+    assert [_codec(temp / c["subfolder"] / c["filename"]) for c in clips] == [("h264", "yuv420p")] * 2
+
+    combine = nodes["InfiniteTalkVideoCombine"]
+    out_dir = Path(comfy.get_output_directory())
+    master = Path(
+        combine.execute("none", "exact/ffv1", frames=lossless, format="ffv1-mkv").args[0].get_stream_source()
+    )
+    assert master.suffix == ".mkv" and np.array_equal(_decoded(master), generated)
+    combine.execute("none", "exact/png", frames=lossless, format="png-wav")
+    (folder,) = [p for p in (out_dir / "exact").iterdir() if p.is_dir() and p.name.startswith("png_")]
+    assert np.array_equal(_decoded(folder / "frame_%06d.png"), generated)
+    result = combine.execute(
+        "none", "exact/delivery", frames=lossless
+    )  # h264-mp4: encoded from the exact frames
+    delivery = Path(result.args[0].get_stream_source())
+    assert _codec(delivery) == ("h264", "yuv420p") and len(_decoded(delivery)) == 25
+    # the default storage: small H.264 4:2:0 segments, so a master made from them is not exact (the tiny
+    # random model draws noise, which 4:2:0 CRF 18 keeps badly: mean error measured 14 levels)
+    approx = Path(
+        combine.execute("none", "exact/approx", frames=h264, format="ffv1-mkv").args[0].get_stream_source()
+    )
+    error = np.abs(_decoded(approx).astype(int) - generated.astype(int))
+    assert error.mean() > 1
+
+
+def _codec(path: Path) -> tuple[str, str]:
+    with av.open(str(path)) as c:
+        ctx = c.streams.video[0].codec_context
+        return ctx.name, ctx.pix_fmt

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from infinitetalk.errors import CheckpointError, InputError
-from infinitetalk.lora import lora_deltas, merge_lora, merge_loras, parse_lora_spec
+from infinitetalk.lora import lora_deltas, lora_key_map, merge_lora, merge_loras, parse_lora_spec
 
 
 class Attn(nn.Module):
@@ -70,6 +70,28 @@ def test_kohya_underscores_peft_ab_and_no_alpha():
     assert torch.allclose(
         model.blocks[0].self_attn.q.weight, ref.blocks[0].self_attn.q.weight + up2 @ down2, atol=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "blocks.1.self_attn.k",
+        "diffusion_model.blocks.1.self_attn.k",
+        "model.diffusion_model.blocks.1.self_attn.k",
+        "base_model.model.blocks.1.self_attn.k",
+        "transformer.blocks.1.self_attn.k",
+        "lora_unet_blocks_1_self_attn_k",
+    ],
+)
+def test_every_spelling_merges_here_and_is_in_the_hosts_key_map(name):
+    """One list of spellings: what merge_lora reads is what ComfyUI's LoRA loader is told (lora_key_map)."""
+    model, ref, (down, up) = TinyDiT(), TinyDiT(), _pair(seed=3)
+    assert lora_key_map(model.state_dict())[name] == "blocks.1.self_attn.k.weight"
+    assert merge_lora(model, {f"{name}.lora_down.weight": down, f"{name}.lora_up.weight": up}) == 1
+    assert torch.allclose(
+        model.blocks[1].self_attn.k.weight, ref.blocks[1].self_attn.k.weight + up @ down, atol=1e-6
+    )
+    assert "blocks.1.self_attn.k.bias" not in lora_key_map(model.state_dict()).values()  # weights only
 
 
 def test_fusionx_diff_and_diff_b_and_bare_parameter():

@@ -431,3 +431,74 @@ def test_lossless_segments_give_exact_master_frames(tmp_path):
     store.commit(0, {"window": 0})
     out = store.finalize(tmp_path / "master.mkv", fmt="ffv1-mkv")
     assert all(np.array_equal(a, b) for a, b in zip(decode_video(out), frames, strict=True))
+
+
+def codec_of(path) -> tuple[str, str]:
+    with av.open(str(path)) as c:
+        ctx = c.streams.video[0].codec_context
+        return ctx.name, ctx.pix_fmt
+
+
+def test_lossless_segments_are_previewed_as_h264_420_and_finalized_both_ways(tmp_path):
+    """Lossless RGB H.264 (High 4:4:4) plays in no browser: the live playlist and the window clips get an
+    H.264 4:2:0 copy (the frames within CRF 18's error: index blocks read back exactly), while the segments
+    stay exact for every master format, and h264-mp4 is re-encoded from them."""
+    sr = 48000
+    sound = music(2.0, sr)
+    seen = []
+    store = SegmentStore(
+        tmp_path / "run",
+        codec="h264-lossless",
+        soundtrack=(sound, sr),
+        live=True,
+        clips=True,
+        on_segment=seen.append,
+    )
+    store.begin("fp")
+    windows = [index_frames(0, 17), index_frames(17, 29)]
+    for window, frames in enumerate(windows):
+        store.write(frames)
+        store.commit(window, {"window": window})
+        info = seen[-1]
+        assert codec_of(info.path) == ("h264", "gbrp")  # the segment itself: lossless RGB
+        assert codec_of(info.clip) == ("h264", "yuv420p")
+        clip = decode_video(info.clip)
+        assert [level_to_index(f) for f in clip] == list(
+            range(info.start_frame, info.start_frame + len(frames))
+        )
+        assert not list(info.clip.parent.glob("*.h264.mp4"))  # the scratch copy is gone
+    store.mark_complete()
+    live = tmp_path / "run" / "live"
+    assert [codec_of(ts) for ts in sorted(live.glob("*.ts"))] == [("h264", "yuv420p")] * 2
+    with av.open(str(live / "live.m3u8")) as c:
+        assert [level_to_index(frame_to_rgb(f)) for f in c.decode(video=0)] == list(range(29))
+    assert not list(live.glob("*.h264.mp4"))
+    exact = np.concatenate(windows)
+    png = store.finalize(tmp_path / "master", fmt="png-wav")
+    assert np.array_equal(np.stack(decode_video(png / "frame_%06d.png")), exact)
+    mp4 = store.finalize(tmp_path / "delivery.mp4", fmt="h264-mp4")
+    assert codec_of(mp4) == ("h264", "yuv420p")
+    assert [level_to_index(f) for f in decode_video(mp4)] == list(range(29))
+
+
+def test_resume_keeps_the_runs_kind_of_segment(tmp_path, caplog):
+    """Segments are concatenated, so a run keeps one codec: resuming an H.264 run with lossless asked
+    continues in H.264 (said in a warning: its frames are not exact), and the other way round too."""
+    first = SegmentStore(tmp_path / "run")
+    first.begin("fp")
+    first.write(index_frames(0, 9))
+    first.commit(0, {"window": 0})
+    resumed = SegmentStore(tmp_path / "run", codec="h264-lossless")
+    with caplog.at_level("WARNING", logger="infinitetalk.sinks"):
+        assert resumed.begin("fp", resume=True) == {"window": 0, "complete": False}
+    assert "continuing with the run's H.264 segments (asked: h264-lossless)" in caplog.text
+    resumed.write(index_frames(9, 14))
+    resumed.commit(1, {"window": 1})
+    assert resumed.codec == "h264" and {codec_of(p) for p in resumed.segment_paths} == {("h264", "yuv420p")}
+    other = SegmentStore(tmp_path / "lossless", codec="h264-lossless")
+    other.begin("fp")
+    other.write(index_frames(0, 9))
+    other.commit(0, {"window": 0})
+    again = SegmentStore(tmp_path / "lossless")
+    again.begin("fp", resume=True)
+    assert again.codec == "h264-lossless"

@@ -92,6 +92,34 @@ def test_cancel_then_resume_is_identical(tmp_path):
     assert _hashes(tmp_path / "a") == _hashes(tmp_path / "b")
 
 
+def test_cancel_then_resume_with_lossless_segments_decodes_to_the_exact_frames(tmp_path):
+    """Lossless segments across a resume: what the store gives back (and so every master format) is, bit for
+    bit, what the pipeline made in one uninterrupted run (a MemorySink)."""
+    from infinitetalk.sinks import MemorySink
+
+    calls = {"n": 0}
+
+    def cancel_in_window_2():
+        calls["n"] += 1
+        return calls["n"] == 6
+
+    audio, cfg = audio_embedding(FRAMES), small_config()
+    with pytest.raises(Interrupted):
+        fake_pipeline().generate(
+            test_image(),
+            audio,
+            cfg,
+            SegmentStore(tmp_path, codec="h264-lossless"),
+            should_cancel=cancel_in_window_2,
+        )
+    store = SegmentStore(tmp_path, codec="h264-lossless")
+    assert fake_pipeline().generate(test_image(), audio, cfg, store, resume=True).windows_run == [2, 3, 4]
+    memory = MemorySink()
+    fake_pipeline().generate(test_image(), audio, cfg, memory)
+    assert json.loads((tmp_path / "manifest.json").read_text())["codec"] == "h264-lossless"
+    assert np.array_equal(np.stack(list(store.iter_frames())), memory.frames)
+
+
 def test_resume_with_changed_config_is_refused(tmp_path):
     audio = audio_embedding(200)
     with pytest.raises(Interrupted):
