@@ -7,7 +7,7 @@ signal, so an ``np.memmap`` of an hour of audio is measured and limited without 
 
 - :class:`LoudnessMeter`: ITU-R BS.1770-4 integrated loudness equal to ``pyloudnorm.Meter(sr)
   .integrated_loudness`` (the oracle of the tests): the same K-weighting biquads (pyloudnorm designs them),
-  their filter state carried from block to block, and the mean square of each 400 ms gating block taken
+  their state carried from block to block (one ``sosfilt`` cascade; it differs from pyloudnorm's two ``lfilter`` passes by ~1e-13 relative), and the mean square of each 400 ms gating block taken
   over exactly pyloudnorm's sample ranges (``int(0.4 * (j * 0.25) * sr)``, which also holds at rates where
   0.1 s is not a whole number of samples). It keeps one float per 100 ms step (288 KB per hour) for the
   two gates.
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pyloudnorm
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
-from scipy.signal import lfilter, resample_poly
+from scipy.signal import resample_poly, sosfilt
 
 from ..errors import InputError
 
@@ -60,8 +60,8 @@ class LoudnessMeter:
         # pyloudnorm's K-weighting: a high shelf (+4 dB above 1.5 kHz) then a 38 Hz high pass
         shelf = pyloudnorm.IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, self.sr, "high_shelf")
         high_pass = pyloudnorm.IIRfilter(0.0, 0.5, 38.0, self.sr, "high_pass")
-        self._stages = [(f.b, f.a, f.passband_gain) for f in (shelf, high_pass)]
-        self._state: list[np.ndarray] | None = None  # lfilter state per stage, (C, 2) each
+        self._sos = np.stack([np.r_[f.passband_gain * f.b, f.a] / f.a[0] for f in (shelf, high_pass)])
+        self._state: np.ndarray | None = None  # (2 stages, C, 2): the biquads' state between blocks
         self._weights: np.ndarray | None = None
         self._n = 0  # samples seen
         self._head: list[np.ndarray] = []  # the first samples, kept until there are enough to measure
@@ -78,7 +78,7 @@ class LoudnessMeter:
                     f"loudness of audio shaped {x.shape}: expected (N,) or (channels, N) with 1-5 "
                     "channels; downmix wider audio first"
                 )
-            self._state = [np.zeros((x.shape[0], len(a) - 1)) for _, a, _ in self._stages]
+            self._state = np.zeros((len(self._sos), x.shape[0], 2))
             self._weights = np.asarray(_CHANNEL_WEIGHTS[: x.shape[0]])
         elif x.shape[0] != len(self._weights):
             raise InputError(
@@ -86,10 +86,8 @@ class LoudnessMeter:
             )
         if self._n < min_measure_samples(self.sr):
             self._head.append(x.copy())
-        for i, (b, a, gain) in enumerate(self._stages):
-            x, self._state[i] = lfilter(b, a, x, axis=-1, zi=self._state[i])
-            x = gain * x if gain != 1.0 else x
-        self._accumulate(self._weights @ np.square(x))  # (n,) channel-weighted energy
+        x, self._state = sosfilt(self._sos, x, axis=-1, zi=self._state)  # K-weighted (C, n)
+        self._accumulate(np.einsum("c,cn,cn->n", self._weights, x, x))  # (n,) channel-weighted energy
         self._n += x.shape[1]
 
     def _accumulate(self, energy: np.ndarray) -> None:
