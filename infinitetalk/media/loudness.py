@@ -89,6 +89,8 @@ class LoudnessMeter:
         x, self._state = sosfilt(self._sos, x, axis=-1, zi=self._state)  # K-weighted (C, n)
         self._accumulate(np.einsum("c,cn,cn->n", self._weights, x, x))  # (n,) channel-weighted energy
         self._n += x.shape[1]
+        if self._n >= min_measure_samples(self.sr):
+            self._head.clear()  # long enough: measured as it is
 
     def _accumulate(self, energy: np.ndarray) -> None:
         """Split the energy at the 100 ms step boundaries pyloudnorm uses and sum each piece."""

@@ -107,6 +107,17 @@ def test_loudness_of_a_memmap_reads_blocks(tmp_path, small_blocks):
     assert abs(measure_loudness(mapped, sr) - oracle_lufs(wave, sr)) < LU_TOL
 
 
+def test_loudness_of_a_decoded_stream(tmp_path, monkeypatch):
+    import soundfile
+
+    from infinitetalk.media.stream import iter_audio
+
+    sr, wave = 44100, speechlike(44100, 2.5, 2)
+    soundfile.write(tmp_path / "a.wav", wave.T, sr, subtype="FLOAT")
+    blocks = (block for block, _ in iter_audio(tmp_path / "a.wav", block_s=0.37))
+    assert abs(measure_loudness(blocks, sr) - oracle_lufs(wave, sr)) < LU_TOL
+
+
 # ============================================================================ true peak and limiter
 def old_sample_peaks(wave: np.ndarray) -> np.ndarray:
     """The whole-array peak scan (one chunk): 4x oversampled magnitude per sample period."""
