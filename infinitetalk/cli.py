@@ -328,8 +328,11 @@ def load_source(path: str):
     return StillImage(image)
 
 
-def speech_inputs(args: argparse.Namespace, kokoro_dir: Path | None) -> tuple[list, bool, list | None]:
-    """(speaker tracks [(wave, sr)], normalise?, caption cues) from --text or --audio_path(s), checked."""
+def speech_inputs(
+    args: argparse.Namespace, kokoro_dir: Path | None, spill_dir: Path | None = None
+) -> tuple[list, bool, list | None]:
+    """(speaker tracks [(wave, sr)], normalise?, caption cues) from --text or --audio_path(s), checked.
+    Long recordings are decoded into file-backed buffers in ``spill_dir`` (:mod:`infinitetalk.spill`)."""
     from .media.stream import read_audio
     from .validation import check_audio, check_not_silent
 
@@ -344,7 +347,7 @@ def speech_inputs(args: argparse.Namespace, kokoro_dir: Path | None) -> tuple[li
                 raise InputError(f"{flag} '{path}' does not exist: check the path")
             name = f"{flag} '{Path(path).name}'"
             # decoded block by block into one buffer at its own rate and channels (the soundtrack keeps them)
-            wave, sr = read_audio(path, name=flag)
+            wave, sr = read_audio(path, name=flag, spill_dir=spill_dir)
             tracks.append((check_audio(wave, sr, name=name), sr))
             names.append(name)
         elif args.audio_path2:
@@ -620,19 +623,21 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     dtype = plan.compute_dtype
     home = torch.device("cpu") if args.offload_model else device
     prompts = None
+    # the run folder: segments, resume state, and the audio buffers too large for memory
+    seg_dir = Path(args.segments_dir) if args.segments_dir else out.with_name(out.name + ".parts")
     if script is not None:
         tracks, normalize, cues, prompts = script_inputs(script, args, paths.kokoro)
         config.prompt = args.prompt or prompts[0][1]
     else:
-        tracks, normalize, cues = speech_inputs(args, paths.kokoro)
+        tracks, normalize, cues = speech_inputs(args, paths.kokoro, seg_dir)
 
     # 1. audio features first, then free the audio encoder before the big models load
     with explain_out_of_memory("encoding the audio"):
         audio_encoder = load_audio_encoder(paths.audio_encoder, device=device, dtype=torch.float32)
-        audio = InfiniteTalkPipeline(None, None, None, None, audio_encoder, device, dtype).prepare_audio(
-            tracks, args.audio_type, normalize
-        )
-    del audio_encoder
+        audio = InfiniteTalkPipeline(
+            None, None, None, None, audio_encoder, device, dtype, spill_dir=seg_dir
+        ).prepare_audio(tracks, args.audio_type, normalize)
+    del audio_encoder, tracks  # a one-speaker soundtrack lives on in ``audio``
     logger.info(
         "audio: %d speaker(s), %d frames (%.2f s)",
         audio.num_speakers,
@@ -654,7 +659,6 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     pipe = InfiniteTalkPipeline(dit, vae, clip, text, None, device, dtype, model_manager=manager)
 
     # 3. generate into per-window segments, then mux with the soundtrack
-    seg_dir = Path(args.segments_dir) if args.segments_dir else out.with_name(out.name + ".parts")
     soundtrack = audio.soundtrack_audio  # the user's own audio; the 16 kHz mix stays in the embedding path
     if args.loudness is not None and session.is_main:
         soundtrack = normalize_delivery(soundtrack, args.loudness, args.true_peak)

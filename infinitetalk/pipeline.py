@@ -26,6 +26,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -262,19 +263,29 @@ def plan_run(
     )
 
 
-def pad_audio_features(features: torch.Tensor, end: int) -> torch.Tensor:
-    """Mirror-pad (S, L, ...) features when a window reaches ``end >= L`` (reference: ``L + end - L + 3``)."""
+def padded_audio_length(length: int, end: int) -> int:
+    """Frames of the reference's mirror-padded features when the last window ends at ``end``.
+
+    The reference appends ``miss = end - L + 3`` frames, ``f[-miss:]`` reversed, when ``end >= L``
+    (fewer when ``miss > L``: the slice then holds all ``L`` frames).
+    """
+    return length if end < length else length + min(end - length + 3, length)
+
+
+def audio_window(
+    features: torch.Tensor, start: int, frame_num: int, padded_length: int | None = None
+) -> torch.Tensor:
+    """(S, L, layers, C) -> (S, frame_num, 5, layers, C): 5 audio frames around each video frame.
+
+    Indices are clamped to ``[0, padded_length)`` (default ``L``: no padding) and frames past the end read
+    the mirror padding without building it: padded ``[L + j]`` is ``f[L - 1 - j]``. Only the window's rows
+    are read, so ``features`` may be file-backed and is never copied whole.
+    """
     length = features.shape[1]
-    if end < length:
-        return features
-    miss = end - length + 3
-    return torch.cat([features, features[:, -miss:].flip(1)], dim=1)
-
-
-def audio_window(features: torch.Tensor, start: int, frame_num: int) -> torch.Tensor:
-    """(S, L', layers, C) -> (S, frame_num, 5, layers, C): 5 audio frames around each video frame, clamped."""
+    padded = length if padded_length is None else padded_length
     centres = torch.arange(start, start + frame_num)[:, None] + torch.tensor(AUDIO_WINDOW_OFFSETS)[None]
-    centres = centres.clamp(0, features.shape[1] - 1)  # (frame_num, 5)
+    centres = centres.clamp(0, padded - 1)  # (frame_num, 5)
+    centres = torch.where(centres < length, centres, 2 * length - 1 - centres)
     return features[:, centres]
 
 
@@ -336,10 +347,29 @@ def frames_to_uint8(video: torch.Tensor) -> np.ndarray:
     return x.clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
-def _hash_tensor(h, t: torch.Tensor) -> None:
-    t = t.detach().cpu().contiguous()
+def _hash_tensor(h, t: torch.Tensor, chunk_bytes: int = 64 << 20) -> None:
+    """Feed shape, dtype and the C-order bytes of ``t`` to ``h``, at most ``chunk_bytes`` at a time (the
+    same digest as hashing one contiguous copy, without the copy)."""
+    t = t.detach()
     h.update(str((tuple(t.shape), str(t.dtype))).encode())
-    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    for chunk in _contiguous_chunks(t, chunk_bytes):
+        h.update(chunk.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+
+
+def _contiguous_chunks(t: torch.Tensor, limit: int):
+    """Consecutive pieces of ``t`` along its leading dimensions, each at most ``limit`` bytes (or one row)."""
+    if t.ndim == 0 or t.numel() * t.element_size() <= limit:
+        if t.numel():
+            yield t
+        return
+    row = t[0].numel() * t.element_size()
+    if row > limit:
+        for sub in t:
+            yield from _contiguous_chunks(sub, limit)
+        return
+    step = max(1, limit // row)
+    for a in range(0, t.shape[0], step):
+        yield t[a : a + step]
 
 
 # ============================================================================ the pipeline
@@ -349,7 +379,8 @@ class _Encoded:
 
     context: torch.Tensor  # (1, L_p, text_dim)
     context_null: torch.Tensor  # (1, L_n, text_dim)
-    features: torch.Tensor  # (S, L', layers, C) padded audio features
+    features: torch.Tensor  # (S, L, layers, C) audio features (a view: not copied, not padded)
+    audio_length: int  # L' of the reference's mirror-padded features (see audio_window)
     masks: torch.Tensor | None  # (3, lat_h, lat_w) for two speakers
     color_reference: torch.Tensor  # (1, 3, 1, H, W) first input frame in [-1, 1]
     size: tuple[int, int]  # (H, W)
@@ -387,8 +418,12 @@ class InfiniteTalkPipeline:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.bfloat16,
         model_manager: ModelManager | None = None,
+        spill_dir: str | Path | None = None,
     ):
+        """``spill_dir``: where audio buffers too large for memory go (:mod:`infinitetalk.spill`; default the
+        system's temp folder)."""
         self.dit, self.vae, self.clip = dit, vae, clip
+        self.spill_dir = spill_dir
         self.text_encoder, self.audio_encoder = text_encoder, audio_encoder
         self.device, self.dtype = torch.device(device), dtype
         self.model_manager = model_manager
@@ -423,7 +458,13 @@ class InfiniteTalkPipeline:
         self, speakers: Sequence[tuple[np.ndarray, int]], audio_type: str = "para", normalize: bool = True
     ) -> AudioEmbedding:
         """One or two ``(wave, sample_rate)`` tracks -> wav2vec2 features at 25 fps, the 16 kHz speech mix,
-        and the soundtrack (the tracks themselves, mixed for ``para``, one after the other for ``add``)."""
+        and the soundtrack (the tracks themselves, mixed for ``para``, one after the other for ``add``).
+
+        The encoder writes each speaker's features straight into one ``(S, L, layers, C)`` buffer; that
+        buffer, the mix and a two-speaker soundtrack are file-backed above :func:`spill.spill_threshold`
+        (in ``spill_dir``). A one-speaker soundtrack is the caller's own array, kept as given.
+        """
+        from . import spill
         from .media import combine_soundtracks, combine_speakers, prepare_speech
 
         if not 1 <= len(speakers) <= 2:
@@ -440,14 +481,15 @@ class InfiniteTalkPipeline:
             tracks = [t1, t2]
         else:
             mix = tracks[0]
+        mix = spill.spill_array(np.asarray(mix, np.float32), self.spill_dir)
+        wave = soundtrack.wave if len(speakers) == 1 else spill.spill_array(soundtrack.wave, self.spill_dir)
+        shape = self.audio_encoder.feature_shape(len(tracks[0]))  # (L, layers, C), all tracks alike
+        feats = spill.empty_tensor((len(tracks), *shape), torch.float32, self.spill_dir)
         self._load("audio_encoder")
-        feats = torch.stack(
-            [self.audio_encoder.encode(np.asarray(t, np.float32)).float().cpu() for t in tracks]
-        )
+        for track, out in zip(tracks, feats, strict=True):
+            self.audio_encoder.encode(np.asarray(track, np.float32), out=out)
         self._offload("audio_encoder")
-        return AudioEmbedding(
-            feats, np.asarray(mix, np.float32), int(feats.shape[1]), soundtrack.wave, soundtrack.sample_rate
-        )
+        return AudioEmbedding(feats, mix, int(feats.shape[1]), wave, soundtrack.sample_rate)
 
     # ------------------------------------------------------------------ stage 3: run-wide conditioning
     def encode(
@@ -475,11 +517,11 @@ class InfiniteTalkPipeline:
             encoded = dict(zip(distinct, self.text_encoder.encode(distinct), strict=True))
             window_contexts = [encoded[p][None].to(self.device, self.dtype) for p in per_window]
         self._offload("text_encoder")
-        last = plans[-1]
-        features = pad_audio_features(audio.features[:, : audio.num_frames], last.start + config.frame_num)
-        # Windows are cast to the model dtype anyway (as the reference does), so keeping the whole
-        # run's features in that dtype is exact and halves their memory in bf16 (36 -> 18 KB per frame).
-        features = features.to(self.dtype)
+        # The features stay where they are (in memory or file-backed), float32 and unpadded: each window
+        # reads its rows through the virtual mirror padding and casts them to the model dtype (exact: a
+        # cast is per element, so indexing then casting equals casting then indexing).
+        features = audio.features[:, : audio.num_frames]
+        audio_length = padded_audio_length(audio.num_frames, plans[-1].start + config.frame_num)
         masks = None
         if audio.num_speakers == 2:
             masks = speaker_masks(regions, first.shape[0], first.shape[1], config.face_scale)
@@ -491,6 +533,7 @@ class InfiniteTalkPipeline:
             context=context[None].to(self.device, self.dtype),
             context_null=context_null[None].to(self.device, self.dtype),
             features=features,
+            audio_length=audio_length,
             masks=masks,
             color_reference=color_ref,
             size=(h, w),
@@ -526,7 +569,8 @@ class InfiniteTalkPipeline:
         pixels = cond_image if motion_frames is None else motion_frames.to(self.device)
         motion_latents = self.vae.encode(pixels.to(self._vae_dtype())).float()  # (1, 16, n_motion, h, w)
         self._offload("vae")
-        audio = audio_window(enc.features, plan.start, config.frame_num)[None]  # (1, S, F, 5, layers, C)
+        audio = audio_window(enc.features, plan.start, config.frame_num, enc.audio_length)[None]
+        # (1, S, F, 5, layers, C)
         return _Window(plan, noise, motion_latents, y, clip, audio.to(self.device, self.dtype))
 
     def _vae_dtype(self) -> torch.dtype:

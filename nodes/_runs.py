@@ -4,6 +4,7 @@
   start, which would lose the runs a restart should resume; ``__`` folders are not served over HTTP).
   A finished run's folder is removed once ComfyUI no longer holds the Sampler's output (cache cleared or
   replaced), and at the first run after a start; unfinished runs stay until they are resumed.
+- Audio buffers too large for memory are mapped from files in ``<ComfyUI temp>/infinitetalk/spill/``.
 - The partial video goes to the output folder, named after the Video Combine that reads the frames:
   ``<filename_prefix>_<run id>_partial.mp4``.
 """
@@ -51,6 +52,12 @@ def preview_dir(node_id, fingerprint: str) -> Path:
     return (
         Path(folder_paths.get_temp_directory()) / "infinitetalk" / f"{node_id or 'node'}_{fingerprint[:16]}"
     )
+
+
+def spill_dir() -> Path:
+    """Where audio buffers too large for memory go (:mod:`infinitetalk.spill`): ComfyUI's temp folder. Its
+    files are unlinked as soon as they are mapped (POSIX), so emptying ``temp/`` at a start loses nothing."""
+    return Path(folder_paths.get_temp_directory()) / "infinitetalk" / "spill"
 
 
 def partial_file(prompt, node_id, fingerprint: str) -> Path:

@@ -94,10 +94,12 @@ class LoadAudio(io.ComfyNode):
     @classmethod
     def execute(cls, audio, start_seconds=0.0, duration_seconds=0.0) -> io.NodeOutput:
         from ..infinitetalk.media.stream import read_audio
+        from ._runs import spill_dir
 
-        # decoded block by block: the skipped start is never stored, long files are not held twice
+        # decoded block by block: the skipped start is never stored, long files are not held twice and
+        # live in a file-backed buffer once large (infinitetalk.spill)
         path = folder_paths.get_annotated_filepath(audio)
-        wave, sr = read_audio(path, start_seconds, duration_seconds, name="audio")  # (C, N)
+        wave, sr = read_audio(path, start_seconds, duration_seconds, name="audio", spill_dir=spill_dir())
         if wave.shape[-1] == 0:
             raise ValueError(f"audio '{audio}': nothing left after start_seconds={start_seconds}; lower it")
         return io.NodeOutput(numpy_to_audio(wave, sr))
@@ -172,6 +174,7 @@ class AudioEmbed(io.ComfyNode):
         from ..infinitetalk.pipeline import InfiniteTalkPipeline
         from ..infinitetalk.validation import check_not_silent
         from ._bridge import ComfyModelManager
+        from ._runs import spill_dir
 
         named = [("audio_1", audio_1)] + ([("audio_2", audio_2)] if audio_2 is not None else [])
         speakers = [audio_to_numpy(a, name) for name, a in named]
@@ -185,6 +188,7 @@ class AudioEmbed(io.ComfyNode):
             None,
             audio_encoder=audio_encoder.obj,
             model_manager=ComfyModelManager({"audio_encoder": audio_encoder}),
+            spill_dir=spill_dir(),
         )
         with torch.inference_mode():
             embeds = pipe.prepare_audio(speakers, audio_type=mode, normalize=normalize_loudness)

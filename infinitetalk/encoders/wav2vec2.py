@@ -283,8 +283,14 @@ class AudioEncoder(FrozenEncoder):
             do_normalize=do_normalize,
         )
 
+    def feature_shape(self, num_samples: int) -> tuple[int, int, int]:
+        """``(L, num_layers, hidden)`` of :meth:`encode` for ``num_samples`` at 16 kHz (to preallocate)."""
+        return num_video_frames(num_samples), self.config.num_layers, self.config.hidden_size
+
     @torch.no_grad()
-    def encode(self, wave_16k: np.ndarray) -> torch.Tensor:
+    def encode(self, wave_16k: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
+        """16 kHz mono -> ``(L, num_layers, hidden)`` float32 (CPU), written into ``out`` when given
+        (e.g. one speaker's slice of a run's buffer, see :meth:`encode_features`)."""
         wave = np.asarray(wave_16k, dtype=np.float32)
         if wave.ndim != 1:
             raise InputError(
@@ -302,25 +308,35 @@ class AudioEncoder(FrozenEncoder):
             1, 2
         )  # (1, T, C)
         features = linear_interpolation(features.float(), frames).to(self.dtype)  # (1, L, C_conv)
-        return self.encode_features(features)
+        return self.encode_features(features, out)
 
     @torch.no_grad()
-    def encode_features(self, features: torch.Tensor) -> torch.Tensor:
-        """CNN features ``(1, L, C_conv)`` -> ``(L, num_layers, hidden)`` float32 (CPU)."""
+    def encode_features(self, features: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """CNN features ``(1, L, C_conv)`` -> ``(L, num_layers, hidden)`` float32 (CPU).
+
+        Each layer's output is copied into ``out`` (allocated when None) as soon as it is computed: no list
+        of per-layer tensors, no concatenated copy. ``out`` may be file-backed (:mod:`infinitetalk.spill`).
+        """
+        shape = (features.shape[1], self.config.num_layers, self.config.hidden_size)
+        if out is None:
+            out = torch.empty(shape, dtype=torch.float32)
+        elif tuple(out.shape) != shape or out.dtype != torch.float32 or out.device.type != "cpu":
+            raise ValueError(
+                f"out is {out.dtype} {tuple(out.shape)} on {out.device}: expected float32 {shape} on cpu"
+            )
         hidden = self.model.feature_projection(features)
         hidden = hidden[0] if isinstance(hidden, tuple) else hidden  # (1, L, C)
         encoder = self.model.encoder
         hidden = hidden + encoder.pos_conv_embed(hidden)
         if not self.stable_layer_norm:
             hidden = encoder.layer_norm(hidden)
-        outputs = []
-        for layer in encoder.layers:
-            out = layer(hidden, attention_mask=None)
-            hidden = out[0] if isinstance(out, tuple) else out  # transformers 4 returns a tuple
-            outputs.append(hidden)
-        if self.stable_layer_norm:
-            outputs[-1] = encoder.layer_norm(hidden)
-        return torch.cat(outputs, dim=0).transpose(0, 1).float().cpu()  # (L, layers, C)
+        last = len(encoder.layers) - 1
+        for i, layer in enumerate(encoder.layers):
+            result = layer(hidden, attention_mask=None)
+            hidden = result[0] if isinstance(result, tuple) else result  # transformers 4 returns a tuple
+            kept = encoder.layer_norm(hidden) if self.stable_layer_norm and i == last else hidden
+            out[:, i] = kept[0]  # (L, C), cast to float32 and moved to the CPU by the copy
+        return out  # (L, layers, C)
 
 
 def load_audio_encoder(

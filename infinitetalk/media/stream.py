@@ -112,11 +112,18 @@ def _iter_av(path: Path, block_s: float, name: str) -> Iterator[tuple[np.ndarray
 
 
 def read_audio(
-    path: str | Path, start_s: float = 0.0, duration_s: float = 0.0, *, name: str = "audio file"
+    path: str | Path,
+    start_s: float = 0.0,
+    duration_s: float = 0.0,
+    *,
+    name: str = "audio file",
+    spill_dir: str | Path | None = None,
 ) -> tuple[np.ndarray, int]:
     """``(float32 (C, N), sample_rate)`` of ``[start_s, start_s + duration_s)`` (``duration_s`` 0: to the
     end), decoded block by block into one buffer: what is skipped is never stored, and no block list or
-    transposed copy doubles the memory of a long file."""
+    transposed copy doubles the memory of a long file. A buffer above :func:`~infinitetalk.spill.
+    spill_threshold` is file-backed in ``spill_dir`` (an ``np.memmap``; default: the temp folder)."""
+    from ..spill import empty_array
     from ..validation import MAX_CHANNELS, check_sample_rate
 
     info = probe_audio(path, name=name)
@@ -132,7 +139,7 @@ def read_audio(
         end = max(1, round(info.duration * info.sample_rate))
         wanted = max(0, end - first) if wanted is None else min(wanted, max(0, end - first))
     size = wanted if wanted is not None else max(0, int(info.duration * info.sample_rate) - first + 1)
-    out = np.empty((max(1, info.channels), size), np.float32)
+    out = empty_array((max(1, info.channels), size), np.float32, spill_dir)
     pos, filled = 0, 0  # samples of the file seen, samples stored
     for block, _ in iter_audio(path, name=name):
         lo, hi = max(first - pos, 0), block.shape[1]

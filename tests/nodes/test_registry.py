@@ -66,9 +66,13 @@ def test_one_name_change_is_the_only_edit(renamed_vae, tmp_path, nodes, extra_mo
     # the loader node lists it first and loads it
     extra_models(models)
     options = nodes["InfiniteTalkVAELoader"].INPUT_TYPES()["required"]["name"][1]["options"]
-    comfy_files = [o for o in options if not o.startswith("weights/")]  # official trees other tests registered
+    comfy_files = [
+        o for o in options if not o.startswith("weights/")
+    ]  # official trees other tests registered
     assert comfy_files[0] == NEW_NAME, options
-    if old_name in comfy_files:  # a file still named the old way (another test's tiny tree): now an unknown name
+    if (
+        old_name in comfy_files
+    ):  # a file still named the old way (another test's tiny tree): now an unknown name
         assert comfy_files[-1] == old_name, options
     vae = nodes["InfiniteTalkVAELoader"].execute(NEW_NAME, "fp32").args[0]
     assert vae.source == str(models / "vae" / NEW_NAME)

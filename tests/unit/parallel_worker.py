@@ -8,7 +8,7 @@ JOB is ``clip:U:R:HEADS:SPEAKERS:ENCODERS`` (one clip-mode window -> OUT/NAME.np
 latent; ENCODERS ``tiny``: the tiny umT5/CLIP/VAE, ``standin``: the torch-only stand-ins of
 test_pipeline.py, which spare each process the transformers/diffusers imports (seconds per process)),
 ``resume:U:R`` (uninterrupted, interrupted and resumed streaming runs into OUT/resume_*) or
-``cli:U:R`` (``python -m infinitetalk``'s ``main`` -> OUT/cli/out.mp4 and OUT/cli_rankN.json with its exit
+``cli:U:R`` (``python -m infinitetalk``'s ``main`` -> OUT/cli/out.mkv (FFV1) and OUT/cli_rankN.json with its exit
 code and the frames this process wrote; it closes the process group, so it comes last).
 """
 
@@ -185,6 +185,7 @@ def cli_argv(root: Path, inputs: Path, output: Path) -> list[str]:
             "--motion_frame",
             "5",
         ),
+        *("--format", "ffv1-mkv"),  # lossless: the decoded frames are the generated ones
     ]
 
 
@@ -202,7 +203,7 @@ def job_cli(root: Path, out: Path, ulysses: str, ring: str) -> None:
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
         sizes = ["--ulysses_size", ulysses, "--ring_size", ring]
-        rc = main(cli_argv(root, out, out / "cli" / "out.mp4") + sizes)  # closes the process group
+        rc = main(cli_argv(root, out, out / "cli" / "out.mkv") + sizes)  # closes the process group
     SegmentStore.write = original
     report = {"rc": rc, "frames_written": sum(written), "stderr": stderr.getvalue()}
     (out / f"cli_rank{rank}.json").write_text(json.dumps(report))

@@ -104,7 +104,9 @@ def test_missing_weights_name_file_folder_and_source(tmp_path, tiny_dit_root):
         find_weights(tmp_path, speakers=1)
     msg = str(err.value)
     assert "InfiniteTalk adapter, one speaker not found" in msg
-    assert "'weights/InfiniteTalk/single/infinitetalk.safetensors' (Hugging Face MeiGen-AI/InfiniteTalk)" in msg
+    assert (
+        "'weights/InfiniteTalk/single/infinitetalk.safetensors' (Hugging Face MeiGen-AI/InfiniteTalk)" in msg
+    )
     assert "'models/model_patches/wan2.1_infiniteTalk_single_fp16.safetensors'" in msg
 
 

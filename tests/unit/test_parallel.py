@@ -143,8 +143,8 @@ def test_cli_under_torchrun_rank0_writes_the_video(two_processes, tiny_root, tmp
     ranks = [json.loads((two_processes / f"cli_rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["rc"] for r in ranks] == [0, 0]
     assert [r["frames_written"] for r in ranks] == [9, 0]  # rank 1 writes nothing
-    assert sorted(p.name for p in (two_processes / "cli").iterdir()) == ["out.mp4"]
-    single = tmp_path / "single.mp4"
+    assert sorted(p.name for p in (two_processes / "cli").iterdir()) == ["out.mkv"]
+    single = tmp_path / "single.mkv"
     with one_thread():
         assert main(cli_argv(tiny_root, two_processes, single)) == 0
 
@@ -152,9 +152,12 @@ def test_cli_under_torchrun_rank0_writes_the_video(two_processes, tiny_root, tmp
         with av.open(str(path)) as c:
             return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(np.int16)
 
-    a, b = frames(two_processes / "cli" / "out.mp4"), frames(single)
-    # H.264 of frames that differ by at most one level in a few values: the decoded videos stay close.
-    assert a.shape == b.shape == (9, 48, 80, 3) and np.abs(a - b).mean() < 0.1
+    # FFV1 keeps the generated frames exactly, so the files compare as the raw clips do (an H.264 encoder
+    # turns a one-level difference into changed decisions, and the decoded pixels drift chaotically)
+    a, b = frames(two_processes / "cli" / "out.mkv"), frames(single)
+    assert a.shape == b.shape == (9, 48, 80, 3)
+    diff = np.abs(a - b)
+    assert diff.max() <= 1 and (diff > 0).mean() <= 0.01
 
 
 def test_cli_under_torchrun_refuses_ulysses_not_dividing_heads(four_processes):

@@ -19,7 +19,7 @@ from infinitetalk.pipeline import (
     StillImage,
     audio_window,
     condition_mask,
-    pad_audio_features,
+    padded_audio_length,
     plan_windows,
     speaker_masks,
 )
@@ -82,11 +82,15 @@ class FakeText:
 
 
 class FakeAudioEncoder:
-    def encode(self, wave: np.ndarray) -> torch.Tensor:  # 16 kHz -> (L, layers, C)
+    def feature_shape(self, num_samples: int) -> tuple[int, int, int]:
+        return num_samples * 25 // 16000, LAYERS, CH
+
+    def encode(self, wave: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:  # -> (L, layers, C)
         n = len(wave) * 25 // 16000
         frames = torch.from_numpy(np.asarray(wave, np.float32)[: n * 640].reshape(n, 640))
         level = frames.abs().mean(1)  # (L,)
-        return level[:, None, None].expand(n, LAYERS, CH) * torch.arange(1, CH + 1)
+        feats = level[:, None, None].expand(n, LAYERS, CH) * torch.arange(1, CH + 1)
+        return feats if out is None else out.copy_(feats)
 
 
 class FakeDiT(torch.nn.Module):
@@ -217,9 +221,10 @@ def test_audio_window_offsets_and_clamp():
 
 def test_pad_audio_mirrors_last_frames_like_reference():
     feats = torch.arange(10.0)[None, :, None, None]
-    padded = pad_audio_features(feats, 12)  # miss = 12 - 10 + 3 = 5
-    assert padded[0, :, 0, 0].tolist() == list(range(10)) + [9, 8, 7, 6, 5]
-    assert pad_audio_features(feats, 9) is feats
+    length = padded_audio_length(10, 12)  # miss = 12 - 10 + 3 = 5
+    assert length == 15 and padded_audio_length(10, 9) == 10
+    win = audio_window(feats, 8, 7, length)[0, :, 2, 0, 0]  # the centre frames 8..14
+    assert win.tolist() == [8, 9, 9, 8, 7, 6, 5]
 
 
 def test_condition_mask_ones_on_first_latent_only():
