@@ -16,7 +16,8 @@
    - ``new measure (memmap)``: ``measure_loudness`` on an ``np.memmap`` of the WAV's samples;
    - ``old delivery``: the whole file read, then the whole-array ``normalize_delivery`` of before (pyloudnorm
      measures, gain, whole-array 4x oversampled limiter, twice, and a final measure and true-peak scan);
-   - ``new delivery``: ``normalize_delivery`` on the memmap, its result an unnamed memmap beside the WAV.
+   - ``new delivery``: ``normalize_delivery`` on the memmap, its result a spill buffer beside the WAV
+     (``infinitetalk.spill``: file-backed above 256 MiB, i.e. from about 12 minutes of 48 kHz stereo on).
 3. The old and new delivery results are compared (largest sample difference) and the new result's
    loudness and true peak are printed.
 """

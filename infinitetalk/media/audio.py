@@ -14,7 +14,7 @@ Two signals leave this module and they never mix:
 from __future__ import annotations
 
 import logging
-import tempfile
+import os
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from math import gcd
@@ -386,8 +386,8 @@ def normalize_delivery(
 
 
 def _output_like(source: object, shape: tuple[int, ...], out: np.ndarray | None) -> np.ndarray:
-    """``out`` checked, or a new float32 array: file-backed (an unnamed temporary file in the folder of
-    the source's mapping, else the temp folder) when ``source`` is an ``np.memmap`` or a view of one."""
+    """``out`` checked, or a new float32 array; when ``source`` is file-backed (an ``np.memmap`` or a view
+    of one), a :mod:`~infinitetalk.spill` buffer beside its file (file-backed above the spill threshold)."""
     if out is not None:
         if out.shape != tuple(shape) or out.dtype != np.float32:
             raise InputError(
@@ -398,11 +398,8 @@ def _output_like(source: object, shape: tuple[int, ...], out: np.ndarray | None)
         source = source.base
     if not isinstance(source, np.memmap):
         return np.empty(shape, np.float32)
+    from .. import spill
+
     folder = Path(source.filename).parent if source.filename else None
-    try:
-        backing = tempfile.TemporaryFile(dir=folder)
-    except OSError as err:
-        logger.info("cannot write next to %s (%s): the result goes to the temp folder", source.filename, err)
-        backing = tempfile.TemporaryFile()
-    with backing:  # the mapping keeps the (already unlinked) file alive
-        return np.memmap(backing, np.float32, "w+", shape=tuple(shape))
+    writable = folder is not None and os.access(folder, os.W_OK)
+    return spill.empty_array(tuple(shape), np.float32, folder if writable else None)
