@@ -14,7 +14,8 @@ Two signals leave this module and they never mix:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from math import gcd
 from pathlib import Path
@@ -22,23 +23,18 @@ from typing import NamedTuple
 
 import av
 import numpy as np
-import pyloudnorm
 import soundfile
-from scipy.ndimage import minimum_filter1d, uniform_filter1d
 from scipy.signal import resample_poly
 
 from ..errors import InputError
+from . import loudness
 
 logger = logging.getLogger(__name__)
 
 SPEECH_SR = 16000  # wav2vec2 input rate
 VIDEO_FPS = 25  # the model's video rate
 _SOUNDFILE_EXTS = {".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".w64", ".rf64", ".caf"}
-_METER_BLOCK_S = 0.4  # pyloudnorm's default gating block
 _LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
-_TRUE_PEAK_OVERSAMPLING = 4  # ITU-R BS.1770-4 Annex 2: 4x for 48 kHz material
-_LIMITER_LOOKAHEAD_S = 0.01  # the gain falls over 10 ms before a peak and recovers over 10 ms after it
-_CHUNK = 1 << 20  # samples per chunk for the oversampled peak scan (bounded memory)
 
 
 def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
@@ -138,36 +134,36 @@ def resample(wave: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return out
 
 
-def measure_loudness(wave: np.ndarray, sr: int) -> float:
-    """Integrated loudness (LUFS, ITU-R BS.1770) of ``(N,)`` mono or ``(C, N)`` audio. Audio shorter than
-    one 0.4 s gating block is tiled (repeated) up to one block for the measurement, which keeps its mean
-    power; ``-inf`` for silence. More than five channels are measured on a stereo downmix (pyloudnorm
-    weights five)."""
-    wave = np.asarray(wave, dtype=np.float64)
-    if wave.ndim == 2 and wave.shape[0] > 5:
-        wave = downmix_stereo(wave.astype(np.float32), sr).astype(np.float64)
-    if wave.shape[-1] == 0:
-        return float("-inf")
-    need = int(np.ceil(_METER_BLOCK_S * sr)) + 1
-    if wave.shape[-1] < need:
-        reps = -(-need // wave.shape[-1])
-        wave = np.tile(wave, reps) if wave.ndim == 1 else np.tile(wave, (1, reps))
-    data = wave if wave.ndim == 1 else wave.T  # pyloudnorm wants (samples, channels)
-    return float(pyloudnorm.Meter(sr).integrated_loudness(data))
+def measure_loudness(wave: np.ndarray | Iterator[np.ndarray], sr: int) -> float:
+    """Integrated loudness (LUFS, ITU-R BS.1770-4) of ``(N,)`` mono or ``(C, N)`` audio (an ``np.memmap`` is
+    read block by block, never whole), or of an iterator of such blocks (e.g. ``block for block, _ in
+    stream.iter_audio(path)``). Equal to pyloudnorm within 1e-6 LU (:class:`~.loudness.LoudnessMeter`).
+    Audio shorter than one 0.4 s gating block is tiled (repeated) up to one block for the measurement, which
+    keeps its mean power; ``-inf`` for silence. More than five channels are measured on a stereo downmix
+    (BS.1770 weights five)."""
+    blocks = wave if isinstance(wave, Iterator) else loudness.iter_blocks(np.asarray(wave))
+    meter = loudness.LoudnessMeter(sr)
+    for block in blocks:
+        meter.add(downmix_stereo(block, sr) if block.ndim == 2 and block.shape[0] > 5 else block)
+    return meter.integrated()
 
 
-def loudness_normalize(wave_mono: np.ndarray, sr: int, target_lufs: float = -23.0) -> np.ndarray:
+def loudness_normalize(
+    wave_mono: np.ndarray, sr: int, target_lufs: float = -23.0, out: np.ndarray | None = None
+) -> np.ndarray:
     """Scale mono audio to ``target_lufs`` like the reference; silence (|loudness| > 100) is returned as is.
 
-    The gain is applied without clipping (the reference does not clip either); samples may exceed ±1.
+    The gain is applied without clipping (the reference does not clip either); samples may exceed ±1. It is
+    applied block by block into ``out`` (a new array; an ``np.memmap`` when the input is one).
     """
     wave = np.asarray(wave_mono, dtype=np.float32)
-    loudness = measure_loudness(wave, sr)
-    if not np.isfinite(loudness) or abs(loudness) > 100:
-        logger.debug("loudness %.1f LUFS: treated as silence, not normalised", loudness)
+    measured = measure_loudness(wave, sr)
+    if not np.isfinite(measured) or abs(measured) > 100:
+        logger.debug("loudness %.1f LUFS: treated as silence, not normalised", measured)
         return wave
-    gain = 10.0 ** ((target_lufs - loudness) / 20.0)
-    return (wave * gain).astype(np.float32)
+    out = _output_like(wave_mono, wave.shape, out)
+    loudness.scale_into(wave, out, 10.0 ** ((target_lufs - measured) / 20.0))
+    return out
 
 
 def prepare_speech(wave: np.ndarray, sr: int, normalize: bool = True) -> np.ndarray:
@@ -332,51 +328,36 @@ def fit_length(soundtrack: Soundtrack, seconds: float) -> Soundtrack:
 
 # ============================================================================ delivery loudness
 def true_peak(wave: np.ndarray, sr: int) -> float:
-    """Maximum true peak in dBTP (4x oversampled, ITU-R BS.1770-4 Annex 2); ``-inf`` for silence."""
-    peak = float(_sample_peaks(as_soundtrack((wave, sr)).wave).max(initial=0.0))
+    """Maximum true peak in dBTP (4x oversampled, ITU-R BS.1770-4 Annex 2); ``-inf`` for silence. Computed
+    block by block (an ``np.memmap`` is never read whole)."""
+    peak = loudness.peak_scan(as_soundtrack((wave, sr)).wave)
     return 20 * np.log10(peak) if peak > 0 else float("-inf")
 
 
-def _sample_peaks(wave: np.ndarray) -> np.ndarray:
-    """``(C, N)`` -> ``(N,)``: the largest magnitude over channels of the 4x oversampled signal within each
-    sample period, computed chunk by chunk (overlapping by the interpolation filter's reach)."""
-    n, up, pad = wave.shape[1], _TRUE_PEAK_OVERSAMPLING, 64
-    peaks = np.empty(n, np.float32)
-    for start in range(0, n, _CHUNK):
-        end = min(n, start + _CHUNK)
-        lo, hi = max(0, start - pad), min(n, end + pad)
-        over = resample_poly(wave[:, lo:hi], up, 1, axis=-1)  # (C, up * (hi - lo))
-        over = np.abs(over[:, (start - lo) * up : (end - lo) * up]).reshape(wave.shape[0], end - start, up)
-        peaks[start:end] = np.maximum(over.max(axis=(0, 2)), np.abs(wave[:, start:end]).max(axis=0))
-    return peaks
-
-
-def limit_true_peak(wave: np.ndarray, sr: int, ceiling_dbtp: float = -1.0) -> np.ndarray:
-    """A look-ahead limiter: ``(C, N)`` scaled by a smooth gain so that no true peak exceeds the ceiling.
-
-    The gain each sample needs is min-filtered over ±10 ms (it falls before a peak) and then averaged over
-    the same span; the average of values that are each at most the need is itself at most the need, so
-    the ceiling holds at every sample while the gain moves without clicks. Unchanged when nothing peaks.
-    """
-    wave = np.asarray(wave, dtype=np.float32)
-    ceiling = 10.0 ** (ceiling_dbtp / 20.0)
-    need = np.minimum(1.0, ceiling / np.maximum(_sample_peaks(wave), 1e-12)).astype(np.float32)
-    if need.min() >= 1.0:
-        return wave
-    reach = 2 * max(1, round(_LIMITER_LOOKAHEAD_S * sr)) + 1
-    gain = uniform_filter1d(minimum_filter1d(need, reach, mode="nearest"), reach, mode="nearest")
-    limited = wave * gain[None]
-    # the gain is applied per sample while peaks were measured between samples: remove any residue
-    excess = float(_sample_peaks(limited).max()) / ceiling
-    return (limited / max(1.0, excess)).astype(np.float32)
+def limit_true_peak(
+    wave: np.ndarray, sr: int, ceiling_dbtp: float = -1.0, out: np.ndarray | None = None
+) -> np.ndarray:
+    """A look-ahead limiter (:func:`~.loudness.limit_into`): ``(C, N)`` or ``(N,)`` scaled by a smooth gain
+    so that no true peak exceeds the ceiling; unchanged where nothing peaks. Block by block into ``out`` (a
+    new array; an ``np.memmap`` when the input is one; ``out`` may be ``wave`` itself)."""
+    track = as_soundtrack((wave, sr))
+    dst = _output_like(wave, track.wave.shape, out)
+    loudness.limit_into(track.wave, dst, sr, 10.0 ** (ceiling_dbtp / 20.0))
+    return dst if np.ndim(wave) == 2 else dst[0]
 
 
 def normalize_delivery(
-    soundtrack: tuple[np.ndarray, int], target_lufs: float, true_peak_dbtp: float = -1.0
+    soundtrack: tuple[np.ndarray, int],
+    target_lufs: float,
+    true_peak_dbtp: float = -1.0,
+    out: np.ndarray | None = None,
 ) -> Soundtrack:
     """Bring a soundtrack to a delivery loudness (e.g. -16 LUFS for the web, -23 for EBU R128 broadcast)
-    with a true-peak ceiling: measure (pyloudnorm), apply the gain, limit the peaks, and measure again
-    (limiting lowers the loudness a little, so the gain is corrected once). Silence is returned as is."""
+    with a true-peak ceiling: measure, apply the gain, limit the peaks, and measure again (limiting lowers
+    the loudness a little, so the gain is corrected once). Silence is returned as is.
+
+    Block by block in bounded memory: the result is written into ``out`` (a new ``(C, N)`` float32 array,
+    an ``np.memmap`` when the soundtrack is one, or the soundtrack's own array to work in place)."""
     track = as_soundtrack(soundtrack)
     if not -70.0 <= target_lufs <= 0.0:
         raise InputError(
@@ -384,19 +365,41 @@ def normalize_delivery(
         )
     if true_peak_dbtp > 0.0:
         raise InputError(f"true-peak ceiling {true_peak_dbtp} dBTP must be at most 0 (e.g. -1)")
-    wave = track.wave
+    sr, wave, peak = track.sample_rate, track.wave, 0.0
     for _ in range(2):
-        loudness = measure_loudness(wave, track.sample_rate)
-        if not np.isfinite(loudness) or loudness < -70.0:
-            logger.info("soundtrack is silent (%.1f LUFS): loudness target not applied", loudness)
+        measured = measure_loudness(wave, sr)
+        if not np.isfinite(measured) or measured < -70.0:
+            logger.info("soundtrack is silent (%.1f LUFS): loudness target not applied", measured)
             return track
-        wave = wave * np.float32(10.0 ** ((target_lufs - loudness) / 20.0))
-        wave = limit_true_peak(wave, track.sample_rate, true_peak_dbtp)
+        out = _output_like(soundtrack[0], wave.shape, out)
+        gain = float(np.float32(10.0 ** ((target_lufs - measured) / 20.0)))
+        peak = loudness.limit_into(wave, out, sr, 10.0 ** (true_peak_dbtp / 20.0), gain)
+        wave = out
     logger.info(
         "soundtrack at %.1f LUFS, true peak %.1f dBTP (target %.1f LUFS, ceiling %.1f dBTP)",
-        measure_loudness(wave, track.sample_rate),
-        true_peak(wave, track.sample_rate),
+        measure_loudness(wave, sr),
+        20 * np.log10(max(peak, 1e-12)),
         target_lufs,
         true_peak_dbtp,
     )
-    return Soundtrack(wave.astype(np.float32), track.sample_rate)
+    return Soundtrack(wave, sr)
+
+
+def _output_like(source: object, shape: tuple[int, ...], out: np.ndarray | None) -> np.ndarray:
+    """``out`` checked, or a new float32 array; when ``source`` is file-backed (an ``np.memmap`` or a view
+    of one), a :mod:`~infinitetalk.spill` buffer beside its file (file-backed above the spill threshold)."""
+    if out is not None:
+        if out.shape != tuple(shape) or out.dtype != np.float32:
+            raise InputError(
+                f"output array is {out.dtype} {out.shape}: give a float32 array shaped {tuple(shape)}"
+            )
+        return out
+    while isinstance(source, np.ndarray) and not isinstance(source, np.memmap):
+        source = source.base
+    if not isinstance(source, np.memmap):
+        return np.empty(shape, np.float32)
+    from .. import spill
+
+    folder = Path(source.filename).parent if source.filename else None
+    writable = folder is not None and os.access(folder, os.W_OK)
+    return spill.empty_array(tuple(shape), np.float32, folder if writable else None)
