@@ -35,6 +35,7 @@ SPEECH_SR = 16000  # wav2vec2 input rate
 VIDEO_FPS = 25  # the model's video rate
 _SOUNDFILE_EXTS = {".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".w64", ".rf64", ".caf"}
 _LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+AAC_MAX_CHANNELS = 6  # FFmpeg's AAC encoder: mono, stereo, 2.1, quad, 5.0, 5.1
 
 
 def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
@@ -256,22 +257,37 @@ def channel_layout(channels: int) -> str:
     return _LAYOUTS[channels]
 
 
-def downmix_stereo(wave: np.ndarray, sr: int) -> np.ndarray:
-    """``(C, N)`` -> ``(2, N)`` with FFmpeg's standard downmix matrix (mono is duplicated)."""
+def downmix(wave: np.ndarray, sr: int, channels: int = 2) -> np.ndarray:
+    """``(C, N)`` -> ``(channels, N)`` with FFmpeg's standard downmix matrix (libswresample); mono to stereo
+    is duplicated."""
     wave = np.asarray(wave, dtype=np.float32)
-    if wave.shape[0] == 2:
+    if wave.shape[0] == channels:
         return wave
-    if wave.shape[0] == 1:
+    if wave.shape[0] == 1 and channels == 2:
         return np.repeat(wave, 2, axis=0)
-    resampler = av.AudioResampler(format="fltp", layout="stereo", rate=sr)
+    resampler = av.AudioResampler(format="fltp", layout=channel_layout(channels), rate=sr)
+    # interleaved input: one plane whatever the channel count (PyAV's planar frames stop at 7 channels)
     frame = av.AudioFrame.from_ndarray(
-        np.ascontiguousarray(wave), format="fltp", layout=channel_layout(wave.shape[0])
+        np.ascontiguousarray(wave.T).reshape(1, -1), format="flt", layout=channel_layout(wave.shape[0])
     )
     frame.sample_rate, frame.pts = sr, 0
     out = [f.to_ndarray() for f in resampler.resample(frame)] + [
         f.to_ndarray() for f in resampler.resample(None)
     ]
     return np.concatenate(out, axis=1)[:, : wave.shape[1]].astype(np.float32)
+
+
+def downmix_stereo(wave: np.ndarray, sr: int) -> np.ndarray:
+    """``(C, N)`` -> ``(2, N)`` (see :func:`downmix`)."""
+    return downmix(wave, sr, 2)
+
+
+def fit_aac_channels(wave: np.ndarray, sr: int) -> np.ndarray:
+    """AAC (FFmpeg's encoder) carries mono to 5.1: wider soundtracks (6.1, 7.1) are downmixed to 5.1."""
+    if wave.shape[0] <= AAC_MAX_CHANNELS:
+        return wave
+    logger.info("%d-channel soundtrack downmixed to 5.1 for AAC", wave.shape[0])
+    return downmix(wave, sr, AAC_MAX_CHANNELS)
 
 
 def _match_channels(waves: list[np.ndarray], sr: int) -> list[np.ndarray]:

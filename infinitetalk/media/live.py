@@ -27,7 +27,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .audio import Soundtrack, as_soundtrack, downmix_stereo, resample
+from .audio import Soundtrack, as_soundtrack, fit_aac_channels, resample
 from .mux import _probe_segment, _video_packets, aac_rate, add_audio_stream, audio_packets, mux
 from .video import VideoWriter, frame_to_rgb
 
@@ -61,7 +61,7 @@ class LivePlaylist:
         if audio is not None:
             track = as_soundtrack(audio)
             rate = aac_rate(track.sample_rate)
-            wave = downmix_stereo(track.wave, track.sample_rate) if track.channels > 2 else track.wave
+            wave = fit_aac_channels(track.wave, track.sample_rate)
             self.audio = Soundtrack(resample(wave, track.sample_rate, rate), rate)
         self.segments: list[LiveSegment] = []
         self.target_duration = 0

@@ -4,7 +4,7 @@ Everything goes through PyAV (no ffmpeg binary). Packets of the three streams ar
 as they are produced, so memory does not grow with the video length (the audio array itself is in memory).
 
 The container follows the suffix, and the audio codec the container: ``.mp4`` AAC (at the soundtrack's own
-rate when AAC has it, else 48 kHz; mono and stereo kept, wider layouts downmixed to stereo), ``.mov`` and
+rate when AAC has it, else 48 kHz; mono to 5.1 kept, 6.1 and 7.1 downmixed to 5.1), ``.mov`` and
 ``.mkv`` 24-bit PCM (any rate, 1-8 channels, bit-exact for 16- and 24-bit sources), ``.ts`` AAC. Subtitles:
 ``mov_text`` in mp4/mov, SubRip in mkv.
 """
@@ -23,7 +23,7 @@ import numpy as np
 from av.subtitles.subtitle import SubtitleSet
 
 from ..errors import InputError
-from .audio import as_soundtrack, channel_layout, downmix_stereo, resample
+from .audio import as_soundtrack, channel_layout, fit_aac_channels, resample
 from .captions import Cue
 
 logger = logging.getLogger(__name__)
@@ -209,16 +209,14 @@ def add_audio_stream(out, codec: str, channels: int, rate: int):
 
 def _fit_audio(audio, duration: Fraction, codec: str) -> tuple[np.ndarray, int]:
     """``(wave (N,) or (C, N), sr)`` -> ``(float32 (C, N), rate)`` valid for ``codec``, cut or zero-padded to
-    ``duration``. AAC keeps mono and stereo and an AAC rate; PCM keeps everything."""
+    ``duration``. AAC keeps mono to 5.1 and an AAC rate; PCM keeps everything."""
     wave, sr = as_soundtrack(audio)
     rate = sr
     if codec == "aac":
         rate = aac_rate(sr)
         if rate != sr:
             logger.info("AAC has no %d Hz: soundtrack resampled to %d Hz", sr, rate)
-        if wave.shape[0] > 2:
-            logger.info("%d-channel soundtrack downmixed to stereo for AAC", wave.shape[0])
-            wave = downmix_stereo(wave, sr)
+        wave = fit_aac_channels(wave, sr)
         wave = resample(wave, sr, rate)  # (C, N)
     n = round(duration * rate)
     wave = wave[:, :n]

@@ -21,6 +21,7 @@ from infinitetalk.media import (
     audio_num_frames,
     burn_captions,
     combine_speakers,
+    downmix,
     load_audio,
     loudness_normalize,
     measure_loudness,
@@ -284,9 +285,9 @@ def test_mux_uneven_segments_and_audio_fit(tmp_path):
     with av.open(str(out)) as c:
         a = c.streams.audio[0]
         assert a.sample_rate == 48000 and abs(float(a.duration * a.time_base) - 0.8) <= 1024 / 48000  # padded
-    five_channels = np.stack([sine(440, 1.0, 16000)] * 5)  # AAC: downmixed to stereo
+    five_channels = np.stack([sine(440, 1.0, 16000)] * 5)  # AAC carries 5.0 as it is
     with av.open(str(mux(paths, tmp_path / "five.mp4", audio=(five_channels, 16000)))) as c:
-        assert c.streams.audio[0].channels == 2
+        assert c.streams.audio[0].channels == 5
     with av.open(str(mux(paths, tmp_path / "five.mov", audio=(five_channels, 16000)))) as c:
         a = c.streams.audio[0]  # 24-bit PCM keeps every channel and the rate
         assert (a.channels, a.sample_rate, a.codec_context.name) == (5, 16000, "pcm_s24le")
@@ -355,3 +356,45 @@ def test_burn_captions_only_while_a_cue_is_active():
     rows = np.nonzero((out[5] != 90).any(axis=(1, 2)))[0]
     assert rows.min() > 64 // 2  # drawn in the bottom half
     assert out[5].max() > 200 and out[5].min() < 40  # white fill and black outline
+
+
+def _dominant_hz(wave: np.ndarray, sr: int) -> float:
+    spectrum = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
+    return float(np.fft.rfftfreq(len(wave), 1 / sr)[np.argmax(spectrum)])
+
+
+def test_surround_soundtracks_keep_their_channels_in_mp4(tmp_path):
+    """5.1 stays 5.1 in AAC, each channel in its place (a tone of its own; the LFE a low one); 7.1 is
+    downmixed to 5.1 for AAC and kept whole in PCM."""
+    write_video(tmp_path / "v.mp4", np.zeros((25, 32, 32, 3), np.uint8), 25)
+    sr, tones = 48000, [300.0, 500.0, 700.0, 60.0, 900.0, 1100.0]  # FL FR FC LFE BL BR
+    surround = np.stack([sine(f, 1.0, sr, amp=0.2) for f in tones])
+    out = mux([tmp_path / "v.mp4"], tmp_path / "surround.mp4", audio=(surround, sr))
+    with av.open(str(out)) as c:
+        a = c.streams.audio[0]
+        assert (a.channels, a.layout.name, a.sample_rate) == (6, "5.1", sr)
+        decoded = np.concatenate([f.to_ndarray() for f in c.decode(a)], axis=1)
+    middle = decoded[:, 4096 : 4096 + 32768]  # away from the encoder's priming and the end
+    for channel, tone in enumerate(tones):
+        assert abs(_dominant_hz(middle[channel], sr) - tone) < 3.0, channel
+        rms = np.sqrt(np.mean(middle[channel] ** 2))
+        assert abs(20 * np.log10(rms / (0.2 / np.sqrt(2)))) < 1.0, channel  # level kept within 1 dB
+
+    eight = np.stack([sine(200.0 + 100 * i, 1.0, sr, amp=0.1) for i in range(8)])
+    with av.open(str(mux([tmp_path / "v.mp4"], tmp_path / "eight.mp4", audio=(eight, sr)))) as c:
+        assert (c.streams.audio[0].channels, c.streams.audio[0].layout.name) == (6, "5.1")
+    with av.open(str(mux([tmp_path / "v.mp4"], tmp_path / "eight.mov", audio=(eight, sr)))) as c:
+        assert c.streams.audio[0].channels == 8
+
+
+def test_downmix_takes_every_layout_up_to_eight_channels():
+    """FFmpeg's matrix for 3-8 channels (8 planar channels once crashed PyAV's frame constructor)."""
+    sr = 48000
+    for channels in range(1, 9):
+        wave = np.stack([sine(200.0 + 50 * i, 0.1, sr, amp=0.1) for i in range(channels)])
+        stereo = downmix(wave, sr, 2)
+        assert stereo.shape == (2, wave.shape[1]) and np.isfinite(stereo).all()
+        if channels == 2:
+            assert np.array_equal(stereo, wave)
+    front = np.stack([sine(440.0, 0.1, sr, amp=0.1)] * 2 + [np.zeros(4800, np.float32)] * 4)
+    assert np.allclose(downmix(front, sr, 2), front[:2], atol=1e-6)  # 5.1 with only FL/FR: FL/FR unchanged
