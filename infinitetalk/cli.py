@@ -213,7 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = p.add_argument_group("generation")
-    g.add_argument("--prompt", default=None, help="what the video shows")
+    g.add_argument(
+        "--prompt",
+        default=None,
+        help="what the video shows; lines starting with a time tag change it over time, e.g. "
+        "'calm\\n[0:12] she smiles' (tags [m:ss], [m:ss.s], [h:mm:ss], [12s]; README 'Prompt schedules')",
+    )
+    g.add_argument(
+        "--prompt_file", default=None, help="read --prompt (or a prompt schedule) from a text file"
+    )
     g.add_argument("--n_prompt", default="", help="negative prompt (default: the reference's)")
     g.add_argument(
         "--mode",
@@ -537,10 +545,12 @@ def check_arguments(args: argparse.Namespace, session: ParallelSession):
     from .media import output_path
     from .validation import check_config, check_tts_text
 
+    prompt_name = _read_prompt_file(args)
     if args.input_json:
         _apply_json(args)
     if not args.input_path:
         raise InputError("no reference given: pass --input_path (an image or a video)")
+    _prompt_schedule(args, prompt_name)
     config = _config(args, session)
     check_config(config, size_name="--size")
     if args.resume and args.seed < 0:
@@ -560,6 +570,37 @@ def check_arguments(args: argparse.Namespace, session: ParallelSession):
     if args.text is not None:
         check_tts_text(args.text, name="--text")
     return out, config
+
+
+def _read_prompt_file(args: argparse.Namespace) -> str:
+    """``--prompt_file`` -> ``args.prompt``; returns the name of the prompt's input for errors."""
+    if not getattr(args, "prompt_file", None):
+        return "--prompt"
+    if args.prompt is not None:
+        raise InputError("both --prompt and --prompt_file given: keep one")
+    name = f"--prompt_file '{args.prompt_file}'"
+    try:
+        args.prompt = Path(args.prompt_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{name} cannot be read ({err}): give a UTF-8 text file") from err
+    return name
+
+
+def _prompt_schedule(args: argparse.Namespace, name: str) -> None:
+    """A prompt with time tags -> ``args.prompt_schedule`` ``[(first video frame, prompt)]`` and
+    ``args.prompt`` the opening prompt; without tags ``args.prompt_schedule`` is None, the prompt untouched."""
+    from .prompts import format_time, parse_prompt_schedule
+
+    schedule = parse_prompt_schedule(args.prompt or "", name=name)
+    args.prompt_schedule = None
+    if len(schedule) == 1 and schedule[0][1] != (args.prompt or ""):  # one tag: a plain prompt
+        args.prompt = schedule[0][1]
+    if len(schedule) > 1:
+        if getattr(args, "script", None):
+            raise InputError(f"{name} has time tags and --script is given: set the prompts in the script")
+        args.prompt_schedule, args.prompt = schedule, schedule[0][1]
+        for start, prompt in schedule:
+            logger.info("prompt from %s: %s", format_time(start), prompt)
 
 
 def check_inputs(args: argparse.Namespace, config, speakers: int):
@@ -622,7 +663,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     options, plan = plan_models(paths, args, device, run_shape, session.world_size)
     dtype = plan.compute_dtype
     home = torch.device("cpu") if args.offload_model else device
-    prompts = None
+    prompts = args.prompt_schedule  # None without time tags
     # the run folder: segments, resume state, and the audio buffers too large for memory
     seg_dir = Path(args.segments_dir) if args.segments_dir else out.with_name(out.name + ".parts")
     if script is not None:

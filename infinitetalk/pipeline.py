@@ -37,6 +37,7 @@ from .buckets import default_shift, image_to_tensor, resize_and_crop_image, resi
 from .color import match_colors
 from .config import SpeakerRegions
 from .errors import InputError, Interrupted
+from .prompts import unused_prompts
 from .sampling import COND, DROP_AUDIO, DROP_TEXT, UNCOND, GuidanceState, make_sampler
 from .sinks import FrameSink, ResumableSink
 from .teacache import TeaCache, TeaCacheConfig
@@ -513,6 +514,8 @@ class InfiniteTalkPipeline:
         per_window, window_contexts = None, None
         if prompts:
             per_window = window_prompts(prompts, plans, config.prompt)
+            for line in unused_prompts(list(prompts), per_window, audio.num_frames):
+                logger.warning("prompt schedule: %s", line)
             distinct = sorted(set(per_window))
             encoded = dict(zip(distinct, self.text_encoder.encode(distinct), strict=True))
             window_contexts = [encoded[p][None].to(self.device, self.dtype) for p in per_window]

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import folder_paths
-import torch
 from comfy_api.latest import io
 
 from ..infinitetalk.pipeline import DEFAULT_NEGATIVE_PROMPT
@@ -13,7 +10,7 @@ from . import _common as c
 from . import _models
 from ._widgets import advanced
 from .audio import numpy_to_audio
-from .conditioning import TextEmbeds
+from .conditioning import encode_schedule
 from .loaders import voice_options
 from .tts import AUTO, _lang_code, _language_options
 
@@ -22,14 +19,6 @@ EXAMPLE = """prompt: A woman talks to the camera in a bright studio, natural hea
 prompt: She leans in and lowers her voice.
 [S1] Every line is one segment, with its own prompt. (sighs) And the face stays the same.
 """
-
-
-@dataclass
-class ScheduledTextEmbeds(TextEmbeds):
-    """Text embeddings with a prompt schedule: the Sampler switches the prompt per window."""
-
-    schedule: list[tuple[int, str]] = field(default_factory=list)  # (first video frame, prompt)
-    by_prompt: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Script(io.ComfyNode):
@@ -135,7 +124,7 @@ class Script(io.ComfyNode):
             lang=_lang_code(language),
             voices={1: voice_1, 2: voice_2},
         )
-        embeds = _encode(text_encoder, rendered.prompts, negative_prompt)
+        embeds = encode_schedule(text_encoder, rendered.prompts, negative_prompt)
         sr = rendered.sample_rate
         silent = rendered.tracks[0] * 0
         tracks = [*rendered.tracks, silent][:2]
@@ -146,20 +135,6 @@ class Script(io.ComfyNode):
             embeds,
             srt_format(rendered.cues),
         )
-
-
-def _encode(text_encoder, schedule: list[tuple[int, str]], negative_prompt: str) -> ScheduledTextEmbeds:
-    prompts = sorted({p for _, p in schedule})
-    _models.load(text_encoder)
-    with torch.inference_mode():
-        encoded = text_encoder.obj.encode([*prompts, negative_prompt])  # (L_i, text_dim) each
-    by_prompt = {p: e.float().cpu() for p, e in zip(prompts, encoded, strict=False)}
-    return ScheduledTextEmbeds(
-        positive=by_prompt[schedule[0][1]],
-        negative=encoded[-1].float().cpu(),
-        schedule=list(schedule),
-        by_prompt=by_prompt,
-    )
 
 
 NODES = [Script]
