@@ -99,6 +99,12 @@ class DiffusersSampler:
         else:
             self.scheduler = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", **common)
         self.scheduler.set_timesteps(steps, device=device)
+        # Step i is always timesteps[i]: without a begin index the scheduler finds its first step by
+        # searching its timesteps (``nonzero().item()``), a host sync on the GPU at every window's start.
+        self.scheduler.set_begin_index(0)
+        # diffusers keeps its sigmas on the host and copies the ones a step needs to the device, each copy
+        # a stream sync; once on the device, the whole step stays there.
+        self.scheduler.sigmas = self.scheduler.sigmas.to(device)
         # The model gets the exact sigma * 1000 (diffusers' own timesteps are rounded to integers).
         self.timesteps = (self.scheduler.sigmas[:-1] * NUM_TRAIN_TIMESTEPS).to(
             device, torch.float32

@@ -326,9 +326,9 @@ class TextEncoder(FrozenEncoder):
         if not prompts:
             return []
         ids, mask = self.tokenizer([clean_prompt(p) for p in prompts], self.text_len)
+        lengths = mask.gt(0).sum(dim=1).tolist()  # from the host copy: no wait on the GPU
         ids, mask = ids.to(self.device), mask.to(self.device)
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, 512, C)
-        lengths = mask.gt(0).sum(dim=1).tolist()
         return [h[:n] for h, n in zip(hidden, lengths, strict=True)]
 
 

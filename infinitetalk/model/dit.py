@@ -258,9 +258,12 @@ class WanInfiniteTalkDiT(nn.Module):
         self._compute_dtype = dtype
 
     # ------------------------------------------------------------------ embeddings
-    def rope_freqs(self) -> torch.Tensor:
-        if self._freqs is None:
-            self._freqs = rope_freqs(self.config.head_dim)
+    def rope_freqs(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The (1024, head_dim/2) complex128 RoPE table on ``device``: built on the host and copied once
+        per device, so a forward builds its rotations on the GPU instead of uploading them every call."""
+        device = torch.device(device)
+        if self._freqs is None or self._freqs.device != device:
+            self._freqs = rope_freqs(self.config.head_dim).to(device)
         return self._freqs
 
     def embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -320,7 +323,7 @@ class WanInfiniteTalkDiT(nn.Module):
             context=self.embed_context(context, clip_fea, dtype),
             audio_tokens=self.embed_audio(audio, dtype),
             grid=grid,
-            rotations=seq.shard(rope_grid(self.rope_freqs(), grid).to(tokens.device), dim=0),
+            rotations=seq.shard(rope_grid(self.rope_freqs(tokens.device), grid), dim=0),
             region_tokens=self._region_tokens(ref_target_masks, audio.shape[1], grid, tokens.device),
             backend=self.attention_backend,
             seq=seq,
