@@ -37,6 +37,7 @@ original0/1`` or an already folded ``weight``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -270,6 +271,10 @@ class AudioEncoder(FrozenEncoder):
 
     # CNN output frames (50 Hz) per chunk (30 s): caps the CNN's memory (~0.5 GB) for audio of any length.
     chunk_frames = 1500
+    # 25 Hz frames per feed-forward call (2 minutes): the feed-forward is position-wise, so running it a
+    # slice at a time is the same computation, and its 4x-wide activations (two of 1.1 GB per hour of
+    # audio at 768 x 3072) are never built for the whole clip.
+    ffn_chunk_frames = 3000
 
     def __init__(self, model: torch.nn.Module, do_normalize: bool):
         self.model = model
@@ -332,11 +337,33 @@ class AudioEncoder(FrozenEncoder):
             hidden = encoder.layer_norm(hidden)
         last = len(encoder.layers) - 1
         for i, layer in enumerate(encoder.layers):
-            result = layer(hidden, attention_mask=None)
+            with _sliced_feed_forward(layer.feed_forward, self.ffn_chunk_frames):
+                result = layer(hidden, attention_mask=None)
             hidden = result[0] if isinstance(result, tuple) else result  # transformers 4 returns a tuple
             kept = encoder.layer_norm(hidden) if self.stable_layer_norm and i == last else hidden
             out[:, i] = kept[0]  # (L, C), cast to float32 and moved to the CPU by the copy
         return out  # (L, layers, C)
+
+
+@contextlib.contextmanager
+def _sliced_feed_forward(feed_forward: torch.nn.Module, frames: int):
+    """Within the block, ``feed_forward`` maps ``(1, L, C)`` ``frames`` rows at a time into one output."""
+    whole = feed_forward.forward
+
+    def sliced(hidden: torch.Tensor) -> torch.Tensor:
+        length = hidden.shape[1]
+        if length <= frames:
+            return whole(hidden)
+        out = torch.empty_like(hidden)
+        for a in range(0, length, frames):
+            out[:, a : a + frames] = whole(hidden[:, a : a + frames])
+        return out
+
+    feed_forward.forward = sliced  # an instance attribute: the module's own forward stays untouched
+    try:
+        yield
+    finally:
+        del feed_forward.forward
 
 
 def load_audio_encoder(

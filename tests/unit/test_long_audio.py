@@ -152,6 +152,25 @@ def test_encoder_writes_into_a_spilled_buffer_bit_identical_to_list_and_cat(
         wav2vec2.encode(wave, out=torch.empty(frames, 1, 1))
 
 
+def test_feed_forward_in_slices_equals_the_whole_clip(wav2vec2, monkeypatch):
+    """Past ``ffn_chunk_frames`` the position-wise feed-forward runs a slice at a time: the same features (to
+    float rounding: another matrix size may take another GEMM kernel), and the module is left as it was."""
+    wave = speech(1.3, 0)
+    whole = wav2vec2.encode(wave)
+    calls = []
+    feed_forward = wav2vec2.model.encoder.layers[0].feed_forward
+    original = type(feed_forward).forward
+    monkeypatch.setattr(
+        type(feed_forward), "forward", lambda self, h: calls.append(h.shape[1]) or original(self, h)
+    )
+    monkeypatch.setattr(wav2vec2, "ffn_chunk_frames", 7)
+    sliced = wav2vec2.encode(wave)
+    layers = len(wav2vec2.model.encoder.layers)
+    assert calls == ([7] * (whole.shape[0] // 7) + [whole.shape[0] % 7]) * layers  # every layer sliced
+    assert torch.allclose(sliced, whole, rtol=1e-5, atol=1e-5 * whole.abs().max().item())
+    assert all("forward" not in vars(layer.feed_forward) for layer in wav2vec2.model.encoder.layers)
+
+
 def test_stable_layer_norm_encoder_into_buffer_equals_list_and_cat():
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
