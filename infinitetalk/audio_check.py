@@ -2,7 +2,7 @@
 
 ``check_audio(wave, sr) -> AudioReport`` measures (thresholds in ``LIMITS``; docs/PRODUCTION.md):
 
-- integrated loudness (LUFS, ITU-R BS.1770 through pyloudnorm) and loudness range (LU, EBU Tech 3342:
+- integrated loudness (LUFS, ITU-R BS.1770, equal to pyloudnorm's) and loudness range (LU, EBU Tech 3342:
   3 s short-term loudness every 0.1 s, gated at -70 LUFS and 20 LU below the gated mean, 95th minus
   10th percentile);
 - sample peak (dBFS) and the ratio of clipped samples (``|x| >= 0.999`` of full scale);
@@ -12,7 +12,7 @@
 - sample rate and duration.
 
 ``clean_audio(wave, sr)`` applies the optional clean-up: a high-pass filter (rumble, handling noise) and
-loudness normalisation with pyloudnorm, then pulls the peak back under -1 dBFS if the gain pushed it over.
+loudness normalisation (BS.1770, as the speech path), then pulls the peak back under -1 dBFS if the gain pushed it over.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyloudnorm
 
 from .errors import InputError
 
@@ -114,10 +113,11 @@ def frame_levels(wave: np.ndarray, sr: int, frame_s: float = FRAME_S) -> np.ndar
 
 def loudness_range(wave: np.ndarray, sr: int) -> float:
     """EBU Tech 3342 loudness range (LU) of mono audio; 0 for audio shorter than one 3 s window."""
-    meter = pyloudnorm.Meter(sr)
-    weighted = wave.copy()
-    for f in meter._filters.values():  # K-weighting filters (pyloudnorm has no public accessor)
-        weighted = f.apply_filter(weighted)
+    from scipy.signal import sosfilt
+
+    from .media.loudness import k_weighting
+
+    weighted = sosfilt(k_weighting(sr), np.asarray(wave, np.float64))
     win, hop = int(3.0 * sr), int(0.1 * sr)
     if len(weighted) < win:
         return 0.0

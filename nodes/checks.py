@@ -142,7 +142,7 @@ class AudioCheck(io.ComfyNode):
                 io.Boolean.Input(
                     "normalize",
                     default=False,
-                    tooltip="Clean-up: scale to the target loudness (pyloudnorm), peaks kept under -1 dBFS.",
+                    tooltip="Clean-up: scale to the target loudness (ITU-R BS.1770), peaks kept under -1 dBFS.",
                 ),
                 advanced(
                     io.Float.Input(

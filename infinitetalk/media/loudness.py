@@ -51,16 +51,21 @@ def iter_blocks(wave: np.ndarray) -> Iterator[np.ndarray]:
         yield wave[..., start : start + BLOCK]
 
 
+def k_weighting(sr: int) -> np.ndarray:
+    """pyloudnorm's K-weighting as ``(2, 6)`` second-order sections for ``sosfilt``: a high shelf (+4 dB
+    above 1.5 kHz), then a 38 Hz high pass."""
+    shelf = pyloudnorm.IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, sr, "high_shelf")
+    high_pass = pyloudnorm.IIRfilter(0.0, 0.5, 38.0, sr, "high_pass")
+    return np.stack([np.r_[f.passband_gain * f.b, f.a] / f.a[0] for f in (shelf, high_pass)])
+
+
 class LoudnessMeter:
     """Integrated loudness (LUFS) of a signal fed in blocks: ``add(block)`` any number of times with
     ``(C, n)`` or ``(n,)`` blocks (C <= 5, float), then :meth:`integrated`. ``-inf`` for silence."""
 
     def __init__(self, sr: int):
         self.sr = int(sr)
-        # pyloudnorm's K-weighting: a high shelf (+4 dB above 1.5 kHz) then a 38 Hz high pass
-        shelf = pyloudnorm.IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, self.sr, "high_shelf")
-        high_pass = pyloudnorm.IIRfilter(0.0, 0.5, 38.0, self.sr, "high_pass")
-        self._sos = np.stack([np.r_[f.passband_gain * f.b, f.a] / f.a[0] for f in (shelf, high_pass)])
+        self._sos = k_weighting(self.sr)
         self._state: np.ndarray | None = None  # (2 stages, C, 2): the biquads' state between blocks
         self._weights: np.ndarray | None = None
         self._n = 0  # samples seen
