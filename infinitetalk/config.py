@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from .errors import InputError
 
+VIDEO_FPS = 25  # InfiniteTalk's video rate: frames per second of every video it makes
+
 
 @dataclass(frozen=True)
 class DiTConfig:
@@ -70,7 +72,7 @@ class AudioEncoderConfig:
     """What the pipeline needs to know about the wav2vec2 encoder."""
 
     sample_rate: int = 16000
-    video_fps: int = 25
+    video_fps: int = VIDEO_FPS
     num_layers: int = 12
     hidden_size: int = 768
     do_normalize: bool = False

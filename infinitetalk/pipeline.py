@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .buckets import default_shift, image_to_tensor, resize_and_crop_image, resize_and_crop_masks, target_size
 from .color import match_colors
-from .config import SpeakerRegions
+from .config import VIDEO_FPS, SpeakerRegions
 from .errors import InputError, Interrupted
 from .prompts import unused_prompts
 from .sampling import COND, DROP_AUDIO, DROP_TEXT, UNCOND, GuidanceState, make_sampler
@@ -44,7 +44,6 @@ from .teacache import TeaCache, TeaCacheConfig
 
 logger = logging.getLogger(__name__)
 
-VIDEO_FPS = 25
 AUDIO_WINDOW_OFFSETS = (-2, -1, 0, 1, 2)  # audio frames around each video frame
 VAE_STRIDE_T, VAE_STRIDE_HW, LATENT_CHANNELS = 4, 8, 16
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 import re
 
+from .config import VIDEO_FPS
 from .errors import InputError
 
-VIDEO_FPS = 25
 # what looks like a time tag (digits, colons, dots, an optional 's'); "[close-up]" or "[S1]" is text
 _TAG = re.compile(r"^\s*\[\s*([0-9][0-9:.\s]*s?)\s*\]", re.IGNORECASE)
 _SECONDS = re.compile(r"^(\d+(?:\.\d+)?)\s*s$", re.IGNORECASE)

@@ -32,13 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import VIDEO_FPS
 from .errors import InputError
 from .media.captions import Cue
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000  # Kokoro's rate; recordings are resampled to it
-VIDEO_FPS = 25
 _SPEAKER = re.compile(r"^\s*(?:\(\s*s\s*([12])\s*\)|\[\s*s\s*([12])\s*\])\s*", re.IGNORECASE)
 _SPEAKER_ANY = re.compile(r"\(\s*s\s*2\s*\)|\[\s*s\s*2\s*\]", re.IGNORECASE)
 _DIRECTIVE = re.compile(r"^(prompt|voice(?:\s*([12]))?|pause)\s*:\s*(.*)$", re.IGNORECASE)

@@ -19,13 +19,13 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 import torch
 
+from .config import VIDEO_FPS
 from .errors import InfiniteTalkError, InputError, snippet
 
 logger = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]  # (x_min, y_min, x_max, y_max) in pixels, x = column
 
-VIDEO_FPS = 25
 MIN_IMAGE_SIDE = 16  # pixels: smaller cannot hold a face the model can animate
 MAX_IMAGE_SIDE = 16384  # pixels: larger is refused before it is decoded (PIL's bomb limit is ~13k x 13k)
 UPSCALE_WARNING = 2.0  # warn when the reference is enlarged more than this to fill the output

@@ -26,6 +26,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..infinitetalk import weights as registry
+from ..infinitetalk.config import VIDEO_FPS
 from ..infinitetalk.weights import Component, SearchPaths
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +53,7 @@ TextEmbeds = io.Custom("INFINITETALK_TEXT_EMBEDS")
 AudioEmbeds = io.Custom("INFINITETALK_AUDIO_EMBEDS")
 Frames = io.Custom("INFINITETALK_FRAMES")
 
-FPS = 25  # InfiniteTalk video is always 25 frames per second
+FPS = VIDEO_FPS  # InfiniteTalk video is always 25 frames per second
 
 
 def register_folders() -> None:

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import AudioEncoderConfig
+from ..config import VIDEO_FPS, AudioEncoderConfig
 from ..errors import CheckpointError, InputError
 from ..loading.state_dict import CheckpointReader, open_checkpoint
 from . import FrozenEncoder, LazyStateDict, build_module, check_materialized
@@ -55,7 +55,6 @@ from . import FrozenEncoder, LazyStateDict, build_module, check_materialized
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-VIDEO_FPS = 25
 STANDARD_KERNELS = (10, 3, 3, 3, 3, 2, 2)
 STANDARD_STRIDES = (5, 2, 2, 2, 2, 2, 2)
 MIN_SAMPLES = 400  # receptive field of the standard CNN stack: shorter input gives no frame

@@ -26,13 +26,13 @@ import numpy as np
 import soundfile
 from scipy.signal import resample_poly
 
+from ..config import VIDEO_FPS
 from ..errors import InputError
 from . import loudness
 
 logger = logging.getLogger(__name__)
 
 SPEECH_SR = 16000  # wav2vec2 input rate
-VIDEO_FPS = 25  # the model's video rate
 _SOUNDFILE_EXTS = {".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".w64", ".rf64", ".caf"}
 _LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 AAC_MAX_CHANNELS = 6  # FFmpeg's AAC encoder: mono, stereo, 2.1, quad, 5.0, 5.1
