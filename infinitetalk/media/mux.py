@@ -5,8 +5,9 @@ as they are produced, so memory does not grow with the video length (the audio a
 
 The container follows the suffix, and the audio codec the container: ``.mp4`` AAC (at the soundtrack's own
 rate when AAC has it, else 48 kHz; mono to 5.1 kept, 6.1 and 7.1 downmixed to 5.1), ``.mov`` and
-``.mkv`` 24-bit PCM (any rate, 1-8 channels, bit-exact for 16- and 24-bit sources), ``.ts`` AAC. Subtitles:
-``mov_text`` in mp4/mov, SubRip in mkv.
+``.mkv`` 24-bit PCM (any rate, 1-8 channels, bit-exact for 16- and 24-bit sources), ``.ts`` AAC, ``.webm``
+Opus (libopus, 48 kHz, 64 kb/s a channel; AAC and PCM do not go in WebM). Subtitles: ``mov_text`` in
+mp4/mov, SubRip in mkv. A VP9 stream with alpha keeps its ``alpha_mode`` tag, so browsers see the alpha.
 """
 
 from __future__ import annotations
@@ -31,8 +32,17 @@ logger = logging.getLogger(__name__)
 _AAC_RATES = {96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350}
 _AUDIO_CHUNK = 1024 * 16  # samples per AudioFrame handed to the encoder
 AAC_BIT_RATE_PER_CHANNEL = 160_000  # 320 kb/s stereo: transparent for speech and music with FFmpeg's AAC
-_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".ts": "mpegts"}
-_AUDIO_CODEC = {"mp4": "aac", "mov": "pcm_s24le", "matroska": "pcm_s24le", "mpegts": "aac"}
+_CONTAINERS = {
+    ".mp4": "mp4",
+    ".m4v": "mp4",
+    ".mov": "mov",
+    ".mkv": "matroska",
+    ".ts": "mpegts",
+    ".webm": "webm",
+}
+_AUDIO_CODEC = {"mp4": "aac", "mov": "pcm_s24le", "matroska": "pcm_s24le", "mpegts": "aac", "webm": "libopus"}
+OPUS_RATE = 48000
+OPUS_BIT_RATE_PER_CHANNEL = 64_000
 _SUBTITLE_CODEC = {"mp4": "mov_text", "mov": "mov_text", "matroska": "subrip"}
 _PCM_SCALE = float(1 << 23)  # 24-bit PCM full scale
 _SUB_TB = Fraction(1, 1000)  # mov_text timestamps in milliseconds
@@ -68,8 +78,8 @@ def mux(
     out_path = Path(out_path)
     container = container_format(out_path)
     codec = audio_codec or _AUDIO_CODEC[container]
-    if codec not in ("aac", "pcm_s24le"):
-        raise InputError(f"audio codec '{codec}' is not offered: use 'aac' or 'pcm_s24le'")
+    if codec not in ("aac", "pcm_s24le", "libopus"):
+        raise InputError(f"audio codec '{codec}' is not offered: use 'aac', 'pcm_s24le' or 'libopus'")
     fps_q = Fraction(int(fps))
     probes = [_probe_segment(seg) for seg in segments]
     for seg, probe in zip(segments[1:], probes[1:], strict=True):
@@ -97,7 +107,7 @@ def container_format(path: str | Path) -> str:
     """FFmpeg muxer name for a file suffix (``.mp4``, ``.mov``, ``.mkv``, ``.ts``)."""
     suffix = Path(path).suffix.lower()
     if suffix not in _CONTAINERS:
-        raise InputError(f"output '{path}': unknown container '{suffix}': use .mp4, .mov, .mkv or .ts")
+        raise InputError(f"output '{path}': unknown container '{suffix}': use .mp4, .mov, .mkv, .ts or .webm")
     return _CONTAINERS[suffix]
 
 
@@ -108,6 +118,9 @@ def _write(
     with av.open(str(out_path), "w", format=container, options=options) as out:
         with av.open(str(segments[0])) as first:
             v_out = out.add_stream_from_template(first.streams.video[0], opaque=True)
+            if first.streams.video[0].metadata.get("alpha_mode") == "1":
+                # VP9 with alpha: the muxer writes the AlphaMode element (what browsers look for) for yuva420p
+                v_out.codec_context.pix_fmt = "yuva420p"
         wave, rate = _fit_audio(audio, duration, codec) if audio is not None else (None, 0)  # (C, N)
         a_out = add_audio_stream(out, codec, wave.shape[0], rate) if wave is not None else None
         s_out = _add_subtitle_stream(out, container) if subtitles else None
@@ -204,6 +217,8 @@ def add_audio_stream(out, codec: str, channels: int, rate: int):
     stream = out.add_stream(codec, rate=rate, layout=channel_layout(channels))
     if codec == "aac":
         stream.bit_rate = AAC_BIT_RATE_PER_CHANNEL * channels
+    if codec == "libopus":
+        stream.bit_rate = OPUS_BIT_RATE_PER_CHANNEL * channels
     return stream
 
 
@@ -218,6 +233,9 @@ def _fit_audio(audio, duration: Fraction, codec: str) -> tuple[np.ndarray, int]:
             logger.info("AAC has no %d Hz: soundtrack resampled to %d Hz", sr, rate)
         wave = fit_aac_channels(wave, sr)
         wave = resample(wave, sr, rate)  # (C, N)
+    if codec == "libopus":
+        rate = OPUS_RATE
+        wave = resample(fit_aac_channels(wave, sr), sr, rate)  # Opus: 48 kHz, mono to 5.1 here
     n = round(duration * rate)
     wave = wave[:, :n]
     return np.pad(wave, ((0, 0), (0, n - wave.shape[1]))), rate
@@ -229,6 +247,10 @@ def _audio_frame(stream, wave: np.ndarray, start: int) -> av.AudioFrame:
     if stream.codec_context.name == "aac":
         frame = av.AudioFrame.from_ndarray(
             np.ascontiguousarray(wave, np.float32), format="fltp", layout=layout
+        )
+    elif stream.codec_context.name == "libopus":  # interleaved float
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(wave.T, np.float32).reshape(1, -1), format="flt", layout=layout
         )
     else:  # 24-bit PCM from 32-bit integers whose low byte is zero (FFmpeg's s32 input of pcm_s24le)
         ints = np.clip(np.round(wave.T * _PCM_SCALE), -_PCM_SCALE, _PCM_SCALE - 1).astype(np.int32) << 8

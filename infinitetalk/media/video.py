@@ -291,6 +291,7 @@ class VideoCodec:
     even_width: bool  # chroma subsampled horizontally
     even_height: bool  # chroma subsampled vertically
     description: str
+    alpha: bool = False  # carries straight (unpremultiplied) alpha: frames may be (T, H, W, 4) RGBA
 
 
 CODECS = {
@@ -298,7 +299,13 @@ CODECS = {
     "h264-lossless": VideoCodec("libx264rgb", "rgb24", True, False, False, "H.264 lossless RGB (qp 0)"),
     "prores": VideoCodec("prores_ks", "yuv422p10le", False, True, False, "Apple ProRes 422 HQ 10-bit"),
     "ffv1": VideoCodec("ffv1", "bgr0", True, False, False, "FFV1 lossless RGB"),
+    "prores4444": VideoCodec(
+        "prores_ks", "yuva444p10le", False, True, False, "Apple ProRes 4444 10-bit + 16-bit alpha", True
+    ),
+    "vp9-alpha": VideoCodec("libvpx-vp9", "yuva420p", False, True, True, "VP9 4:2:0 + alpha (WebM)", True),
+    "ffv1-alpha": VideoCodec("ffv1", "bgra", True, False, False, "FFV1 lossless RGBA", True),
 }
+ALPHA_CODECS = tuple(name for name, spec in CODECS.items() if spec.alpha)
 
 
 class VideoWriter:
@@ -364,31 +371,56 @@ class VideoWriter:
             return {"qp": "0", "preset": preset}
         if codec == "prores":
             return {"profile": "3", "vendor": "apl0"}  # 3 = HQ
+        if codec == "prores4444":
+            return {"profile": "4", "vendor": "apl0", "alpha_bits": "16"}  # 4 = 4444
+        if codec == "vp9-alpha":  # constant quality; alt-ref frames off (libvpx encodes alpha without them)
+            return {"crf": str(crf), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1",
+                    "auto-alt-ref": "0"}  # fmt: skip
         return {"level": "3", "slicecrc": "1", "g": "1"}  # ffv1: intra only, CRC per slice
 
-    def _convert(self, rgb: np.ndarray) -> av.VideoFrame:
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        if self.codec.rgb:
-            return frame.reformat(format=self.codec.pix_fmt)
-        return frame.reformat(
-            format=self.codec.pix_fmt,
+    def _convert(self, pixels: np.ndarray) -> av.VideoFrame:
+        """``(H, W, 3)`` RGB or ``(H, W, 4)`` straight RGBA -> a frame in the codec's pixel format."""
+        spec = self.codec
+        if spec.alpha and spec.rgb:  # ffv1 bgra: the exact bytes
+            rgba = pixels if pixels.shape[-1] == 4 else _opaque(pixels)
+            return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba), format="rgba").reformat(
+                format="bgra"
+            )
+        rgb = np.ascontiguousarray(pixels[..., :3])
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        if spec.rgb:
+            return frame.reformat(format=spec.pix_fmt)
+        base = spec.pix_fmt.replace("yuva", "yuv") if spec.alpha else spec.pix_fmt
+        yuv = frame.reformat(
+            format=base,
             src_color_range="JPEG",
             dst_colorspace="ITU709",
             dst_color_range="MPEG",
             interpolation=_ACCURATE,
         )
+        if not spec.alpha:
+            return yuv
+        alpha = pixels[..., 3] if pixels.shape[-1] == 4 else np.full(pixels.shape[:2], 255, np.uint8)
+        return _with_alpha(yuv, spec.pix_fmt, alpha)
 
     def write(self, frames: np.ndarray) -> None:
-        """Encode ``uint8 (T, H, W, 3)`` (or one ``(H, W, 3)`` frame)."""
+        """Encode ``uint8 (T, H, W, 3)`` (or one ``(H, W, 3)`` frame); alpha codecs also take straight RGBA
+        ``(T, H, W, 4)`` (RGB frames are written opaque)."""
         if self._container is None:
             raise RuntimeError(f"VideoWriter for '{self.path}' is closed")
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (self.height, self.width, 3):
+        channels = (3, 4) if self.codec.alpha else (3,)
+        if (
+            frames.dtype != np.uint8
+            or frames.ndim != 4
+            or frames.shape[1:3] != (self.height, self.width)
+            or frames.shape[3] not in channels
+        ):
             raise InputError(
                 f"frames {frames.dtype} {tuple(frames.shape)} do not fit '{self.path}': "
-                f"expected uint8 (T, {self.height}, {self.width}, 3)"
+                f"expected uint8 (T, {self.height}, {self.width}, {' or '.join(map(str, channels))})"
             )
         pad_w, pad_h = self.encoded_size[0] - self.width, self.encoded_size[1] - self.height
         for frame in frames:  # (H, W, 3)
@@ -420,6 +452,69 @@ class VideoWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _opaque(rgb: np.ndarray) -> np.ndarray:
+    return np.concatenate([rgb, np.full((*rgb.shape[:-1], 1), 255, np.uint8)], axis=-1)
+
+
+def _plane(frame: av.VideoFrame, index: int) -> np.ndarray:
+    """Plane ``index`` of a planar frame as an ``(h, w)`` array (uint16 for formats deeper than 8 bits)."""
+    plane = frame.planes[index]
+    dtype = np.uint16 if plane.line_size >= 2 * plane.width and frame.format.name.endswith("le") else np.uint8
+    data = np.frombuffer(memoryview(plane), dtype=dtype)
+    return data.reshape(-1, plane.line_size // np.dtype(dtype).itemsize)[: plane.height, : plane.width]
+
+
+def _with_alpha(yuv: av.VideoFrame, pix_fmt: str, alpha: np.ndarray) -> av.VideoFrame:
+    """``yuv`` (the same format without alpha) with the straight alpha ``uint8 (H, W)`` as a 4th plane,
+    scaled exactly to the format's depth (255 -> 1023 at 10 bits, so opaque stays opaque)."""
+    out = av.VideoFrame(yuv.width, yuv.height, pix_fmt)
+    bits = 10 if "10" in pix_fmt else 8
+    a = (
+        alpha
+        if bits == 8
+        else np.round(alpha.astype(np.float32) * ((1 << bits) - 1) / 255.0).astype(np.uint16)
+    )
+    for index, values in enumerate([_plane(yuv, 0), _plane(yuv, 1), _plane(yuv, 2), a]):
+        plane = out.planes[index]
+        buf = np.zeros((plane.height, plane.line_size // values.itemsize), values.dtype)
+        buf[:, : plane.width] = values
+        plane.update(buf.tobytes())
+    out.colorspace, out.color_range = _BT709, _LIMITED
+    return out
+
+
+def frame_to_rgba(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as straight ``uint8 (H, W, 4)`` RGBA (colour as :func:`frame_to_rgb`; alpha from the
+    frame's alpha plane rescaled from its depth, 255 when it has none)."""
+    name = frame.format.name
+    if not name.startswith("yuv"):
+        return frame.to_ndarray(format="rgba")
+    rgb = frame_to_rgb(frame)
+    if not name.startswith("yuva"):
+        return _opaque(rgb)
+    a = _plane(frame, 3)
+    if a.dtype == np.uint16:
+        depth = int("".join(ch for ch in name.split("p")[-1] if ch.isdigit()) or 16)
+        a = np.round(a.astype(np.float32) * 255.0 / ((1 << depth) - 1)).astype(np.uint8)
+    return np.concatenate([rgb, a[..., None]], axis=-1)
+
+
+def iter_rgba(path: str | Path):
+    """The frames of a video as straight ``uint8 (H, W, 4)`` RGBA, alpha included (a WebM VP9 file with
+    ``alpha_mode`` is decoded with libvpx, which reads the alpha that FFmpeg's own VP9 decoder skips)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if stream.codec_context.name == "vp9" and stream.metadata.get("alpha_mode") == "1":
+            decoder = av.CodecContext.create("libvpx-vp9", "r")
+            for packet in container.demux(stream):
+                if packet.size:
+                    for frame in decoder.decode(packet):
+                        yield frame_to_rgba(frame)
+            return
+        for frame in container.decode(stream):
+            yield frame_to_rgba(frame)
 
 
 class Mp4Writer(VideoWriter):
