@@ -52,7 +52,13 @@ RULES = {
     "dark": "face is dark (brightness {value}/255): use a brighter photo or raise the exposure",
     "bright": "face is overexposed (brightness {value}/255): use a photo with less light on the face",
     "clipped": "{pct}% of the face is pure black or white: use a photo with even lighting",
+    "busy_background": "the background is busy ({value}) and no subject mask was given, so it cannot be keyed "
+    "to transparent: connect a background-removal mask to InfiniteTalk Portrait Backdrop (CLI: --backdrop MASK)",
+    "grey_background": "the background is plain but not a key colour, so it cannot be keyed to transparent: "
+    "put the subject on a backdrop with InfiniteTalk Portrait Backdrop (CLI: --backdrop MASK)",
 }
+MAX_BUSY = 0.03  # keying.background_busy of the border above which a background is busy (plain ~0.01)
+MIN_KEY_CHROMA = 0.08  # border chroma below which a plain backdrop is grey/white, not a key colour
 
 
 @dataclass
@@ -81,13 +87,22 @@ class PortraitReport:
 
 
 def check_portrait(
-    image: np.ndarray, expected_faces: int = 1, faces: list[Face] | None = None
+    image: np.ndarray,
+    expected_faces: int = 1,
+    faces: list[Face] | None = None,
+    *,
+    alpha: bool = False,
+    mask_given: bool = False,
 ) -> PortraitReport:
-    """Measure ``image`` (uint8 ``(H, W, 3)``) against the portrait rules; the main face is the largest."""
+    """Measure ``image`` (uint8 ``(H, W, 3)``) against the portrait rules; the main face is the largest.
+    ``alpha``: a transparent background is wanted, so without a subject mask (``mask_given``) the background
+    must be a plain key colour (warned otherwise)."""
     image = _check_image(image)
     faces = detect_faces(image) if faces is None else faces
     report = PortraitReport(faces=faces)
     h, w = image.shape[:2]
+    if alpha and not mask_given:
+        _check_keyable(report, image)
     if min(h, w) < MIN_IMAGE_SIDE:
         report._warn("image_small", w=w, h=h, min=MIN_IMAGE_SIDE)
     if not faces:
@@ -111,6 +126,19 @@ def check_portrait(
         report.codes += one.codes
         report.warnings += [f"{side} face: {w}" if side else w for w in one.warnings]
     return report
+
+
+def _check_keyable(report: PortraitReport, image: np.ndarray) -> None:
+    from .keying import background_busy, chroma
+
+    busy = background_busy(image)
+    report.metrics["background_busy"] = round(busy, 4)
+    if busy > MAX_BUSY:
+        report._warn("busy_background", value=f"{busy:.3f}")
+        return
+    band = max(1, min(image.shape[:2]) // 20)
+    if np.linalg.norm(chroma(np.median(image[:band].reshape(-1, 3), axis=0))) < MIN_KEY_CHROMA:
+        report._warn("grey_background")
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:

@@ -380,17 +380,21 @@ class SegmentStore:
         crf: int = 18,
         preset: str = "medium",
         burn=None,
+        transform=None,
+        matte: bool = False,
     ) -> Path:
         """Write the final file with ``audio = (wave, sample_rate)`` (the soundtrack, at its own rate) and
         ``subtitles``: H.264 mp4 segments are remuxed without re-encoding; other formats (or ``burn``
-        captions) re-encode the frames (:func:`infinitetalk.media.export.write_video`). Returns the path."""
+        captions) re-encode the frames (:func:`infinitetalk.media.export.write_video`). ``transform``: a
+        chunk filter applied on the way (keying and compositing, :class:`infinitetalk.composite.Presenter`,
+        with its ``output_size``); ``matte``: alpha formats also write the matte. Returns the path."""
         from .media import mux
         from .media.export import write_video
 
         paths = self.segment_paths
         if not paths:
             raise InputError(f"'{self.directory}' holds no committed video segment: nothing to write")
-        if fmt == "h264-mp4" and self.codec == "h264" and not burn:
+        if fmt == "h264-mp4" and self.codec == "h264" and not burn and transform is None:
             return mux(paths, out_path, audio=audio, subtitles=subtitles, fps=self.fps)
         if fmt != "h264-mp4" and self.codec == "h264":
             logger.info(
@@ -400,9 +404,13 @@ class SegmentStore:
                 self.crf,
             )
         w, h = self.size
+        chunks = self.iter_chunks()
+        if transform is not None:
+            chunks = transform(chunks)
+            w, h = transform.output_size(w, h)
         return write_video(
             out_path,
-            self.iter_chunks(),
+            chunks,
             fps=self.fps,
             width=w,
             height=h,
@@ -412,6 +420,7 @@ class SegmentStore:
             audio=audio,
             subtitles=subtitles,
             burn=burn,
+            matte=matte,
         )
 
     to_mp4 = finalize

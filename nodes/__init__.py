@@ -9,7 +9,19 @@ from . import _common
 
 class InfiniteTalkExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        from . import _migrate, audio, checks, conditioning, doctor, loaders, sampler, script, tts, video
+        from . import (
+            _migrate,
+            audio,
+            checks,
+            compositing,
+            conditioning,
+            doctor,
+            loaders,
+            sampler,
+            script,
+            tts,
+            video,
+        )
 
         _common.register_folders()
         _migrate.register()  # saved prompts of older node schemas are rewritten before validation
@@ -21,6 +33,7 @@ class InfiniteTalkExtension(ComfyExtension):
             *conditioning.NODES,
             *sampler.NODES,
             *video.NODES,
+            *compositing.NODES,
             *checks.NODES,
             *script.NODES,
         ]

@@ -43,6 +43,20 @@ class PortraitCheck(io.ComfyNode):
                     "the main face (face ~30% of the height, eyes on the upper third, centred) and resize to "
                     "that bucket.",
                 ),
+                advanced(
+                    io.Boolean.Input(
+                        "transparent_background",
+                        default=False,
+                        tooltip="A transparent background is wanted (keyed output): warns when the background "
+                        "is busy or grey and no subject mask is connected.",
+                    )
+                ),
+                io.Mask.Input(
+                    "mask",
+                    optional=True,
+                    tooltip="The subject mask from a background-removal node, when there is one (for the "
+                    "transparent-background check).",
+                ),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The image, cropped when 'crop' asks for it."),
@@ -58,11 +72,13 @@ class PortraitCheck(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, image, expected_faces, crop) -> io.NodeOutput:
+    def execute(cls, image, expected_faces, crop, transparent_background=False, mask=None) -> io.NodeOutput:
         from ..infinitetalk.portrait import check_portrait, crop_head_and_shoulders, format_boxes
 
         array = image_to_uint8(image[0])
-        report = check_portrait(array, expected_faces=expected_faces)
+        report = check_portrait(
+            array, expected_faces=expected_faces, alpha=transparent_background, mask_given=mask is not None
+        )
         out = image
         if crop != "none":
             if report.faces:

@@ -23,6 +23,8 @@ NODE_IDS = frozenset(
         "InfiniteTalkFindSpeakers",
         "InfiniteTalkAudioCheck",
         "InfiniteTalkScript",
+        "InfiniteTalkPortraitBackdrop",
+        "InfiniteTalkKey",
     }
 )
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -39,7 +39,7 @@ from ..errors import InputError
 from .audio import as_soundtrack, fit_length
 from .captions import Cue, burn_captions, srt_format
 from .mux import mux
-from .video import VideoWriter
+from .video import VideoWriter, iter_rgba
 
 logger = logging.getLogger(__name__)
 
@@ -271,3 +271,26 @@ class _PngSequence:
                 self.out.mux(self.stream.encode(None))
         finally:
             self.out.close()
+
+
+def iter_written(path: str | Path, size: int = 25) -> Iterator[np.ndarray]:
+    """The frames of a written output (a video file, or a PNG folder) as straight RGBA chunks
+    ``uint8 (T <= size, H, W, 4)``, alpha included: what previews and checks read back."""
+    path = Path(path)
+    if path.is_dir():
+        frames = (_read_png(p) for p in sorted(path.glob("frame_*.png")))
+    else:
+        frames = iter_rgba(path)
+    batch = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield np.stack(batch)
+            batch = []
+    if batch:
+        yield np.stack(batch)
+
+
+def _read_png(path: Path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return next(c.decode(video=0)).to_ndarray(format="rgba")
