@@ -46,6 +46,7 @@ class PortraitCheck(io.ComfyNode):
                 advanced(
                     io.Boolean.Input(
                         "transparent_background",
+                        optional=True,  # older saved prompts do not have it
                         default=False,
                         tooltip="A transparent background is wanted (keyed output): warns when the background "
                         "is busy or grey and no subject mask is connected.",

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import folder_paths
@@ -191,6 +193,7 @@ class VideoCombine(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "x",
+                    optional=True,  # older saved prompts do not have it
                     default=1.0,
                     min=0.0,
                     max=1.0,
@@ -199,6 +202,7 @@ class VideoCombine(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "y",
+                    optional=True,  # older saved prompts do not have it
                     default=1.0,
                     min=0.0,
                     max=1.0,
@@ -207,6 +211,7 @@ class VideoCombine(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "scale",
+                    optional=True,  # older saved prompts do not have it
                     default=0.8,
                     min=0.05,
                     max=2.0,
@@ -216,6 +221,7 @@ class VideoCombine(io.ComfyNode):
                 advanced(
                     io.Boolean.Input(
                         "matte",
+                        optional=True,  # older saved prompts do not have it
                         default=False,
                         tooltip="Alpha formats: also write the alpha alone as a grey video (NAME_matte) for "
                         "editors that want a separate matte.",
@@ -383,14 +389,20 @@ def _composited_result(out_path: Path, spec, stem: str, subfolder: str, fps: int
     the editor) for alpha formats, an H.264 copy for opaque formats the browser cannot play."""
     from ..infinitetalk.media.export import iter_written, write_video
 
-    if spec.name == "webm-vp9":
-        result = ui.SavedResult(out_path.name, subfolder, io.FolderType.output)
-        return io.NodeOutput(InputImpl.VideoFromFile(str(out_path)), ui=ui.PreviewVideo([result]))
     if spec.name == "h264-mp4":
         result = ui.SavedResult(out_path.name, subfolder, io.FolderType.output)
         return io.NodeOutput(InputImpl.VideoFromFile(str(out_path)), ui=ui.PreviewVideo([result]))
     folder = Path(folder_paths.get_temp_directory()) / "infinitetalk_previews"
     folder.mkdir(parents=True, exist_ok=True)
+    if spec.name == "webm-vp9":  # the file itself, under the name the checkerboard rule knows (a hard link)
+        proxy = folder / f"{stem}_{ALPHA_PREVIEW}.webm"
+        proxy.unlink(missing_ok=True)
+        try:
+            os.link(out_path, proxy)
+        except OSError:
+            shutil.copyfile(out_path, proxy)
+        result = ui.SavedResult(proxy.name, "infinitetalk_previews", io.FolderType.temp)
+        return io.NodeOutput(InputImpl.VideoFromFile(str(out_path)), ui=ui.PreviewVideo([result]))
     first = next(iter_written(out_path, 1))
     h, w = first.shape[1:3]
     if spec.alpha:

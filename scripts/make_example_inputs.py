@@ -7,7 +7,10 @@ Usage: python scripts/make_example_inputs.py COMFYUI_INPUT_DIR
 - ``infinitetalk_speech.wav``: 4 s of synthetic voiced sound (not words), 44.1 kHz stereo 16-bit like a
   studio recording (the output video must keep it so);
 - ``infinitetalk_speech_2.wav``: the same for a second voice, 24 kHz mono;
-- ``infinitetalk_source.mp4``: a 3 s, 25 fps clip of the portrait (source video for dubbing).
+- ``infinitetalk_source.mp4``: a 3 s, 25 fps clip of the portrait (source video for dubbing);
+- ``infinitetalk_portrait_rgba.png``: the portrait roughly cut out (head and shoulders, transparent around
+  them), standing in for a background remover's result: Load Image gives its alpha as a MASK;
+- ``infinitetalk_slide.png``: a 640x360 presentation slide (title bar, bullet lines) for the presenter.
 
 Replace them with your own photo, recording and video for real results.
 """
@@ -94,6 +97,8 @@ def main(argv: list[str]) -> int:
         "infinitetalk_speech.wav": studio_recording,
         "infinitetalk_speech_2.wav": lambda p: soundfile.write(p, speech_like(4.0, 210.0, 1), SR),
         "infinitetalk_source.mp4": lambda p: write_video(p, person),
+        "infinitetalk_portrait_rgba.png": lambda p: cut_out(person).save(p),
+        "infinitetalk_slide.png": lambda p: slide().save(p),
     }
     for name, write in targets.items():
         path = dest / name
@@ -101,6 +106,32 @@ def main(argv: list[str]) -> int:
             write(path)
             print(f"wrote {path}")
     return 0
+
+
+def cut_out(person: Image.Image) -> Image.Image:
+    """The portrait with a head-and-shoulders alpha (anti-aliased: drawn at 4x, then downscaled)."""
+    w, h = person.size
+    big = Image.new("L", (4 * w, 4 * h), 0)
+    d = ImageDraw.Draw(big)
+    d.ellipse([4 * 0.3 * w, 4 * 0.08 * h, 4 * 0.7 * w, 4 * 0.62 * h], fill=255)  # head and hair
+    d.rounded_rectangle(
+        [4 * 0.12 * w, 4 * 0.55 * h, 4 * 0.88 * w, 4 * 1.1 * h], radius=4 * 0.15 * w, fill=255
+    )
+    rgba = person.convert("RGBA")
+    rgba.putalpha(big.resize((w, h), Image.LANCZOS))
+    return rgba
+
+
+def slide(width: int = 640, height: int = 360) -> Image.Image:
+    img = Image.new("RGB", (width, height), (245, 246, 250))
+    d = ImageDraw.Draw(img)
+    d.rectangle([0, 0, width, height // 6], fill=(32, 64, 128))
+    d.text((24, height // 18), "Quarterly review", fill=(255, 255, 255))
+    for k in range(4):
+        y = height // 4 + k * height // 9
+        d.ellipse([28, y + 4, 38, y + 14], fill=(32, 64, 128))
+        d.rectangle([52, y + 6, 52 + (k % 3 + 2) * width // 12, y + 12], fill=(120, 130, 150))
+    return img
 
 
 def _two_people(person: Image.Image) -> Image.Image:

@@ -242,6 +242,51 @@ WORKFLOWS = {
             ("tts", "srt", "combine", "srt"),
         ],
     },
+    "infinitetalk_presenter_over_slide": {
+        "note": "Presenter over a slide: the portrait's subject mask (here Load Image's alpha of a cut-out "
+        "PNG; put your favourite background-removal node there, any node with a MASK output) -> Portrait "
+        "Backdrop puts the person on a plain key colour chosen far from their colours -> the sampler animates "
+        "it -> Key removes the backdrop window by window (transparent background) -> Video Combine puts the "
+        "presenter over the slide (x, y, scale). For a transparent video instead, remove the background input "
+        "and pick an alpha format (webm-vp9, prores4444-mov, png-rgba, ffv1-rgba-mkv).",
+        "nodes": {
+            **loaders(SINGLE),
+            "audio_encoder": audio_encoder(),
+            "cutout": ("LoadImage", (0, 1000), {"image": "infinitetalk_portrait_rgba.png"}),
+            "backdrop": ("InfiniteTalkPortraitBackdrop", (420, 420), {}),
+            "audio": ("InfiniteTalkLoadAudio", (0, 780), {"audio": "infinitetalk_speech.wav"}),
+            "embed": ("InfiniteTalkAudioEmbed", (420, 250), {}),
+            "encode": (
+                "InfiniteTalkTextEncode",
+                (420, 0),
+                {
+                    "prompt": "A presenter is talking to the camera in front of a plain backdrop, natural head "
+                    "movement, sharp focus on the face."
+                },
+            ),
+            "sampler": sampler(),
+            "options": sampler_options(),
+            "key": ("InfiniteTalkKey", (1250, 0), {}),
+            "slide": ("LoadImage", (1250, 420), {"image": "infinitetalk_slide.png"}),
+            "combine": (
+                "InfiniteTalkVideoCombine",
+                (1700, 0),
+                {"filename_prefix": "InfiniteTalk/presenter", "x": 1.0, "y": 1.0, "scale": 0.8},
+            ),
+        },
+        "links": COMMON_LINKS
+        + [
+            ("audio_encoder", "audio_encoder", "embed", "audio_encoder"),
+            ("audio", "audio", "embed", "audio_1"),
+            ("cutout", "IMAGE", "backdrop", "image"),
+            ("cutout", "MASK", "backdrop", "mask"),
+            ("backdrop", "image", "sampler", "image"),
+            ("sampler", "frames", "key", "frames"),
+            ("backdrop", "key_color", "key", "backdrop_color"),
+            ("key", "frames", "combine", "frames"),
+            ("slide", "IMAGE", "combine", "background"),
+        ],
+    },
 }
 
 BUILD_JS = """

@@ -66,7 +66,7 @@ def test_key_then_webm_with_alpha(nodes, comfy, stream):
     assert keyed.width == W and keyed.store is frames.store  # the frames stay on disk
     result = nodes["InfiniteTalkVideoCombine"].execute("none", "alpha/talk", frames=keyed, format="webm-vp9")
     path = _saved(comfy, result)
-    assert path.suffix == ".webm" and path.is_file()
+    assert path.suffix == ".webm" and path.is_file() and "infinitetalk_alpha" in path.name
     rgba = np.stack(list(iter_rgba(path)))
     assert rgba.shape == (T, H, W, 4)
     alpha = rgba[..., 3].astype(np.float32) / 255
