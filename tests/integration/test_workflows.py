@@ -39,7 +39,10 @@ SOUNDTRACK = {
     "infinitetalk_tts_to_video_api": (24000, 1),
     "infinitetalk_two_person_dialogue_api": (24000, 1),
     "infinitetalk_talking_head_production_api": (24000, 1),  # Kokoro mix through Audio Check
+    "infinitetalk_presenter_over_slide_api": (44100, 2),
 }
+# the video's size when it is not the sampler's 64x64: the presenter composited over the 640x360 sample slide
+SIZE = {"infinitetalk_presenter_over_slide_api": (640, 360)}
 
 
 def load_api(path: Path, **overrides) -> dict:
@@ -109,7 +112,7 @@ def test_example_workflow(comfy_server, workflow):
     info = probe(videos[0])
     assert info["frames"] == EXPECTED_FRAMES
     assert info["fps"] == 25.0
-    assert info["size"] == (64, 64)
+    assert info["size"] == SIZE.get(workflow.stem, (64, 64))
     assert info["codecs"] == ("h264", "aac")
     assert info["audio_layout"] == SOUNDTRACK[workflow.stem]
     # audio cut to the video: 29 / 25 = 1.16 s, AAC adds at most one 1024-sample frame of padding
@@ -118,6 +121,21 @@ def test_example_workflow(comfy_server, workflow):
     assert info["subtitles"] == (1 if captions == "subtitle track" else 0)
     # progress: 2 windows x 2 steps, reported step by step up to the end
     assert progress and progress[-1] == (4, 4), progress
+    if workflow.stem in SIZE:
+        _check_slide_around_the_presenter(videos[0], comfy_server.input_dir / "infinitetalk_slide.png")
+
+
+def _check_slide_around_the_presenter(video: Path, slide_file: Path) -> None:
+    """Left of the presenter (x=1, y=1, scale 0.8: a 288 px square against the right edge) the video is the
+    slide itself, within H.264's error; the presenter's box is not the slide."""
+    import numpy as np
+    from PIL import Image
+
+    slide = np.asarray(Image.open(slide_file).convert("RGB")).astype(int)
+    with av.open(str(video)) as c:
+        frame = next(c.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+    assert np.abs(frame[:, :340] - slide[:, :340]).mean() < 3
+    assert np.abs(frame[72:, 352:] - slide[72:, 352:]).mean() > 10
 
 
 LEGACY = sorted((REPO / "tests" / "legacy").glob("*_api.json"))
