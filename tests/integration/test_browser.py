@@ -247,3 +247,97 @@ def test_windows_are_previewed_while_the_sampler_runs(comfy_server, editor):
     entry = _wait_new_history(comfy_server, before, timeout=300)
     kinds = [m[0] for m in entry["status"]["messages"]]
     assert "execution_interrupted" in kinds or entry["status"]["status_str"] == "success", kinds
+
+
+ALPHA_JS = """
+const [source, overrides] = arguments;
+const done = arguments[arguments.length - 1];
+(async () => {
+  const graph = await (await fetch(source)).json();
+  await window.app.loadGraphData(graph);
+  const combine = window.app.graph._nodes.find((n) => n.type === "InfiniteTalkVideoCombine");
+  combine.disconnectInput(combine.findInputSlot("background"));  // no slide: the transparent presenter
+  combine.widgets.find((w) => w.name === "format").value = "webm-vp9";
+  for (const [type, values] of Object.entries(overrides)) {
+    const node = window.app.graph._nodes.find((n) => n.type === type);
+    for (const [k, v] of Object.entries(values)) node.widgets.find((x) => x.name === k).value = v;
+  }
+  done(JSON.stringify({combine: String(combine.id)}));
+})().catch((e) => done(JSON.stringify({error: String(e && e.stack || e)})));
+"""
+
+VIDEO_STATE_JS = """
+const [needle, x, y] = arguments;
+const done = arguments[arguments.length - 1];
+(async () => {
+  const v = Array.from(document.querySelectorAll('video')).find(
+    (e) => (e.currentSrc || e.src || '').includes(needle));
+  if (!v) return done(null);
+  const style = getComputedStyle(v);
+  let pixel = null;
+  if (v.readyState >= 1 && v.videoWidth > 0) {
+    v.pause();
+    await new Promise((ok) => { v.addEventListener('seeked', ok, {once: true}); v.currentTime = 0.2;
+                                setTimeout(ok, 3000); });
+    const canvas = document.createElement('canvas');
+    canvas.width = v.videoWidth; canvas.height = v.videoHeight;
+    const ctx = canvas.getContext('2d');
+    ctx.drawImage(v, 0, 0);
+    pixel = Array.from(ctx.getImageData(x, y, 1, 1).data);
+  }
+  done({src: v.currentSrc || v.src, ready: v.readyState, width: v.videoWidth, height: v.videoHeight,
+        background: style.backgroundImage, pixel});
+})().catch((e) => done({error: String(e)}));
+"""
+
+
+def _video_state(driver, needle: str, x: int = 0, y: int = 0, timeout: float = 30, ready: int = 1):
+    deadline, state = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        state = driver.execute_async_script(VIDEO_STATE_JS, needle, x, y)
+        if state and state.get("ready", 0) >= ready:
+            return state
+        time.sleep(0.5)
+    return state
+
+
+def test_presenter_over_the_slide_is_shown_composited(comfy_server, editor):
+    """The seventh workflow from the page: the preview on Video Combine is the composite at the slide's size,
+    and where the slide shows (its title bar, top left) the browser draws the slide's colours."""
+    name = "infinitetalk_presenter_over_slide"
+    url = f"/api/workflow_templates/ComfyUI-InfiniteTalk/{name}.json"
+    result = json.loads(editor.execute_async_script(LOAD_JS, url, _overrides(5151)))
+    assert "error" not in result, result.get("error")
+    before = set(comfy_server.get("/history") or {})
+    editor.execute_script("window.app.queuePrompt(0, 1)")
+    entry = _wait_new_history(comfy_server, before, timeout=900)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+    filename = entry["outputs"][result["combine"]]["images"][0]["filename"]
+    state = _video_state(editor, filename, 10, 10)
+    assert state is not None, f"{filename} not shown in the editor"
+    assert (state["width"], state["height"]) == (640, 360), state
+    if state["pixel"] and state["pixel"][3]:  # a Chromium that decodes H.264: the slide's title bar
+        assert max(abs(a - b) for a, b in zip(state["pixel"][:3], (32, 64, 128), strict=True)) < 12, state
+    close_dialogs(editor)
+    editor.save_screenshot(str(ARTIFACTS / "browser_presenter_over_slide.png"))
+
+
+def test_transparent_presenter_is_previewed_over_a_checkerboard(comfy_server, editor):
+    """Without the slide and in webm-vp9, the preview is a WebM with alpha on a checkerboard background, and
+    its alpha is real: a corner of the keyed backdrop is see-through in the browser's own decoding."""
+    name = "infinitetalk_presenter_over_slide"
+    url = f"/api/workflow_templates/ComfyUI-InfiniteTalk/{name}.json"
+    result = json.loads(editor.execute_async_script(ALPHA_JS, url, _overrides(6161)))
+    assert "error" not in result, result.get("error")
+    before = set(comfy_server.get("/history") or {})
+    editor.execute_script("window.app.queuePrompt(0, 1)")
+    entry = _wait_new_history(comfy_server, before, timeout=900)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+    filename = entry["outputs"][result["combine"]]["images"][0]["filename"]
+    assert "infinitetalk_alpha" in filename and filename.endswith(".webm")
+    state = _video_state(editor, filename)
+    assert state is not None, f"{filename} not shown in the editor"
+    assert "conic-gradient" in state["background"], state  # the checkerboard behind it
+    assert (state["width"], state["height"]) == (64, 64), state
+    close_dialogs(editor)
+    editor.save_screenshot(str(ARTIFACTS / "browser_transparent_presenter.png"))
