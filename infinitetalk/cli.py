@@ -33,9 +33,10 @@ from .attention import BACKENDS
 from .build import QUANTIZATIONS, ModelOptions
 from .config import SpeakerRegions
 from .errors import CheckpointError, InfiniteTalkError, InputError
+from .loading.discover import WeightPaths, find_weights
 from .parallel.launch import ParallelSession, start_session, torchrun_ranks
 from .sampling import SAMPLERS
-from .weights import Component, WeightPaths, find_weights, spec
+from .weights import Component, spec
 
 __all__ = ["WeightPaths", "build_parser", "find_weights", "main", "parse_boxes", "run"]
 
