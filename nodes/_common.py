@@ -23,11 +23,11 @@ import os
 from pathlib import Path
 
 import folder_paths
-from comfy_api.latest import io
 
 from ..infinitetalk import weights as registry
 from ..infinitetalk.config import VIDEO_FPS
 from ..infinitetalk.weights import Component, SearchPaths
+from ._api import io
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_FOLDER = "infinitetalk_weights"
