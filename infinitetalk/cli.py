@@ -622,7 +622,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     one run (:class:`infinitetalk.runs.GenerationRun`), the same as the ComfyUI Sampler's."""
     from .buckets import target_size
     from .preflight import RunShape
-    from .runs import GenerationRun, RunFolder, RunInputs, partial_path
+    from .runs import GenerationRun, RunFolder, RunInputs, partial_path, refuse_other_scheme
 
     session = session or ParallelSession(device=_device(args))
     args.device = str(session.device)  # under torchrun: this process's GPU
@@ -641,6 +641,8 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     options, plan = plan_models(paths, args, device, run_shape, session.world_size)
     # the run folder: segments, resume state, and the audio buffers too large for memory
     seg_dir = Path(args.segments_dir) if args.segments_dir else out.with_name(out.name + ".parts")
+    if args.resume:
+        refuse_other_scheme(seg_dir)  # a folder of an earlier version: refused before any weight is read
     prompts = args.prompt_schedule  # None without time tags
     if script is not None:
         tracks, normalize, cues, prompts = script_inputs(script, args, paths.kokoro)
