@@ -32,10 +32,11 @@ from .attention import BACKENDS
 from .build import NO_SWAP, PRECISIONS, QUANTIZATIONS, BlockSwap, ModelOptions
 from .config import VIDEO_FPS
 from .errors import CheckpointError, InfiniteTalkError, InputError
+from .loading.discover import WeightPaths, find_weights
 from .parallel.launch import ParallelSession, start_session, torchrun_ranks
 from .pipeline import GenerationConfig
 from .sampling import SAMPLERS
-from .weights import Component, WeightPaths, find_weights, spec
+from .weights import Component, spec
 
 __all__ = ["WeightPaths", "build_parser", "find_weights", "main", "parse_boxes", "run"]
 
@@ -675,15 +676,13 @@ def _load_script(args):
 
 def encode_speech(paths: WeightPaths, tracks, audio_type: str, normalize: bool, device, spill_dir: Path):
     """wav2vec2 features of the speaker tracks (the encoder loaded for this only, then freed)."""
+    from .audio_embedding import prepare_audio
     from .encoders.wav2vec2 import load_audio_encoder
-    from .pipeline import InfiniteTalkPipeline
     from .validation import explain_out_of_memory
 
     with explain_out_of_memory("encoding the audio"):
         encoder = load_audio_encoder(paths.audio_encoder, device=device, dtype=torch.float32)
-        audio = InfiniteTalkPipeline(
-            None, None, None, None, encoder, device, torch.float32, spill_dir=spill_dir
-        ).prepare_audio(tracks, audio_type, normalize)
+        audio = prepare_audio(encoder, tracks, audio_type, normalize, spill_dir=spill_dir)
     seconds = audio.num_frames / VIDEO_FPS
     logger.info("audio: %d speaker(s), %d frames (%.2f s)", audio.num_speakers, audio.num_frames, seconds)
     return audio
