@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from comfy_api.latest import io, ui
 
+from ..infinitetalk.pipeline import GenerationConfig
+from ..infinitetalk.sampling import SAMPLERS as LIBRARY_SAMPLERS
 from ..infinitetalk.sinks import SEGMENT_CODECS
 from . import _bridge, _core, _models, _runs
 from . import _common as c
@@ -24,21 +26,24 @@ from ._widgets import choice, dynamic_combo
 log = logging.getLogger(__name__)
 
 SIZES = ["infinitetalk-480", "infinitetalk-720", "custom"]
-SAMPLERS = ["euler", "unipc", "dpm++"]
+SAMPLERS = list(LIBRARY_SAMPLERS)
 OPTIONS_TYPE = "INFINITETALK_SAMPLER_OPTIONS"
+
+
+_G = GenerationConfig()  # the reference's generation defaults: one home, read here and by the command line
 
 
 @dataclass(frozen=True)
 class SamplerOptions:
-    """The expert knobs of the Sampler; the defaults are the reference's."""
+    """The expert knobs of the Sampler; the defaults are the reference's (``GenerationConfig``)."""
 
     shift: float = 0.0  # 0: automatic (7 at 480p, 11 at 720p)
-    scheduler: str = "euler"
-    frame_num: int = 81
-    motion_frame: int = 9
+    scheduler: str = _G.sampler
+    frame_num: int = _G.frame_num
+    motion_frame: int = _G.motion_frame
     max_frames: int = 0  # 0: the whole audio
-    color_correction: float = 1.0
-    apg: bool = False
+    color_correction: float = _G.color_correction_strength
+    apg: bool = _G.use_apg
     teacache: float = 0.0  # 0: off
     speaker_boxes: str = ""
     face_only: bool = False  # video-to-video: keep the source outside the face
@@ -146,7 +151,7 @@ def _option_inputs() -> list:
     ]
 
 
-def check_options(frame_num=81, motion_frame=9, speaker_boxes="") -> str | None:
+def check_options(frame_num=_G.frame_num, motion_frame=_G.motion_frame, speaker_boxes="") -> str | None:
     """The message for inconsistent options (None when they are fine); ComfyUI checks the bounds itself.
     The messages are the library's (:mod:`infinitetalk.validation`), the command line's too."""
     from ..infinitetalk.errors import InputError
@@ -182,7 +187,7 @@ class SamplerOptionsNode(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, frame_num=81, motion_frame=9, speaker_boxes=""):
+    def validate_inputs(cls, frame_num=_G.frame_num, motion_frame=_G.motion_frame, speaker_boxes=""):
         # No **kwargs: ComfyUI then still checks the bounds of every other input itself.
         return check_options(frame_num, motion_frame, speaker_boxes) or True
 
@@ -202,7 +207,7 @@ def _inputs() -> list:
     size = io.Combo.Input(
         "size",
         options=SIZES,
-        default="infinitetalk-480",
+        default=_G.size,
         tooltip="Output size: infinitetalk-480 picks the closest aspect bucket of about 640x640 pixels "
         "(832x480 for 16:9), infinitetalk-720 of about 960x960; the image is resized to cover and "
         "centre-cropped. custom: width x height.",
@@ -254,12 +259,12 @@ def _inputs() -> list:
         io.Combo.Input(
             "mode",
             options=["streaming", "clip"],
-            default="streaming",
+            default=_G.mode,
             tooltip="streaming: the whole audio, in overlapping windows (any length). clip: one window only.",
         ),
         io.Int.Input(
             "steps",
-            default=40,
+            default=_G.steps,
             min=1,
             max=100,
             step=1,
@@ -267,7 +272,7 @@ def _inputs() -> list:
         ),
         io.Int.Input(
             "seed",
-            default=42,
+            default=_G.seed,
             min=0,
             max=0xFFFFFFFFFFFFFFFF,
             control_after_generate=True,
@@ -275,7 +280,7 @@ def _inputs() -> list:
         ),
         io.Float.Input(
             "text_scale",
-            default=5.0,
+            default=_G.text_scale,
             min=0.0,
             max=20.0,
             step=0.1,
@@ -283,7 +288,7 @@ def _inputs() -> list:
         ),
         io.Float.Input(
             "audio_scale",
-            default=4.0,
+            default=_G.audio_scale,
             min=0.0,
             max=20.0,
             step=0.1,
@@ -445,8 +450,6 @@ def _run_models(model, vae, clip_vision, text_embeds, dit_run):
 
 
 def _config(mode, size_name, custom, steps, seed, text_scale, audio_scale, opts: SamplerOptions):
-    from ..infinitetalk.pipeline import GenerationConfig
-
     return GenerationConfig(
         mode=mode,
         size=f"{custom['width']}x{custom['height']}" if size_name == "custom" else size_name,
@@ -462,7 +465,7 @@ def _config(mode, size_name, custom, steps, seed, text_scale, audio_scale, opts:
         sampler=opts.scheduler,
         use_apg=opts.apg,
         use_teacache=opts.teacache > 0,
-        teacache_thresh=opts.teacache or 0.2,
+        teacache_thresh=opts.teacache or _G.teacache_thresh,
     )
 
 
