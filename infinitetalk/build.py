@@ -9,7 +9,13 @@ attention backend (``flash``/``sage`` installed, CUDA), the files (layout, adapt
 given the run's shape, memory (:mod:`infinitetalk.preflight`); it resolves ``block_swap="auto"`` and logs
 the estimate. :func:`build_dit` then loads (through the layers' own ``load_state_dict``, so any
 ``operations`` class can create or stream its weights), merges LoRAs, quantises, sets the attention kernel
-and compiles the blocks. Placing the model on the device (block swap) stays with the host.
+and compiles the blocks.
+
+:func:`plan_memory` is the one memory decision of a run (block swap, working memory, whether it fits), for
+the command line (through :func:`plan_dit`) and the ComfyUI Sampler (which passes the memory ComfyUI can free,
+:class:`HostMemory`). :data:`PRECISIONS` is the one precision <-> dtype table; :class:`BlockSwap` the one
+block-swap value. :func:`load_pipeline` loads every model of a run this library hosts (the node's models are
+loaded and placed by ComfyUI).
 
 Quantization names (the same in the node and on the command line):
 

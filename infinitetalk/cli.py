@@ -122,7 +122,8 @@ def _input_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="person box 'x_min,y_min,x_max,y_max' in input-image pixels (x = column); give twice "
-        "(person 1, person 2) or once as 'box1;box2'. Default: left/right halves",
+        "(person 1, person 2) or once as 'box1;box2'. Default: found from the two faces (person 1 = left), "
+        "the left/right halves when no face is found",
     )
     io.add_argument(
         "--resume", action="store_true", help="continue an interrupted run (same inputs and options)"
