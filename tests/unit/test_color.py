@@ -51,7 +51,13 @@ def test_flat_channel_takes_reference_mean():
     flat = torch.zeros(1, 3, 1, 8, 8)  # grey: a and b channels have std 0
     ref = _frames(2, t=1, h=8, w=8)
     out = match_colors(flat, ref, 1.0)
-    assert torch.isfinite(out).all()
+    # every Lab channel of the frame has std 0, so each takes the reference's mean: the whole frame becomes
+    # the one colour whose Lab is the reference mean (0.05 Lab units: float32 sRGB round trip)
+    pixels = out[0, :, 0].permute(1, 2, 0).reshape(-1, 3)
+    assert torch.equal(pixels, pixels[:1].expand_as(pixels))  # still flat
+    ref_lab = rgb_to_lab(((ref[0, :, 0].permute(1, 2, 0) + 1) / 2).reshape(-1, 3))
+    got_lab = rgb_to_lab((pixels[0] + 1) / 2)
+    assert torch.allclose(got_lab, ref_lab.mean(0), atol=0.05), (got_lab, ref_lab.mean(0))
 
 
 # ---------------------------------------------------------------------------- against scikit-image
