@@ -109,7 +109,12 @@ def frame_and_boxes(draw):
         box[edge] = -draw(st.integers(1, 50)) if edge < 2 else box[edge] + draw(st.integers(width, 2000))
     fmt = draw(st.sampled_from(["{},{},{},{}", "{} {} {} {}", " {}, {},{} ,{} ", "{}.0,{},{}.0,{}"]))
     sep = draw(st.sampled_from([";", "; ", "\n", " ;\n"]))
-    return width, height, sep.join(fmt.format(*b) for b in boxes), "accepted" if kind == "inside" else "refused"
+    return (
+        width,
+        height,
+        sep.join(fmt.format(*b) for b in boxes),
+        "accepted" if kind == "inside" else "refused",
+    )
 
 
 def _boxes_outcome(spec: str, width: int, height: int) -> str:
@@ -157,7 +162,9 @@ def masks_and_frame(draw):
     """``(masks, frame)``: two painted masks of the frame's size with a known bounding box each, or noise."""
     if draw(st.booleans()):
         dtype = draw(st.sampled_from([np.float32, np.float64, np.uint8, np.bool_]))
-        masks = draw(hnp.arrays(dtype=dtype, shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=9)))
+        masks = draw(
+            hnp.arrays(dtype=dtype, shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=9))
+        )
         return masks, draw(st.tuples(st.integers(1, 9), st.integers(1, 9))), None
     h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
     dtype = draw(st.sampled_from([np.float32, np.float64, np.uint8, np.bool_]))
