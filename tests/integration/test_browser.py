@@ -243,7 +243,9 @@ def test_windows_are_previewed_while_the_sampler_runs(comfy_server, editor):
     ARTIFACTS.mkdir(exist_ok=True)
     close_dialogs(editor)
     editor.save_screenshot(str(ARTIFACTS / "browser_window_preview.png"))
+    # the run is still going (8 windows, the first just shown): the cancel must stop it, not find it done
+    assert comfy_server.get("/queue")["queue_running"], "the run ended before the test could cancel it"
     comfy_server.post("/interrupt")
     entry = _wait_new_history(comfy_server, before, timeout=300)
     kinds = [m[0] for m in entry["status"]["messages"]]
-    assert "execution_interrupted" in kinds or entry["status"]["status_str"] == "success", kinds
+    assert "execution_interrupted" in kinds and entry["status"]["status_str"] == "error", kinds
