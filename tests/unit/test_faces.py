@@ -21,9 +21,10 @@ from infinitetalk.portrait import (
     find_speakers,
     head_and_shoulders_box,
 )
+from tests.needs import need_module
 from tests.photos import ASTRONAUT_FACE, GRACE_FACE, astronaut, grace_hopper, iou, two_people
 
-pytest.importorskip("cv2")
+need_module("cv2", "pip install -r requirements.txt (opencv-python-headless<5)")
 
 
 @pytest.fixture(scope="module")
