@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
-
 from ..infinitetalk import build
 from ..infinitetalk.weights import Component
 from . import _common as c
