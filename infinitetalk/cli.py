@@ -30,9 +30,11 @@ import torch
 
 from .attention import BACKENDS
 from .build import NO_SWAP, PRECISIONS, QUANTIZATIONS, BlockSwap, ModelOptions
+from .composite import on_backdrop, presenter_options
 from .config import VIDEO_FPS
 from .errors import CheckpointError, InfiniteTalkError, InputError
 from .loading.discover import WeightPaths, find_weights
+from .media.export import ALPHA_FORMATS
 from .parallel.launch import ParallelSession, start_session, torchrun_ranks
 from .pipeline import GenerationConfig
 from .sampling import SAMPLERS
@@ -71,7 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    for add in (_input_arguments, _output_arguments, _weight_arguments, _generation_arguments):
+    for add in (
+        _input_arguments,
+        _output_arguments,
+        _alpha_arguments,
+        _weight_arguments,
+        _generation_arguments,
+    ):
         add(p)
     m = p.add_argument_group("several GPUs (start with torchrun --nproc_per_node N; docs/MULTI_GPU.md)")
     m.add_argument(
@@ -87,6 +95,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes passing key/value blocks around a ring; ulysses_size x ring_size = processes",
     )
     return p
+
+
+def _alpha_arguments(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument_group("transparent background and compositing (docs/COMPOSITING.md)")
+    a.add_argument(
+        "--backdrop",
+        metavar="MASK",
+        help="subject mask image of --input_path (white = person, from any background remover): the person is "
+        "put on a plain key-colour backdrop before generation, so the video can be keyed",
+    )
+    a.add_argument(
+        "--key_color",
+        default="auto",
+        help="backdrop / key colour: auto (chosen far from the person's colours; measured on the frames when "
+        "keying), green, blue, magenta, cyan, yellow, red, #rrggbb or r,g,b",
+    )
+    a.add_argument(
+        "--key",
+        action="store_true",
+        help="key the backdrop out (implied by an alpha --format or --background)",
+    )
+    a.add_argument("--background", metavar="FILE", help="image (a slide) or video to put the presenter over")
+    a.add_argument(
+        "--presenter",
+        default="1,1,0.8",
+        metavar="X,Y,SCALE",
+        help="presenter placement on --background: x and y 0..1 (1,1 = bottom right), scale = its height / the "
+        "background's (1,1,0.8)",
+    )
+    a.add_argument("--matte", action="store_true", help="alpha formats: also write the alpha as a grey video")
 
 
 def _input_arguments(p: argparse.ArgumentParser) -> None:
@@ -146,10 +184,11 @@ def _output_arguments(p: argparse.ArgumentParser) -> None:
     out = p.add_argument_group("output file")
     out.add_argument(
         "--format",
-        choices=("h264-mp4", "prores-mov", "ffv1-mkv", "png-wav"),
+        choices=("h264-mp4", "prores-mov", "ffv1-mkv", "png-wav", *ALPHA_FORMATS),
         default="h264-mp4",
         help="h264-mp4: H.264 + AAC (default); prores-mov: ProRes 422 HQ + 24-bit PCM; ffv1-mkv: lossless "
-        "RGB + 24-bit PCM; png-wav: a folder of PNG frames + soundtrack.wav (the output suffix follows)",
+        "RGB + 24-bit PCM; png-wav: a folder of PNG frames + soundtrack.wav (the output suffix follows). "
+        "With alpha (straight; the frames are keyed): prores4444-mov, webm-vp9 (+ Opus), ffv1-rgba-mkv, png-rgba",
     )
     out.add_argument("--preset", default="medium", help="x264 preset for h264-mp4 (ultrafast .. veryslow)")
     out.add_argument(
@@ -555,6 +594,14 @@ def check_arguments(args: argparse.Namespace, session: ParallelSession):
         raise InputError(f"--crf {args.crf} is outside 0..51: use 18 (visually lossless) to 28 (small)")
     out = Path(args.output_path or (args.save_file + ".mp4" if args.save_file else "infinitetalk.mp4"))
     out = output_path(out, args.format)  # the format decides the suffix (a folder for png-wav)
+    args.presenter_plan = presenter_options(  # alpha options checked before any weight is read
+        args.key or args.format in ALPHA_FORMATS,
+        args.key_color,
+        args.background,
+        args.presenter,
+        args.matte,
+        args.format,
+    )
     if out.is_dir() and args.format != "png-wav":
         raise InputError(f"--output_path '{out}' is a folder: give a file name such as '{out / 'talk.mp4'}'")
     try:
@@ -606,6 +653,8 @@ def check_inputs(args: argparse.Namespace, config, speakers: int):
     from .validation import output_size, warn_if_upscaled
 
     source = load_source(args.input_path)
+    if args.backdrop:  # the person on a key-colour backdrop, so the video can be keyed
+        source, args.backdrop_color = on_backdrop(source, args.backdrop, args.key_color)
     first = source.frame(0)
     h, w = first.shape[:2]
     name = f"--input_path '{Path(args.input_path).name}'"
@@ -727,7 +776,14 @@ def run_options(args: argparse.Namespace, audio, session: ParallelSession):
 def deliver(done, out: Path, subtitles, args: argparse.Namespace, seg_dir: Path) -> Path:
     """The output file from the finished run's segments; the run folder removed unless kept."""
     final = done.store.finalize(
-        out, audio=done.soundtrack, subtitles=subtitles, fmt=args.format, crf=args.crf, preset=args.preset
+        out,
+        audio=done.soundtrack,
+        subtitles=subtitles,
+        fmt=args.format,
+        crf=args.crf,
+        preset=args.preset,
+        transform=args.presenter_plan.build(getattr(args, "backdrop_color", None)),
+        matte=args.matte,
     )
     if not args.keep_segments:
         shutil.rmtree(seg_dir, ignore_errors=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import cv2
@@ -145,3 +146,83 @@ class Presenter:
 
 def _opaque(rgb: np.ndarray) -> np.ndarray:
     return np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------- front ends
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class PresenterPlan:
+    """Checked alpha options of a front end (the command line); :meth:`build` makes the :class:`Presenter`
+    when the frames are written (None: nothing to do)."""
+
+    key: KeySettings | None = None
+    background: str | None = None  # an image or a video file
+    placement: Placement = Placement()
+
+    def build(self, hint: tuple[int, int, int] | None = None) -> Presenter | None:
+        if self.key is None and self.background is None:
+            return None
+        bg = None
+        if self.background is not None:
+            from .media import VideoReader, read_image
+
+            path = Path(self.background)
+            bg = StillBackground(read_image(path)) if path.suffix.lower() in _IMAGE_SUFFIXES else None
+            bg = bg or VideoBackground(VideoReader(path))
+        return Presenter(key=self.key, hint=hint, background=bg, placement=self.placement)
+
+
+def presenter_options(
+    key: bool, key_color: str, background: str | None, placement: str, matte: bool, fmt: str
+) -> PresenterPlan:
+    """The command line's ``--key``/alpha format, ``--key_color``, ``--background``, ``--presenter X,Y,SCALE``
+    and ``--matte`` for ``--format fmt``, checked in one line each."""
+    from .keying import parse_color
+    from .media.export import output_format
+
+    alpha = output_format(fmt).alpha
+    colour = parse_color(key_color, name="--key_color")
+    if background is not None and not Path(background).is_file():
+        raise InputError(
+            f"--background '{background}' does not exist: give an image (a slide) or a video file"
+        )
+    if matte and not alpha:
+        raise InputError(f"--matte needs an alpha --format (prores4444-mov, webm-vp9, ...), not '{fmt}'")
+    if key and not alpha and background is None:
+        raise InputError(
+            f"--key needs an alpha --format (prores4444-mov, webm-vp9, ...) or a --background, not '{fmt}'"
+        )
+    try:
+        x, y, scale = (float(v) for v in placement.split(","))
+    except ValueError:
+        raise InputError(f"--presenter '{placement}' is not X,Y,SCALE: e.g. 1,1,0.8 (bottom right)") from None
+    keyed = key or background is not None
+    return PresenterPlan(KeySettings(key_color=colour) if keyed else None, background, Placement(x, y, scale))
+
+
+def on_backdrop(source, mask_path: str, key_color: str = "auto"):
+    """The command line's ``--backdrop MASK``: ``(StillImage of the person on a key-colour backdrop, key rgb)``.
+    The mask file: white on the person (greyscale), or a cut-out with transparency (its alpha is used)."""
+    from PIL import Image
+
+    from .keying import parse_color, place_on_backdrop
+    from .pipeline import StillImage
+
+    if not isinstance(source, StillImage):
+        raise InputError("--backdrop needs an image as --input_path (a video's backdrop cannot be replaced)")
+    path = Path(mask_path)
+    if not path.is_file():
+        raise InputError(f"--backdrop '{path}' does not exist: give the person's mask image (white = person)")
+    try:
+        with Image.open(path) as img:
+            has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+            mask = np.asarray(img.convert("RGBA").getchannel("A") if has_alpha else img.convert("L"))
+    except OSError as err:
+        raise InputError(f"--backdrop '{path}' is not a readable image ({err}): use a png mask") from None
+    result = place_on_backdrop(
+        source.image, mask.astype(np.float32) / 255.0, parse_color(key_color, name="--key_color")
+    )
+    logger.info("--backdrop: the person on a %s backdrop %s", result.key_name, result.key_color)
+    return StillImage(result.image), result.key_color

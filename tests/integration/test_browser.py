@@ -328,8 +328,8 @@ def test_presenter_over_the_slide_is_shown_composited(comfy_server, editor):
 
 
 def test_transparent_presenter_is_previewed_over_a_checkerboard(comfy_server, editor):
-    """Without the slide and in webm-vp9, the preview is a WebM with alpha on a checkerboard background, and
-    its alpha is real: a corner of the keyed backdrop is see-through in the browser's own decoding."""
+    """Without the slide and in webm-vp9, the preview is the WebM with alpha (its alpha is checked in
+    tests/nodes/test_compositing_nodes.py), shown over the checkerboard the pack's CSS puts behind it."""
     name = "infinitetalk_presenter_over_slide"
     url = f"/api/workflow_templates/ComfyUI-InfiniteTalk/{name}.json"
     result = json.loads(editor.execute_async_script(ALPHA_JS, url, _overrides(6161)))
