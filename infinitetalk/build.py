@@ -31,7 +31,20 @@ import torch
 from .attention import BACKENDS, resolve_backend
 from .config import DiTConfig
 from .errors import InputError
-from .preflight import MemoryEstimate, RunShape, available_ram, check_fits, fewest_swapped_blocks, gib
+from .loading.dit import inspect_dit, load_dit
+from .lora import merge_loras
+from .model.ops import casting_operations
+from .preflight import (
+    MemoryEstimate,
+    RunShape,
+    available_ram,
+    check_fits,
+    fewest_swapped_blocks,
+    free_device_memory,
+    gib,
+    weight_bytes,
+)
+from .quant import quantize_dit
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +145,6 @@ def plan_dit(
         InputError: unknown option, attention kernel missing, not enough memory (with the smallest fix).
         CheckpointError: missing/unknown/mismatched files.
     """
-    from .loading.dit import inspect_dit
-
     options.validate()
     compute_device = torch.device(compute_device)
     attention = resolve_backend(options.attention, compute_device)
@@ -165,8 +176,6 @@ def _plan_memory(cfg, dtype, options, run, swap, device, free, host_copy, other_
     kw = dict(device_type=device.type, other_resident=other_resident, load_buffer=load_buffer)
     kw["host_copy"] = bool(host_copy) or (host_copy is None and swap != 0)
     if free == -1:
-        from .preflight import free_device_memory
-
         free = free_device_memory(device)
     if swap is None:  # auto: the fewest blocks that fit (all of them when nothing fits: check_fits explains)
         fitted = (
@@ -191,8 +200,6 @@ def _check_host_ram(cfg, dtype, options, device, host_copy, load_buffer) -> None
     """Without a run shape: the weights the host loads into RAM must fit the available RAM."""
     if not (host_copy or device.type == "cpu"):
         return
-    from .preflight import weight_bytes
-
     non_block, per_block = weight_bytes(cfg, dtype, options.quantization)
     need = non_block + per_block * cfg.num_layers + load_buffer
     ram = available_ram()
@@ -229,21 +236,14 @@ def build_dit(
     :data:`infinitetalk.model.ops.casting_operations`. ``plan``: from :func:`plan_dit` (made here when
     not given, with ``compute_device`` and ``run``). The model carries ``plan`` as ``model.build_plan``.
     """
-    from .loading.dit import load_dit
-    from .model.ops import casting_operations
-
     if plan is None:
         plan = plan_dit(paths, options, compute_device or device, run)
     if operations is None and options.quantization == "fp8_e4m3fn":
         operations = casting_operations
     model = load_dit(paths.dit, getattr(paths, "adapter", None), device, plan.storage_dtype, operations)
     if options.loras:
-        from .lora import merge_loras
-
         merge_loras(model, list(options.loras))  # before quantising: quanto weights cannot take a delta
     if options.quantization in ("quanto_int8", "quanto_fp8"):
-        from .quant import quantize_dit
-
         quantize_dit(model, options.quantization.removeprefix("quanto_"))
     model.compute_dtype = plan.compute_dtype
     model.attention_backend = plan.attention

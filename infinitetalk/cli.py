@@ -30,13 +30,46 @@ import numpy as np
 import torch
 
 from .attention import BACKENDS
-from .build import QUANTIZATIONS, ModelOptions
-from .config import SpeakerRegions
+from .audio_embedding import prepare_audio
+from .buckets import target_size
+from .build import QUANTIZATIONS, ModelOptions, build_dit, plan_dit
+from .config import VIDEO_FPS, SpeakerRegions
+from .dubbing import face_only_filter
+from .encoders.clip import load_clip_vision
+from .encoders.text import load_text_encoder
+from .encoders.vae import load_vae
+from .encoders.wav2vec2 import load_audio_encoder
 from .errors import CheckpointError, InfiniteTalkError, InputError
 from .loading.discover import WeightPaths, find_weights
+from .loading.dit import dit_heads
+from .lora import parse_lora_spec
+from .media import VideoReader, normalize_delivery, output_path, read_image
+from .media.stream import read_audio
+from .offload import place_model
 from .parallel.launch import ParallelSession, start_session, torchrun_ranks
+from .pipeline import DeviceModelManager, GenerationConfig, InfiniteTalkPipeline, StillImage
+from .preflight import RunShape, checkpoint_bytes
+from .prompts import format_time, parse_prompt_schedule
+from .runs import PartialVideo, partial_path
 from .sampling import SAMPLERS
-from .weights import Component, spec
+from .script import load_script, render_script
+from .sinks import SegmentStore, segment_codec
+from .tts import KokoroTTS, check_tts_request, check_tts_text, speaker_tag
+from .tts.kokoro import find_model_dir
+from .validation import (
+    check_audio,
+    check_boxes_in_frame,
+    check_config,
+    check_image_size,
+    check_not_silent,
+    check_speaker_layout,
+    check_video_frames,
+    explain_out_of_memory,
+    output_size,
+    warn_if_upscaled,
+)
+from .validation import parse_boxes as parse_box_list
+from .weights import DEFAULT_VOICES, Component, spec
 
 __all__ = ["WeightPaths", "build_parser", "find_weights", "main", "parse_boxes", "run"]
 
@@ -94,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a script of several segments (JSON or plain text, see README 'Scripts'): one video, one "
         "identity, the prompt switched per segment; captions across the whole script with --subtitles",
     )
-    io.add_argument("--voice", default="af_heart", help="Kokoro voice of person 1 (default af_heart)")
-    io.add_argument("--voice2", default="am_adam", help="Kokoro voice of person 2 (default am_adam)")
+    for flag, speaker in (("--voice", 1), ("--voice2", 2)):
+        voice = DEFAULT_VOICES[speaker]
+        io.add_argument(flag, default=voice, help=f"Kokoro voice of person {speaker} (default {voice})")
     io.add_argument("--lang", default=None, help="Kokoro language code (default: the voice's language)")
     io.add_argument(
         "--input_json", help="the reference's input JSON (prompt, cond_video, cond_audio, audio_type, bbox)"
@@ -290,9 +324,7 @@ class Inputs:
 
 def parse_boxes(values: list[str]) -> list[tuple[float, float, float, float]]:
     """``--bbox`` values (given twice, or once as 'box1;box2') -> two boxes (or none)."""
-    from .validation import parse_boxes as parse
-
-    return parse(values, name="--bbox")
+    return parse_box_list(values, name="--bbox")
 
 
 def _apply_json(args: argparse.Namespace) -> None:
@@ -320,15 +352,11 @@ def _apply_json(args: argparse.Namespace) -> None:
 
 def load_source(path: str):
     """The reference: a still image (any mode: RGBA, greyscale, 16-bit are converted) or a video."""
-    from .media import VideoReader, read_image
-    from .pipeline import StillImage
-    from .validation import check_image_size, check_video_frames
-
     p = Path(path)
     if not p.is_file():
         raise InputError(f"--input_path '{p}' does not exist: give an image or a video file")
     if p.suffix.lower() in VIDEO_EXTENSIONS:
-        reader = VideoReader(p, fps=25)
+        reader = VideoReader(p, fps=VIDEO_FPS)
         check_video_frames(reader.num_frames, p, name="--input_path")
         check_image_size(reader.height, reader.width, name=f"--input_path '{p.name}'")
         return reader
@@ -342,9 +370,6 @@ def speech_inputs(
 ) -> tuple[list, bool, list | None]:
     """(speaker tracks [(wave, sr)], normalise?, caption cues) from --text or --audio_path(s), checked.
     Long recordings are decoded into file-backed buffers in ``spill_dir`` (:mod:`infinitetalk.spill`)."""
-    from .media.stream import read_audio
-    from .validation import check_audio, check_not_silent
-
     if args.text is not None:
         return _tts_speech(args, kokoro_dir)
     if not args.audio_path and not args.audio_path2:
@@ -369,11 +394,7 @@ def speech_inputs(
 
 
 def _tts_speech(args: argparse.Namespace, kokoro_dir: Path | None) -> tuple[list, bool, list | None]:
-    from .tts import KokoroTTS
-    from .tts.kokoro import find_model_dir
-    from .validation import check_tts_request
-
-    dialogue = bool(re.search(r"[\(\[]\s*[sS]\s*[12]\s*[\)\]]", args.text))
+    dialogue = bool(re.search(speaker_tag("[12]"), args.text, re.IGNORECASE))
     voices = {1: args.voice, 2: args.voice2} if dialogue else {1: args.voice}
     names = {1: "--voice", 2: "--voice2"}
     check_tts_request(
@@ -390,12 +411,8 @@ def _tts_speech(args: argparse.Namespace, kokoro_dir: Path | None) -> tuple[list
 # ============================================================================ models
 def script_inputs(script, args: argparse.Namespace, kokoro_dir: Path | None):
     """(speaker tracks, normalise?, captions, prompt schedule) of a script (segments rendered end to end)."""
-    from .script import render_script
-
     tts = None
     if script.needs_tts:
-        from .tts import KokoroTTS
-
         tts = KokoroTTS(kokoro_dir)
     rendered = render_script(
         script, tts, lang=args.lang, seed=max(args.seed, 0), voices={1: args.voice, 2: args.voice2}
@@ -412,8 +429,6 @@ def _device_dtype(args) -> tuple[torch.device, torch.dtype]:
 
 
 def lora_specs(args) -> list[tuple[str, float]]:
-    from .lora import parse_lora_spec
-
     specs = [parse_lora_spec(s) for s in args.lora]
     scales = list(args.lora_scale) + [1.2] * (len(args.lora_dir) - len(args.lora_scale))  # reference default
     specs += list(zip(args.lora_dir, scales[: len(args.lora_dir)], strict=True))
@@ -442,9 +457,6 @@ def plan_models(paths: WeightPaths, args, device: torch.device, run, world_size:
 
     Under torchrun (``world_size > 1``) each process holds only its share of the activations, which the
     single-process estimate does not model: the estimate is logged as an upper bound and not enforced."""
-    from .build import plan_dit
-    from .preflight import checkpoint_bytes
-
     options = model_options(args)
     dtype = options.compute_dtype(device)
     others = checkpoint_bytes(paths.vae, torch.float32)  # the VAE stays on the device
@@ -459,15 +471,11 @@ def plan_models(paths: WeightPaths, args, device: torch.device, run, world_size:
 def load_dit_model(paths: WeightPaths, options: ModelOptions, plan, device: torch.device, offload: bool):
     """Build the DiT (LoRAs merged, then quantised) and place it: whole on ``device``, whole in RAM
     (``--offload_model``), or with its last ``plan.block_swap`` blocks kept in RAM."""
-    from .build import build_dit
-
     swap = plan.block_swap if device.type == "cuda" else 0
     home = torch.device("cpu") if offload or swap else device
     dit = build_dit(paths, options, device=home, plan=plan)
     placement = None
     if swap:
-        from .offload import place_model
-
         placement = place_model(dit, device, swap)
     return dit, placement
 
@@ -515,8 +523,6 @@ def _speaker_count(args, script=None) -> int:
 
 
 def _config(args: argparse.Namespace, session: ParallelSession):
-    from .pipeline import GenerationConfig
-
     return GenerationConfig(
         prompt=args.prompt or "",
         negative_prompt=args.n_prompt or None,
@@ -543,9 +549,6 @@ def _config(args: argparse.Namespace, session: ParallelSession):
 
 def check_arguments(args: argparse.Namespace, session: ParallelSession):
     """The settings, the output and the text, before anything is read: ``(output path, config)``."""
-    from .media import output_path
-    from .validation import check_config, check_tts_text
-
     prompt_name = _read_prompt_file(args)
     if args.input_json:
         _apply_json(args)
@@ -590,8 +593,6 @@ def _read_prompt_file(args: argparse.Namespace) -> str:
 def _prompt_schedule(args: argparse.Namespace, name: str) -> None:
     """A prompt with time tags -> ``args.prompt_schedule`` ``[(first video frame, prompt)]`` and
     ``args.prompt`` the opening prompt; without tags ``args.prompt_schedule`` is None, the prompt untouched."""
-    from .prompts import format_time, parse_prompt_schedule
-
     schedule = parse_prompt_schedule(args.prompt or "", name=name)
     args.prompt_schedule = None
     if len(schedule) == 1 and schedule[0][1] != (args.prompt or ""):  # one tag: a plain prompt
@@ -606,8 +607,6 @@ def _prompt_schedule(args: argparse.Namespace, name: str) -> None:
 
 def check_inputs(args: argparse.Namespace, config, speakers: int):
     """The reference (image or video) and the person boxes: ``(source, regions)``, checked."""
-    from .validation import check_boxes_in_frame, check_speaker_layout, output_size, warn_if_upscaled
-
     source = load_source(args.input_path)
     h, w = source.frame(0).shape[:2]
     warn_if_upscaled(
@@ -630,31 +629,15 @@ def check_inputs(args: argparse.Namespace, config, speakers: int):
 
 def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Path:
     """Generate the video described by ``args``; returns the mp4 path (written by rank 0 only)."""
-    from .audio_embedding import prepare_audio
-    from .buckets import target_size
-    from .dubbing import face_only_filter
-    from .encoders.clip import load_clip_vision
-    from .encoders.text import load_text_encoder
-    from .encoders.vae import load_vae
-    from .encoders.wav2vec2 import load_audio_encoder
-    from .media import normalize_delivery
-    from .pipeline import DeviceModelManager, InfiniteTalkPipeline
-    from .preflight import RunShape
-    from .runs import PartialVideo, partial_path
-    from .sinks import SegmentStore, segment_codec
-    from .validation import explain_out_of_memory
-
     session = session or ParallelSession(device=_device_dtype(args)[0])
     args.device = str(session.device)  # under torchrun: this process's GPU
     out, config = check_arguments(args, session)
     script = None
     if args.script:
-        from .script import load_script
-
         script = load_script(args.script)
     speakers = _speaker_count(args, script)
     paths = _resolve_paths(args, speakers, need_kokoro=script is not None and script.needs_tts)
-    session.check_dit_file(paths.dit)  # heads vs --ulysses_size, before any weight is read
+    session.check_heads(dit_heads(paths.dit))  # heads vs --ulysses_size, before any weight is read
     device, _ = _device_dtype(args)
     source, regions = check_inputs(args, config, speakers)
     if args.face_only and source.num_frames < 2:
@@ -683,7 +666,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
         "audio: %d speaker(s), %d frames (%.2f s)",
         audio.num_speakers,
         audio.num_frames,
-        audio.num_frames / 25,
+        audio.num_frames / VIDEO_FPS,
     )
 
     # 2. models
@@ -707,7 +690,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     if session.is_main:  # torchrun: rank 0 writes
         store = SegmentStore(
             seg_dir,
-            fps=25,
+            fps=VIDEO_FPS,
             crf=args.crf,
             preset=args.preset,
             codec=segment_codec(args.format),  # masters start from exact frames
@@ -761,7 +744,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
         "wrote %s: %d frames (%.2f s) in %d windows",
         final,
         result.num_frames,
-        result.num_frames / 25,
+        result.num_frames / VIDEO_FPS,
         result.num_windows,
     )
     return final
