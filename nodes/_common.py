@@ -23,13 +23,13 @@ import os
 from pathlib import Path
 
 import folder_paths
-from comfy_api.latest import io
 
 from ..infinitetalk import weights as registry
 from ..infinitetalk.config import VIDEO_FPS
 from ..infinitetalk.loading import discover
 from ..infinitetalk.loading.discover import SearchPaths
 from ..infinitetalk.weights import Component
+from ._api import io
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_FOLDER = "infinitetalk_weights"

@@ -7,10 +7,10 @@ import os
 import folder_paths
 import numpy as np
 import torch
-from comfy_api.latest import io
 
 from . import _common as c
 from . import _core, _models
+from ._api import io
 from ._widgets import advanced
 
 
