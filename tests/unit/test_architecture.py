@@ -221,13 +221,37 @@ def cycles(found: list[Import]) -> list[list[str]]:
     return groups
 
 
-def cycle_lines(group: list[str], found: list[Import]) -> list[str]:
+def shortest_loop(group: list[str], found: list[Import]) -> list[Import]:
+    """The imports of one shortest loop through the modules of ``group`` (breadth-first from each module)."""
     members = set(group)
+    edges: dict[str, list[Import]] = defaultdict(list)
+    for i in own(found):
+        if i.source in members and i.target in members:
+            edges[i.source].append(i)
+    best: list[Import] = []
+    for start in sorted(members):
+        paths: dict[str, list[Import]] = {start: []}
+        queue = [start]
+        while queue:
+            v = queue.pop(0)
+            for i in edges[v]:
+                if i.target == start:
+                    loop = paths[v] + [i]
+                    if not best or len(loop) < len(best):
+                        best = loop
+                    queue = []
+                    break
+                if i.target not in paths:
+                    paths[i.target] = paths[v] + [i]
+                    queue.append(i.target)
+    return best
+
+
+def cycle_lines(group: list[str], found: list[Import]) -> list[str]:
     return [
         f"  {i.file}:{i.line}: {i.source} imports {i.target}"
         + (" (its package __init__)" if i.implicit else "")
-        for i in own(found)
-        if i.source in members and i.target in members
+        for i in shortest_loop(group, found)
     ]
 
 
@@ -263,7 +287,7 @@ def test_the_library_has_no_import_loop():
     found = imports()
     loops = cycles(found)
     assert not loops, "import loops in the library:\n" + "\n".join(
-        f"loop {n + 1}: {' <-> '.join(group)}\n" + "\n".join(cycle_lines(group, found))
+        f"loop {n + 1} ({len(group)} modules), one way round:\n" + "\n".join(cycle_lines(group, found))
         for n, group in enumerate(loops)
     )
 
@@ -322,7 +346,7 @@ def test_the_registry_reads_no_folder():
 
 def test_the_window_schedule_does_not_need_the_pipeline():
     found = {i.target for i in own(imports()) if i.source == "infinitetalk.windows"}
-    assert found <= {"infinitetalk"}, found
+    assert found <= {"infinitetalk", "infinitetalk.config", "infinitetalk.errors"}, found
 
 
 def test_the_checks_catch_an_upward_import_and_a_loop(tmp_path):
