@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .config import VIDEO_FPS, SpeakerRegions
+from .dubbing import face_only_filter
 from .errors import InfiniteTalkError, InputError
 from .pipeline import (
     AudioEmbedding,
@@ -44,6 +45,7 @@ from .pipeline import (
     ReferenceSource,
     StillImage,
 )
+from .portrait import auto_speaker_regions
 from .sinks import SEGMENT_CODECS, SegmentStore
 from .validation import explain_out_of_memory, speaker_regions
 
@@ -272,7 +274,6 @@ class GenerationRun:
         """Face-only dubbing's compositor (None when off); tracks the face over the source once."""
         if not self.inputs.face_only:
             return None
-        from .dubbing import face_only_filter
 
         return face_only_filter(self.inputs.source, self.config, self.inputs.audio.num_frames)
 
@@ -406,7 +407,6 @@ def speaker_layout(
     )  # fmt: skip
     if regions is not None or num_speakers < 2:
         return regions, False
-    from .portrait import auto_speaker_regions  # face detection (OpenCV): loaded for two-speaker runs only
 
     given = boxes_name if masks_name is None else f"{boxes_name} / {masks_name}"
     found = auto_speaker_regions(frame, regions_name=given)

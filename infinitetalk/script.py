@@ -34,15 +34,17 @@ import numpy as np
 
 from .config import VIDEO_FPS
 from .errors import InputError
+from .media import load_audio, loudness_normalize, resample, to_mono
 from .media.captions import Cue
+from .tts.dialogue import speaker_tag
+from .weights import DEFAULT_VOICES
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000  # Kokoro's rate; recordings are resampled to it
-_SPEAKER = re.compile(r"^\s*(?:\(\s*s\s*([12])\s*\)|\[\s*s\s*([12])\s*\])\s*", re.IGNORECASE)
-_SPEAKER_ANY = re.compile(r"\(\s*s\s*2\s*\)|\[\s*s\s*2\s*\]", re.IGNORECASE)
+_SPEAKER = re.compile(rf"^\s*{speaker_tag('[12]')}\s*", re.IGNORECASE)
+_SPEAKER_ANY = re.compile(speaker_tag("2"), re.IGNORECASE)
 _DIRECTIVE = re.compile(r"^(prompt|voice(?:\s*([12]))?|pause)\s*:\s*(.*)$", re.IGNORECASE)
-DEFAULT_VOICES = {1: "af_heart", 2: "am_adam"}
 
 
 @dataclass
@@ -163,7 +165,7 @@ def _number(value: str, name: str, line: int) -> float:
 
 def _segment_line(line: str, prompt: str | None) -> Segment:
     m = _SPEAKER.match(line)
-    speaker = int(m.group(1) or m.group(2)) if m else 1
+    speaker = int(m.group("speaker")) if m else 1
     rest = line[m.end() :] if m else line
     if rest.lower().startswith("audio:"):
         path, _, caption = rest[6:].partition("|")
@@ -246,8 +248,6 @@ def _shifted(c: _Speaking, offset: float, n_speakers: int) -> Cue:
 
 
 def _recording(path: Path) -> np.ndarray:
-    from .media import load_audio, loudness_normalize, resample, to_mono
-
     if not path.is_file():
         raise InputError(f"script audio '{path}' does not exist: give the path relative to the script file")
     wave, sr = load_audio(path)

@@ -28,10 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import av
 import numpy as np
 import torch
 
+from .config import VIDEO_FPS
 from .errors import InfiniteTalkError, InputError
+from .loading.state_dict import safe_torch_load
+from .media import Mp4Writer, mux
+from .media.export import write_video
+from .media.live import LivePlaylist, write_clip
+from .media.video import frame_to_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +145,7 @@ class SegmentStore:
     def __init__(
         self,
         directory: str | os.PathLike,
-        fps: int = 25,
+        fps: int = VIDEO_FPS,
         crf: int = 18,
         preset: str = "medium",
         codec: str = "h264",
@@ -222,8 +229,6 @@ class SegmentStore:
         self._start_playlist()
         if self._state_file is None:
             return None
-        from .loading.state_dict import safe_torch_load
-
         try:
             state = safe_torch_load(self.directory / self._state_file, mmap=False)
         except InfiniteTalkError as err:
@@ -236,8 +241,6 @@ class SegmentStore:
 
     def write(self, frames: np.ndarray) -> None:
         """Append ``uint8 (T, H, W, 3)`` frames to the current window's segment."""
-        from .media import Mp4Writer
-
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.dtype != np.uint8 or frames.shape[-1] != 3:
             raise InputError(f"frames {frames.dtype} {tuple(frames.shape)}: expected uint8 (T, H, W, 3)")
@@ -300,8 +303,6 @@ class SegmentStore:
     def _start_playlist(self) -> None:
         if not self.live:
             return
-        from .media.live import LivePlaylist
-
         self._playlist = LivePlaylist(self.directory / LIVE_DIR, self.fps, self.soundtrack)
         entries, start = [], 0
         for k, seg in enumerate(self.segments):
@@ -332,8 +333,6 @@ class SegmentStore:
             self.on_segment(info)
 
     def _write_clip(self, index: int, segment: Path, start: int) -> Path:
-        from .media.live import write_clip
-
         folder = self.preview_dir
         folder.mkdir(parents=True, exist_ok=True)
         clip = write_clip(segment, folder / _CLIP.format(index), start, self.fps, self.soundtrack)
@@ -350,17 +349,13 @@ class SegmentStore:
     # ------------------------------------------------------------------ reading back
     def iter_frames(self) -> Iterator[np.ndarray]:
         """Decode the committed segments in order: yields ``uint8 (H, W, 3)`` frames (colour tags honoured)."""
-        import av
-
-        from .media.video import frame_to_rgb
-
         for path in self.segment_paths:
             with av.open(str(path)) as container:
                 for frame in container.decode(video=0):
                     rgb = frame_to_rgb(frame)
                     yield rgb[: self.size[1], : self.size[0]] if self.size else rgb
 
-    def iter_chunks(self, size: int = 25) -> Iterator[np.ndarray]:
+    def iter_chunks(self, size: int = VIDEO_FPS) -> Iterator[np.ndarray]:
         """The committed frames as ``uint8 (T <= size, H, W, 3)`` chunks."""
         batch = []
         for frame in self.iter_frames():
@@ -384,9 +379,6 @@ class SegmentStore:
         """Write the final file with ``audio = (wave, sample_rate)`` (the soundtrack, at its own rate) and
         ``subtitles``: H.264 mp4 segments are remuxed without re-encoding; other formats (or ``burn``
         captions) re-encode the frames (:func:`infinitetalk.media.export.write_video`). Returns the path."""
-        from .media import mux
-        from .media.export import write_video
-
         paths = self.segment_paths
         if not paths:
             raise InputError(f"'{self.directory}' holds no committed video segment: nothing to write")

@@ -19,8 +19,10 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 import torch
 
-from .config import VIDEO_FPS
-from .errors import InfiniteTalkError, InputError, snippet
+from .buckets import target_size
+from .config import VIDEO_FPS, SpeakerRegions
+from .errors import InfiniteTalkError, InputError
+from .sampling import SAMPLERS
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +84,6 @@ def check_size(size: str, *, name: str = "size") -> tuple[int, int] | None:
 
 def check_config(config, *, size_name: str = "size") -> None:
     """Every setting of a :class:`~infinitetalk.pipeline.GenerationConfig` (no inputs needed)."""
-    from .sampling import SAMPLERS
-
     c = config
     if c.mode not in ("streaming", "clip"):
         raise InputError(f"mode '{c.mode}' is unknown: use 'streaming' or 'clip'")
@@ -120,6 +120,15 @@ def parse_boxes(spec: str | Sequence[str], *, name: str = "speaker_boxes") -> li
             "e.g. '0,0,416,480; 416,0,832,480'"
         )
     return boxes
+
+
+def parse_speaker_regions(text: str, *, name: str = "speaker_boxes") -> SpeakerRegions:
+    """``'x0,y0,x1,y1; x0,y0,x1,y1'`` (pixels; ``;`` or newlines between people) -> two people's regions
+    (:func:`parse_boxes`' messages; an empty text is refused)."""
+    boxes = parse_boxes(text, name=name)
+    if not boxes:
+        raise InputError(f"{name}: give exactly two boxes (person 1; person 2), got 0")
+    return SpeakerRegions(bboxes=boxes)
 
 
 def _parse_box(part: str, name: str) -> Box:
@@ -201,8 +210,6 @@ def speaker_regions(
 ):
     """Person regions from box text or two masks, checked against the reference frame ``(H, W)`` and the
     number of speakers: a :class:`~infinitetalk.config.SpeakerRegions`, or None (left/right halves)."""
-    from .config import SpeakerRegions
-
     parsed = parse_boxes(boxes, name=boxes_name) if boxes else []
     given = boxes_name if parsed else masks_name if masks is not None else ""
     check_speaker_layout(num_speakers, regions_given=bool(given), name=given, fix=fix)
@@ -281,8 +288,6 @@ def warn_if_upscaled(height: int, width: int, out_h: int, out_w: int, *, name: s
 
 def output_size(size: str, height: int, width: int, *, name: str = "size") -> tuple[int, int]:
     """``(height, width)`` of the video for a size option and a reference of ``height x width``."""
-    from .buckets import target_size
-
     check_size(size, name=name)
     return target_size(size, height, width)
 
@@ -340,57 +345,6 @@ def check_not_silent(tracks: Sequence[np.ndarray], names: Sequence[str]) -> None
             f"{what} {'is' if len(names) == 1 else 'are'} silent ({level}): the lips would not move; "
             "check the file, its start/duration and that the right track is connected"
         )
-
-
-# ============================================================================ text to speech
-_SPEAKER_TAG = re.compile(r"\(\s*s\s*\d+\s*\)|\[\s*s\s*\d+\s*\]", re.IGNORECASE)
-
-
-def check_tts_text(text: str, *, name: str = "text") -> None:
-    """Text with something to say: not empty, not only speaker tags and symbols."""
-    if not isinstance(text, str) or not text.strip():
-        raise InputError(f"{name} is empty: write what to say, e.g. 'Hello!' or '(s1) Hello. (s2) Hi!'")
-    words = _SPEAKER_TAG.sub(" ", text)
-    if not any(ch.isalnum() for ch in words):
-        raise InputError(
-            f"{name} '{snippet(text)}' holds only markup and symbols: write words after the tags, "
-            "e.g. '(s1) Hello. (s2) Hi!'"
-        )
-
-
-def check_tts_request(
-    model_dir: str | os.PathLike,
-    text: str,
-    voices: dict[int, str],
-    lang: str | None,
-    *,
-    voice_names: dict[int, str] | None = None,
-    lang_name: str = "language",
-    text_name: str = "text",
-) -> None:
-    """Everything about a TTS request that can be checked before Kokoro is loaded."""
-    from .tts.dialogue import parse_dialogue
-    from .tts.kokoro import list_voices
-    from .tts.languages import resolve_lang
-
-    check_tts_text(text, name=text_name)
-    available = list_voices(model_dir)
-    for speaker, voice in voices.items():
-        label = (voice_names or {}).get(speaker, f"voice_{speaker}")
-        if not isinstance(voice, str) or not voice.strip():
-            raise InputError(f"{label} is empty: choose one of {available}")
-        for part in (v.strip() for v in voice.split(",")):
-            if part not in available and not (part.endswith(".pt") and Path(part).is_file()):
-                shown = ", ".join(available[:12]) + (", ..." if len(available) > 12 else "")
-                raise InputError(
-                    f"{label} '{part}' is not a Kokoro voice in '{Path(model_dir) / 'voices'}': use one of {shown}"
-                )
-        try:
-            resolve_lang(lang, voice)
-        except InputError as err:
-            raise InputError(f"{lang_name}: {err}") from None
-    if len(voices) > 1:
-        parse_dialogue(text, sorted(voices))
 
 
 # ============================================================================ video

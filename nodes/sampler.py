@@ -477,9 +477,9 @@ def _as_source(source):
 
 def parse_boxes(text: str) -> list[tuple[float, float, float, float]]:
     """'x0,y0,x1,y1; x0,y0,x1,y1' -> two boxes (the speaker_boxes format; ValueError with the fix)."""
-    from ..infinitetalk.config import SpeakerRegions
+    from ..infinitetalk.validation import parse_speaker_regions
 
-    return SpeakerRegions.parse(text).bboxes
+    return parse_speaker_regions(text).bboxes
 
 
 def _regions(boxes_text: str, masks, num_speakers: int, source):

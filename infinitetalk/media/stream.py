@@ -21,7 +21,9 @@ import soundfile
 from scipy.signal import firwin, upfirdn
 
 from ..errors import InputError
-from .audio import _SOUNDFILE_EXTS, SPEECH_SR, resample_ratio
+from ..spill import empty_array
+from ..validation import MAX_CHANNELS, check_sample_rate
+from .audio import SOUNDFILE_EXTS, SPEECH_SR, resample_ratio
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ def probe_audio(path: str | Path, *, name: str = "audio file") -> AudioInfo:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{name} '{path}' does not exist: check the path or pick another file")
-    if path.suffix.lower() in _SOUNDFILE_EXTS:
+    if path.suffix.lower() in SOUNDFILE_EXTS:
         try:
             info = soundfile.info(str(path))
             return AudioInfo(
@@ -123,9 +125,6 @@ def read_audio(
     end), decoded block by block into one buffer: what is skipped is never stored, and no block list or
     transposed copy doubles the memory of a long file. A buffer above :func:`~infinitetalk.spill.
     spill_threshold` is file-backed in ``spill_dir`` (an ``np.memmap``; default: the temp folder)."""
-    from ..spill import empty_array
-    from ..validation import MAX_CHANNELS, check_sample_rate
-
     info = probe_audio(path, name=name)
     check_sample_rate(info.sample_rate, name=f"{name} '{Path(path).name}'")
     if info.channels > MAX_CHANNELS:
@@ -221,8 +220,6 @@ def load_speech(path: str | Path, *, name: str = "audio file") -> np.ndarray:
     Equals ``resample(to_mono(load_audio(path)[0]), sr, 16000)`` within float rounding, at a fraction of
     the memory for long or multi-channel files.
     """
-    from ..validation import check_sample_rate
-
     info = probe_audio(path, name=name)
     check_sample_rate(info.sample_rate, name=f"{name} '{Path(path).name}'")
     resampler: StreamResampler | None = None

@@ -24,7 +24,9 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, InputError, snippet
+from ..loading.state_dict import safe_torch_load
 from ..media.captions import Cue, srt_format
+from ..weights import DEFAULT_VOICES, KOKORO, KOKORO_MODEL_FILES
 from .captions import SpeakerCue, phrase_cues, shift, word_cues
 from .dialogue import Turn, parse_dialogue, split_nonverbal
 from .languages import LANGUAGES, front_end, resolve_lang
@@ -32,8 +34,6 @@ from .languages import LANGUAGES, front_end, resolve_lang
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000
-HF_REPO = "hexgrad/Kokoro-82M"
-MODEL_FILES = {"kokoro-v1_0.pth": HF_REPO, "kokoro-v1_1-zh.pth": "hexgrad/Kokoro-82M-v1.1-zh"}
 SUBMODULES = ("bert", "bert_encoder", "predictor", "text_encoder", "decoder")
 CONFIG_KEYS = ("vocab", "n_token", "plbert", "hidden_dim", "style_dim", "n_layer", "istftnet")
 SPEED_RANGE = (0.25, 4.0)
@@ -101,7 +101,7 @@ def find_model_dir(path: str | Path) -> Path:
             return candidate
     raise CheckpointError(
         f"no Kokoro model in '{path}': expected config.json, kokoro-v1_0.pth and voices/*.pt "
-        f"(download them from Hugging Face '{HF_REPO}' into ComfyUI/models/kokoro/)"
+        f"(download them from Hugging Face '{KOKORO}' into ComfyUI/models/kokoro/)"
     )
 
 
@@ -112,15 +112,15 @@ def list_voices(model_dir: str | Path) -> list[str]:
 
 
 def _model_file(model_dir: Path) -> Path:
-    for name in MODEL_FILES:
+    for name in KOKORO_MODEL_FILES:
         if (model_dir / name).is_file():
             return model_dir / name
     others = sorted(model_dir.glob("*.pth"))
     if len(others) == 1:
         return others[0]
     raise CheckpointError(
-        f"no Kokoro weights in '{model_dir}': expected one of {list(MODEL_FILES)} "
-        f"(found {[p.name for p in others]}); download kokoro-v1_0.pth from Hugging Face '{HF_REPO}'"
+        f"no Kokoro weights in '{model_dir}': expected one of {list(KOKORO_MODEL_FILES)} "
+        f"(found {[p.name for p in others]}); download kokoro-v1_0.pth from Hugging Face '{KOKORO}'"
     )
 
 
@@ -130,12 +130,12 @@ def _read_config(model_dir: Path) -> dict:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CheckpointError(
-            f"cannot read Kokoro config '{path}': {exc}; re-download it from '{HF_REPO}'"
+            f"cannot read Kokoro config '{path}': {exc}; re-download it from '{KOKORO}'"
         ) from exc
     missing = [k for k in CONFIG_KEYS if k not in config]
     if missing:
         raise CheckpointError(
-            f"Kokoro config '{path}' lacks {missing}: expected the config.json of '{HF_REPO}'"
+            f"Kokoro config '{path}' lacks {missing}: expected the config.json of '{KOKORO}'"
         )
     return config
 
@@ -143,7 +143,7 @@ def _read_config(model_dir: Path) -> dict:
 def _load_model(config: dict, weights: Path, device: str | torch.device):
     from kokoro import KModel
 
-    repo_id = MODEL_FILES.get(weights.name, HF_REPO)
+    repo_id = KOKORO_MODEL_FILES.get(weights.name, KOKORO)
     try:
         model = KModel(repo_id=repo_id, config=config, model=str(weights))
     except Exception as exc:  # torch/pickle/shape errors: all mean the file does not fit
@@ -167,7 +167,7 @@ def _check_weights(model: torch.nn.Module, weights: Path) -> None:
         if missing:
             raise CheckpointError(
                 f"Kokoro weights '{weights}' miss {len(missing)} '{name}' tensors (e.g. {missing[0]}): "
-                f"the file is truncated or not a Kokoro-82M checkpoint; re-download it from '{HF_REPO}'"
+                f"the file is truncated or not a Kokoro-82M checkpoint; re-download it from '{KOKORO}'"
             )
 
 
@@ -194,10 +194,10 @@ class KokoroTTS:
         self.voices = list_voices(self.model_dir)
         if not self.voices:
             raise CheckpointError(
-                f"no voices in '{self.model_dir / 'voices'}': download voices/*.pt from '{HF_REPO}'"
+                f"no voices in '{self.model_dir / 'voices'}': download voices/*.pt from '{KOKORO}'"
             )
         self._zh_version = "1.1" if "v1_1" in weights.name else None
-        self._pipeline = _token_pipeline(self.model, MODEL_FILES.get(weights.name, HF_REPO))
+        self._pipeline = _token_pipeline(self.model, KOKORO_MODEL_FILES.get(weights.name, KOKORO))
         self._front_ends: dict[str, Callable[[str], list]] = {}
         self._packs: dict[str, torch.Tensor] = {}
 
@@ -316,8 +316,6 @@ class KokoroTTS:
             raise InputError(
                 f"unknown Kokoro voice '{name}': available in {self.model_dir / 'voices'}: {self.voices}"
             )
-        from ..loading.state_dict import safe_torch_load
-
         pack = safe_torch_load(path, mmap=False)
         if (
             not isinstance(pack, torch.Tensor)
@@ -347,7 +345,7 @@ def _check_speakers(voices: Mapping[int, str]) -> list[int]:
         or not all(isinstance(k, int) and k > 0 for k in voices)
     ):
         raise InputError(
-            f"dialogue voices={voices!r}: expected {{1: 'af_heart', 2: 'am_adam'}} (speaker number -> voice)"
+            f"dialogue voices={voices!r}: expected e.g. {DEFAULT_VOICES} (speaker number -> voice)"
         )
     return sorted(voices)
 

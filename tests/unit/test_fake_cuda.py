@@ -33,11 +33,11 @@ from infinitetalk.pipeline import (
     GenerationConfig,
     InfiniteTalkPipeline,
     StillImage,
-    plan_windows,
 )
-from infinitetalk.sampling import guidance_branches
+from infinitetalk.sampling import call_groups, guidance_branches
 from infinitetalk.sinks import MemorySink
 from infinitetalk.teacache import TeaCache, TeaCacheConfig
+from infinitetalk.windows import plan_windows
 
 CUDA = torch.device("cuda", 0)
 WAN = ("weights", "Wan2.1-I2V-14B-480P")
@@ -178,7 +178,7 @@ def test_dit_forward_on_fake_cuda(tiny_root, dtype, speakers):
     model = fake_dit(tiny_root, mode, dtype, speakers)
     compute = torch.bfloat16 if dtype == torch.float8_e4m3fn else dtype
     assert model.compute_dtype == compute
-    groups = InfiniteTalkPipeline._call_groups(guidance_branches(5.0), speakers, batch=True)
+    groups = call_groups(guidance_branches(5.0), speakers, batch=True)
     with mode, audit, torch.no_grad():
         for group in groups:
             inputs = dit_inputs(model.config, len(group), 1 if group == ("uncond",) else speakers, compute)
