@@ -191,6 +191,8 @@ class ComfyServer:
             while time.monotonic() < deadline:
                 entry = self.history(prompt_id)
                 if entry is not None:  # history is written when the prompt has finished (or failed)
+                    if on_message is not None:
+                        _drain(ws, on_message)  # the run's last messages (interrupted, executed) too
                     return entry
                 try:
                     raw = ws.recv()
@@ -209,6 +211,19 @@ class ComfyServer:
 
     def run(self, prompt: dict, timeout: float = 600, on_message=None) -> dict:
         return self.wait(self.queue(prompt), timeout, on_message)
+
+
+def _drain(ws, on_message) -> None:
+    """Hand the messages already sent to ``on_message``, until the socket stays quiet for its timeout (1 s)."""
+    import websocket
+
+    while True:
+        try:
+            raw = ws.recv()
+        except (websocket.WebSocketTimeoutException, websocket.WebSocketConnectionClosedException):
+            return
+        if isinstance(raw, str):
+            on_message(json.loads(raw))
 
 
 class PromptError(RuntimeError):
