@@ -54,12 +54,22 @@ MOTION_FRAME = Range(1, 197, 4)  # frames carried into the next window
 STEPS = Range(1, 100)  # denoising steps per window
 MAX_FRAMES = Range(0, 1_000_000)  # length cap in frames (0 = the whole audio; 1e6 frames = 11 hours)
 OUTPUT_SIDE = Range(16, 2048, 16)  # custom output width / height in pixels
+AUDIO_SECONDS = Range(0, 36_000)  # start / duration of a slice of an audio file (10 hours)
 MAX_TEXT_CHARS = 20_000  # one TTS text or one prompt (about 20 minutes of speech; umT5 reads 512 tokens)
 MAX_SCRIPT_CHARS = 200_000  # one script
 MAX_SEGMENTS = 1_000  # segments of one script
 MAX_SCHEDULE_ENTRIES = 200  # timed prompts of one schedule (each one is a umT5 encoding)
 MAX_SPEAKERS = 2  # the multi adapter animates two people
 ENCODE_BATCH = 8  # prompts encoded by umT5 at a time
+
+
+def check_seconds(value: float, *, name: str, bounds: Range = AUDIO_SECONDS) -> float:
+    """A time in seconds within ``bounds`` (finite, not negative)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not bounds.lo <= value <= bounds.hi:
+        raise InputError(
+            f"{name} {value!r} must be a number of seconds between {bounds.lo} and {bounds.hi:,}"
+        )
+    return float(value)
 
 
 def check_text_length(text: str, limit: int, *, name: str, what: str = "text") -> None:

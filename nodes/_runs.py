@@ -50,6 +50,19 @@ def sweep(root: Path, keep: Path) -> None:
     _swept.add(str(root))
 
 
+def check_node_id(node_id) -> None:
+    """Refuse a node id that reads like a path (``/``, ``\\``, ``..``, control characters): ComfyUI's editor
+    never makes one (ids are numbers, ``12:5`` in subgraphs), so it can only come from a crafted prompt."""
+    from ..infinitetalk.errors import InputError, snippet
+
+    text = str(node_id) if node_id is not None else ""
+    if any(ch in text for ch in "/\\") or ".." in text or any(ord(ch) < 32 for ch in text) or len(text) > 256:
+        raise InputError(
+            f"node id '{snippet(text.encode('unicode_escape').decode(), 80)}' of InfiniteTalk Sampler reads like "
+            "a path: give the node a plain id (digits, letters, '_', '-', ':') in the API prompt"
+        )
+
+
 def folder_name(node_id, fingerprint: str) -> str:
     """``<node id>_<fingerprint>``: the id as sent in the prompt when it is plain (``12``, ``5:3``), else a
     hash of it: an id is prompt text (``../../x``, ``a/b``) and never becomes a path of its own."""

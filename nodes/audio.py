@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
+from ..infinitetalk.validation import AUDIO_SECONDS
 from . import _common as c
 from . import _core, _models
 from ._widgets import advanced
@@ -67,8 +68,8 @@ class LoadAudio(io.ComfyNode):
                     io.Float.Input(
                         "start_seconds",
                         default=0.0,
-                        min=0.0,
-                        max=36000.0,
+                        min=float(AUDIO_SECONDS.lo),  # the library's bounds: they hold through the API
+                        max=float(AUDIO_SECONDS.hi),
                         step=0.1,
                         tooltip="Skip this many seconds at the start.",
                     )
@@ -77,8 +78,8 @@ class LoadAudio(io.ComfyNode):
                     io.Float.Input(
                         "duration_seconds",
                         default=0.0,
-                        min=0.0,
-                        max=36000.0,
+                        min=float(AUDIO_SECONDS.lo),  # the library's bounds: they hold through the API
+                        max=float(AUDIO_SECONDS.hi),
                         step=0.1,
                         tooltip="Keep at most this many seconds (0 = to the end).",
                     )

@@ -363,6 +363,7 @@ class Sampler(io.ComfyNode):
     ) -> io.NodeOutput:
         from ..infinitetalk.validation import check_config, output_size, warn_if_upscaled
 
+        _runs.check_node_id(cls.hidden.unique_id)  # it names the run folder
         opts = options if options is not None else DEFAULTS
         problem = check_options(opts.frame_num, opts.motion_frame, opts.speaker_boxes)
         if problem:

@@ -138,8 +138,10 @@ def read_audio(
     transposed copy doubles the memory of a long file. A buffer above :func:`~infinitetalk.spill.
     spill_threshold` is file-backed in ``spill_dir`` (an ``np.memmap``; default: the temp folder)."""
     from ..spill import empty_array
-    from ..validation import MAX_CHANNELS, check_sample_rate
+    from ..validation import MAX_CHANNELS, check_sample_rate, check_seconds
 
+    start_s = check_seconds(start_s, name="start_seconds")  # NaN, negative and 1e300 refused
+    duration_s = check_seconds(duration_s, name="duration_seconds")
     info = probe_audio(path, name=name)
     check_sample_rate(info.sample_rate, name=f"{name} '{Path(path).name}'")
     if info.channels > MAX_CHANNELS:
