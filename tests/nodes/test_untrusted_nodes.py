@@ -83,3 +83,12 @@ def test_script_node_refuses_paths_out_and_voice_files_at_queue_time(nodes):
     )
     assert "voice_2 '../evil' climbs out" in script.validate_inputs("[S1] Hi.", "af_heart", "../evil")
     assert "characters long" in script.validate_inputs("[S1] Hi.\n" * 30_000, "af_heart", "af_heart")
+
+
+def test_caches_keyed_by_prompt_text_stay_bounded(pack):
+    migrate = importlib.import_module(f"{PACK_MODULE}.nodes._migrate")
+    migrate.widget_defaults("InfiniteTalkSampler")
+    before = dict(migrate._DEFAULTS)
+    for i in range(200):  # class types are prompt text: unknown ones are answered, not remembered
+        assert migrate.widget_defaults(f"InfiniteTalkNoSuchNode{i}") == {}
+    assert migrate._DEFAULTS == before and any(k[0] == "InfiniteTalkSampler" for k in before)
