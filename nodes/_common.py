@@ -134,9 +134,9 @@ def loader_extras(component: Component, path: Path) -> dict:
     """Extra loader arguments found by the registry: the umT5 tokenizer for a file without one."""
     if component is not Component.TEXT_ENCODER:
         return {}
-    paths = search_paths()
-    found, _ = discover.inventory(paths)
-    return {"tokenizer": discover.find_tokenizer(path, found, paths)}
+    where = search_paths()
+    found, _ = discover.inventory(where)
+    return {"tokenizer": discover.find_tokenizer(path, found, where)}
 
 
 def _weights_roots() -> list[Path]:

@@ -247,7 +247,9 @@ def test_a_header_claiming_hours_reserves_only_what_the_file_can_hold(tmp_path, 
         stream.read_audio(path, spill_dir=tmp_path / "spill")
     bound = stream.believable_samples(stream.probe_audio(path))
     assert bound < 48000 * 60  # a minute at most for 15 KB ...
-    assert asked and max(s[1] for s in asked) <= bound  # ... was all that was reserved, whatever the header says
+    assert (
+        asked and max(s[1] for s in asked) <= bound
+    )  # ... was all that was reserved, whatever the header says
 
 
 def test_a_file_holding_more_than_believed_is_read_whole(tmp_path, monkeypatch):
