@@ -26,7 +26,7 @@ import torch
 from .. import paths
 from ..errors import CheckpointError, InputError, snippet
 from ..media.captions import Cue, srt_format
-from ..validation import MAX_SPEAKERS
+from ..validation import MAX_SPEAKERS, MAX_TEXT_CHARS, check_text_length
 from .captions import SpeakerCue, phrase_cues, shift, word_cues
 from .dialogue import Turn, parse_dialogue, split_nonverbal
 from .languages import LANGUAGES, front_end, resolve_lang
@@ -220,6 +220,7 @@ class KokoroTTS:
         """
         if not isinstance(text, str) or not text.strip():
             raise InputError("TTS text is empty: write what to say")
+        check_text_length(text, MAX_TEXT_CHARS, name="TTS text", what="text to speak")
         notes: list[str] = []
         pieces, _ = split_nonverbal(text, notes)  # Dia-style (sighs), (laughs): pauses or dropped
         for note in notes:
@@ -260,6 +261,7 @@ class KokoroTTS:
         speakers = _check_speakers(voices)
         if not (isinstance(pause_s, numbers.Real) and 0.0 <= pause_s <= 10.0):
             raise InputError(f"pause_s={pause_s!r}: expected seconds of silence between turns in [0, 10]")
+        check_text_length(text, MAX_TEXT_CHARS, name="TTS text", what="text to speak")
         turns = parse_dialogue(text, speakers)
         for voice in voices.values():
             self._voice(voice)  # every voice checked before any synthesis

@@ -260,3 +260,15 @@ def test_a_file_holding_more_than_believed_is_read_whole(tmp_path, monkeypatch):
     wave, _ = stream.read_audio(path, spill_dir=tmp_path)
     assert wave.shape == (1, 48000)
     np.testing.assert_allclose(wave[0], H.tone(3.0, 16000)[:, 0], atol=1e-4)
+
+
+def test_kokoro_caps_the_text_itself_when_a_node_cannot_check_it_at_queue_time(tmp_path):
+    # a text linked from another node's output reaches execute unchecked by validate_inputs
+    tts = _voices_only(tmp_path, voice_files=False)
+    long = "Hello there. " * 2000
+    with pytest.raises(InputError, match="TTS text is 26,000 characters long, more than the 20,000 allowed"):
+        tts.speak(long, "af_heart")
+    with pytest.raises(InputError, match="TTS text is 26,000 characters long"):
+        tts.speak_dialogue(long, {1: "af_heart", 2: "am_adam"})
+    with pytest.raises(InputError, match="dialogue voices"):
+        tts.speak_dialogue("(s1) hi (s3) ho", {1: "a", 2: "b", 3: "c"})  # two speakers at most
