@@ -188,9 +188,12 @@ def model_folders(folder: str) -> list[Path]:
 def resolve(folder: str, name: str) -> Path:
     """Turn a combo entry back into a path: ``weights/...`` in the official trees, else a model folder.
     The name goes through the path boundary (:mod:`infinitetalk.paths`): it cannot leave those folders."""
+    paths.check_name(name, what=folder)
     if name.startswith(WEIGHTS_PREFIX):
         rel = name[len(WEIGHTS_PREFIX) :]
-        path = paths.resolve(rel, _weights_roots(), what=name, kind="InfiniteTalk weights", must_exist=False)
+        path = paths.resolve(
+            rel, _weights_roots(), what=folder, kind="InfiniteTalk weights", must_exist=False
+        )
         if path.exists():
             return path
         raise FileNotFoundError(
