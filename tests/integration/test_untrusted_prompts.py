@@ -118,8 +118,9 @@ def _refusal(server: ComfyServer, prompt: dict) -> tuple[str, bool]:
         ] or [body.get("error", {}).get("message", "")]
         assert all("\n" not in d for d in details), details
         return " | ".join(details), False
-    assert entry["status"]["status_str"] == "error", json.dumps(entry["status"])[:2000]
     errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    if not errors:  # not refused: the case fails, with the canaries it opened
+        return f"NOT REFUSED ({entry['status']['status_str']})", True
     message = errors[0]["exception_message"].strip()
     assert "\n" not in message, message
     return message, True
