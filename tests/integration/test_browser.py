@@ -111,8 +111,6 @@ const done = arguments[arguments.length - 1];
     }
   }
   const p = await window.app.graphToPrompt();
-  await window.app.extensionManager?.command?.execute?.("Comfy.Canvas.FitView");
-  window.app.graph.setDirtyCanvas(true, true);
   await new Promise((r) => setTimeout(r, 500));
   const combine = window.app.graph._nodes.find((n) => n.type === "InfiniteTalkVideoCombine");
   done(JSON.stringify({prompt: p.output, combine: combine ? String(combine.id) : null,
@@ -162,6 +160,7 @@ def test_workflow_in_editor(editor, name):
     entry = _wait_new_history(comfy_server, before, timeout=900)
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
     filename = entry["outputs"][result["combine"]]["images"][0]["filename"]
+    _focus(driver, result["combine"])
     assert _wait_preview(driver, filename, timeout=30), f"{filename} not shown in the editor"
     assert "Prompt outputs failed validation" not in body_text(driver)
     editor.screenshot(name)
@@ -212,6 +211,8 @@ def test_legacy_workflow_in_editor(editor, name):
     driver.execute_script("window.app.queuePrompt(0, 1)")
     entry = _wait_new_history(comfy_server, before, timeout=900)
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+    options = next(k for k, v in result["prompt"].items() if v["class_type"] == "InfiniteTalkSamplerOptions")
+    _focus(driver, options, scale=0.6)  # the options node the migration added, linked to the sampler
     editor.screenshot(f"legacy_{name}")
 
 
@@ -229,6 +230,18 @@ def test_options_node_saved_before_the_storage_widget(editor):
     twin = json.loads((REPO / "example_workflows" / "api" / f"{name}_api.json").read_text())
     expected = _with_overrides(twin, {"InfiniteTalkSamplerOptions": {"frame_num": 33}})
     assert _strip(result["prompt"]) == _strip(expected)
+
+
+def _focus(driver, node_id: str, scale: float = 0.8) -> None:
+    """The node in the middle of the view at a scale where its widgets and previews are drawn."""
+    driver.execute_script(
+        "const node = window.app.graph.getNodeById(Number(arguments[0]));"
+        "window.app.canvas.ds.scale = arguments[1]; window.app.canvas.centerOnNode(node);"
+        "window.app.graph.setDirtyCanvas(true, true);",
+        node_id,
+        scale,
+    )
+    time.sleep(0.5)
 
 
 def _wait_new_history(server, before: set, timeout: float) -> dict:
@@ -278,6 +291,7 @@ def test_windows_are_previewed_while_the_sampler_runs(editor):
     result = json.loads(driver.execute_async_script(LOAD_JS, url, overrides))
     assert "error" not in result, result.get("error")
     sampler = next(k for k, v in result["prompt"].items() if v["class_type"] == "InfiniteTalkSampler")
+    _focus(driver, result["combine"])  # where the window clips play
     before = set(comfy_server.get("/history") or {})
     driver.execute_script("window.app.queuePrompt(0, 1)")
     deadline, seen = time.monotonic() + 600, None
