@@ -168,3 +168,20 @@ def test_the_sampler_accepts_comfyui_vae_and_clip_vision(nodes):
     inputs = {i.id: i for i in nodes["InfiniteTalkSampler"].GET_SCHEMA().inputs}
     assert set(inputs["vae"].get_io_type().split(",")) == {"INFINITETALK_VAE", "VAE"}
     assert set(inputs["clip_vision"].get_io_type().split(",")) == {"INFINITETALK_CLIP_VISION", "CLIP_VISION"}
+
+
+def test_comfyui_0_3_75_loaders_size_umt5_and_clip_vision_from_fixed_configs(tiny_models):
+    """Why tests/tiny_core.py exists: 0.3.75's Load CLIP (wan) takes umT5 only when block 23 is 4096 wide (it
+    then builds umT5-XXL from a fixed config) and Load CLIP Vision finds no config for a 2-layer tower; its
+    VAE loader reads the width from the file. If ComfyUI starts sizing them from the file, this fails and the
+    test-server plugin (tests/integration/comfy_plugins/tiny_core_sizes) can go."""
+    import comfy.clip_vision
+    import comfy.sd
+    import comfy.utils
+
+    models = tiny_models / "models"
+    umt5 = comfy.utils.load_torch_file(str(models / "text_encoders" / "umt5_xxl_fp16.safetensors"))
+    assert comfy.sd.detect_te_model(umt5) not in (comfy.sd.TEModel.T5_XXL, None)  # taken for another T5
+    assert comfy.clip_vision.load(str(models / "clip_vision" / "clip_vision_h.safetensors")) is None
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(models / "vae" / "wan_2.1_vae.safetensors")))
+    assert vae.latent_channels == 16 and vae.latent_dim == 3
