@@ -246,17 +246,18 @@ WORKFLOWS = {
     "infinitetalk_comfyui_loaders": {
         "note": "ComfyUI's own loaders: umT5 from Load CLIP (type wan), the Wan VAE from Load VAE and CLIP vision "
         "from Load CLIP Vision, as in ComfyUI's Wan templates (files in models/text_encoders, vae, "
-        "clip_vision), feed the streaming sampler: nothing is loaded twice. A GGUF umT5 from ComfyUI-GGUF's "
-        "CLIP loader works the same way. README, 'ComfyUI's own encoders'.",
+        "clip_vision), feed the streaming sampler: nothing is loaded twice. The files of ComfyUI's InfiniteTalk "
+        "template (umt5_xxl_fp8_e4m3fn_scaled, Wan2_1_VAE_bf16) and a GGUF umT5 from ComfyUI-GGUF's CLIP loader "
+        "work the same way. README, 'ComfyUI's own encoders'.",
         "nodes": {
             "model": loaders(SINGLE)["model"],
             "text_encoder": (
                 "CLIPLoader",
                 (0, 260),
-                {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"},
+                {"clip_name": "umt5_xxl_fp16.safetensors", "type": "wan"},
             ),
             "clip_vision": ("CLIPVisionLoader", (0, 390), {"clip_name": "clip_vision_h.safetensors"}),
-            "vae": ("VAELoader", (0, 520), {"vae_name": "Wan2_1_VAE_bf16.safetensors"}),
+            "vae": ("VAELoader", (0, 520), {"vae_name": "wan_2.1_vae.safetensors"}),
             "audio_encoder": audio_encoder(),
             "image": ("LoadImage", (420, 420), {"image": "infinitetalk_portrait.png"}),
             "audio": ("InfiniteTalkLoadAudio", (0, 780), {"audio": "infinitetalk_speech.wav"}),
