@@ -227,9 +227,15 @@ def _inputs() -> list:
         io.Custom("INFINITETALK_MODEL").Input(
             "model", tooltip="From InfiniteTalk Model Loader (optionally through InfiniteTalk LoRA)."
         ),
-        io.Custom("INFINITETALK_VAE").Input("vae", tooltip="From InfiniteTalk VAE Loader."),
-        io.Custom("INFINITETALK_CLIP_VISION").Input(
-            "clip_vision", tooltip="From InfiniteTalk CLIP Vision Loader."
+        io.MultiType.Input(
+            "vae",
+            types=[io.Custom("INFINITETALK_VAE"), io.Custom(_core.VAE)],
+            tooltip="From InfiniteTalk VAE Loader, or ComfyUI's Load VAE (wan_2.1_vae).",
+        ),
+        io.MultiType.Input(
+            "clip_vision",
+            types=[io.Custom("INFINITETALK_CLIP_VISION"), io.Custom(_core.CLIP_VISION)],
+            tooltip="From InfiniteTalk CLIP Vision Loader, or ComfyUI's Load CLIP Vision (clip_vision_h).",
         ),
         io.Custom("INFINITETALK_TEXT_EMBEDS").Input("text_embeds", tooltip="From InfiniteTalk Text Encode."),
         io.MultiType.Input(
@@ -374,6 +380,7 @@ class Sampler(io.ComfyNode):
         size_name, custom = choice(size, "size", {"width": width, "height": height})
         if _core.is_audio_encoder_output(audio_embeds):
             audio_embeds = _core.audio_embeds(audio_embeds)
+        vae, clip_vision = _core.pack_vae(vae), _core.pack_clip_vision(clip_vision)
         config = _config(mode, size_name, custom, steps, seed, text_scale, audio_scale, opts)
         check_config(config)
         with _bridge.reference_source(image, video, c.FPS) as source:
