@@ -241,8 +241,8 @@ def test_a_header_claiming_hours_reserves_only_what_the_file_can_hold(tmp_path, 
     path = _lying_flac(tmp_path)
     asked = []
     real = spill.empty_array
-    monkeypatch.setattr(
-        spill, "empty_array", lambda shape, *a, **k: asked.append(shape) or real(shape, *a, **k)
+    monkeypatch.setattr(  # read_audio's own name for it (imported at module level)
+        stream, "empty_array", lambda shape, *a, **k: asked.append(shape) or real(shape, *a, **k)
     )
     with pytest.raises(InputError, match="cannot be decoded"):  # libsndfile then fails to seek: one line
         stream.read_audio(path, spill_dir=tmp_path / "spill")
