@@ -44,6 +44,7 @@ from .config import VIDEO_FPS
 from .encoders.wav2vec2 import load_audio_encoder
 from .errors import CheckpointError, InfiniteTalkError, InputError
 from .loading.discover import WeightPaths, find_weights
+from .loading.dit import dit_heads
 from .lora import parse_lora_spec
 from .media import VideoReader, normalize_delivery, output_path, read_image
 from .media.stream import read_audio
@@ -643,7 +644,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     script = _load_script(args)
     speakers = _speaker_count(args, script)
     paths = _resolve_paths(args, speakers, need_kokoro=script is not None and script.needs_tts)
-    session.check_dit_file(paths.dit)  # heads vs --ulysses_size, before any weight is read
+    session.check_heads(dit_heads(paths.dit))  # heads vs --ulysses_size, before any weight is read
     device = _device(args)
     source, regions = check_inputs(args, config, speakers)
     if args.face_only and source.num_frames < 2:
