@@ -404,7 +404,7 @@ def load_pipeline(paths, options: ModelOptions, plan: DiTPlan, device: torch.dev
     """The pipeline of a run this library hosts (command line, scripts) over the files of ``paths``
     (:class:`~infinitetalk.weights.WeightPaths`): umT5 and CLIP in the compute dtype (in RAM with
     ``offload``, moved to the device while they run), the VAE in fp32 on the device, the DiT as planned."""
-    # the encoders and the pipeline: imported when a run loads them, not by everything that plans one
+
     dtype, home = plan.compute_dtype, torch.device("cpu") if offload else device
     text = load_text_encoder(paths.text_encoder, tokenizer=paths.tokenizer, device=home, dtype=dtype)
     clip = load_clip_vision(paths.clip, device=home, dtype=dtype)

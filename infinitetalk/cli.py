@@ -31,7 +31,15 @@ import torch
 from .attention import BACKENDS
 from .audio_embedding import prepare_audio
 from .buckets import target_size
-from .build import NO_SWAP, PRECISIONS, QUANTIZATIONS, BlockSwap, ModelOptions, load_pipeline, plan_dit
+from .build import (
+    NO_SWAP,
+    PRECISIONS,
+    QUANTIZATIONS,
+    BlockSwap,
+    ModelOptions,
+    load_pipeline,
+    plan_dit,
+)
 from .config import VIDEO_FPS
 from .encoders.wav2vec2 import load_audio_encoder
 from .errors import CheckpointError, InfiniteTalkError, InputError
@@ -611,6 +619,7 @@ def _prompt_schedule(args: argparse.Namespace, name: str) -> None:
 def check_inputs(args: argparse.Namespace, config, speakers: int):
     """The reference (image or video) and the person regions: ``(source, regions)``, checked. Two speakers
     without --bbox: found from the faces, as the Sampler does (:func:`infinitetalk.runs.speaker_layout`)."""
+
     source = load_source(args.input_path)
     first = source.frame(0)
     h, w = first.shape[:2]
@@ -628,6 +637,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
 
     The command line's host work (arguments, files, models, progress, the output file) around the library's
     one run (:class:`infinitetalk.runs.GenerationRun`), the same as the ComfyUI Sampler's."""
+
     session = session or ParallelSession(device=_device(args))
     args.device = str(session.device)  # under torchrun: this process's GPU
     out, config = check_arguments(args, session)
@@ -672,11 +682,13 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
 def _load_script(args):
     if not args.script:
         return None
+
     return load_script(args.script)
 
 
 def encode_speech(paths: WeightPaths, tracks, audio_type: str, normalize: bool, device, spill_dir: Path):
     """wav2vec2 features of the speaker tracks (the encoder loaded for this only, then freed)."""
+
     with explain_out_of_memory("encoding the audio"):
         encoder = load_audio_encoder(paths.audio_encoder, device=device, dtype=torch.float32)
         audio = prepare_audio(encoder, tracks, audio_type, normalize, spill_dir=spill_dir)
@@ -687,6 +699,7 @@ def encode_speech(paths: WeightPaths, tracks, audio_type: str, normalize: bool, 
 
 def load_models(paths: WeightPaths, options: ModelOptions, plan, device, offload: bool, session, loras=()):
     """The pipeline over the loaded models (placed as planned) and their identity."""
+
     with explain_out_of_memory("loading the models"):
         pipe = load_pipeline(paths, options, plan, device, offload)
     session.attach(pipe.dit)  # one process: unchanged; torchrun: this process's share of every forward
@@ -699,6 +712,7 @@ def load_models(paths: WeightPaths, options: ModelOptions, plan, device, offload
 
 def run_options(args: argparse.Namespace, audio, session: ParallelSession):
     """Segments for the output format (masters start from exact frames); the delivered soundtrack."""
+
     soundtrack = audio.soundtrack_audio  # the user's own audio; the 16 kHz mix stays in the embedding path
     if args.loudness is not None and session.is_main:
         soundtrack = normalize_delivery(soundtrack, args.loudness, args.true_peak)

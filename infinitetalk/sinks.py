@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .config import VIDEO_FPS
-from .errors import InfiniteTalkError, InputError
+from .errors import InfiniteTalkError, InputError, snippet
 from .loading.state_dict import safe_torch_load
 from .media import Mp4Writer, mux
 from .media.export import write_video
@@ -414,9 +414,11 @@ class SegmentStore:
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
+            manifest = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise InputError(f"'{path}' is unreadable ({err}): run without --resume to start over") from err
+        _check_manifest(manifest, path)
+        return manifest
 
     def _write_manifest(self) -> None:
         manifest = {
@@ -437,3 +439,27 @@ class SegmentStore:
         for path in self.directory.iterdir():
             if _OWN_FILE.match(path.name) and path.name not in keep:
                 path.unlink()
+
+
+_SEGMENT_FILE = re.compile(r"^segment_\d{5}\.mp4$")
+_STATE_FILE = re.compile(r"^state_\d{5}\.pt$")
+
+
+def _check_manifest(manifest: Any, path: Path) -> None:
+    """A manifest names only this run's own files (``segment_NNNNN.mp4``, ``state_NNNNN.pt``), never a path:
+    a planted or damaged manifest cannot make a run read, list or delete files outside its folder."""
+    fix = "delete that run folder or turn resume off to start over"
+    segments = manifest.get("segments") if isinstance(manifest, dict) else None
+    if not isinstance(segments, list) or not all(isinstance(s, dict) for s in segments):
+        raise InputError(f"'{path}' is not a run manifest (no 'segments' list): {fix}")
+    for entry in segments:
+        name = entry.get("file")
+        if name is not None and not (isinstance(name, str) and _SEGMENT_FILE.match(name)):
+            raise InputError(
+                f"'{path}' names '{snippet(str(name), 80)}' as a segment, not a file of this run: {fix}"
+            )
+    state = manifest.get("state")
+    if state is not None and not (isinstance(state, str) and _STATE_FILE.match(state)):
+        raise InputError(
+            f"'{path}' names '{snippet(str(state), 80)}' as its state, not a file of this run: {fix}"
+        )

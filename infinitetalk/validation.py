@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -36,6 +37,52 @@ MAX_CHANNELS = 8  # 7.1; media.to_mono and the muxer take at most 8 channels
 SILENCE_PEAK = 1e-4  # -80 dBFS: quieter audio is treated as silence (no lip motion to follow)
 MIN_AUDIO_S = 1 / VIDEO_FPS  # one video frame
 SIZE_NAMES = ("infinitetalk-480", "infinitetalk-720")
+
+
+class Range(NamedTuple):
+    """Bounds of a number setting: ``lo <= value <= hi``, ``value - lo`` a multiple of ``step``."""
+
+    lo: int
+    hi: int
+    step: int = 1
+
+
+# ============================================================================ limits
+# What the node widgets promise is enforced here too: the widgets read these numbers, and ComfyUI's own range
+# check is switched off for every input a node names in validate_inputs (and the API can send any value).
+# docs/HARDENING.md lists them.
+FRAME_NUM = Range(5, 201, 4)  # frames per window (81 as trained)
+MOTION_FRAME = Range(1, 197, 4)  # frames carried into the next window
+STEPS = Range(1, 100)  # denoising steps per window
+MAX_FRAMES = Range(0, 1_000_000)  # length cap in frames (0 = the whole audio; 1e6 frames = 11 hours)
+OUTPUT_SIDE = Range(16, 2048, 16)  # custom output width / height in pixels
+AUDIO_SECONDS = Range(0, 36_000)  # start / duration of a slice of an audio file (10 hours)
+MAX_TEXT_CHARS = 20_000  # one TTS text or one prompt (about 20 minutes of speech; umT5 reads 512 tokens)
+MAX_SCRIPT_CHARS = 200_000  # one script
+MAX_SEGMENTS = 1_000  # segments of one script
+MAX_SCHEDULE_ENTRIES = 200  # timed prompts of one schedule (each one is a umT5 encoding)
+MAX_SPEAKERS = 2  # the multi adapter animates two people
+ENCODE_BATCH = 8  # prompts encoded by umT5 at a time
+
+
+def check_seconds(value: float, *, name: str, bounds: Range = AUDIO_SECONDS) -> float:
+    """A time in seconds within ``bounds`` (finite, not negative)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not bounds.lo <= value <= bounds.hi:
+        raise InputError(
+            f"{name} {value!r} must be a number of seconds between {bounds.lo} and {bounds.hi:,}"
+        )
+    return float(value)
+
+
+def check_text_length(text: str, limit: int, *, name: str, what: str = "text") -> None:
+    """``text`` holds at most ``limit`` characters (a cap on the work a prompt can ask for)."""
+    if isinstance(text, str) and len(text) > limit:
+        raise InputError(
+            f"{name} is {len(text):,} characters long, more than the {limit:,} allowed for one {what}: "
+            "split it into several runs"
+        )
+
+
 _WXH = re.compile(r"^\s*(\d+)\s*[xX*]\s*(\d+)\s*$")
 
 
@@ -43,11 +90,19 @@ _WXH = re.compile(r"^\s*(\d+)\s*[xX*]\s*(\d+)\s*$")
 def check_window(
     frame_num: int, motion_frame: int, *, frame_name: str = "frame_num", motion_name: str = "motion_frame"
 ) -> None:
-    """``frame_num`` and ``motion_frame`` are 4n+1 and ``motion_frame < frame_num``."""
-    if isinstance(frame_num, bool) or not isinstance(frame_num, int) or frame_num < 5 or (frame_num - 1) % 4:
+    """``frame_num`` and ``motion_frame`` are 4n+1 within their :data:`FRAME_NUM` / :data:`MOTION_FRAME`
+    ranges and ``motion_frame < frame_num``."""
+    if (
+        isinstance(frame_num, bool)
+        or not isinstance(frame_num, int)
+        or frame_num < FRAME_NUM.lo
+        or (frame_num - 1) % 4
+    ):
         raise InputError(
             f"{frame_name} {frame_num} must be 4n+1 and at least 5: use 81 (as trained), 49, 33 or 17"
         )
+    if frame_num > FRAME_NUM.hi:
+        raise InputError(f"{frame_name} {frame_num} is above {FRAME_NUM.hi}: use 81 (as trained)")
     if isinstance(motion_frame, bool) or not isinstance(motion_frame, int) or motion_frame < 1:
         raise InputError(f"{motion_name} {motion_frame} must be 4n+1 and positive: use 9 (the default) or 5")
     if (motion_frame - 1) % 4:
@@ -75,9 +130,9 @@ def check_size(size: str, *, name: str = "size") -> tuple[int, int] | None:
         raise InputError(
             f"{name} '{size}': width and height must be multiples of 16, at least 16 (e.g. 832x480)"
         )
-    if w > MAX_IMAGE_SIDE or h > MAX_IMAGE_SIDE:
+    if w > OUTPUT_SIDE.hi or h > OUTPUT_SIDE.hi:
         raise InputError(
-            f"{name} '{size}' is larger than {MAX_IMAGE_SIDE} pixels on a side: use 832x480 or 1280x720"
+            f"{name} '{size}' is larger than {OUTPUT_SIDE.hi} pixels on a side: use 832x480 or 1280x720"
         )
     return h, w
 
@@ -89,10 +144,14 @@ def check_config(config, *, size_name: str = "size") -> None:
         raise InputError(f"mode '{c.mode}' is unknown: use 'streaming' or 'clip'")
     check_window(c.frame_num, c.motion_frame)
     check_size(c.size, name=size_name)
-    if c.steps < 1:
-        raise InputError(f"steps {c.steps} must be at least 1 (40 is the default, 4-8 with a distill LoRA)")
-    if c.max_frame_num is not None and c.max_frame_num < 1:
-        raise InputError(f"max_frame_num {c.max_frame_num} must be positive (or None for the whole audio)")
+    if isinstance(c.steps, bool) or not isinstance(c.steps, int) or not STEPS.lo <= c.steps <= STEPS.hi:
+        raise InputError(
+            f"steps {c.steps} must be between {STEPS.lo} and {STEPS.hi} (40 is the default, 4-8 with a distill LoRA)"
+        )
+    if c.max_frame_num is not None and not 1 <= c.max_frame_num <= MAX_FRAMES.hi:
+        raise InputError(
+            f"max_frame_num {c.max_frame_num} must be between 1 and {MAX_FRAMES.hi:,} (or None for the whole audio)"
+        )
     if not 0.0 <= c.color_correction_strength <= 1.0:
         raise InputError(f"color_correction_strength {c.color_correction_strength} must be in [0, 1]")
     if not c.effective_shift > 0:

@@ -399,7 +399,7 @@ class KokoroLoader(io.ComfyNode):
         path = c.resolve_component(Component.TTS, name)
         model_dir = path if path.is_dir() else path.parent
         _, offload = _models.devices("tts")
-        tts = KokoroTTS(model_dir, device=offload)
+        tts = KokoroTTS(model_dir, device=offload, voice_files=False)  # voices from prompts: names only
         return io.NodeOutput(_models.wrap(tts, "tts", str(model_dir)))
 
 

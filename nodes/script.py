@@ -100,6 +100,22 @@ class Script(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, script=None, voice_1=None, voice_2=None):
+        """Refused at queue time: a recording outside the input folder, a voice path, an over-long script."""
+        from ..infinitetalk.errors import InputError
+        from ..infinitetalk.script import check_voice_name, parse_script
+
+        try:
+            if isinstance(script, str):
+                parse_script(script, folder_paths.get_input_directory(), confine=True)
+            for name, voice in (("voice_1", voice_1), ("voice_2", voice_2)):
+                if isinstance(voice, str):
+                    check_voice_name(voice, what=name)
+        except InputError as err:
+            return str(err)
+        return True
+
+    @classmethod
     def execute(
         cls,
         text_encoder,
@@ -114,7 +130,8 @@ class Script(io.ComfyNode):
         from ..infinitetalk.media import srt_format
         from ..infinitetalk.script import parse_script, render_script
 
-        parsed = parse_script(script, folder_paths.get_input_directory())
+        # a script from a prompt: recordings inside the input folder, voices by name (infinitetalk.paths)
+        parsed = parse_script(script, folder_paths.get_input_directory(), confine=True)
         if kokoro is not None:
             _models.load(kokoro)
         rendered = render_script(

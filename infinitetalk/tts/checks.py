@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from ..errors import InputError, snippet
+from ..validation import MAX_TEXT_CHARS, check_text_length
 from .dialogue import SPEAKER_TAG, parse_dialogue
 from .kokoro import list_voices
 from .languages import resolve_lang
@@ -19,6 +20,7 @@ def check_tts_text(text: str, *, name: str = "text") -> None:
     """Text with something to say: not empty, not only speaker tags and symbols."""
     if not isinstance(text, str) or not text.strip():
         raise InputError(f"{name} is empty: write what to say, e.g. 'Hello!' or '(s1) Hello. (s2) Hi!'")
+    check_text_length(text, MAX_TEXT_CHARS, name=name, what="text to speak")
     words = SPEAKER_TAG.sub(" ", text)
     if not any(ch.isalnum() for ch in words):
         raise InputError(

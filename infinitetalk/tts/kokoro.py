@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import paths
 from ..errors import CheckpointError, InputError, snippet
 from ..loading.state_dict import safe_torch_load
 from ..media.captions import Cue, srt_format
+from ..validation import MAX_SPEAKERS, MAX_TEXT_CHARS, check_text_length
 from ..weights import DEFAULT_VOICES, KOKORO, KOKORO_MODEL_FILES
 from .captions import SpeakerCue, phrase_cues, shift, word_cues
 from .dialogue import Turn, parse_dialogue, split_nonverbal
@@ -38,6 +40,7 @@ SUBMODULES = ("bert", "bert_encoder", "predictor", "text_encoder", "decoder")
 CONFIG_KEYS = ("vocab", "n_token", "plbert", "hidden_dim", "style_dim", "n_layer", "istftnet")
 SPEED_RANGE = (0.25, 4.0)
 STYLE_ROWS = 510  # a voice holds one style row per phoneme count of a chunk (1..510)
+MAX_VOICE_PACKS = 16  # voices (and mixes 'a,b') kept loaded: 0.5 MB each
 _PUNCT_PHONEMES = frozenset(';:,.!?—…"()“”')
 
 
@@ -186,7 +189,12 @@ def _token_pipeline(model, repo_id: str):
 class KokoroTTS:
     """Kokoro-82M speech synthesis from a local model folder; never downloads."""
 
-    def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, model_dir: str | Path, device: str | torch.device = "cpu", voice_files: bool = True
+    ) -> None:
+        """``voice_files``: a voice may also be a path to a ``.pt`` file (the command line). Hosts that take
+        voices from untrusted prompts pass False: a voice is then a name in the model's ``voices/`` folder."""
+        self.voice_files = voice_files
         self.model_dir = find_model_dir(model_dir)
         weights = _model_file(self.model_dir)
         self.config = _read_config(self.model_dir)
@@ -199,7 +207,7 @@ class KokoroTTS:
         self._zh_version = "1.1" if "v1_1" in weights.name else None
         self._pipeline = _token_pipeline(self.model, KOKORO_MODEL_FILES.get(weights.name, KOKORO))
         self._front_ends: dict[str, Callable[[str], list]] = {}
-        self._packs: dict[str, torch.Tensor] = {}
+        self._packs: dict[str, torch.Tensor] = {}  # voice -> style pack; at most MAX_VOICE_PACKS kept
 
     # -- public API
     def speak(
@@ -212,6 +220,7 @@ class KokoroTTS:
         """
         if not isinstance(text, str) or not text.strip():
             raise InputError("TTS text is empty: write what to say")
+        check_text_length(text, MAX_TEXT_CHARS, name="TTS text", what="text to speak")
         notes: list[str] = []
         pieces, _ = split_nonverbal(text, notes)  # Dia-style (sighs), (laughs): pauses or dropped
         for note in notes:
@@ -252,6 +261,7 @@ class KokoroTTS:
         speakers = _check_speakers(voices)
         if not (isinstance(pause_s, numbers.Real) and 0.0 <= pause_s <= 10.0):
             raise InputError(f"pause_s={pause_s!r}: expected seconds of silence between turns in [0, 10]")
+        check_text_length(text, MAX_TEXT_CHARS, name="TTS text", what="text to speak")
         turns = parse_dialogue(text, speakers)
         for voice in voices.values():
             self._voice(voice)  # every voice checked before any synthesis
@@ -307,11 +317,22 @@ class KokoroTTS:
             raise InputError(f"TTS voice is empty: choose one of {self.voices}")
         if voice not in self._packs:
             packs = [self._load_pack(v.strip()) for v in voice.split(",")]
+            if len(self._packs) >= MAX_VOICE_PACKS:  # keyed by prompt text (mixes): bounded
+                self._packs.pop(next(iter(self._packs)))
             self._packs[voice] = torch.stack(packs).mean(0) if len(packs) > 1 else packs[0]
         return self._packs[voice]
 
+    def _voice_path(self, name: str) -> Path:
+        if name.endswith(".pt") and self.voice_files:
+            return Path(name)  # the command line's user may name any file
+        voices = self.model_dir / "voices"
+        if name.endswith(".pt"):
+            name = name[:-3]
+        # the path boundary: a name, inside voices/ (no '..', no absolute path, no drive)
+        return paths.resolve(f"{name}.pt", [voices], what="TTS voice", kind="Kokoro voices", must_exist=False)
+
     def _load_pack(self, name: str) -> torch.Tensor:
-        path = Path(name) if name.endswith(".pt") else self.model_dir / "voices" / f"{name}.pt"
+        path = self._voice_path(name)
         if not path.is_file():
             raise InputError(
                 f"unknown Kokoro voice '{name}': available in {self.model_dir / 'voices'}: {self.voices}"
@@ -342,7 +363,7 @@ def _check_speakers(voices: Mapping[int, str]) -> list[int]:
     if (
         not isinstance(voices, Mapping)
         or 1 not in voices
-        or not all(isinstance(k, int) and k > 0 for k in voices)
+        or not all(isinstance(k, int) and 0 < k <= MAX_SPEAKERS for k in voices)
     ):
         raise InputError(
             f"dialogue voices={voices!r}: expected e.g. {DEFAULT_VOICES} (speaker number -> voice)"

@@ -25,7 +25,7 @@ import traceback
 import numpy as np
 import pytest
 import torch
-from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorDeviceMismatchError, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from infinitetalk.pipeline import (
@@ -162,7 +162,7 @@ def test_audit_catches_every_kind_of_host_sync():
         bool(x[0] > 0)
         x.cpu()
         torch.ones(2).sum().item()  # host tensor: no sync
-        with pytest.raises(Exception, match="cuda:0 and cpu"):
+        with pytest.raises(FakeTensorDeviceMismatchError, match="cuda:0 and cpu"):
             x + torch.ones(4)  # the device mix a GPU rejects
     assert [kind for kind, _ in audit.syncs] == ["item/tolist/bool"] * (1 + 4 + 1)  # item, 4 x tolist, bool
     assert [shape for shape, _ in audit.to_host] == [(4,)]

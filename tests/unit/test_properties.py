@@ -282,7 +282,7 @@ def test_streamed_speech_equals_whole_file_speech(tmp_path_factory, seconds, sr,
     try:
         streamed = load_speech(path)
     except InputError as err:
-        assert "holds no samples" in str(err) or "no samples" in str(err)
+        assert "holds no samples: pick a file with sound in it" in str(err)
         assume(False)
     whole, rate = load_audio(path)
     expected = resample(to_mono(whole), rate, 16000)
