@@ -529,7 +529,7 @@ def _speaker_count(args, script=None) -> int:
     if script is not None:
         return script.num_speakers
     if args.text is not None:
-        return 2 if re.search(r"[\(\[]\s*[sS]\s*2\s*[\)\]]", args.text) else 1
+        return 2 if re.search(speaker_tag("2"), args.text, re.IGNORECASE) else 1
     return 2 if args.audio_path2 else 1
 
 
