@@ -11,9 +11,9 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from comfy_api.latest import io, ui
 
 from . import _common as c
+from ._api import io, ui
 from ._bridge import image_to_uint8, uint8_to_image
 from ._widgets import advanced
 
