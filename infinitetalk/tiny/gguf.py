@@ -85,6 +85,7 @@ class _Writer:
     def add(self, name: str, t: torch.Tensor, qtype: str, key: str | None = None) -> None:
         """Store ``t`` as ``qtype`` under ``name``; its dequantised value is kept under ``key`` (default name)."""
         from gguf import GGMLQuantizationType as T
+        from gguf import quants
 
         a = t.float().numpy()
         shape = tuple(a.shape)
@@ -98,7 +99,7 @@ class _Writer:
             self.w.add_tensor(name, a.astype(np.float16))
             raw = a.astype(np.float16).view(np.uint8)
         else:
-            raw = quantize_q4_k(a) if qtype == "Q4_K" else self.gguf.quants.quantize(a, T[qtype])
+            raw = quantize_q4_k(a) if qtype == "Q4_K" else quants.quantize(a, T[qtype])
             self.w.add_tensor(name, raw, raw_dtype=T[qtype])
         self.values[key or name] = dequantize(torch.from_numpy(np.ascontiguousarray(raw)), qtype, shape)
 
