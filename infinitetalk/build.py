@@ -142,6 +142,11 @@ def plan_dit(
     dtype = options.compute_dtype(compute_device)
     ckpt = inspect_dit(paths.dit, getattr(paths, "adapter", None))
     cfg = ckpt.config
+    if ckpt.stored_bytes is not None and options.quantization != "none":
+        raise InputError(
+            f"quantization {options.quantization!r} cannot re-quantise a GGUF DiT ({paths.dit}): it is already "
+            "quantised; use quantization none"
+        )
     swap = None if options.block_swap == AUTO else int(options.block_swap)
     if swap is not None and swap > cfg.num_layers:
         raise InputError(
@@ -150,7 +155,7 @@ def plan_dit(
     est = None
     if run is not None:
         swap, est = _plan_memory(cfg, dtype, options, run, swap, compute_device, free, host_copy, other_resident,
-                                 ckpt.largest_tensor_bytes)  # fmt: skip
+                                 ckpt.largest_tensor_bytes, ckpt.stored_bytes)  # fmt: skip
     else:
         if compute_device.type == "cpu" and swap is None:
             swap = 0
@@ -161,8 +166,8 @@ def plan_dit(
     return plan
 
 
-def _plan_memory(cfg, dtype, options, run, swap, device, free, host_copy, other_resident, load_buffer):
-    kw = dict(device_type=device.type, other_resident=other_resident, load_buffer=load_buffer)
+def _plan_memory(cfg, dtype, options, run, swap, device, free, host_copy, other_resident, load_buffer, stored=None):
+    kw = dict(device_type=device.type, other_resident=other_resident, load_buffer=load_buffer, stored=stored)
     kw["host_copy"] = bool(host_copy) or (host_copy is None and swap != 0)
     if free == -1:
         from .preflight import free_device_memory
