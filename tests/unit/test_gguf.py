@@ -199,3 +199,29 @@ def test_cli_run_on_gguf_equals_run_on_dequantised_safetensors(gguf_trees, tmp_p
     a, b = run(gguf_trees["gguf"], tmp_path / "g.mkv"), run(gguf_trees["dequant"], tmp_path / "d.mkv")
     assert a.shape == b.shape and a.shape[0] >= 1
     assert np.abs(a - b).max() == 0
+
+
+def test_hub_lists_gguf_variants():
+    from infinitetalk.hub import plan
+
+    got = {f.part: (f.repo_id, f.filename) for f in plan("comfyui", ["dit", "adapter_single", "text_encoder"], "Q8_0")}
+    assert got == {
+        "dit": ("city96/Wan2.1-I2V-14B-480P-gguf", "wan2.1-i2v-14b-480p-Q8_0.gguf"),
+        "adapter_single": ("Kijai/WanVideo_comfy_GGUF", "InfiniteTalk/Wan2_1-InfiniteTalk_Single_Q8.gguf"),
+        "text_encoder": ("city96/umt5-xxl-encoder-gguf", "umt5-xxl-encoder-Q8_0.gguf"),
+    }
+    assert [f.filename for f in plan("comfyui", ["vae"], "Q4_K_M")] == ["split_files/vae/wan_2.1_vae.safetensors"]
+
+
+def test_gguf_linear_on_host_layers_with_dynamic_vram(gguf_trees):
+    """The GGUF linear built on ComfyUI's dynamic-VRAM layers (no weight until loaded): same outputs."""
+    from infinitetalk.loading.dit import load_dit
+    from tests.standin_comfy_ops import make_operations
+
+    ops = make_operations()
+    model = load_dit(gguf_trees["dit"], gguf_trees["adapter"], dtype=torch.float32, operations=ops)
+    plain = load_dit(gguf_trees["dit_dequant"], gguf_trees["adapter_dequant"], dtype=torch.float32)
+    ffn = model.blocks[0].ffn[0]
+    assert isinstance(ffn, ops.Linear) and isinstance(ffn.weight, GGUFWeight)
+    x = torch.randn(2, 256)
+    torch.testing.assert_close(ffn(x), plain.blocks[0].ffn[0](x), rtol=1e-5, atol=1e-5)
