@@ -119,11 +119,16 @@ def _linear_type(key: str, t: torch.Tensor, k_quant: bool) -> str:
 
 
 def _write_model(src: Path, dst: Path, arch: str, k_quant: bool) -> dict[str, torch.Tensor]:
-    w = _Writer(dst, arch)
     with open_checkpoint(src) as reader:
-        for key in reader.keys():
-            t = reader.get(key, dtype=torch.float32)
-            w.add(key, t, _linear_type(key, t, k_quant))
+        return write_gguf(dst, {k: reader.get(k, dtype=torch.float32) for k in reader.keys()}, arch, k_quant)
+
+
+def write_gguf(dst: Path, tensors: dict[str, torch.Tensor], arch: str = "wan", k_quant: bool = True):
+    """Write ``tensors`` (ComfyUI key names) as a GGUF file: block linears Q4_K (``k_quant``) or Q8_0 where the
+    row fits, 1-D tensors F32; returns the values each tensor dequantises to."""
+    w = _Writer(Path(dst), arch)
+    for key, t in tensors.items():
+        w.add(key, t, _linear_type(key, t, k_quant))
     w.close()
     return w.values
 
