@@ -153,6 +153,9 @@ class GGUFLinearMixin:
         weight = w.to(x.device, non_blocking=True).dequantize(x.dtype)
         for delta, scale in getattr(self, "gguf_patches", ()):
             weight = weight + (delta.to(x.device, torch.float32) * scale).to(x.dtype)
+        host_patch = getattr(self, "gguf_weight_patch", None)  # ComfyUI's LoRA patches (nodes/_gguf.py)
+        if host_patch is not None:
+            weight = host_patch(weight)
         for fn in getattr(self, "weight_function", ()) or ():
             weight = fn(weight)
         bias = None if self.bias is None else self.bias.to(x.device, x.dtype)

@@ -25,6 +25,9 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import torch
 
+from ..infinitetalk.gguf_tensor import has_gguf_weights
+from ._gguf import gguf_patcher_class
+
 log = logging.getLogger(__name__)
 
 ROLES = ("diffusion", "text", "vision", "vae", "audio", "tts")
@@ -99,7 +102,8 @@ def wrap(obj: Any, role: str, source: str, partial_ok: bool = False, **options: 
     if archive is not None:  # newer ComfyUI: loaders record each weight's stored dtype (fp8 stays fp8)
         archive(module)
     load_device, offload_device = devices(role)
-    patcher = patcher_class()(
+    cls = gguf_patcher_class(patcher_class()) if has_gguf_weights(module) else patcher_class()
+    patcher = cls(
         module, load_device=load_device, offload_device=offload_device, size=mm.module_size(module)
     )
     return Managed(obj, patcher, role, source, partial_ok, options)
