@@ -87,6 +87,11 @@ class GGUFFile:
                 warnings.simplefilter("ignore")
                 self.reader = gguf.GGUFReader(str(self.path), "r")
         except (ValueError, OSError, IndexError, KeyError, struct_error()) as exc:
+            if "cannot reshape" in str(exc) or isinstance(exc, IndexError):  # the memory map ends early
+                raise CheckpointError(
+                    f"{self.path}: file truncated: its tensor data ends before the last tensor "
+                    f"({self.path.stat().st_size} bytes); download the file again"
+                ) from None
             raise CheckpointError(
                 f"{self.path}: unreadable GGUF file ({_short(exc)}); the file is truncated or corrupt, download it again"
             ) from None

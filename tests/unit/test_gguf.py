@@ -225,3 +225,29 @@ def test_gguf_linear_on_host_layers_with_dynamic_vram(gguf_trees):
     assert isinstance(ffn, ops.Linear) and isinstance(ffn.weight, GGUFWeight)
     x = torch.randn(2, 256)
     torch.testing.assert_close(ffn(x), plain.blocks[0].ffn[0](x), rtol=1e-5, atol=1e-5)
+
+
+def test_doctor_prints_a_line_per_gguf_file(gguf_trees, tmp_path, capsys):
+    """The doctor on a GGUF tree: component, publisher, layout, the mix of quantisation types and the dims of
+    each GGUF file, the tokenizer found inside the umT5 file, and a truncated file named in one line."""
+    import shutil
+
+    from infinitetalk.doctor import main
+
+    models = tmp_path / "models"
+    shutil.copytree(gguf_trees["gguf"] / "models", models)
+    data = gguf_trees["dit"].read_bytes()
+    (models / "unet").mkdir()
+    (models / "unet" / "wan2.1-i2v-14b-480p-Q8_0.gguf").write_bytes(data[: len(data) // 2])
+    assert main(["--weights", str(models)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+
+    def row(component):
+        return " ".join(next(ln for ln in lines if ln.startswith(component + " ")).split())
+
+    assert row("dit").startswith("dit wan2.1-i2v-14b-480p-Q4_K_M.gguf city96, GGUF GGUF Q4_K 54% + Q8_0 35% + F32 11% dim 256, 2 layers")
+    assert row("adapter_single").startswith("adapter_single Wan2_1-InfiniteTalk_Single_Q8.gguf Kijai, GGUF GGUF Q8_0")
+    assert row("text_encoder").startswith("text_encoder umt5-xxl-encoder-Q8_0.gguf city96, GGUF GGUF Q8_0 98% + F32 2% d_model 64")
+    assert row("tokenizer") == "tokenizer with umt5-xxl-encoder-Q8_0.gguf (inside or beside it)"
+    cut = [ln for ln in lines if "unet/wan2.1-i2v-14b-480p-Q8_0.gguf" in ln]
+    assert len(cut) == 1 and "file truncated: its tensor data ends before the last tensor" in cut[0]
