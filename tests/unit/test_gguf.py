@@ -10,7 +10,6 @@ import torch
 
 gguf = pytest.importorskip("gguf")
 from gguf import quants as gguf_quants  # noqa: E402
-
 from infinitetalk.errors import CheckpointError  # noqa: E402
 from infinitetalk.gguf_quants import BLOCKS, dequantize  # noqa: E402
 from infinitetalk.gguf_tensor import GGUFLinearMixin, GGUFWeight  # noqa: E402
@@ -251,3 +250,38 @@ def test_doctor_prints_a_line_per_gguf_file(gguf_trees, tmp_path, capsys):
     assert row("tokenizer") == "tokenizer with umt5-xxl-encoder-Q8_0.gguf (inside or beside it)"
     cut = [ln for ln in lines if "unet/wan2.1-i2v-14b-480p-Q8_0.gguf" in ln]
     assert len(cut) == 1 and "file truncated: its tensor data ends before the last tensor" in cut[0]
+
+
+def test_merged_dit_and_multi_adapter_gguf(gguf_trees, tmp_path):
+    """A DiT GGUF with the adapter merged in loads alone (same layers as DiT + adapter files); an adapter GGUF
+    published under the multi name is the two-speaker adapter (single and multi have the same keys)."""
+    import shutil
+
+    from infinitetalk.gguf_read import GGUFFile
+    from infinitetalk.loading.dit import load_dit
+    from infinitetalk.loading.identify import identify
+    from infinitetalk.tiny.gguf import write_gguf
+    from infinitetalk.weights import Component
+
+    tensors = {}
+    for path in (gguf_trees["dit_dequant"], gguf_trees["adapter_dequant"]):
+        from infinitetalk.loading.state_dict import open_checkpoint
+
+        with open_checkpoint(path) as r:
+            tensors |= {k: r.get(k, dtype=torch.float32) for k in r.keys()}
+    merged = tmp_path / "wan2.1-i2v-14b-480p-Q4_K_M.gguf"
+    values = write_gguf(merged, tensors, "wan", k_quant=True)
+    info = identify(merged)
+    assert info.component is Component.DIT and info.merged_adapter and "adapter merged" in info.dims
+    assert len(GGUFFile(merged).keys()) == len(tensors)
+    alone = load_dit(merged, dtype=torch.float32)  # no adapter file: the merged one is used
+    q = alone.blocks[1].audio_cross_attn.q_linear
+    assert isinstance(q.weight, GGUFWeight) and q.weight.qtype == "Q4_K"
+    key = "blocks.1.audio_cross_attn.q_linear"
+    x = torch.randn(2, 256)
+    want = torch.nn.functional.linear(x, values[key + ".weight"], values[key + ".bias"])
+    torch.testing.assert_close(q(x), want, rtol=1e-6, atol=1e-6)
+
+    multi = tmp_path / "Wan2_1-InfiniteTalk_Multi_Q8.gguf"
+    shutil.copyfile(gguf_trees["adapter"], multi)
+    assert identify(multi).component is Component.ADAPTER_MULTI
