@@ -25,8 +25,8 @@ from ..encoders.text import EMBEDDED_SPIECE, umt5_config
 from ..encoders.vae import wan_vae_dims
 from ..encoders.wav2vec2 import infer_wav2vec2_config, model_keys
 from ..errors import CheckpointError
-from ..weights import Component, published_by_name
 from ..gguf_read import storage_text
+from ..weights import Component, published_by_name
 from .dit import ADAPTER_ANCHOR, DIT_ANCHOR, count_layers, infer_adapter, infer_dit_config, shape_getter
 from .state_dict import DEFAULT_PREFIXES, FP8_DTYPES, CheckpointReader, open_checkpoint
 
