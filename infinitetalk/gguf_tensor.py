@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .gguf_quants import dequantize
+from .model.ops import casting_operations
 
 _KEEP_TYPE = {
     torch.Tensor.to,
@@ -105,8 +106,6 @@ def gguf_bytes(module: nn.Module) -> dict[str, int]:
 
 def gguf_operations(base=None) -> types.SimpleNamespace:
     """``base`` (an operations namespace; casting layers by default) with a GGUF-aware ``Linear``."""
-    from .model.ops import casting_operations
-
     base = casting_operations if base is None else base
     cached = getattr(base, "_gguf_ops", None)
     if cached is not None:

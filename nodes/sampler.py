@@ -18,6 +18,7 @@ import torch
 from ..infinitetalk.pipeline import GenerationConfig
 from ..infinitetalk.sampling import SAMPLERS as LIBRARY_SAMPLERS
 from ..infinitetalk.sinks import SEGMENT_CODECS
+from ..infinitetalk.validation import FRAME_NUM, MAX_FRAMES, MOTION_FRAME, OUTPUT_SIDE, STEPS
 from . import _bridge, _core, _models, _runs
 from . import _common as c
 from ._api import io, ui
@@ -76,24 +77,24 @@ def _option_inputs() -> list:
         io.Int.Input(
             "frame_num",
             default=d.frame_num,
-            min=5,
-            max=201,
-            step=4,
+            min=FRAME_NUM.lo,  # the library's bounds: they hold through the API too
+            max=FRAME_NUM.hi,
+            step=FRAME_NUM.step,
             tooltip="Frames per window (4n+1). 81 as trained; fewer is faster but less coherent.",
         ),
         io.Int.Input(
             "motion_frame",
             default=d.motion_frame,
-            min=1,
-            max=197,
-            step=4,
+            min=MOTION_FRAME.lo,
+            max=MOTION_FRAME.hi,
+            step=MOTION_FRAME.step,
             tooltip="Frames carried from one window into the next (4n+1, below frame_num).",
         ),
         io.Int.Input(
             "max_frames",
             default=d.max_frames,
-            min=0,
-            max=1_000_000,
+            min=MAX_FRAMES.lo,
+            max=MAX_FRAMES.hi,
             step=1,
             tooltip="Stop after this many frames (25 per second); 0 = the whole audio.",
         ),
@@ -199,10 +200,20 @@ class SamplerOptionsNode(io.ComfyNode):
 # ------------------------------------------------------------------------------------------- sampler node
 def _inputs() -> list:
     width = io.Int.Input(
-        "width", default=832, min=64, max=2048, step=16, tooltip="Output width in pixels (multiple of 16)."
+        "width",
+        default=832,
+        min=64,
+        max=OUTPUT_SIDE.hi,
+        step=OUTPUT_SIDE.step,
+        tooltip="Output width in pixels (multiple of 16).",
     )
     height = io.Int.Input(
-        "height", default=480, min=64, max=2048, step=16, tooltip="Output height in pixels (multiple of 16)."
+        "height",
+        default=480,
+        min=64,
+        max=OUTPUT_SIDE.hi,
+        step=OUTPUT_SIDE.step,
+        tooltip="Output height in pixels (multiple of 16).",
     )
     size = io.Combo.Input(
         "size",
@@ -216,9 +227,15 @@ def _inputs() -> list:
         io.Custom("INFINITETALK_MODEL").Input(
             "model", tooltip="From InfiniteTalk Model Loader (optionally through InfiniteTalk LoRA)."
         ),
-        io.Custom("INFINITETALK_VAE").Input("vae", tooltip="From InfiniteTalk VAE Loader."),
-        io.Custom("INFINITETALK_CLIP_VISION").Input(
-            "clip_vision", tooltip="From InfiniteTalk CLIP Vision Loader."
+        io.MultiType.Input(
+            "vae",
+            types=[io.Custom("INFINITETALK_VAE"), io.Custom(_core.VAE)],
+            tooltip="From InfiniteTalk VAE Loader, or ComfyUI's Load VAE (wan_2.1_vae).",
+        ),
+        io.MultiType.Input(
+            "clip_vision",
+            types=[io.Custom("INFINITETALK_CLIP_VISION"), io.Custom(_core.CLIP_VISION)],
+            tooltip="From InfiniteTalk CLIP Vision Loader, or ComfyUI's Load CLIP Vision (clip_vision_h).",
         ),
         io.Custom("INFINITETALK_TEXT_EMBEDS").Input("text_embeds", tooltip="From InfiniteTalk Text Encode."),
         io.MultiType.Input(
@@ -265,8 +282,8 @@ def _inputs() -> list:
         io.Int.Input(
             "steps",
             default=_G.steps,
-            min=1,
-            max=100,
+            min=STEPS.lo,
+            max=STEPS.hi,
             step=1,
             tooltip="Denoising steps per window: 40 as the reference; 4-8 with a step-distill LoRA.",
         ),
@@ -355,6 +372,7 @@ class Sampler(io.ComfyNode):
     ) -> io.NodeOutput:
         from ..infinitetalk.validation import check_config, output_size, warn_if_upscaled
 
+        _runs.check_node_id(cls.hidden.unique_id)  # it names the run folder
         opts = options if options is not None else DEFAULTS
         problem = check_options(opts.frame_num, opts.motion_frame, opts.speaker_boxes)
         if problem:
@@ -362,6 +380,7 @@ class Sampler(io.ComfyNode):
         size_name, custom = choice(size, "size", {"width": width, "height": height})
         if _core.is_audio_encoder_output(audio_embeds):
             audio_embeds = _core.audio_embeds(audio_embeds)
+        vae, clip_vision = _core.pack_vae(vae), _core.pack_clip_vision(clip_vision)
         config = _config(mode, size_name, custom, steps, seed, text_scale, audio_scale, opts)
         check_config(config)
         with _bridge.reference_source(image, video, c.FPS) as source:
@@ -477,9 +496,9 @@ def _as_source(source):
 
 def parse_boxes(text: str) -> list[tuple[float, float, float, float]]:
     """'x0,y0,x1,y1; x0,y0,x1,y1' -> two boxes (the speaker_boxes format; ValueError with the fix)."""
-    from ..infinitetalk.config import SpeakerRegions
+    from ..infinitetalk.validation import parse_speaker_regions
 
-    return SpeakerRegions.parse(text).bboxes
+    return parse_speaker_regions(text).bboxes
 
 
 def _regions(boxes_text: str, masks, num_speakers: int, source):

@@ -38,7 +38,16 @@ ensure_browser
 ensure_setup
 if ! "$PY" -c "import pytest, selenium, websocket, requests, psutil, skimage, hypothesis, torchvision" >/dev/null 2>&1; then
   log "installing test packages"
-  "$PY" -m pip install --quiet -r "$ROOT/scripts/requirements-test.txt"
+  # everything but the newest front end, which the browser tests unpack beside the pinned one
+  mkdir -p "$ROOT/.cache"
+  grep -v '^comfyui-frontend-package' "$ROOT/scripts/requirements-test.txt" > "$ROOT/.cache/requirements-test.txt"
+  "$PY" -m pip install --quiet -r "$ROOT/.cache/requirements-test.txt"
+fi
+front_end="$(sed -n 's/^comfyui-frontend-package==\([0-9.]*\).*/\1/p' "$ROOT/scripts/requirements-test.txt")"
+if [ -n "$front_end" ] && ! ls "$ROOT"/.cache/frontends/comfyui_frontend_package-"$front_end"-*.whl >/dev/null 2>&1; then
+  log "downloading comfyui-frontend-package $front_end for the browser tests (not installed)"
+  "$PY" -m pip download --quiet --no-deps "comfyui-frontend-package==$front_end" -d "$ROOT/.cache/frontends" \
+    || log "could not download comfyui-frontend-package $front_end: the browser tests will try again"
 fi
 ensure_tiny
 

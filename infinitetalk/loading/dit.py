@@ -37,6 +37,7 @@ import torch
 from ..config import AudioEncoderConfig, DiTConfig
 from ..errors import CheckpointError
 from ..gguf_tensor import GGUFLinearMixin, gguf_operations
+from ..model.dit import WanInfiniteTalkDiT
 from .state_dict import FP8_DTYPES, CheckpointReader, open_checkpoint
 
 log = logging.getLogger(__name__)
@@ -305,6 +306,12 @@ class DiTCheckpoint:
     stored_bytes: Mapping[str, int] | None = None  # GGUF: key -> bytes as stored (quantised tensors stay so)
 
 
+def dit_heads(dit_path: str | os.PathLike) -> int:
+    """The DiT's attention heads, from the shape of one tensor in its header (no weight is read)."""
+    with open_checkpoint(dit_path, anchor=DIT_ANCHOR) as reader:
+        return reader.shape(DIT_ANCHOR)[0] // HEAD_DIM
+
+
 def inspect_dit(
     dit_path: str | os.PathLike,
     adapter_path: str | os.PathLike | None = None,
@@ -433,8 +440,6 @@ def check_adapter_fits(dit: CheckpointReader, adapter: CheckpointReader | None, 
 
 
 def _build_on_meta(cfg: DiTConfig, dtype: torch.dtype, operations):
-    from ..model.dit import WanInfiniteTalkDiT
-
     return WanInfiniteTalkDiT(cfg, device="meta", dtype=dtype, operations=operations)
 
 

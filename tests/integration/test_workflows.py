@@ -38,7 +38,9 @@ SOUNDTRACK = {
     "infinitetalk_tts_to_video_api": (24000, 1),
     "infinitetalk_two_person_dialogue_api": (24000, 1),
     "infinitetalk_talking_head_production_api": (24000, 1),  # Kokoro mix through Audio Check
+    "infinitetalk_comfyui_loaders_api": (44100, 2),
 }
+CORE_NODES = {"Note", "LoadImage", "LoadVideo", "CLIPLoader", "VAELoader", "CLIPVisionLoader"}  # ComfyUI's own
 
 
 def load_api(path: Path, **overrides) -> dict:
@@ -88,7 +90,7 @@ def test_templates_are_served(comfy_server):
     assert not any(name.endswith("_api") for name in listed)  # API twins stay out of the template browser
     for name in listed:
         ui = comfy_server.get(f"/api/workflow_templates/ComfyUI-InfiniteTalk/{name}.json")
-        assert {n["type"] for n in ui["nodes"]} - {"Note", "LoadImage", "LoadVideo"} <= NODE_IDS
+        assert {n["type"] for n in ui["nodes"]} - CORE_NODES <= NODE_IDS
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.stem)

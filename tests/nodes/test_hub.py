@@ -19,6 +19,9 @@ LOADER_FOLDERS = {
     "InfiniteTalkVAELoader": {"name": "vae"},
     "InfiniteTalkAudioEncoderLoader": {"name": "audio_encoders"},
     "InfiniteTalkKokoroLoader": {"name": "kokoro"},
+    "CLIPLoader": {"clip_name": "text_encoders"},  # ComfyUI's own loaders (infinitetalk_comfyui_loaders)
+    "VAELoader": {"vae_name": "vae"},
+    "CLIPVisionLoader": {"clip_name": "clip_vision"},
 }
 
 

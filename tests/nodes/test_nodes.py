@@ -190,7 +190,15 @@ def test_load_audio(nodes, wav_in_input):
 
 def test_load_audio_errors(nodes, wav_in_input):
     node = nodes["InfiniteTalkLoadAudio"]
-    assert "not found in ComfyUI's input folder" in node.validate_inputs("nope.wav")
+    assert "audio 'nope.wav' not found in the ComfyUI input folder" in node.validate_inputs("nope.wav")
+    for hostile, needle in [
+        ("../x.wav", "climbs out of its folder with '..'"),
+        ("/etc/passwd", "is an absolute path"),
+        ("C:\\x.wav", "names a drive"),
+        ("\\\\host\\share\\x.wav", "is a network (UNC) path"),
+        ("x\x00.wav", "holds a NUL byte"),
+    ]:
+        assert needle in node.validate_inputs(hostile), hostile
     with pytest.raises(ValueError, match="nothing left after start_seconds"):
         node.execute(wav_in_input[0], 5.0, 0.0)
 

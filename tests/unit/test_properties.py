@@ -18,12 +18,12 @@ from infinitetalk.config import SpeakerRegions
 from infinitetalk.errors import InputError
 from infinitetalk.media import audio_num_frames, prepare_speech
 from infinitetalk.pipeline import speaker_masks
+from infinitetalk.tts import check_tts_text
 from infinitetalk.tts.dialogue import parse_dialogue
 from infinitetalk.validation import (
     check_audio,
     check_boxes_in_frame,
     check_not_silent,
-    check_tts_text,
     masks_to_boxes,
     parse_boxes,
     to_rgb8,
@@ -282,7 +282,7 @@ def test_streamed_speech_equals_whole_file_speech(tmp_path_factory, seconds, sr,
     try:
         streamed = load_speech(path)
     except InputError as err:
-        assert "holds no samples" in str(err) or "no samples" in str(err)
+        assert "holds no samples: pick a file with sound in it" in str(err)
         assume(False)
     whole, rate = load_audio(path)
     expected = resample(to_mono(whole), rate, 16000)
@@ -304,7 +304,8 @@ def tiny_audio_encoder(tiny_root):
     mode=st.sampled_from(["para", "add"]),
 )
 def test_audio_embedding_of_any_length(tiny_audio_encoder, samples, speakers, mode):
-    from infinitetalk.pipeline import InfiniteTalkPipeline, plan_windows
+    from infinitetalk.pipeline import InfiniteTalkPipeline
+    from infinitetalk.windows import plan_windows
 
     rng = np.random.default_rng(samples)
     tracks = [
