@@ -30,6 +30,7 @@ Quantization names (the same in the node and on the command line):
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -197,6 +198,7 @@ class DiTPlan:
     estimate: MemoryEstimate | None
     largest_tensor_bytes: int
     options: ModelOptions = field(default_factory=ModelOptions)  # what was asked (quantization, LoRAs, ...)
+    stored_bytes: Mapping[str, int] | None = None  # a GGUF DiT: bytes per key as stored (kept so in memory)
 
 
 @dataclass(frozen=True)
@@ -241,11 +243,12 @@ def plan_memory(
     device_type: str,
     host: HostMemory,
     load_buffer: int = 0,
+    stored: Mapping[str, int] | None = None,
 ) -> MemoryPlan:
     """The one memory decision of a run: block swap (a given count, or ``auto``: the fewest blocks that fit),
     the working memory, and whether it fits (``InputError`` in one line with the smallest change that fits).
     """
-    kw = dict(device_type=device_type, other_resident=host.other_resident, load_buffer=load_buffer)
+    kw = dict(device_type=device_type, other_resident=host.other_resident, load_buffer=load_buffer, stored=stored)
     preloaded = 0
     if host.streams_weights or (host.streams_unless_swapped and block_swap == NO_SWAP):
         if not (block_swap.is_auto or block_swap == NO_SWAP):
@@ -309,6 +312,11 @@ def plan_dit(
     dtype = options.compute_dtype(compute_device)
     ckpt = inspect_dit(paths.dit, getattr(paths, "adapter", None))
     cfg = ckpt.config
+    if ckpt.stored_bytes is not None and options.quantization != "none":
+        raise InputError(
+            f"quantization {options.quantization!r} cannot re-quantise a GGUF DiT ({paths.dit}): it is already "
+            "quantised; use quantization none"
+        )
     swap = options.block_swap.blocks
     if swap is not None and swap > cfg.num_layers:
         raise InputError(
@@ -320,21 +328,21 @@ def plan_dit(
             free = free_device_memory(compute_device)
         host = HostMemory(free, host_copy, other_resident)
         memory = plan_memory(cfg, dtype, options.quantization, run, options.block_swap, compute_device.type, host,
-                             ckpt.largest_tensor_bytes)  # fmt: skip
+                             ckpt.largest_tensor_bytes, ckpt.stored_bytes)  # fmt: skip
         swap, est = memory.block_swap, memory.estimate
     else:
         if compute_device.type == "cpu" and swap is None:
             swap = 0
-        _check_host_ram(cfg, dtype, options, compute_device, host_copy, ckpt.largest_tensor_bytes)
+        _check_host_ram(cfg, dtype, options, compute_device, host_copy, ckpt.largest_tensor_bytes, ckpt.stored_bytes)
     storage = options.storage_dtype(dtype)
-    return DiTPlan(cfg, dtype, storage, attention, swap, est, ckpt.largest_tensor_bytes, options)
+    return DiTPlan(cfg, dtype, storage, attention, swap, est, ckpt.largest_tensor_bytes, options, ckpt.stored_bytes)
 
 
-def _check_host_ram(cfg, dtype, options, device, host_copy, load_buffer) -> None:
+def _check_host_ram(cfg, dtype, options, device, host_copy, load_buffer, stored=None) -> None:
     """Without a run shape: the weights the host loads into RAM must fit the available RAM."""
     if not (host_copy or device.type == "cpu"):
         return
-    non_block, per_block = weight_bytes(cfg, dtype, options.quantization)
+    non_block, per_block = weight_bytes(cfg, dtype, options.quantization, stored)
     need = non_block + per_block * cfg.num_layers + load_buffer
     ram = available_ram()
     if ram is not None and need > ram:

@@ -12,6 +12,7 @@ Command line::
 
     python -m infinitetalk.hub --layout comfyui --dest /path/to/ComfyUI/models
     python -m infinitetalk.hub --layout official --dest weights --only dit adapter_single
+    python -m infinitetalk.hub --dest ComfyUI/models --gguf Q4_K_M --only dit adapter_single text_encoder --list
 
 Files already present are skipped; each download shows a progress bar (huggingface_hub's). Without a
 connection every call fails at once with a one-line :class:`~infinitetalk.errors.CheckpointError` that names
@@ -54,11 +55,12 @@ PARTS = component_names()
 DEFAULT_PARTS = tuple(c.value for c in Component if c is not Component.LORA)
 
 
-def plan(layout: str, only: Sequence[str] | None = None) -> list[HubFile]:
+def plan(layout: str, only: Sequence[str] | None = None, gguf: str | None = None) -> list[HubFile]:
     """The files of ``layout`` ('official' or 'comfyui'), optionally only some components (``PARTS``).
 
     Read from :mod:`infinitetalk.weights`: for each component, its published files of that tree that are
-    marked for download.
+    marked for download. ``gguf`` (``Q8_0``, ``Q5_K_M``, ``Q4_K_M`` ...): for the components published as
+    GGUF (DiT, adapters, umT5), that GGUF file instead (the nearest published type when that one is not).
     """
     if layout not in LAYOUTS:
         raise CheckpointError(f"unknown download layout '{layout}': use one of {', '.join(LAYOUTS)}")
@@ -68,9 +70,24 @@ def plan(layout: str, only: Sequence[str] | None = None) -> list[HubFile]:
     wanted = list(only) if only else list(DEFAULT_PARTS)
     files = []
     for s, f in iter_published(layout):
-        if f.hub and s.component.value in wanted:
+        pick = gguf_variant(s, gguf) if gguf else None
+        if (f is pick if pick is not None else f.hub) and s.component.value in wanted:
             files += [HubFile(s.component.value, d.repo, d.filename, d.dest, d.revision) for d in f.downloads]
     return files
+
+
+def gguf_variant(spec, qtype: str):
+    """The component's published GGUF file of ``qtype`` (Kijai writes ``Q8`` for ``Q8_0``), else its first
+    GGUF file of the nearest size, None when the component has no GGUF file."""
+    files = [f for f in spec.files if f.name.lower().endswith(".gguf")]
+    if not files:
+        return None
+    want = qtype.upper()
+    exact = [f for f in files if f.storage.split()[1] in (want, want.replace("_0", ""))]
+    if exact:
+        return exact[0]
+    bits = {"Q8_0": 8, "Q8": 8, "Q6_K": 6, "Q5_K_M": 5, "Q4_K_M": 4, "Q3_K_M": 3}
+    return min(files, key=lambda f: abs(bits.get(f.storage.split()[1], 8) - bits.get(want, 8)))
 
 
 def check_connection(timeout: float = 5.0) -> None:
@@ -88,7 +105,9 @@ def check_connection(timeout: float = 5.0) -> None:
         ) from err
 
 
-def download(layout: str, dest: str | os.PathLike, only: Sequence[str] | None = None) -> list[Path]:
+def download(
+    layout: str, dest: str | os.PathLike, only: Sequence[str] | None = None, gguf: str | None = None
+) -> list[Path]:
     """Download the files of ``layout`` under ``dest`` (skipping those present); return their paths.
 
     Raises:
@@ -101,10 +120,10 @@ def download(layout: str, dest: str | os.PathLike, only: Sequence[str] | None = 
     dest = Path(dest)
     staging = dest / ".hf_download"
     paths = []
-    todo = [item for item in plan(layout, only) if not (dest / item.dest).is_file()]
+    todo = [item for item in plan(layout, only, gguf) if not (dest / item.dest).is_file()]
     if todo:
         check_connection()
-    for item in plan(layout, only):
+    for item in plan(layout, only, gguf):
         target = dest / item.dest
         if not target.is_file():
             log.info("downloading %s/%s -> %s", item.repo_id, item.filename, target)
@@ -139,15 +158,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only", nargs="*", choices=PARTS, help="download only these components (default: all but lora)"
     )
+    parser.add_argument(
+        "--gguf", metavar="TYPE", help="GGUF variants (Q8_0, Q5_K_M, Q4_K_M ...) of the DiT, adapters and umT5 "
+        "(city96's and Kijai's files; for 8-16 GB GPUs)",
+    )
     parser.add_argument("--list", action="store_true", help="print what would be downloaded and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.list:
-        for item in plan(args.layout, args.only):
+        for item in plan(args.layout, args.only, args.gguf):
             print(f"{item.repo_id}/{item.filename} -> {Path(args.dest) / item.dest}")
         return 0
     try:
-        paths = download(args.layout, args.dest, args.only)
+        paths = download(args.layout, args.dest, args.only, args.gguf)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

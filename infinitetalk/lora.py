@@ -11,7 +11,8 @@ Key formats understood (any mix in one file):
 
 The reference ignores ``alpha``; we apply ``alpha / rank`` as ComfyUI does (identical when
 ``alpha == rank``, as in the lightx2v files). Float8 weights are dequantised (with their
-``scale_weight`` when the module has one), merged in float32 and re-quantised; quanto-quantised
+``scale_weight`` when the module has one), merged in float32 and re-quantised; GGUF-quantised weights stay
+quantised and keep the delta beside them, added to the dequantised weight at each call; quanto-quantised
 weights are refused: merge LoRAs before quantising.
 """
 
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, InputError, snippet
+from .gguf_tensor import GGUFWeight, real_shape
 from .loading.state_dict import safe_torch_load
 
 logger = logging.getLogger(__name__)
@@ -147,15 +149,18 @@ def _low_rank_delta(down, up, alpha, param) -> torch.Tensor:
 
 
 def _check_shape(name: str, delta: torch.Tensor, param: nn.Parameter) -> None:
-    if delta.numel() != param.numel():
+    if delta.numel() != real_shape(param).numel():
         raise CheckpointError(
             f"LoRA delta for '{name}' has shape {tuple(delta.shape)} but the model weight is "
-            f"{tuple(param.shape)}: the LoRA was made for another model (use a Wan2.1 14B LoRA)"
+            f"{tuple(real_shape(param))}: the LoRA was made for another model (use a Wan2.1 14B LoRA)"
         )
 
 
 @torch.no_grad()
 def _apply(module: nn.Module, leaf: str, param: nn.Parameter, delta: torch.Tensor, name: str) -> None:
+    if isinstance(param, GGUFWeight) and hasattr(module, "add_gguf_patch"):
+        module.add_gguf_patch(delta.to(param.device))  # added to the dequantised weight at every call
+        return
     if type(param.data) is not torch.Tensor:  # quanto & co. wrap weights in tensor subclasses
         raise CheckpointError(
             f"cannot merge a LoRA into '{name}': it is quantised ({type(param.data).__name__}); "

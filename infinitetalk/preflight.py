@@ -32,6 +32,7 @@ import functools
 import logging
 import math
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import torch
@@ -161,15 +162,17 @@ def estimate(
     other_resident: int = 0,
     host_copy: bool = False,
     load_buffer: int = 0,
+    stored: Mapping[str, int] | None = None,
 ) -> MemoryEstimate:
     """Peak memory of sampling with the DiT ``cfg`` stored as ``quantization`` and ``block_swap`` blocks
-    swapped, for one model call of shape ``run`` (see the module docstring for what is counted)."""
+    swapped, for one model call of shape ``run`` (see the module docstring for what is counted).
+    ``stored``: bytes per key as a GGUF file stores them (quantised weights stay so in memory)."""
     if not 0 <= block_swap <= cfg.num_layers:
         raise InputError(f"block_swap {block_swap} is out of range: the model has {cfg.num_layers} blocks")
-    non_block, per_block = weight_bytes(cfg, compute_dtype, quantization)
+    non_block, per_block = weight_bytes(cfg, compute_dtype, quantization, stored)
     swapped = per_block * block_swap
     cast = 0
-    if quantization != "none":
+    if quantization != "none" or stored:
         cast = cfg.dim * cfg.ffn_dim * compute_dtype.itemsize  # the largest block linear, cast per call
     if device_type == "cpu":
         block_swap, swapped, in_flight = 0, 0, 0  # nothing to swap to: everything is in RAM already
@@ -192,15 +195,20 @@ def estimate(
     )
 
 
-def weight_bytes(cfg: DiTConfig, compute_dtype: torch.dtype, quantization: str) -> tuple[int, int]:
-    """(bytes outside the blocks, bytes of one block) as the loader and quantiser store them."""
+def weight_bytes(
+    cfg: DiTConfig, compute_dtype: torch.dtype, quantization: str, stored: Mapping[str, int] | None = None
+) -> tuple[int, int]:
+    """(bytes outside the blocks, bytes of one block) as the loader and quantiser store them; ``stored``
+    (a GGUF file's bytes per key) counts the quantised weights as stored."""
     storage = torch.float8_e4m3fn if quantization == "fp8_e4m3fn" else compute_dtype
     fp32 = WanInfiniteTalkDiT.fp32_modules
     non_block, block0 = 0, 0
     for key, shape in dit_key_shapes(cfg).items():
         dtype = target_dtype(key, shape, storage, fp32)
         numel = math.prod(shape)
-        if quantization in QUANTO and _is_block_linear(key, shape) and dtype == compute_dtype:
+        if stored is not None and _is_block_linear(key, shape) and key in stored:
+            size = min(stored[key], numel * dtype.itemsize)  # GGUF blocks (float types: loaded in dtype)
+        elif quantization in QUANTO and _is_block_linear(key, shape) and dtype == compute_dtype:
             size = numel * QUANTO[quantization].itemsize + shape[0] * dtype.itemsize  # data + scale per row
         else:
             size = numel * dtype.itemsize

@@ -188,6 +188,15 @@ EV_KIJAI_HF = "https://huggingface.co/Kijai/WanVideo_comfy/tree/main/InfiniteTal
 EV_KOKORO = "https://huggingface.co/hexgrad/Kokoro-82M"
 EV_KOKORO_ZH = "https://huggingface.co/hexgrad/Kokoro-82M-v1.1-zh"
 EV_KIJAI_FP8_HF = "https://huggingface.co/Kijai/WanVideo_comfy_fp8_scaled/tree/main/InfiniteTalk"
+# GGUF: city96's ComfyUI-GGUF conversions and Kijai's InfiniteTalk GGUF adapters (issue wrapper #1085: "the mass
+# population of users are using gguf"; #1409 names city96/umt5-xxl-encoder-gguf; download scripts in public
+# repositories fetch these exact names from these repositories)
+CITY96_WAN, CITY96_T5, KIJAI_GGUF = "city96/Wan2.1-I2V-14B-480P-gguf", "city96/umt5-xxl-encoder-gguf", "Kijai/WanVideo_comfy_GGUF"
+EV_CITY96_WAN = "https://huggingface.co/city96/Wan2.1-I2V-14B-480P-gguf"
+EV_CITY96_T5 = "https://huggingface.co/city96/umt5-xxl-encoder-gguf"
+EV_KIJAI_GGUF = "https://huggingface.co/Kijai/WanVideo_comfy_GGUF/tree/main/InfiniteTalk"
+EV_WRAPPER_GGUF = "https://github.com/kijai/ComfyUI-WanVideoWrapper/issues/1085"
+EV_WRAPPER_GGUF_T5 = "https://github.com/kijai/ComfyUI-WanVideoWrapper/issues/1409"
 
 
 def _comfy(
@@ -254,6 +263,8 @@ _SPECS: tuple[ComponentSpec, ...] = (
                "Kijai", "fp8_e4m3fn scaled", KIJAI_FP8, "I2V", EV_DOWNLOADER),
         _comfy("kj_720_fp8", "Wan2_1-I2V-14B-720P_fp8_e4m3fn.safetensors", "diffusion_models", "Kijai",
                "fp8_e4m3fn", KIJAI, "", EV_DOWNLOADER),
+        *(_comfy(f"city96_{q.lower()}", f"wan2.1-i2v-14b-480p-{q}.gguf", "diffusion_models", "city96", f"GGUF {q}",
+                 CITY96_WAN, "", EV_CITY96_WAN, EV_WRAPPER_GGUF) for q in ("Q4_K_M", "Q5_K_M", "Q8_0", "Q3_K_M", "Q6_K")),
     ), ("bf16", "fp16", "fp8_e4m3fn", "fp8_e4m3fn scaled (+ fp32 scale_weight)"),
         "480p and 720p are the same network (different training): both load; 480p is the reference's."),
     ComponentSpec(Component.ADAPTER_SINGLE, "InfiniteTalk adapter, one speaker", "adapter", True,
@@ -266,6 +277,10 @@ _SPECS: tuple[ComponentSpec, ...] = (
                KIJAI, "InfiniteTalk", EV_KIJAI_HF, EV_RUNPOD),
         _comfy("kj_fp8_scaled", "Wan2_1-InfiniteTalk-Single_fp8_e4m3fn_scaled_KJ.safetensors", "diffusion_models",
                "Kijai", "fp8_e4m3fn scaled", KIJAI_FP8, "InfiniteTalk", EV_ARTOFFICIAL),
+        _comfy("kj_gguf_q8", "Wan2_1-InfiniteTalk_Single_Q8.gguf", "diffusion_models", "Kijai", "GGUF Q8_0",
+               KIJAI_GGUF, "InfiniteTalk", EV_KIJAI_GGUF, EV_WRAPPER_GGUF),
+        _comfy("kj_gguf_q4_k_m", "Wan2_1-InfiniteTalk_Single_Q4_K_M.gguf", "diffusion_models", "Kijai",
+               "GGUF Q4_K_M", KIJAI_GGUF, "InfiniteTalk", EV_KIJAI_GGUF),
     ), ("fp16 + fp32", "fp32", "fp8_e4m3fn scaled"),
         "Single and multi adapters have the same keys; only the published name tells them apart."),
     ComponentSpec(Component.ADAPTER_MULTI, "InfiniteTalk adapter, two speakers", "adapter", False,
@@ -278,6 +293,10 @@ _SPECS: tuple[ComponentSpec, ...] = (
                KIJAI, "InfiniteTalk", EV_KIJAI_HF),
         _comfy("kj_fp8_scaled", "Wan2_1-InfiniteTalk-Multi_fp8_e4m3fn_scaled_KJ.safetensors", "diffusion_models",
                "Kijai", "fp8_e4m3fn scaled", KIJAI_FP8, "InfiniteTalk", EV_KIJAI_FP8_HF),
+        _comfy("kj_gguf_q8", "Wan2_1-InfiniteTalk_Multi_Q8.gguf", "diffusion_models", "Kijai", "GGUF Q8_0",
+               KIJAI_GGUF, "InfiniteTalk", EV_KIJAI_GGUF),
+        _comfy("kj_gguf_q4_k_m", "Wan2_1-InfiniteTalk_Multi_Q4_K_M.gguf", "diffusion_models", "Kijai",
+               "GGUF Q4_K_M", KIJAI_GGUF, "InfiniteTalk", EV_KIJAI_GGUF),
     ), ("fp16 + fp32", "fp32", "fp8_e4m3fn scaled")),
     ComponentSpec(Component.TEXT_ENCODER, "text encoder (umT5-XXL)", "text_encoder", True, ("text_encoders", "clip"), (
         _official("official", "models_t5_umt5-xxl-enc-bf16.pth", WAN_DIR, "Wan-AI", "bf16", WAN, "", EV_REFERENCE,
@@ -290,6 +309,9 @@ _SPECS: tuple[ComponentSpec, ...] = (
                KIJAI, "", EV_RUNPOD, EV_WRAPPER_T5),
         _comfy("kj_fp8", "umt5-xxl-enc-fp8_e4m3fn.safetensors", "text_encoders", "Kijai",
                "fp8_e4m3fn (original Wan keys)", KIJAI, "", EV_WRAPPER_T5),
+        *(_comfy(f"city96_{q.lower()}", f"umt5-xxl-encoder-{q}.gguf", "text_encoders", "city96",
+                 f"GGUF {q} (llama.cpp T5 names, tokenizer.ggml.*)", CITY96_T5, "", EV_CITY96_T5, EV_WRAPPER_GGUF_T5)
+          for q in ("Q8_0", "Q5_K_M", "Q4_K_M")),
     ), ("bf16", "fp16", "fp8_e4m3fn", "fp8_e4m3fn scaled"),
         "Kijai's files hold no tokenizer: see the tokenizer search order in docs/WEIGHTS.md."),
     ComponentSpec(Component.CLIP, "image encoder (CLIP ViT-H/14)", "clip", True, ("clip_vision",), (

@@ -27,6 +27,9 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import torch
 
+from ..infinitetalk.gguf_tensor import has_gguf_weights
+from ._gguf import gguf_patcher_class
+
 log = logging.getLogger(__name__)
 
 ROLES = ("diffusion", "text", "vision", "vae", "audio", "tts")
@@ -103,7 +106,8 @@ def wrap(obj: Any, role: str, source: str, partial_ok: bool = False, **typed: An
     if archive is not None:  # newer ComfyUI: loaders record each weight's stored dtype (fp8 stays fp8)
         archive(module)
     load_device, offload_device = devices(role)
-    patcher = patcher_class()(
+    cls = gguf_patcher_class(patcher_class()) if has_gguf_weights(module) else patcher_class()
+    patcher = cls(
         module, load_device=load_device, offload_device=offload_device, size=mm.module_size(module)
     )
     return Managed(obj, patcher, role, source, partial_ok, **typed)
@@ -194,7 +198,7 @@ def prepare_dit(managed: Managed, config, height: int, width: int, speakers: int
     run = RunShape.for_generation(config, height, width, speakers)
     memory = plan_memory(
         managed.patcher.model.config, managed.dtype, options.quantization, run, options.block_swap,
-        "cpu" if mm.is_device_cpu(device) else device.type, host,
+        "cpu" if mm.is_device_cpu(device) else device.type, host, stored=managed.plan.stored_bytes,
     )  # fmt: skip
     swap = BlockSwapPlacement(managed, memory.block_swap) if memory.block_swap else None
     return DiTRun(swap, memory.working, memory.estimate)

@@ -36,6 +36,7 @@ import torch
 
 from ..config import AudioEncoderConfig, DiTConfig
 from ..errors import CheckpointError
+from ..gguf_tensor import GGUFLinearMixin, gguf_operations
 from ..model.dit import WanInfiniteTalkDiT
 from .state_dict import FP8_DTYPES, CheckpointReader, open_checkpoint
 
@@ -302,6 +303,7 @@ class DiTCheckpoint:
     config: DiTConfig
     path: Path
     largest_tensor_bytes: int  # the biggest single tensor as stored: the loader's read buffer
+    stored_bytes: Mapping[str, int] | None = None  # GGUF: key -> bytes as stored (quantised tensors stay so)
 
 
 def dit_heads(dit_path: str | os.PathLike) -> int:
@@ -326,7 +328,10 @@ def inspect_dit(
         check_adapter_fits(dit, adapter, shapes)
         cfg = infer_dit_config(shapes, audio_channels=audio_channels, source=str(dit.path))
         largest = max(math.prod(shapes[k]) * sources[k].dtype(k).itemsize for k in shapes)
-        return DiTCheckpoint(cfg, Path(dit.path), int(largest))
+        stored = None
+        if any(r.qtype(k) is not None for k, r in sources.items()):
+            stored = {k: r.stored_nbytes(k) for k, r in sources.items()}
+        return DiTCheckpoint(cfg, Path(dit.path), int(largest), stored)
 
 
 @contextmanager
@@ -377,6 +382,8 @@ def load_dit(
         shapes = {k: r.shape(k) for k, r in sources.items()}
         check_adapter_fits(dit, adapter, shapes)
         cfg = infer_dit_config(shapes, audio_channels=audio_channels, source=str(dit.path))
+        if any(r.qtype(k) not in (None, "F32", "F16", "BF16") for k, r in sources.items()):
+            operations = gguf_operations(operations)  # quantised GGUF weights stay quantised
         model = _build_on_meta(cfg, torch.bfloat16 if dtype in FP8_DTYPES else dtype, operations)
         _load_weights(model, cfg, sources, torch.device(device), dtype, dit.path)
     log.info("loaded %s (%d layers, dim %d) on %s as %s", dit.path, cfg.num_layers, cfg.dim, device, dtype)
@@ -459,14 +466,29 @@ def _load_weights(
         log.warning("%s: ignoring %d tensors the model does not use (e.g. %s)", path, len(extra), extra[0])
     fp32 = tuple(getattr(model, "fp32_modules", ()) or ())
     state = {}
+    kept = _quantised_linear_keys(model, expected, sources)
     for key, shape in expected.items():
         _check_shape(key, sources[key], shape, path)
-        state[key] = sources[key].get(key, device, target_dtype(key, shape, dtype, fp32))
+        read = sources[key].get_stored if key in kept else sources[key].get
+        state[key] = read(key, device, target_dtype(key, shape, dtype, fp32))
     result = model.load_state_dict(state, strict=False, assign=True)
     del state
     _check_loaded(model, result)
     _materialise_buffers(model, device)
     model.eval().requires_grad_(False)
+
+
+def _quantised_linear_keys(model, expected, sources: Mapping[str, CheckpointReader]) -> set[str]:
+    """Weights stored quantised (GGUF) whose layer dequantises them per call: they are kept as stored."""
+    kept = set()
+    for key in expected:
+        qtype = sources[key].qtype(key) if key in sources else None
+        if qtype in (None, "F32", "F16", "BF16") or not key.endswith(".weight"):
+            continue
+        owner = model.get_submodule(key[: -len(".weight")])
+        if isinstance(owner, GGUFLinearMixin):
+            kept.add(key)
+    return kept
 
 
 def _check_loaded(model, result) -> None:

@@ -25,6 +25,7 @@ from ..encoders.text import EMBEDDED_SPIECE, umt5_config
 from ..encoders.vae import wan_vae_dims
 from ..encoders.wav2vec2 import infer_wav2vec2_config, model_keys
 from ..errors import CheckpointError
+from ..gguf_read import storage_text
 from ..weights import Component, published_by_name
 from .dit import ADAPTER_ANCHOR, DIT_ANCHOR, count_layers, infer_adapter, infer_dit_config, shape_getter
 from .state_dict import DEFAULT_PREFIXES, FP8_DTYPES, CheckpointReader, open_checkpoint
@@ -149,11 +150,6 @@ def _identify(path: Path, named: Component | None) -> Identified:
     if path.is_dir():
         return _identify_folder(path, named)
     name = path.name.lower()
-    if name.endswith(".gguf"):
-        return Identified(
-            path, None, size=_size(path), named_as=named,
-            problem="GGUF files are not supported: use the .safetensors version (fp16, bf16 or fp8)",
-        )  # fmt: skip
     if name.endswith((".pth", ".pt")) and (path.parent / "config.json").is_file():
         tts = _kokoro(path)
         if tts is not None:
@@ -330,7 +326,11 @@ def _as_wav2vec2(reader: CheckpointReader, keys: set[str], path: Path) -> dict |
 
 # ---------------------------------------------------------------------------------------- summaries
 def storage_summary(reader: CheckpointReader) -> str:
-    """Stored dtypes by share of bytes, e.g. ``fp16 97% + fp32 3%``; ``scaled`` for fp8 with scales."""
+    """Stored dtypes by share of bytes, e.g. ``fp16 97% + fp32 3%``; ``scaled`` for fp8 with scales;
+    ``GGUF Q4_K 80% + Q8_0 15% + F32 5%`` for a GGUF file (its mix of quantisation types)."""
+    by_qtype = gguf_types(reader)
+    if by_qtype:
+        return storage_text(by_qtype)
     totals: dict[str, int] = {}
     for key in reader.keys():
         dtype = reader.dtype(key)
@@ -350,8 +350,20 @@ def storage_summary(reader: CheckpointReader) -> str:
     return " + ".join(f"{name} {max(1, round(100 * n / whole))}%" for name, n in ranked)
 
 
+def gguf_types(reader: CheckpointReader) -> dict[str, int]:
+    """GGUF quantisation type -> bytes as stored (empty for other formats)."""
+    out: dict[str, int] = {}
+    for key in reader.keys():
+        qtype = reader.qtype(key)
+        if qtype is not None and qtype != "U8":
+            out[qtype] = out.get(qtype, 0) + reader.stored_nbytes(key)
+    return out
+
+
 def _layout(reader: CheckpointReader) -> str:
     parts = ["single file"]
+    if reader.path.name.lower().endswith(".gguf"):
+        parts = ["GGUF"]
     if reader.prefix:
         parts.append(f"prefix '{reader.prefix}'")
     if reader.is_scaled:

@@ -11,7 +11,9 @@ Formats:
   truncated or corrupt file is refused before anything is read);
 - a sharded folder or its ``*.safetensors.index.json`` / ``*.bin.index.json`` (``weight_map``);
 - ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt`` through ``torch.load(weights_only=True)`` (memory-mapped
-  when the file is in the zip format). Nothing is ever unpickled unsafely.
+  when the file is in the zip format). Nothing is ever unpickled unsafely;
+- ``.gguf`` (:mod:`infinitetalk.gguf_read`, memory-mapped): ``get`` dequantises, ``get_stored`` keeps a
+  quantised tensor's blocks (:class:`~infinitetalk.gguf_tensor.GGUFWeight`); ``qtype(key)`` names its type.
 
 Key handling:
 
@@ -38,6 +40,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..gguf_read import GGUFFile
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +351,27 @@ class CheckpointReader:
             t.mul_(_broadcast_scale(self._read_helper(scale_key).to(device).float(), t, self.path, key))
         return t.to(dtype)
 
+    def qtype(self, key: str) -> str | None:
+        """The GGUF type of ``key`` (``Q4_K``, ``F16`` ...), None for other formats."""
+        raw = self._raw[key]
+        source = self._sources[raw]
+        return source.qtype(raw) if hasattr(source, "qtype") else None
+
+    def stored_nbytes(self, key: str) -> int:
+        """Bytes ``key`` takes as stored in the file (0 for tensors already in memory)."""
+        raw = self._raw[key]
+        return self._sources[raw].nbytes(raw)
+
+    def get_stored(
+        self, key: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """Like :meth:`get`, but a quantised GGUF tensor stays quantised (its blocks, moved to ``device``)."""
+        raw = self._raw.get(key)
+        source = self._sources.get(raw)
+        if raw is None or not getattr(source, "is_quantized", lambda _k: False)(raw):
+            return self.get(key, device, dtype)
+        return source.read_stored(raw).to(device)
+
     def _scratch_for(self, nbytes: int) -> torch.Tensor | None:
         if nbytes == 0:
             return None
@@ -455,7 +479,13 @@ def _open_sources(path: Path) -> dict[str, object]:
         return _by_key(_SafetensorsFile(path))
     if name.endswith(TORCH_SUFFIXES):
         return _by_key(_TorchFile(path))
+    if name.endswith(".gguf"):
+        return _by_key(_gguf_file(path))
     return _by_key(_sniff(path))
+
+
+def _gguf_file(path: Path) -> GGUFFile:
+    return GGUFFile(path)
 
 
 def _by_key(source) -> dict[str, object]:
@@ -469,9 +499,7 @@ def _sniff(path: Path):
     if head[:4] == b"PK\x03\x04":
         return _TorchFile(path)
     if head[:4] == b"GGUF":
-        raise CheckpointError(
-            f"{path}: GGUF files are not supported; use the fp16, bf16 or fp8 .safetensors version of this model"
-        )
+        return _gguf_file(path)
     if len(head) == 9 and head[8:9] == b"{":
         return _SafetensorsFile(path)
     raise CheckpointError(

@@ -227,8 +227,8 @@ def test_full_size_14b_files_are_read_from_their_headers_only(tmp_path, monkeypa
 
 
 def test_comfyui_folder_with_extra_model_paths_and_a_gguf_file(tiny_root, tmp_path, capsys):
-    """--comfyui reads the folder's extra_model_paths.yaml (models kept on another drive); a GGUF file
-    is named with the reason it is not used."""
+    """--comfyui reads the folder's extra_model_paths.yaml (models kept on another drive); a broken GGUF
+    file is named with the reason it is not used."""
     elsewhere = _copy_models(tiny_root, tmp_path / "drive")
     comfy = tmp_path / "ComfyUI"
     (comfy / "models" / "diffusion_models").mkdir(parents=True)
@@ -242,4 +242,4 @@ def test_comfyui_folder_with_extra_model_paths_and_a_gguf_file(tiny_root, tmp_pa
     text = capsys.readouterr().out
     assert text.splitlines()[-1] == "ready"
     assert str(elsewhere / "vae") in text.splitlines()[1]  # searched
-    assert "wan2.1-i2v-14b-480p-Q8_0.gguf: GGUF files are not supported: use the .safetensors version" in text
+    assert "wan2.1-i2v-14b-480p-Q8_0.gguf: unreadable GGUF file (ValueError: Sorry, file appears to be version 0" in text
