@@ -248,7 +248,9 @@ def plan_memory(
     """The one memory decision of a run: block swap (a given count, or ``auto``: the fewest blocks that fit),
     the working memory, and whether it fits (``InputError`` in one line with the smallest change that fits).
     """
-    kw = dict(device_type=device_type, other_resident=host.other_resident, load_buffer=load_buffer, stored=stored)
+    kw = dict(
+        device_type=device_type, other_resident=host.other_resident, load_buffer=load_buffer, stored=stored
+    )
     preloaded = 0
     if host.streams_weights or (host.streams_unless_swapped and block_swap == NO_SWAP):
         if not (block_swap.is_auto or block_swap == NO_SWAP):
@@ -333,9 +335,13 @@ def plan_dit(
     else:
         if compute_device.type == "cpu" and swap is None:
             swap = 0
-        _check_host_ram(cfg, dtype, options, compute_device, host_copy, ckpt.largest_tensor_bytes, ckpt.stored_bytes)
+        _check_host_ram(
+            cfg, dtype, options, compute_device, host_copy, ckpt.largest_tensor_bytes, ckpt.stored_bytes
+        )
     storage = options.storage_dtype(dtype)
-    return DiTPlan(cfg, dtype, storage, attention, swap, est, ckpt.largest_tensor_bytes, options, ckpt.stored_bytes)
+    return DiTPlan(
+        cfg, dtype, storage, attention, swap, est, ckpt.largest_tensor_bytes, options, ckpt.stored_bytes
+    )
 
 
 def _check_host_ram(cfg, dtype, options, device, host_copy, load_buffer, stored=None) -> None:

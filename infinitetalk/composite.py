@@ -19,9 +19,13 @@ from typing import Protocol
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from .errors import InputError
-from .keying import Keyer, KeySettings
+from .keying import Keyer, KeySettings, parse_color, place_on_backdrop
+from .media import VideoReader, read_image
+from .media.export import output_format
+from .pipeline import StillImage
 
 logger = logging.getLogger(__name__)
 
@@ -166,8 +170,6 @@ class PresenterPlan:
             return None
         bg = None
         if self.background is not None:
-            from .media import VideoReader, read_image
-
             path = Path(self.background)
             bg = StillBackground(read_image(path)) if path.suffix.lower() in _IMAGE_SUFFIXES else None
             bg = bg or VideoBackground(VideoReader(path))
@@ -179,9 +181,6 @@ def presenter_options(
 ) -> PresenterPlan:
     """The command line's ``--key``/alpha format, ``--key_color``, ``--background``, ``--presenter X,Y,SCALE``
     and ``--matte`` for ``--format fmt``, checked in one line each."""
-    from .keying import parse_color
-    from .media.export import output_format
-
     alpha = output_format(fmt).alpha
     colour = parse_color(key_color, name="--key_color")
     if background is not None and not Path(background).is_file():
@@ -205,11 +204,6 @@ def presenter_options(
 def on_backdrop(source, mask_path: str, key_color: str = "auto"):
     """The command line's ``--backdrop MASK``: ``(StillImage of the person on a key-colour backdrop, key rgb)``.
     The mask file: white on the person (greyscale), or a cut-out with transparency (its alpha is used)."""
-    from PIL import Image
-
-    from .keying import parse_color, place_on_backdrop
-    from .pipeline import StillImage
-
     if not isinstance(source, StillImage):
         raise InputError("--backdrop needs an image as --input_path (a video's backdrop cannot be replaced)")
     path = Path(mask_path)

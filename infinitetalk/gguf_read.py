@@ -32,6 +32,7 @@ import torch
 from .errors import CheckpointError
 from .gguf_quants import BLOCKS, FLOAT_TYPES, check_supported, dequantize
 from .gguf_tensor import GGUFWeight
+from .gguf_tokenizer import spm_proto_from_gguf
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,9 @@ class GGUFFile:
         if value is None:
             return None
         if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
-            raise CheckpointError(f"{self.path}: metadata {ORIG_SHAPE}{name} is not an integer array: {value!r}")
+            raise CheckpointError(
+                f"{self.path}: metadata {ORIG_SHAPE}{name} is not an integer array: {value!r}"
+            )
         return torch.Size(value)
 
     def qtype(self, key: str) -> str:
@@ -189,9 +192,9 @@ class GGUFFile:
         if self._spiece is None:
             raise KeyError(SPIECE_KEY)
         if not self._spiece.numel():
-            from .gguf_tokenizer import spm_proto_from_gguf
-
-            self._spiece = torch.frombuffer(bytearray(spm_proto_from_gguf(self.field, self.path)), dtype=torch.uint8)
+            self._spiece = torch.frombuffer(
+                bytearray(spm_proto_from_gguf(self.field, self.path)), dtype=torch.uint8
+            )
         return self._spiece.numpy().tobytes()
 
     def close(self) -> None:

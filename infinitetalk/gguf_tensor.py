@@ -17,14 +17,11 @@ behave exactly as the host's.
 
 from __future__ import annotations
 
-import types
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .gguf_quants import dequantize
-from .model.ops import casting_operations
 
 _KEEP_TYPE = {
     torch.Tensor.to,
@@ -76,7 +73,9 @@ class GGUFWeight(torch.Tensor):
         return dequantize(self.as_subclass(torch.Tensor), self.qtype, self.gguf_shape, dtype)
 
     def __repr__(self) -> str:
-        return f"GGUFWeight({self.qtype}, shape={tuple(self.gguf_shape)}, {self.numel()} bytes, {self.device})"
+        return (
+            f"GGUFWeight({self.qtype}, shape={tuple(self.gguf_shape)}, {self.numel()} bytes, {self.device})"
+        )
 
 
 def real_shape(t: torch.Tensor) -> torch.Size:
@@ -102,23 +101,6 @@ def gguf_bytes(module: nn.Module) -> dict[str, int]:
         name = p.qtype if isinstance(p, GGUFWeight) else str(p.dtype).replace("torch.", "")
         out[name] = out.get(name, 0) + p.numel() * p.element_size()
     return out
-
-
-def gguf_operations(base=None) -> types.SimpleNamespace:
-    """``base`` (an operations namespace; casting layers by default) with a GGUF-aware ``Linear``."""
-    base = casting_operations if base is None else base
-    cached = getattr(base, "_gguf_ops", None)
-    if cached is not None:
-        return cached
-    linear = type("GGUFLinear", (GGUFLinearMixin, base.Linear), {})
-    ops = types.SimpleNamespace(**{k: v for k, v in vars(base).items() if not k.startswith("_")})
-    ops.Linear = linear
-    ops.gguf = True
-    try:
-        base._gguf_ops = ops
-    except AttributeError:  # a module or a frozen namespace: build again next time
-        pass
-    return ops
 
 
 class GGUFLinearMixin:

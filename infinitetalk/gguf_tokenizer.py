@@ -122,8 +122,15 @@ def build_spm_proto(
 def spm_fields(proto: bytes) -> dict:
     """What a GGUF writer stores of a SentencePiece model: pieces, scores, types, special ids, normaliser."""
     tokens, scores, types = [], [], []
-    out = dict(add_dummy_prefix=True, remove_extra_whitespaces=True, charsmap=b"", unk_id=0, bos_id=1, eos_id=2,
-               pad_id=-1)  # fmt: skip  (SentencePiece's defaults)
+    out = dict(
+        add_dummy_prefix=True,
+        remove_extra_whitespaces=True,
+        charsmap=b"",
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+    )  # fmt: skip  (SentencePiece's defaults)
     for field, _, value in _read_fields(proto):
         if field == 1:
             piece = dict(_piece_defaults())

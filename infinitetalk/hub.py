@@ -159,7 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only", nargs="*", choices=PARTS, help="download only these components (default: all but lora)"
     )
     parser.add_argument(
-        "--gguf", metavar="TYPE", help="GGUF variants (Q8_0, Q5_K_M, Q4_K_M ...) of the DiT, adapters and umT5 "
+        "--gguf",
+        metavar="TYPE",
+        help="GGUF variants (Q8_0, Q5_K_M, Q4_K_M ...) of the DiT, adapters and umT5 "
         "(city96's and Kijai's files; for 8-16 GB GPUs)",
     )
     parser.add_argument("--list", action="store_true", help="print what would be downloaded and exit")

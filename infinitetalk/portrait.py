@@ -19,6 +19,7 @@ from .buckets import resize_and_crop_image, target_size
 from .config import SpeakerRegions
 from .errors import InputError
 from .faces import Face, detect_faces
+from .keying import background_busy, chroma
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +130,6 @@ def check_portrait(
 
 
 def _check_keyable(report: PortraitReport, image: np.ndarray) -> None:
-    from .keying import background_busy, chroma
-
     busy = background_busy(image)
     report.metrics["background_busy"] = round(busy, 4)
     if busy > MAX_BUSY:

@@ -191,7 +191,11 @@ EV_KIJAI_FP8_HF = "https://huggingface.co/Kijai/WanVideo_comfy_fp8_scaled/tree/m
 # GGUF: city96's ComfyUI-GGUF conversions and Kijai's InfiniteTalk GGUF adapters (issue wrapper #1085: "the mass
 # population of users are using gguf"; #1409 names city96/umt5-xxl-encoder-gguf; download scripts in public
 # repositories fetch these exact names from these repositories)
-CITY96_WAN, CITY96_T5, KIJAI_GGUF = "city96/Wan2.1-I2V-14B-480P-gguf", "city96/umt5-xxl-encoder-gguf", "Kijai/WanVideo_comfy_GGUF"
+CITY96_WAN, CITY96_T5, KIJAI_GGUF = (
+    "city96/Wan2.1-I2V-14B-480P-gguf",
+    "city96/umt5-xxl-encoder-gguf",
+    "Kijai/WanVideo_comfy_GGUF",
+)
 EV_CITY96_WAN = "https://huggingface.co/city96/Wan2.1-I2V-14B-480P-gguf"
 EV_CITY96_T5 = "https://huggingface.co/city96/umt5-xxl-encoder-gguf"
 EV_KIJAI_GGUF = "https://huggingface.co/Kijai/WanVideo_comfy_GGUF/tree/main/InfiniteTalk"

@@ -107,9 +107,7 @@ def wrap(obj: Any, role: str, source: str, partial_ok: bool = False, **typed: An
         archive(module)
     load_device, offload_device = devices(role)
     cls = gguf_patcher_class(patcher_class()) if has_gguf_weights(module) else patcher_class()
-    patcher = cls(
-        module, load_device=load_device, offload_device=offload_device, size=mm.module_size(module)
-    )
+    patcher = cls(module, load_device=load_device, offload_device=offload_device, size=mm.module_size(module))
     return Managed(obj, patcher, role, source, partial_ok, **typed)
 
 

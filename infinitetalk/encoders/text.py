@@ -219,7 +219,9 @@ def _companion(weights: Path) -> Path | None:
 
 
 def _embeds_spiece(path: Path) -> bool:
-    if not path.is_file() or not path.name.lower().endswith((".safetensors", ".sft", ".gguf")):  # GGUF: rebuilt
+    if not path.is_file() or not path.name.lower().endswith(
+        (".safetensors", ".sft", ".gguf")
+    ):  # GGUF: rebuilt
         return False
     try:
         with open_checkpoint(path, prefixes=()) as reader:

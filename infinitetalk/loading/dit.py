@@ -36,8 +36,9 @@ import torch
 
 from ..config import AudioEncoderConfig, DiTConfig
 from ..errors import CheckpointError
-from ..gguf_tensor import GGUFLinearMixin, gguf_operations
+from ..gguf_tensor import GGUFLinearMixin
 from ..model.dit import WanInfiniteTalkDiT
+from ..model.ops import gguf_operations
 from .state_dict import FP8_DTYPES, CheckpointReader, open_checkpoint
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..gguf_tensor import GGUFLinearMixin
+
 
 class CastLinear(nn.Linear):
     """Linear whose weight may be stored in another dtype (fp8): cast to the input's dtype at each call.
@@ -90,3 +92,20 @@ class FP32LayerNorm(nn.Module):
         w = None if self.weight is None else self.weight.to(x.device, torch.float32)
         b = None if self.bias is None else self.bias.to(x.device, torch.float32)
         return F.layer_norm(x.float(), (self.dim,), w, b, self.eps).to(x.dtype)
+
+
+def gguf_operations(base=None) -> types.SimpleNamespace:
+    """``base`` (an operations namespace; casting layers by default) with a GGUF-aware ``Linear``."""
+    base = casting_operations if base is None else base
+    cached = getattr(base, "_gguf_ops", None)
+    if cached is not None:
+        return cached
+    linear = type("GGUFLinear", (GGUFLinearMixin, base.Linear), {})
+    ops = types.SimpleNamespace(**{k: v for k, v in vars(base).items() if not k.startswith("_")})
+    ops.Linear = linear
+    ops.gguf = True
+    try:
+        base._gguf_ops = ops
+    except AttributeError:  # a module or a frozen namespace: build again next time
+        pass
+    return ops

@@ -42,12 +42,16 @@ def gguf_server(tiny_models, tmp_path_factory):
 
 
 def _run(server, names: dict) -> np.ndarray:
-    prompt = load_api(REPO / "example_workflows" / "api" / "infinitetalk_image_to_video_api.json", resume=False)
+    prompt = load_api(
+        REPO / "example_workflows" / "api" / "infinitetalk_image_to_video_api.json", resume=False
+    )
     prompt[node_of(prompt, "InfiniteTalkSamplerOptions")]["inputs"].update(storage="h264-lossless")
     prompt[node_of(prompt, "InfiniteTalkModelLoader")]["inputs"].update(
         dit=names["dit"], adapter=names["adapter"], precision="fp32", quantization="none", block_swap=0
     )
-    prompt[node_of(prompt, "InfiniteTalkTextEncoderLoader")]["inputs"].update(name=names["umt5"], precision="fp32")
+    prompt[node_of(prompt, "InfiniteTalkTextEncoderLoader")]["inputs"].update(
+        name=names["umt5"], precision="fp32"
+    )
     prompt[node_of(prompt, "InfiniteTalkVideoCombine")]["inputs"].update(format="ffv1-mkv")
     before = set(server.output_dir.rglob("*.mkv"))
     entry = server.run(prompt, timeout=900)

@@ -53,7 +53,9 @@ def test_model_loader_keeps_gguf_blocks_and_comfy_counts_real_bytes(gguf_model):
     assert type(gguf_model.patcher).__name__.startswith("GGUF")
     stored = sum(t.numel() * t.element_size() for t in dit.state_dict().values())
     assert mm.module_size(dit) == stored and gguf_model.patcher.model_size() == stored
-    dense = sum(module("infinitetalk.gguf_tensor").real_shape(t).numel() * 4 for t in dit.state_dict().values())
+    dense = sum(
+        module("infinitetalk.gguf_tensor").real_shape(t).numel() * 4 for t in dit.state_dict().values()
+    )
     assert stored < dense / 3  # Q4_K blocks: about 1/7 of fp32 for those weights
 
 

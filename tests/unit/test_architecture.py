@@ -27,6 +27,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "infinitetalk.buckets",
             "infinitetalk.color",
             "infinitetalk.faces",
+            "infinitetalk.gguf_quants",
+            "infinitetalk.gguf_tokenizer",
+            "infinitetalk.keying",
             "infinitetalk.paths",
             "infinitetalk.prompts",
             "infinitetalk.sampling",
@@ -37,7 +40,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("media", ("infinitetalk.media", "infinitetalk.audio_check")),
-    ("checkpoints", ("infinitetalk.loading.state_dict",)),
+    (
+        "checkpoints",
+        ("infinitetalk.gguf_tensor", "infinitetalk.gguf_read", "infinitetalk.loading.state_dict"),
+    ),
     (
         "networks",
         (
@@ -61,6 +67,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "infinitetalk.preflight",
             "infinitetalk.build",
             "infinitetalk.dubbing",
+            "infinitetalk.composite",
             "infinitetalk.portrait",
             "infinitetalk.script",
             "infinitetalk.runs",
@@ -84,6 +91,7 @@ DEFERRED_THIRD_PARTY: dict[str, str] = {
     "sentencepiece": "only for a umT5 tokenizer given as spiece.model",
     "ftfy": "optional: prompt cleaning as the reference when installed",
     "cv2": "OpenCV: only for face detection",
+    "gguf": "llama.cpp's gguf-py: only when a GGUF file is read or written",
     "kokoro": "text to speech only (with its torch model)",
     "misaki": "text to speech only: the grapheme-to-phoneme front ends, per language",
     "spacy": "text to speech only: misaki's English tagger",

@@ -242,4 +242,7 @@ def test_comfyui_folder_with_extra_model_paths_and_a_gguf_file(tiny_root, tmp_pa
     text = capsys.readouterr().out
     assert text.splitlines()[-1] == "ready"
     assert str(elsewhere / "vae") in text.splitlines()[1]  # searched
-    assert "wan2.1-i2v-14b-480p-Q8_0.gguf: unreadable GGUF file (ValueError: Sorry, file appears to be version 0" in text
+    assert (
+        "wan2.1-i2v-14b-480p-Q8_0.gguf: unreadable GGUF file (ValueError: Sorry, file appears to be version 0"
+        in text
+    )

@@ -10,6 +10,7 @@ import torch
 
 gguf = pytest.importorskip("gguf")
 from gguf import quants as gguf_quants  # noqa: E402
+
 from infinitetalk.errors import CheckpointError  # noqa: E402
 from infinitetalk.gguf_quants import BLOCKS, dequantize  # noqa: E402
 from infinitetalk.gguf_tensor import GGUFLinearMixin, GGUFWeight  # noqa: E402
@@ -127,7 +128,9 @@ def test_lora_is_added_to_the_dequantised_weight(gguf_trees):
     assert merge_lora(quant, lora, 0.5) == 1 and merge_lora(plain, lora, 0.5) == 1
     assert isinstance(quant.blocks[0].self_attn.q.weight, GGUFWeight)  # still quantised, delta kept aside
     x = torch.randn(2, 256, generator=g)
-    torch.testing.assert_close(quant.blocks[0].self_attn.q(x), plain.blocks[0].self_attn.q(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        quant.blocks[0].self_attn.q(x), plain.blocks[0].self_attn.q(x), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_tokenizer_rebuilt_from_metadata_tokenises_as_the_original(gguf_trees, tiny_root):
@@ -136,7 +139,9 @@ def test_tokenizer_rebuilt_from_metadata_tokenises_as_the_original(gguf_trees, t
     from infinitetalk.gguf_read import GGUFFile
     from infinitetalk.tiny.encoders import tokenizer_dir
 
-    original = sentencepiece.SentencePieceProcessor(model_file=str(tiny_root / tokenizer_dir() / "spiece.model"))
+    original = sentencepiece.SentencePieceProcessor(
+        model_file=str(tiny_root / tokenizer_dir() / "spiece.model")
+    )
     proto = GGUFFile(gguf_trees["umt5"]).read("spiece_model").numpy().tobytes()
     rebuilt = sentencepiece.SentencePieceProcessor(model_proto=proto)
     texts = ["a person talking", "Hello, World!  two  spaces", "ünïcödé 123 ~!@#", "", " lead and trail "]
@@ -166,7 +171,9 @@ def test_doctor_lines_truncated_and_unsupported(gguf_trees, tmp_path):
 
     bad = tmp_path / "iq.gguf"
     w = gguf.GGUFWriter(str(bad), "wan")
-    w.add_tensor("blocks.0.ffn.0.weight", np.zeros((4, 136), np.uint8), raw_dtype=gguf.GGMLQuantizationType.IQ4_XS)
+    w.add_tensor(
+        "blocks.0.ffn.0.weight", np.zeros((4, 136), np.uint8), raw_dtype=gguf.GGMLQuantizationType.IQ4_XS
+    )
     w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
     info = identify(bad)
     assert info.problem.endswith(
@@ -203,13 +210,18 @@ def test_cli_run_on_gguf_equals_run_on_dequantised_safetensors(gguf_trees, tmp_p
 def test_hub_lists_gguf_variants():
     from infinitetalk.hub import plan
 
-    got = {f.part: (f.repo_id, f.filename) for f in plan("comfyui", ["dit", "adapter_single", "text_encoder"], "Q8_0")}
+    got = {
+        f.part: (f.repo_id, f.filename)
+        for f in plan("comfyui", ["dit", "adapter_single", "text_encoder"], "Q8_0")
+    }
     assert got == {
         "dit": ("city96/Wan2.1-I2V-14B-480P-gguf", "wan2.1-i2v-14b-480p-Q8_0.gguf"),
         "adapter_single": ("Kijai/WanVideo_comfy_GGUF", "InfiniteTalk/Wan2_1-InfiniteTalk_Single_Q8.gguf"),
         "text_encoder": ("city96/umt5-xxl-encoder-gguf", "umt5-xxl-encoder-Q8_0.gguf"),
     }
-    assert [f.filename for f in plan("comfyui", ["vae"], "Q4_K_M")] == ["split_files/vae/wan_2.1_vae.safetensors"]
+    assert [f.filename for f in plan("comfyui", ["vae"], "Q4_K_M")] == [
+        "split_files/vae/wan_2.1_vae.safetensors"
+    ]
 
 
 def test_gguf_linear_on_host_layers_with_dynamic_vram(gguf_trees):
@@ -244,9 +256,15 @@ def test_doctor_prints_a_line_per_gguf_file(gguf_trees, tmp_path, capsys):
     def row(component):
         return " ".join(next(ln for ln in lines if ln.startswith(component + " ")).split())
 
-    assert row("dit").startswith("dit wan2.1-i2v-14b-480p-Q4_K_M.gguf city96, GGUF GGUF Q4_K 54% + Q8_0 35% + F32 11% dim 256, 2 layers")
-    assert row("adapter_single").startswith("adapter_single Wan2_1-InfiniteTalk_Single_Q8.gguf Kijai, GGUF GGUF Q8_0")
-    assert row("text_encoder").startswith("text_encoder umt5-xxl-encoder-Q8_0.gguf city96, GGUF GGUF Q8_0 98% + F32 2% d_model 64")
+    assert row("dit").startswith(
+        "dit wan2.1-i2v-14b-480p-Q4_K_M.gguf city96, GGUF GGUF Q4_K 54% + Q8_0 35% + F32 11% dim 256, 2 layers"
+    )
+    assert row("adapter_single").startswith(
+        "adapter_single Wan2_1-InfiniteTalk_Single_Q8.gguf Kijai, GGUF GGUF Q8_0"
+    )
+    assert row("text_encoder").startswith(
+        "text_encoder umt5-xxl-encoder-Q8_0.gguf city96, GGUF GGUF Q8_0 98% + F32 2% d_model 64"
+    )
     assert row("tokenizer") == "tokenizer with umt5-xxl-encoder-Q8_0.gguf (inside or beside it)"
     cut = [ln for ln in lines if "unet/wan2.1-i2v-14b-480p-Q8_0.gguf" in ln]
     assert len(cut) == 1 and "file truncated: its tensor data ends before the last tensor" in cut[0]

@@ -334,7 +334,9 @@ def test_unknown_files(tmp_path):
     with pytest.raises(CheckpointError, match="y.pth: unreadable PyTorch checkpoint"):
         open_checkpoint(tmp_path / "y.pth")
     (tmp_path / "q.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(64))  # a GGUF file without tensors
-    with pytest.raises(CheckpointError, match=r"q.gguf: not a Wan2.1 DiT checkpoint \(no 'patch_embedding.weight' among 0"):
+    with pytest.raises(
+        CheckpointError, match=r"q.gguf: not a Wan2.1 DiT checkpoint \(no 'patch_embedding.weight' among 0"
+    ):
         load_dit(tmp_path / "q.gguf")
     with pytest.raises(CheckpointError, match="file not found"):
         load_dit(tmp_path / "absent.safetensors")
