@@ -101,7 +101,8 @@ class _Panel:
 
     def __init__(self, draw, top: int, seconds: float, lo: float, hi: float, label: str, unit: str = ""):
         self.draw, self.top, self.seconds = draw, top, max(seconds, 1e-3)
-        self.lo, self.hi = lo, hi if hi > lo else lo + 1.0
+        self.step = _nice((hi - lo) / 4 if hi > lo else 0.25)
+        self.lo, self.hi = lo, lo + 4 * self.step
         self.x0, self.x1 = MARGIN_L, WIDTH - MARGIN_R
         self.y0, self.y1 = top + 22, top + PANEL_H - 18
         self.label, self.unit = label, unit
@@ -128,7 +129,7 @@ class _Panel:
             v = self.lo + (self.hi - self.lo) * k / 4
             y = self.y(v)
             d.line([(self.x0, y), (self.x1, y)], fill=COLOURS["grid"])
-            d.text((4, y - 7), f"{v:.3g}{self.unit}", fill=COLOURS["axis"], font=small)
+            d.text((4, y - 7), f"{round(v, 6):g}{self.unit}", fill=COLOURS["axis"], font=small)
         d.rectangle([self.x0, self.y0, self.x1, self.y1], outline=COLOURS["axis"])
 
     def threshold(self, value: float) -> None:
@@ -151,15 +152,22 @@ class _Panel:
             x = self.x(t)
             self.draw.line([(x, self.y(base)), (x, self.y(v))], fill=colour, width=4)
 
-    def mark(self, t: float, v: float, bad: bool) -> None:
-        """The worst window: a triangle and its time."""
+    def mark(self, rec: dict[str, Any], v: float, bad: bool, at: float | None = None) -> None:
+        """The worst window ``rec``: a triangle over its point and its time span."""
+        t = (rec["time"] + rec["end_time"]) / 2 if at is None else at
         x, y = self.x(t), self.y(v)
         colour = COLOURS["warn"] if bad else COLOURS["axis"]
         self.draw.polygon([(x, y - 4), (x - 6, y - 14), (x + 6, y - 14)], fill=colour)
-        text = format_time(t)
+        text = f"{format_time(rec['time'])}-{format_time(rec['end_time'])}"
         w = self.draw.textlength(text, font=_font(12))
         tx = min(max(x - w / 2, self.x0), self.x1 - w)
         self.draw.text((tx, max(self.y0, y - 30)), text, fill=colour, font=_font(12))
+
+
+def _nice(step: float) -> float:
+    """The smallest 1, 2, 2.5 or 5 x 10^k at or above ``step``."""
+    exp = 10 ** math.floor(math.log10(step))
+    return next(m * exp for m in (1, 2, 2.5, 5, 10) if m * exp >= step * (1 - 1e-9))
 
 
 def _series(records, name: str) -> list[tuple[float, float]]:
@@ -179,10 +187,11 @@ def render_chart(summary: dict[str, Any], title: str = ""):
     height = HEADER + 18 * max(1, len(warnings)) + 5 * PANEL_H + 30
     image = Image.new("RGB", (WIDTH, height), "white")
     d = ImageDraw.Draw(image)
-    head = f"Drift report{' — ' + title if title else ''}: {format_time(seconds)}, {len(recs)} windows"
+    head = f"Drift report{' - ' + title if title else ''}: {format_time(seconds)}, {len(recs)} windows"
     d.text((MARGIN_L, 10), head, fill=COLOURS["text"], font=_font(18))
     y = 36
     for line in warnings or ["no measure passes its threshold"]:
+        line = line.replace("ΔE", "dE")  # the built-in font has no Greek
         d.text((MARGIN_L, y), ("! " if warnings else "") + line, fill=COLOURS["warn" if warnings else "ok"],
                font=_font(13))
         y += 18
@@ -192,12 +201,14 @@ def render_chart(summary: dict[str, Any], title: str = ""):
     # 1. colour
     face, bg = _series(recs, "face_de"), _series(recs, "background_de")
     p = _Panel(d, top, seconds, 0.0, _top([v for _, v in face + bg], t.get("face_de", 5) * 1.2),
-               "Colour distance to the reference (ΔE76 of the mean Lab)")
+               "Colour distance to the reference (dE76 of the mean Lab colour)")
     p.frame([("face", COLOURS["face"]), ("background", COLOURS["background"])])
     p.threshold(t.get("face_de", 5.0))
     p.line(bg, COLOURS["background"])
     p.line(face, COLOURS["face"])
     _mark(p, recs, worst.get("face_de"), "face_de", lambda v: v > t.get("face_de", 5.0))
+    if worst.get("background_de") and worst["background_de"]["window"] != (worst.get("face_de") or {}).get("window"):
+        _mark(p, recs, worst["background_de"], "background_de", lambda v: v > t.get("background_de", 6.0))
     top += PANEL_H
 
     # 2. sharpness
@@ -228,9 +239,9 @@ def render_chart(summary: dict[str, Any], title: str = ""):
     p.frame([("join", COLOURS["seam"])])
     p.threshold(t.get("seam", 3.0))
     p.bars(seams, COLOURS["seam"])
-    if worst.get("seam"):
+    if worst.get("seam") and worst["seam"]["window"] < len(recs):
         w = worst["seam"]
-        p.mark(w["time"], w["value"], w["value"] > t.get("seam", 3.0))
+        p.mark(recs[w["window"]], w["value"], w["value"] > t.get("seam", 3.0), at=w["time"])
     top += PANEL_H
 
     # 5. mouth in silence, per speaker
@@ -252,8 +263,9 @@ def render_chart(summary: dict[str, Any], title: str = ""):
     for k, pts in enumerate(series):
         p.line(pts, COLOURS[f"speaker{min(k, 1) + 1}"])
     for m in mouths:
-        if m.get("worst"):
-            p.mark(m["worst"]["time"] + 1e-6, m["worst"]["value"], m["worst"]["value"] > t.get("silent_ratio", 0.5))
+        if m.get("worst") and m["worst"]["window"] < len(recs):
+            w = m["worst"]
+            p.mark(recs[w["window"]], w["value"], w["value"] > t.get("silent_ratio", 0.5))
     top += PANEL_H
 
     # time axis
@@ -269,11 +281,8 @@ def render_chart(summary: dict[str, Any], title: str = ""):
 
 
 def _mark(panel: _Panel, recs, worst, name, is_bad) -> None:
-    if not worst:
-        return
-    rec = recs[worst["window"]] if worst["window"] < len(recs) else None
-    t = (rec["time"] + rec["end_time"]) / 2 if rec else worst["time"]
-    panel.mark(t, worst["value"], is_bad(worst["value"]))
+    if worst and worst["window"] < len(recs):
+        panel.mark(recs[worst["window"]], worst["value"], is_bad(worst["value"]))
 
 
 def _tick_step(seconds: float) -> float:
