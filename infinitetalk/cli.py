@@ -33,9 +33,10 @@ from .attention import BACKENDS
 from .build import QUANTIZATIONS, ModelOptions
 from .config import SpeakerRegions
 from .errors import CheckpointError, InfiniteTalkError, InputError
+from .loading.discover import WeightPaths, find_weights
 from .parallel.launch import ParallelSession, start_session, torchrun_ranks
 from .sampling import SAMPLERS
-from .weights import Component, WeightPaths, find_weights, spec
+from .weights import Component, spec
 
 __all__ = ["WeightPaths", "build_parser", "find_weights", "main", "parse_boxes", "run"]
 
@@ -629,6 +630,7 @@ def check_inputs(args: argparse.Namespace, config, speakers: int):
 
 def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Path:
     """Generate the video described by ``args``; returns the mp4 path (written by rank 0 only)."""
+    from .audio_embedding import prepare_audio
     from .buckets import target_size
     from .dubbing import face_only_filter
     from .encoders.clip import load_clip_vision
@@ -675,9 +677,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     # 1. audio features first, then free the audio encoder before the big models load
     with explain_out_of_memory("encoding the audio"):
         audio_encoder = load_audio_encoder(paths.audio_encoder, device=device, dtype=torch.float32)
-        audio = InfiniteTalkPipeline(
-            None, None, None, None, audio_encoder, device, dtype, spill_dir=seg_dir
-        ).prepare_audio(tracks, args.audio_type, normalize)
+        audio = prepare_audio(audio_encoder, tracks, args.audio_type, normalize, spill_dir=seg_dir)
     del audio_encoder, tracks  # a one-speaker soundtrack lives on in ``audio``
     logger.info(
         "audio: %d speaker(s), %d frames (%.2f s)",

@@ -25,19 +25,37 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
+from .config import AudioEncoderConfig
+from .encoders.text import wrapper_tokenizers
 from .errors import CheckpointError, InfiniteTalkError
-from .weights import (
-    EV_TEMPLATE,
+from .loading.discover import (
     PACK_ROOT,
-    Component,
     Found,
     SearchPaths,
     candidates,
-    download_hint,
     find_tokenizer,
     inventory,
-    iter_published,
     search_paths_for,
+)
+from .loading.dit import (
+    ADAPTER_ANCHOR,
+    DIT_ANCHOR,
+    check_adapter_fits,
+    fit_audio_encoder,
+    infer_dit_config,
+    route_keys,
+)
+from .loading.identify import identify
+from .loading.state_dict import open_checkpoint
+from .weights import (
+    EV_TEMPLATE,
+    Component,
+    comfy_folders,
+    download_hint,
+    iter_published,
+    published_by_name,
     spec,
 )
 
@@ -112,8 +130,6 @@ def _ellipsize(text: str, width: int) -> str:
 
 def _layout(found: Found) -> str:
     """Publisher from the published name, plus what the content says (sharded, prefix, fp8-scaled)."""
-    from .weights import published_by_name
-
     hits = published_by_name(found.path.name)
     who = hits[0][1].publisher if hits else ""
     what = found.info.layout.replace("single file", "").strip(", ")
@@ -234,25 +250,13 @@ def _check_fits(report: Report, chosen: dict[Component, Found], adapter_kind: Co
 def fit_adapter(dit: Path, adapter: Path | None, audio_encoder: Path | None) -> str:
     """Run the loader's pre-load checks (key routing, adapter width/layers, audio feature split) on
     headers only; returns a one-line summary, raises :class:`CheckpointError` like ``load_dit`` would."""
-    from .config import AudioEncoderConfig
-    from .loading.dit import (
-        ADAPTER_ANCHOR,
-        DIT_ANCHOR,
-        _check_adapter_fits,
-        _route_keys,
-        fit_audio_encoder,
-        infer_dit_config,
-    )
-    from .loading.identify import identify
-    from .loading.state_dict import open_checkpoint
-
     enc = identify(audio_encoder).numbers if audio_encoder is not None else {}
     with open_checkpoint(dit, anchor=DIT_ANCHOR) as d:
         a = open_checkpoint(adapter, anchor=ADAPTER_ANCHOR) if adapter is not None else None
         try:
-            sources = _route_keys(d, a)
+            sources = route_keys(d, a)
             shapes = {k: r.shape(k) for k, r in sources.items()}
-            _check_adapter_fits(d, a, shapes)
+            check_adapter_fits(d, a, shapes)
             cfg = infer_dit_config(shapes, audio_channels=enc.get("hidden"), source=str(adapter or dit))
         finally:
             if a is not None:
@@ -283,8 +287,6 @@ def recognised_trees(found: Sequence[Found], paths: SearchPaths) -> list[str]:
     extra = [
         d for d in ("wav2vec2", "transformers/TencentGameMate/chinese-wav2vec2-base") if paths.folders.get(d)
     ]
-    from .encoders.text import wrapper_tokenizers
-
     if wrapper_tokenizers(paths.custom_nodes):
         extra.append("configs/T5_tokenizer")
     subfolders = sorted(
@@ -306,8 +308,6 @@ def recognised_trees(found: Sequence[Found], paths: SearchPaths) -> list[str]:
 
 def device_summary() -> str:
     """The compute device with free VRAM, and free RAM."""
-    import torch
-
     ram = _free_ram()
     ram_text = f"RAM {ram[0] / 2**30:.1f} GiB free of {ram[1] / 2**30:.1f} GiB" if ram else "RAM unknown"
     if torch.cuda.is_available():
@@ -319,7 +319,7 @@ def device_summary() -> str:
 
 def _free_ram() -> tuple[int, int] | None:
     try:
-        import psutil
+        import psutil  # optional (a test dependency); /proc/meminfo below otherwise
 
         vm = psutil.virtual_memory()
         return vm.available, vm.total
@@ -358,9 +358,7 @@ def comfyui_paths(root: str | os.PathLike) -> SearchPaths:
 
 def extra_model_paths(yaml_file: Path) -> SearchPaths:
     """The model folders an ``extra_model_paths.yaml`` adds (base_path + per-folder, multi-line values)."""
-    import yaml
-
-    from .weights import comfy_folders
+    import yaml  # ComfyUI's dependency, not this library's: only read for a ComfyUI tree
 
     try:
         config = yaml.safe_load(yaml_file.read_text()) or {}

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .audio_embedding import AudioEmbedding, ModelManager, prepare_audio
 from .buckets import default_shift, image_to_tensor, resize_and_crop_image, resize_and_crop_masks, target_size
 from .color import match_colors
 from .config import VIDEO_FPS, SpeakerRegions
@@ -95,41 +96,6 @@ class GenerationConfig:
 
 
 @dataclass
-class AudioEmbedding:
-    """wav2vec2 features per speaker at 25 fps, the 16 kHz speech mix they were computed from, and the
-    soundtrack of the final video: the user's own audio at its own rate and channels (``soundtrack``
-    ``(C, N)`` at ``soundtrack_rate``; two speakers mixed or sequenced exactly as the frames are timed)."""
-
-    features: torch.Tensor  # (S, L, layers, C)
-    waveform_16k_mix: np.ndarray | None = None  # (N,) float32, the embedding path only
-    num_frames: int = 0  # L (0: taken from features)
-    soundtrack: np.ndarray | None = None  # (C, N) float32, the user's audio
-    soundtrack_rate: int = 0
-
-    def __post_init__(self) -> None:
-        if self.features.ndim != 4:
-            raise InputError(
-                f"audio features have shape {tuple(self.features.shape)}: expected (speakers, frames, layers, channels)"
-            )
-        if not self.num_frames:
-            self.num_frames = int(self.features.shape[1])
-
-    @property
-    def num_speakers(self) -> int:
-        return int(self.features.shape[0])
-
-    @property
-    def soundtrack_audio(self) -> tuple[np.ndarray, int] | None:
-        """``(wave (C, N), rate)`` for the final video: the user's audio, or the 16 kHz mix when an
-        embedding was built without it (then the sound is the speech path's, not the user's)."""
-        if self.soundtrack is not None:
-            return self.soundtrack, self.soundtrack_rate
-        if self.waveform_16k_mix is not None:
-            return self.waveform_16k_mix[None], 16000
-        return None
-
-
-@dataclass
 class ProgressEvent:
     window: int  # 0-based
     num_windows: int
@@ -180,14 +146,6 @@ class StillImage:
 
     def frame(self, i: int) -> np.ndarray:
         return self.image
-
-
-class ModelManager(Protocol):
-    """Host hooks to move models between devices: names 'dit', 'vae', 'clip', 'text_encoder', 'audio_encoder'."""
-
-    def load(self, name: str) -> None: ...
-
-    def offload(self, name: str) -> None: ...
 
 
 class DeviceModelManager:
@@ -453,43 +411,19 @@ class InfiniteTalkPipeline:
             raise InputError("the reference video has no frames: give an image or a readable video")
 
     # ------------------------------------------------------------------ stage 2: audio
-    @torch.no_grad()
     def prepare_audio(
         self, speakers: Sequence[tuple[np.ndarray, int]], audio_type: str = "para", normalize: bool = True
     ) -> AudioEmbedding:
-        """One or two ``(wave, sample_rate)`` tracks -> wav2vec2 features at 25 fps, the 16 kHz speech mix,
-        and the soundtrack (the tracks themselves, mixed for ``para``, one after the other for ``add``).
-
-        The encoder writes each speaker's features straight into one ``(S, L, layers, C)`` buffer; that
-        buffer, the mix and a two-speaker soundtrack are file-backed above :func:`spill.spill_threshold`
-        (in ``spill_dir``). A one-speaker soundtrack is the caller's own array, kept as given.
-        """
-        from . import spill
-        from .media import combine_soundtracks, combine_speakers, prepare_speech
-
-        if not 1 <= len(speakers) <= 2:
-            raise InputError(f"{len(speakers)} audio tracks given: InfiniteTalk drives one or two speakers")
-        if self.audio_encoder is None:
-            raise InputError(
-                "no audio encoder was given to the pipeline: load wav2vec2 or pass an AudioEmbedding"
-            )
-        tracks = [prepare_speech(w, sr, normalize=normalize) for w, sr in speakers]
-        # add: speaker 2's speech starts after speaker 1's 16 kHz track, so does their sound
-        soundtrack = combine_soundtracks(speakers, audio_type, speaker2_start=len(tracks[0]) / 16000)
-        if len(tracks) == 2:
-            t1, t2, mix = combine_speakers(tracks[0], tracks[1], audio_type)
-            tracks = [t1, t2]
-        else:
-            mix = tracks[0]
-        mix = spill.spill_array(np.asarray(mix, np.float32), self.spill_dir)
-        wave = soundtrack.wave if len(speakers) == 1 else spill.spill_array(soundtrack.wave, self.spill_dir)
-        shape = self.audio_encoder.feature_shape(len(tracks[0]))  # (L, layers, C), all tracks alike
-        feats = spill.empty_tensor((len(tracks), *shape), torch.float32, self.spill_dir)
-        self._load("audio_encoder")
-        for track, out in zip(tracks, feats, strict=True):
-            self.audio_encoder.encode(np.asarray(track, np.float32), out=out)
-        self._offload("audio_encoder")
-        return AudioEmbedding(feats, mix, int(feats.shape[1]), wave, soundtrack.sample_rate)
+        """:func:`infinitetalk.audio_embedding.prepare_audio` with this pipeline's audio encoder, model
+        manager and spill folder."""
+        return prepare_audio(
+            self.audio_encoder,
+            speakers,
+            audio_type,
+            normalize,
+            spill_dir=self.spill_dir,
+            model_manager=self.model_manager,
+        )
 
     # ------------------------------------------------------------------ stage 3: run-wide conditioning
     def encode(

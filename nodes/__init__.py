@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import ComfyExtension, io
-
 from . import _common
+from ._api import ComfyExtension, io
 
 
 class InfiniteTalkExtension(ComfyExtension):

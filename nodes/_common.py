@@ -2,7 +2,7 @@
 
 Which files make up InfiniteTalk, and in which folders, is :mod:`infinitetalk.weights` (the registry);
 this module only turns ComfyUI's folder lists (``folder_paths``, so ``extra_model_paths.yaml`` counts)
-into the plain :class:`~infinitetalk.weights.SearchPaths` the library searches:
+into the plain :class:`~infinitetalk.loading.discover.SearchPaths` the library searches:
 
 - ComfyUI's model folders of every component, subfolders included (``diffusion_models``,
   ``model_patches``, ``text_encoders``, ``clip_vision``, ``vae``, ``audio_encoders``, ``loras``), the
@@ -23,11 +23,13 @@ import os
 from pathlib import Path
 
 import folder_paths
-from comfy_api.latest import io
 
 from ..infinitetalk import weights as registry
 from ..infinitetalk.config import VIDEO_FPS
-from ..infinitetalk.weights import Component, SearchPaths
+from ..infinitetalk.loading import discover
+from ..infinitetalk.loading.discover import SearchPaths
+from ..infinitetalk.weights import Component
+from ._api import io
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_FOLDER = "infinitetalk_weights"
@@ -94,8 +96,8 @@ def placeholder(component: Component) -> str:
 
 def component_options(*components: Component) -> list[str]:
     """Combo entries: the files identified as ``components`` (preferred first), or a placeholder."""
-    found, _ = registry.inventory(search_paths())
-    options = list(dict.fromkeys(e for c in components for e in registry.entries(found, c)))
+    found, _ = discover.inventory(search_paths())
+    options = list(dict.fromkeys(e for c in components for e in discover.entries(found, c)))
     return options or [placeholder(components[0])]
 
 
@@ -107,9 +109,9 @@ def resolve_component(component: Component, name: str, *others: Component) -> Pa
             f"no {component.value} file found: put {registry.download_hint(component)} in place "
             "(see the README, 'Weights', or run InfiniteTalk Doctor), then refresh the browser"
         )
-    found, _ = registry.inventory(search_paths())
+    found, _ = discover.inventory(search_paths())
     for c in (component, *others):
-        hit = registry.resolve_entry(found, c, name)
+        hit = discover.resolve_entry(found, c, name)
         if hit is not None:
             return hit
     if name.startswith(WEIGHTS_PREFIX):
@@ -132,8 +134,8 @@ def loader_extras(component: Component, path: Path) -> dict:
     if component is not Component.TEXT_ENCODER:
         return {}
     paths = search_paths()
-    found, _ = registry.inventory(paths)
-    return {"tokenizer": registry.find_tokenizer(path, found, paths)}
+    found, _ = discover.inventory(paths)
+    return {"tokenizer": discover.find_tokenizer(path, found, paths)}
 
 
 def _weights_roots() -> list[Path]:

@@ -1,6 +1,7 @@
 """Schema helpers that use the running ComfyUI's node API where it exists and fall back where it does not.
 
-Every feature is detected on the objects themselves, never from a version number:
+The node API comes from ``nodes/_api.py`` (a versioned ``comfy_api``). Every feature is detected on the
+objects themselves, never from a version number:
 
 - ``advanced``: newer ComfyUI inputs take ``advanced=`` (the front end folds those inputs away); 0.3.75's
   do not, and there the flag travels in the input's ``extra_dict``, which ``/object_info`` passes on
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from comfy_api.latest import io
+from ._api import io
 
 
 def advanced(inp):

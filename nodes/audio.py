@@ -7,10 +7,10 @@ import os
 import folder_paths
 import numpy as np
 import torch
-from comfy_api.latest import io
 
 from . import _common as c
 from . import _core, _models
+from ._api import io
 from ._widgets import advanced
 
 
@@ -171,7 +171,7 @@ class AudioEmbed(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio_encoder, audio_1, normalize_loudness, mode, audio_2=None) -> io.NodeOutput:
-        from ..infinitetalk.pipeline import InfiniteTalkPipeline
+        from ..infinitetalk.audio_embedding import prepare_audio
         from ..infinitetalk.validation import check_not_silent
         from ._bridge import ComfyModelManager
         from ._runs import spill_dir
@@ -181,17 +181,15 @@ class AudioEmbed(io.ComfyNode):
         check_not_silent([w for w, _ in speakers], [name for name, _ in named])
         if not isinstance(audio_encoder, _models.Managed):  # core's AUDIO_ENCODER
             audio_encoder = _core.audio_encoder(audio_encoder)
-        pipe = InfiniteTalkPipeline(
-            None,
-            None,
-            None,
-            None,
-            audio_encoder=audio_encoder.obj,
-            model_manager=ComfyModelManager({"audio_encoder": audio_encoder}),
-            spill_dir=spill_dir(),
-        )
         with torch.inference_mode():
-            embeds = pipe.prepare_audio(speakers, audio_type=mode, normalize=normalize_loudness)
+            embeds = prepare_audio(
+                audio_encoder.obj,
+                speakers,
+                audio_type=mode,
+                normalize=normalize_loudness,
+                spill_dir=spill_dir(),
+                model_manager=ComfyModelManager({"audio_encoder": audio_encoder}),
+            )
         if audio_2 is None:  # the original AUDIO, not a copy
             return io.NodeOutput(embeds, audio_1)
         return io.NodeOutput(embeds, numpy_to_audio(embeds.soundtrack, embeds.soundtrack_rate))

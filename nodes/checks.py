@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from comfy_api.latest import io, ui
-
+from ._api import io, ui
 from ._bridge import image_to_uint8, uint8_to_image
 from ._widgets import advanced
 from .audio import audio_to_numpy, numpy_to_audio

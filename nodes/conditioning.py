@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from comfy_api.latest import io
 
 from ..infinitetalk.pipeline import DEFAULT_NEGATIVE_PROMPT
 from . import _common as c
 from . import _models
+from ._api import io
 
 
 @dataclass

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 
-from comfy_api.latest import io, ui
-
 from . import _common as c
+from ._api import io, ui
 
 
 class Doctor(io.ComfyNode):

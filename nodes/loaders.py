@@ -10,11 +10,11 @@ import logging
 from types import SimpleNamespace
 
 import torch
-from comfy_api.latest import io
 
 from ..infinitetalk.weights import Component
 from . import _common as c
 from . import _core, _models
+from ._api import io
 from ._widgets import advanced
 
 log = logging.getLogger(__name__)

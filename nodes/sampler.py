@@ -15,12 +15,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from comfy_api.latest import io, ui
 
 from ..infinitetalk.runs import PartialVideo
 from ..infinitetalk.sinks import SEGMENT_CODECS
 from . import _bridge, _core, _models, _runs
 from . import _common as c
+from ._api import io, ui
 from ._widgets import choice, dynamic_combo
 
 log = logging.getLogger(__name__)

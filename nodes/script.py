@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import folder_paths
-from comfy_api.latest import io
 
 from ..infinitetalk.pipeline import DEFAULT_NEGATIVE_PROMPT
 from . import _common as c
 from . import _models
+from ._api import io
 from ._widgets import advanced
 from .audio import numpy_to_audio
 from .conditioning import encode_schedule

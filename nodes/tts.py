@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import io
-
 from . import _common as c
 from . import _models
+from ._api import io
 from ._widgets import advanced
 from .audio import numpy_to_audio
 from .loaders import voice_options

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import folder_paths
 import torch
-from comfy_api.latest import InputImpl, io, ui
 
 from . import _common as c
+from ._api import InputImpl, io, ui
 from ._bridge import image_to_uint8
 from ._widgets import advanced, choice, dynamic_combo
 from .audio import audio_to_numpy

@@ -91,7 +91,7 @@ def normalize_wave(wave: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # keys and config
 # --------------------------------------------------------------------------------------------
-def _model_keys(keys: list[str]) -> dict[str, str]:
+def model_keys(keys: list[str]) -> dict[str, str]:
     """Stripped HF key -> source key: drops the ``wav2vec2.`` prefix and pre-training heads."""
     prefixed = any(k.startswith("wav2vec2.") for k in keys)
     out = {}
@@ -396,7 +396,7 @@ def audio_encoder_from_reader(
     """
     from transformers import Wav2Vec2Model
 
-    keys = _model_keys(list(source.keys()))
+    keys = model_keys(list(source.keys()))
     if not keys:
         raise CheckpointError(
             f"checkpoint {source.path} is not a wav2vec2 model (no feature_projection / encoder layers): pick "

@@ -173,9 +173,9 @@ def infer_dit_config(
     Raises:
         CheckpointError: a key needed for a dimension is missing or shapes are inconsistent.
     """
-    get = _shape_getter(shapes, source)
+    get = shape_getter(shapes, source)
     dim, in_dim, *patch = get("patch_embedding.weight", 5)
-    n_layers = _count_layers(shapes, source)
+    n_layers = count_layers(shapes, source)
     ffn_dim = get("blocks.0.ffn.0.weight", 2)[0]
     if dim % HEAD_DIM:
         raise CheckpointError(f"{source}: DiT width {dim} is not a multiple of the Wan head width {HEAD_DIM}")
@@ -199,11 +199,11 @@ def infer_dit_config(
         cross_attn_norm="blocks.0.norm3.weight" in shapes,
     )
     if ADAPTER_ANCHOR in shapes:
-        cfg |= _infer_adapter(shapes, get, audio_channels, source)
+        cfg |= infer_adapter(shapes, get, audio_channels, source)
     return DiTConfig(**cfg)
 
 
-def _shape_getter(shapes, source):
+def shape_getter(shapes, source):
     def get(key: str, ndim: int) -> tuple[int, ...]:
         if key not in shapes:
             raise CheckpointError(
@@ -217,7 +217,7 @@ def _shape_getter(shapes, source):
     return get
 
 
-def _count_layers(shapes, source: str, needle: str = ".self_attn.q.weight") -> int:
+def count_layers(shapes, source: str, needle: str = ".self_attn.q.weight") -> int:
     idx = sorted({int(m.group(1)) for k in shapes if k.endswith(needle) and (m := _BLOCK_RE.match(k))})
     if not idx:
         raise CheckpointError(f"{source}: no transformer blocks (blocks.N{needle}) found")
@@ -227,7 +227,7 @@ def _count_layers(shapes, source: str, needle: str = ".self_attn.q.weight") -> i
     return len(idx)
 
 
-def _infer_adapter(shapes, get, audio_channels: int | None, source: str) -> dict:
+def infer_adapter(shapes, get, audio_channels: int | None, source: str) -> dict:
     inter, in1 = get("audio_proj.proj1.weight", 2)
     inter_vf, in_vf = get("audio_proj.proj1_vf.weight", 2)
     if inter_vf != inter or in1 % AUDIO_WINDOW or in1 * AUDIO_WINDOW_VF != in_vf * AUDIO_WINDOW:
@@ -314,9 +314,9 @@ def inspect_dit(
     given as DiT, adapter not fitting), so a caller can validate and plan memory first.
     """
     with _open_pair(dit_path, adapter_path) as (dit, adapter):
-        sources = _route_keys(dit, adapter)
+        sources = route_keys(dit, adapter)
         shapes = {k: r.shape(k) for k, r in sources.items()}
-        _check_adapter_fits(dit, adapter, shapes)
+        check_adapter_fits(dit, adapter, shapes)
         cfg = infer_dit_config(shapes, audio_channels=audio_channels, source=str(dit.path))
         largest = max(math.prod(shapes[k]) * sources[k].dtype(k).itemsize for k in shapes)
         return DiTCheckpoint(cfg, Path(dit.path), int(largest))
@@ -366,9 +366,9 @@ def load_dit(
             missing keys (one line naming the file and the fix).
     """
     with _open_pair(dit_path, adapter_path) as (dit, adapter):
-        sources = _route_keys(dit, adapter)
+        sources = route_keys(dit, adapter)
         shapes = {k: r.shape(k) for k, r in sources.items()}
-        _check_adapter_fits(dit, adapter, shapes)
+        check_adapter_fits(dit, adapter, shapes)
         cfg = infer_dit_config(shapes, audio_channels=audio_channels, source=str(dit.path))
         model = _build_on_meta(cfg, torch.bfloat16 if dtype in FP8_DTYPES else dtype, operations)
         _load_weights(model, cfg, sources, torch.device(device), dtype, dit.path)
@@ -376,7 +376,7 @@ def load_dit(
     return model
 
 
-def _route_keys(dit: CheckpointReader, adapter: CheckpointReader | None) -> dict[str, CheckpointReader]:
+def route_keys(dit: CheckpointReader, adapter: CheckpointReader | None) -> dict[str, CheckpointReader]:
     """Key -> reader holding it; the adapter file wins for adapter keys."""
     if DIT_ANCHOR not in dit:
         if ADAPTER_ANCHOR in dit:
@@ -404,12 +404,12 @@ def _route_keys(dit: CheckpointReader, adapter: CheckpointReader | None) -> dict
     return sources
 
 
-def _check_adapter_fits(dit: CheckpointReader, adapter: CheckpointReader | None, shapes) -> None:
+def check_adapter_fits(dit: CheckpointReader, adapter: CheckpointReader | None, shapes) -> None:
     """Compare the adapter's width, layer count and audio dims with the DiT's (one-line errors)."""
     if adapter is None:
         return
-    base_layers = _count_layers(dit, str(dit.path))
-    ad_layers = _count_layers(adapter, str(adapter.path), needle=".audio_cross_attn.q_linear.weight")
+    base_layers = count_layers(dit, str(dit.path))
+    ad_layers = count_layers(adapter, str(adapter.path), needle=".audio_cross_attn.q_linear.weight")
     dim = tuple(dit.shape(DIT_ANCHOR))[0]
     q = tuple(adapter.shape("blocks.0.audio_cross_attn.q_linear.weight"))
     if q[0] != dim or ad_layers != base_layers:

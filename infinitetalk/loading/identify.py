@@ -15,13 +15,18 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from ..encoders.clip import clip_shapes, infer_clip_config
+from ..encoders.text import EMBEDDED_SPIECE, umt5_config
+from ..encoders.vae import wan_vae_dims
+from ..encoders.wav2vec2 import infer_wav2vec2_config, model_keys
 from ..errors import CheckpointError
 from ..weights import Component, published_by_name
+from .dit import ADAPTER_ANCHOR, DIT_ANCHOR, count_layers, infer_adapter, infer_dit_config, shape_getter
 from .state_dict import DEFAULT_PREFIXES, FP8_DTYPES, CheckpointReader, open_checkpoint
 
 log = logging.getLogger(__name__)
@@ -223,14 +228,10 @@ def _classify(reader: CheckpointReader, path: Path, named: Component | None) -> 
 
 
 def _replace(info: Identified, **changes) -> Identified:
-    from dataclasses import replace
-
     return replace(info, **changes)
 
 
 def _as_dit(reader: CheckpointReader, keys: set[str], path: Path) -> dict | None:
-    from .dit import ADAPTER_ANCHOR, DIT_ANCHOR, infer_dit_config
-
     if DIT_ANCHOR not in keys:
         return None
     dim, in_dim = tuple(reader.shape(DIT_ANCHOR))[:2]
@@ -258,14 +259,12 @@ def _as_dit(reader: CheckpointReader, keys: set[str], path: Path) -> dict | None
 
 
 def _as_adapter(reader: CheckpointReader, keys: set[str], path: Path) -> dict | None:
-    from .dit import ADAPTER_ANCHOR, _count_layers, _infer_adapter, _shape_getter
-
     if ADAPTER_ANCHOR not in keys:
         return None
     shapes = reader.shapes()
     src = str(path)
-    a = _infer_adapter(shapes, _shape_getter(shapes, src), None, src)  # the loader's own reading
-    layers = _count_layers(shapes, src, needle=".audio_cross_attn.q_linear.weight")
+    a = infer_adapter(shapes, shape_getter(shapes, src), None, src)  # the loader's own reading
+    layers = count_layers(shapes, src, needle=".audio_cross_attn.q_linear.weight")
     dim = tuple(reader.shape("blocks.0.audio_cross_attn.q_linear.weight"))[0]
     name = f"{path.parent.name}/{path.name}".lower()  # the official files say it in the folder name
     variant = "multi" if "multi" in name else "single" if "single" in name else ""
@@ -292,8 +291,6 @@ def _as_lora(reader: CheckpointReader, keys: set[str], path: Path) -> dict | Non
 
 
 def _as_umt5(reader: CheckpointReader, keys: set[str], path: Path) -> dict | None:
-    from ..encoders.text import EMBEDDED_SPIECE, umt5_config
-
     if not ({"shared.weight", "token_embedding.weight"} & keys or any(".shared.weight" in k for k in keys)):
         return None
     cfg = umt5_config(reader)  # raises for T5 v1.1 and other encoders: a clear "wrong model"
@@ -304,8 +301,6 @@ def _as_umt5(reader: CheckpointReader, keys: set[str], path: Path) -> dict | Non
 
 
 def _as_clip(reader: CheckpointReader, keys: set[str], path: Path) -> dict | None:
-    from ..encoders.clip import clip_shapes, infer_clip_config
-
     if not ({"visual.patch_embedding.weight", "vision_model.embeddings.patch_embedding.weight"} & keys):
         return None
     cfg = infer_clip_config(clip_shapes(reader), path)
@@ -314,8 +309,6 @@ def _as_clip(reader: CheckpointReader, keys: set[str], path: Path) -> dict | Non
 
 
 def _as_vae(reader: CheckpointReader, keys: set[str], path: Path) -> dict | None:
-    from ..encoders.vae import wan_vae_dims
-
     if not ({"encoder.conv1.weight", "encoder.conv_in.weight"} & keys):
         return None
     d = wan_vae_dims(reader)
@@ -323,12 +316,10 @@ def _as_vae(reader: CheckpointReader, keys: set[str], path: Path) -> dict | None
 
 
 def _as_wav2vec2(reader: CheckpointReader, keys: set[str], path: Path) -> dict | None:
-    from ..encoders.wav2vec2 import _model_keys, infer_wav2vec2_config
-
-    model_keys = _model_keys(list(keys))
-    if not model_keys:
+    found = model_keys(list(keys))
+    if not found:
         return None
-    cfg = infer_wav2vec2_config(model_keys, reader)
+    cfg = infer_wav2vec2_config(found, reader)
     heads = any(k.startswith(_W2V_HEADS) for k in keys)
     dims = f"hidden {cfg.hidden_size}, {cfg.num_hidden_layers} layers" + (
         ", pre-training heads" if heads else ""

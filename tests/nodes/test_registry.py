@@ -12,6 +12,7 @@ import pytest
 from infinitetalk import weights
 from infinitetalk.errors import CheckpointError
 from infinitetalk.hub import plan
+from infinitetalk.loading import discover
 from infinitetalk.tiny import encoders as tiny_encoders
 from infinitetalk.weights import Component
 from tests.nodes.conftest import PACK_MODULE
@@ -59,10 +60,10 @@ def test_one_name_change_is_the_only_edit(renamed_vae, tmp_path, nodes, extra_mo
     assert item.dest == f"vae/{NEW_NAME}" and item.filename == f"split_files/vae/{NEW_NAME}"
     # the command line's discovery prefers it, and names it when it is missing
     models = tmp_path / "models"
-    found, _ = weights.inventory(weights.search_paths_for(models))
-    assert [f.display for f in weights.candidates(found, Component.VAE)][0] == NEW_NAME
+    found, _ = discover.inventory(discover.search_paths_for(models))
+    assert [f.display for f in discover.candidates(found, Component.VAE)][0] == NEW_NAME
     with pytest.raises(CheckpointError, match=f"'models/vae/{NEW_NAME}'"):
-        weights.pick([], Component.VAE, "'nowhere'")
+        discover.pick([], Component.VAE, "'nowhere'")
     # the loader node lists it first and loads it
     extra_models(models)
     options = nodes["InfiniteTalkVAELoader"].INPUT_TYPES()["required"]["name"][1]["options"]

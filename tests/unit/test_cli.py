@@ -12,7 +12,7 @@ from PIL import Image
 
 from infinitetalk.cli import build_parser, main, parse_boxes
 from infinitetalk.errors import CheckpointError, InputError
-from infinitetalk.weights import find_weights
+from infinitetalk.loading.discover import find_weights
 
 
 def _inputs(tmp_path, seconds=1.0, h=48, w=64):

@@ -17,10 +17,11 @@ from safetensors.torch import save_file
 
 from infinitetalk.config import DiTConfig
 from infinitetalk.doctor import diagnose, fit_adapter, main
+from infinitetalk.loading.discover import search_paths_for
 from infinitetalk.loading.dit import adapter_key_shapes, base_key_shapes
 from infinitetalk.loading.identify import identify
 from infinitetalk.tiny.dit import DIT_FILES, TINY_DIT, file_tensors, mixed_fp32, random_source, tiny_path
-from infinitetalk.weights import Component, search_paths_for
+from infinitetalk.weights import Component
 
 REQUIRED = ("dit", "adapter_single", "text_encoder", "clip", "vae", "audio_encoder")
 

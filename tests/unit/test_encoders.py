@@ -458,7 +458,7 @@ def test_real_size_shapes_infer_real_configs():
     from infinitetalk.encoders.clip import infer_clip_config, open_clip_rules
     from infinitetalk.encoders.text import infer_umt5_config, wan_to_hf_keys
     from infinitetalk.encoders.vae import infer_vae_config, wan_to_diffusers_keys
-    from infinitetalk.encoders.wav2vec2 import _model_keys, infer_wav2vec2_config
+    from infinitetalk.encoders.wav2vec2 import infer_wav2vec2_config, model_keys
 
     t5 = {"token_embedding.weight": (256384, 4096), "norm.weight": (4096,)}
     for i in range(24):
@@ -531,7 +531,7 @@ def test_real_size_shapes_infer_real_configs():
             f"wav2vec2.encoder.layers.{i}.feed_forward.intermediate_dense.weight": (3072, 768),
         }
     source = _ShapeSource({k: torch.Size(v) for k, v in w2v.items()})
-    cfg = infer_wav2vec2_config(_model_keys(list(w2v)), source)
+    cfg = infer_wav2vec2_config(model_keys(list(w2v)), source)
     assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size) == (
         768,
         12,

@@ -13,8 +13,8 @@ import torch
 from infinitetalk.encoders import load_text_encoder
 from infinitetalk.encoders.text import own_tokenizer, tokenizer_search, wrapper_tokenizers
 from infinitetalk.errors import CheckpointError
+from infinitetalk.loading.discover import find_weights
 from infinitetalk.tiny import encoders as tiny
-from infinitetalk.weights import find_weights
 
 PROMPTS = ["A woman talks to the camera.", "两个人在桌边聊天"]
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from infinitetalk.cli import main
 from infinitetalk.doctor import diagnose
-from infinitetalk.weights import find_weights, search_paths_for
+from infinitetalk.loading.discover import find_weights, search_paths_for
 from tests.user_trees import TREES, build, template_files
 
 # what the command line must pick in each tree (relative to the ComfyUI models/ or the official root)
