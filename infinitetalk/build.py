@@ -31,10 +31,19 @@ import torch
 from .attention import BACKENDS, resolve_backend
 from .config import DiTConfig
 from .errors import InputError
-from .preflight import MemoryEstimate, RunShape, available_ram, check_fits, fewest_swapped_blocks, gib
+from .preflight import (
+    MemoryEstimate,
+    RunShape,
+    available_ram,
+    check_fits,
+    estimate,
+    fewest_swapped_blocks,
+    gib,
+)
 
 log = logging.getLogger(__name__)
 
+# The one table of precision names <-> dtypes (the node's combos, the command line's --dtype, ModelOptions).
 PRECISIONS: dict[str, torch.dtype | None] = {
     "auto": None,
     "bf16": torch.bfloat16,
@@ -51,16 +60,89 @@ QUANTIZATIONS: dict[str, str] = {
 AUTO = "auto"
 
 
+def precision_dtype(
+    precision: str, supported: tuple[torch.dtype, ...] | None = None, device=None
+) -> torch.dtype:
+    """The dtype of a precision name. ``auto``: the first of bf16, fp16 in ``supported`` (what the host says
+    the device computes well; default: bf16 where supported, else fp16, on CUDA, nothing elsewhere), else fp32."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is not None:
+        return dtype
+    if supported is None:
+        cuda = device is not None and torch.device(device).type == "cuda"
+        supported = (
+            () if not cuda else (torch.bfloat16,) if torch.cuda.is_bf16_supported() else (torch.float16,)
+        )
+    return next((d for d in (torch.bfloat16, torch.float16) if d in supported), torch.float32)
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bf16"`` (the inverse of the table)."""
+    for name, value in PRECISIONS.items():
+        if value == dtype:
+            return name
+    raise InputError(f"dtype {dtype} has no precision name; use one of bf16, fp16, fp32")
+
+
+@dataclass(frozen=True)
+class BlockSwap:
+    """How many DiT blocks stay in host memory and are streamed in: a count, or automatic (the fewest that
+    fit). The one value for the node's widget (-1 = auto), the command line's ``N|auto`` and the library."""
+
+    blocks: int | None = 0  # None: automatic
+
+    def __post_init__(self) -> None:
+        b = self.blocks
+        if not (b is None or (isinstance(b, int) and not isinstance(b, bool) and b >= 0)):
+            raise InputError(f"block_swap {b!r} must be a block count (0, 1, ...) or 'auto'")
+
+    @classmethod
+    def parse(cls, value: BlockSwap | int | str) -> BlockSwap:
+        """``"auto"`` or a count (int or digits); anything else: ``InputError`` naming the value."""
+        if isinstance(value, BlockSwap):
+            return value
+        if value == AUTO:
+            return cls(None)
+        if isinstance(value, str) and value.strip().isdigit():
+            return cls(int(value))
+        return cls(value)  # type: ignore[arg-type]  # checked in __post_init__
+
+    @classmethod
+    def from_widget(cls, value: int) -> BlockSwap:
+        """The node's integer widget: -1 = auto."""
+        return cls(None) if value == -1 else cls(int(value))
+
+    @property
+    def is_auto(self) -> bool:
+        return self.blocks is None
+
+    def __str__(self) -> str:
+        return AUTO if self.blocks is None else str(self.blocks)
+
+
+AUTO_SWAP = BlockSwap(None)
+NO_SWAP = BlockSwap(0)
+
+
 @dataclass(frozen=True)
 class ModelOptions:
     """How to build the DiT. Every field has the same name and values in the node and on the command line."""
 
     precision: str = "auto"  # compute dtype: auto (bf16/fp16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32
     quantization: str = "none"  # see QUANTIZATIONS
-    block_swap: int | str = 0  # blocks kept in host memory and streamed in; "auto": the fewest that fit
+    block_swap: BlockSwap = NO_SWAP  # blocks kept in host memory and streamed in (a count or 'auto')
     attention: str = "auto"  # auto (PyTorch SDPA) | sdpa | flash | sage
     compile: bool = False  # torch.compile every transformer block
     loras: tuple[tuple[str, float], ...] = field(default_factory=tuple)  # merged before quantising
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.block_swap, BlockSwap):  # "auto" or a count; a bad value waits for validate()
+            try:
+                object.__setattr__(self, "block_swap", BlockSwap.parse(self.block_swap))
+            except InputError:
+                pass
 
     def validate(self) -> None:
         """One-line ``InputError`` for any unknown name (no file is touched)."""
@@ -75,19 +157,11 @@ class ModelOptions:
             )
         if self.attention not in BACKENDS:
             raise InputError(f"attention {self.attention!r} is unknown; choose one of {', '.join(BACKENDS)}")
-        swap = self.block_swap
-        if not (swap == AUTO or (isinstance(swap, int) and not isinstance(swap, bool) and swap >= 0)):
-            raise InputError(f"block_swap {swap!r} must be a block count (0, 1, ...) or 'auto'")
+        BlockSwap.parse(self.block_swap)  # a value the constructor could not read: its one-line error
 
     def compute_dtype(self, device: torch.device | str) -> torch.dtype:
         """The activation dtype on ``device`` ('auto': bf16 where supported, else fp16, on CUDA; fp32 elsewhere)."""
-        dtype = PRECISIONS[self.precision]
-        if dtype is not None:
-            return dtype
-        device = torch.device(device)
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
+        return precision_dtype(self.precision, device=device)
 
     def storage_dtype(self, compute: torch.dtype) -> torch.dtype:
         """Dtype handed to the loader: fp8 for fp8 storage, else the compute dtype (quanto quantises after)."""
@@ -105,6 +179,84 @@ class DiTPlan:
     block_swap: int | None  # resolved count; None = "auto" left to the host (no run shape yet)
     estimate: MemoryEstimate | None
     largest_tensor_bytes: int
+    options: ModelOptions = field(default_factory=ModelOptions)  # what was asked (quantization, LoRAs, ...)
+
+
+@dataclass(frozen=True)
+class HostMemory:
+    """What the host knows about memory when a run is planned (the node passes ComfyUI's numbers).
+
+    ``free``: bytes the compute device can give the run (what the host can free included); None: unknown,
+    no check. ``host_copy``: the whole DiT sits in RAM (ComfyUI's offload device, ``--offload_model``); None:
+    only when blocks are swapped. ``other_resident``: other models kept on the device meanwhile.
+    ``streams_weights``: the host places the DiT's weights itself (ComfyUI's dynamic VRAM, ``--cpu``): they
+    are held already, only the working memory must fit, no block swap. ``streams_unless_swapped``: it does
+    so when no block swap is asked (ComfyUI's low-VRAM casting layers). ``weights_loaded``: the weights are
+    in RAM already (no RAM check for loading them)."""
+
+    free: int | None
+    host_copy: bool | None = False
+    other_resident: int = 0
+    streams_weights: bool = False
+    streams_unless_swapped: bool = False
+    weights_loaded: bool = False
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The decision for one run: the blocks to swap, and the estimate it fits in."""
+
+    block_swap: int
+    estimate: MemoryEstimate
+
+    @property
+    def working(self) -> int:
+        """Working memory besides the weights (what a host reserves when it loads the model)."""
+        return self.estimate.working
+
+
+def plan_memory(
+    cfg: DiTConfig,
+    dtype: torch.dtype,
+    quantization: str,
+    run: RunShape,
+    block_swap: BlockSwap,
+    device_type: str,
+    host: HostMemory,
+    load_buffer: int = 0,
+) -> MemoryPlan:
+    """The one memory decision of a run: block swap (a given count, or ``auto``: the fewest blocks that fit),
+    the working memory, and whether it fits (``InputError`` in one line with the smallest change that fits).
+    """
+    kw = dict(device_type=device_type, other_resident=host.other_resident, load_buffer=load_buffer)
+    preloaded = 0
+    if host.streams_weights or (host.streams_unless_swapped and block_swap == NO_SWAP):
+        if not (block_swap.is_auto or block_swap == NO_SWAP):
+            log.info("block_swap %s ignored: the host places the weights itself here", block_swap)
+        blocks = 0
+        preloaded = estimate(cfg, dtype, quantization, run, 0, host_copy=True, **kw).weights_resident
+    elif device_type == "cpu" or (block_swap.is_auto and host.free is None):
+        blocks = 0  # nothing to swap to (CPU), or nothing to fit against
+    elif (
+        block_swap.is_auto
+    ):  # the fewest blocks that fit (all of them when nothing fits: check_fits explains)
+        fitted = fewest_swapped_blocks(cfg, dtype, quantization, run, host.free, host_copy=True, **kw)
+        blocks = cfg.num_layers if fitted is None else fitted
+    else:
+        blocks = block_swap.blocks
+    host_copy = bool(host.host_copy) or (host.host_copy is None and blocks != 0)
+    est = check_fits(cfg, dtype, quantization, run, blocks, host.free, preloaded=preloaded, host_copy=host_copy,
+                     **kw)  # fmt: skip
+    if device_type != "cpu" and not host.weights_loaded and (host_copy or est.weights_swapped):
+        ram = available_ram()
+        if ram is not None and est.host_peak > ram:
+            raise InputError(
+                f"the InfiniteTalk DiT needs about {gib(est.host_peak)} of RAM ({quantization}, block_swap "
+                f"{blocks}) but {gib(ram)} is available: use quantization fp8_e4m3fn or close other programs"
+            )
+    free = "" if host.free is None else f"; {gib(host.free)} free"
+    log.info("memory preflight (%s, %s): %s%s", quantization, dtype, est.describe(), free)
+    return MemoryPlan(blocks, est)
 
 
 def plan_dit(
@@ -121,8 +273,8 @@ def plan_dit(
     Args:
         paths: anything with ``.dit`` and ``.adapter`` (None when the DiT file holds the adapter).
         compute_device: where the model will compute.
-        run: the shape of one model call; without it the memory check and ``block_swap="auto"`` wait
-            for the host (ComfyUI knows the size only when the sampler runs).
+        run: the shape of one model call; without it the memory plan waits for the host (ComfyUI knows
+            the size only when the sampler runs: :func:`plan_memory` then).
         free: bytes free on the compute device; -1 measures them now, None skips the check.
         host_copy: the host loads the whole DiT into RAM first (ComfyUI's offload device); None: only
             when blocks are swapped (the command line loads to RAM, then moves the resident blocks).
@@ -142,49 +294,27 @@ def plan_dit(
     dtype = options.compute_dtype(compute_device)
     ckpt = inspect_dit(paths.dit, getattr(paths, "adapter", None))
     cfg = ckpt.config
-    swap = None if options.block_swap == AUTO else int(options.block_swap)
+    swap = options.block_swap.blocks
     if swap is not None and swap > cfg.num_layers:
         raise InputError(
             f"block_swap {swap} is out of range: the DiT has {cfg.num_layers} blocks (0..{cfg.num_layers})"
         )
     est = None
     if run is not None:
-        swap, est = _plan_memory(cfg, dtype, options, run, swap, compute_device, free, host_copy, other_resident,
-                                 ckpt.largest_tensor_bytes)  # fmt: skip
+        if free == -1:
+            from .preflight import free_device_memory
+
+            free = free_device_memory(compute_device)
+        host = HostMemory(free, host_copy, other_resident)
+        memory = plan_memory(cfg, dtype, options.quantization, run, options.block_swap, compute_device.type, host,
+                             ckpt.largest_tensor_bytes)  # fmt: skip
+        swap, est = memory.block_swap, memory.estimate
     else:
         if compute_device.type == "cpu" and swap is None:
             swap = 0
         _check_host_ram(cfg, dtype, options, compute_device, host_copy, ckpt.largest_tensor_bytes)
-    plan = DiTPlan(cfg, dtype, options.storage_dtype(dtype), attention, swap, est, ckpt.largest_tensor_bytes)
-    if est is not None:
-        log.info("memory preflight (%s, %s): %s", options.quantization, dtype, est.describe())
-    return plan
-
-
-def _plan_memory(cfg, dtype, options, run, swap, device, free, host_copy, other_resident, load_buffer):
-    kw = dict(device_type=device.type, other_resident=other_resident, load_buffer=load_buffer)
-    kw["host_copy"] = bool(host_copy) or (host_copy is None and swap != 0)
-    if free == -1:
-        from .preflight import free_device_memory
-
-        free = free_device_memory(device)
-    if swap is None:  # auto: the fewest blocks that fit (all of them when nothing fits: check_fits explains)
-        fitted = (
-            None if free is None else fewest_swapped_blocks(cfg, dtype, options.quantization, run, free, **kw)
-        )
-        swap = 0 if free is None else (fitted if fitted is not None else cfg.num_layers)
-        if device.type == "cpu":
-            swap = 0
-        kw["host_copy"] = bool(host_copy) or (host_copy is None and swap != 0)
-    est = check_fits(cfg, dtype, options.quantization, run, swap, free, **kw)
-    if device.type != "cpu" and (kw["host_copy"] or est.weights_swapped):
-        ram = available_ram()
-        if ram is not None and est.host_peak > ram:
-            raise InputError(
-                f"the InfiniteTalk DiT needs about {gib(est.host_peak)} of RAM ({options.quantization}, block_swap "
-                f"{swap}) but {gib(ram)} is available: use quantization fp8_e4m3fn or close other programs"
-            )
-    return swap, est
+    storage = options.storage_dtype(dtype)
+    return DiTPlan(cfg, dtype, storage, attention, swap, est, ckpt.largest_tensor_bytes, options)
 
 
 def _check_host_ram(cfg, dtype, options, device, host_copy, load_buffer) -> None:
@@ -251,6 +381,43 @@ def build_dit(
     if options.compile:
         compile_blocks(model)
     return model.eval().requires_grad_(False)
+
+
+def load_dit_model(paths, options: ModelOptions, plan: DiTPlan, device: torch.device, offload: bool = False):
+    """Build the DiT (LoRAs merged, then quantised) and place it: whole on ``device``, whole in RAM
+    (``offload``: moved in by the pipeline's model manager), or with its last ``plan.block_swap`` blocks kept
+    in RAM (:mod:`infinitetalk.offload`). Returns ``(model, block placement or None)``."""
+    swap = plan.block_swap if device.type == "cuda" else 0
+    home = torch.device("cpu") if offload or swap else device
+    dit = build_dit(paths, options, device=home, plan=plan)
+    placement = None
+    if swap:
+        from .offload import place_model
+
+        placement = place_model(dit, device, swap)
+    return dit, placement
+
+
+def load_pipeline(paths, options: ModelOptions, plan: DiTPlan, device: torch.device, offload: bool = False):
+    """The pipeline of a run this library hosts (command line, scripts) over the files of ``paths``
+    (:class:`~infinitetalk.weights.WeightPaths`): umT5 and CLIP in the compute dtype (in RAM with
+    ``offload``, moved to the device while they run), the VAE in fp32 on the device, the DiT as planned."""
+    # the encoders and the pipeline: imported when a run loads them, not by everything that plans one
+    from .encoders.clip import load_clip_vision
+    from .encoders.text import load_text_encoder
+    from .encoders.vae import load_vae
+    from .pipeline import DeviceModelManager, InfiniteTalkPipeline
+
+    dtype, home = plan.compute_dtype, torch.device("cpu") if offload else device
+    text = load_text_encoder(paths.text_encoder, tokenizer=paths.tokenizer, device=home, dtype=dtype)
+    clip = load_clip_vision(paths.clip, device=home, dtype=dtype)
+    vae = load_vae(paths.vae, device=device, dtype=torch.float32)
+    dit, swap = load_dit_model(paths, options, plan, device, offload)
+    manager = None
+    if offload:
+        managed = {"text_encoder": text, "clip": clip} | ({} if swap is not None else {"dit": dit})
+        manager = DeviceModelManager(managed, device)
+    return InfiniteTalkPipeline(dit, vae, clip, text, None, device, dtype, model_manager=manager)
 
 
 def compile_blocks(model, **compile_kwargs) -> int:

@@ -23,18 +23,18 @@ import logging
 import re
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .attention import BACKENDS
-from .build import QUANTIZATIONS, ModelOptions
-from .config import SpeakerRegions
+from .build import NO_SWAP, PRECISIONS, QUANTIZATIONS, BlockSwap, ModelOptions
+from .config import VIDEO_FPS
 from .errors import CheckpointError, InfiniteTalkError, InputError
 from .loading.discover import WeightPaths, find_weights
 from .parallel.launch import ParallelSession, start_session, torchrun_ranks
+from .pipeline import GenerationConfig
 from .sampling import SAMPLERS
 from .weights import Component, spec
 
@@ -50,16 +50,11 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 
 
 # ============================================================================ arguments
-def _block_swap(text: str) -> int | str:
-    if text == "auto":
-        return text
+def _block_swap(text: str) -> BlockSwap:
     try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a block count: use 0, 1, ... or auto")
-    return value
+        return BlockSwap.parse(text)
+    except InputError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a block count: use 0, 1, ... or auto") from None
 
 
 def _bool(text: str) -> bool:
@@ -76,6 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    for add in (_input_arguments, _output_arguments, _weight_arguments, _generation_arguments):
+        add(p)
+    m = p.add_argument_group("several GPUs (start with torchrun --nproc_per_node N; docs/MULTI_GPU.md)")
+    m.add_argument(
+        "--ulysses_size",
+        type=int,
+        default=1,
+        help="processes splitting the attention heads (all-to-all); must divide the DiT's heads (40)",
+    )
+    m.add_argument(
+        "--ring_size",
+        type=int,
+        default=1,
+        help="processes passing key/value blocks around a ring; ulysses_size x ring_size = processes",
+    )
+    return p
+
+
+def _input_arguments(p: argparse.ArgumentParser) -> None:
     io = p.add_argument_group("inputs and output")
     io.add_argument("--input_path", help="reference image (image-to-video) or video (dubbing)")
     io.add_argument("--audio_path", help="speech of person 1 (any audio file, or a video's soundtrack)")
@@ -125,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument(
         "--crf", type=int, default=18, help="H.264 quality of the segments (0 lossless .. 51; 18)"
     )
+
+
+def _output_arguments(p: argparse.ArgumentParser) -> None:
     out = p.add_argument_group("output file")
     out.add_argument(
         "--format",
@@ -151,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not keep the live playlist OUTPUT.parts/live/live.m3u8 (watch the video while it is made)",
     )
 
+
+def _weight_arguments(p: argparse.ArgumentParser) -> None:
     w = p.add_argument_group("weights")
     w.add_argument(
         "--weights",
@@ -184,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--block_swap",
         type=_block_swap,
-        default=0,
+        default=NO_SWAP,
         metavar="N|auto",
         help="keep N of the 40 DiT blocks in RAM and stream them to the GPU; auto: the fewest that fit (0)",
     )
@@ -208,11 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     w.add_argument(
         "--dtype",
-        choices=("bf16", "fp16", "fp32"),
+        choices=tuple(p for p in PRECISIONS if p != "auto"),
         default=None,
         help="compute dtype (bf16 on GPU, fp32 on CPU)",
     )
 
+
+def _generation_arguments(p: argparse.ArgumentParser) -> None:
+    """The generation knobs; their defaults are ``GenerationConfig``'s (the reference's)."""
+    d = GenerationConfig()
     g = p.add_argument_group("generation")
     g.add_argument(
         "--prompt",
@@ -227,67 +250,59 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--mode",
         choices=("clip", "streaming"),
-        default="streaming",
-        help="streaming: the whole audio (default); clip: one window of --frame_num frames",
+        default=d.mode,
+        help=f"streaming: the whole audio; clip: one window of --frame_num frames ({d.mode})",
     )
     g.add_argument(
         "--size",
-        default="infinitetalk-480",
-        help="infinitetalk-480, infinitetalk-720 or WxH (multiples of 16)",
+        default=d.size,
+        help=f"infinitetalk-480, infinitetalk-720 or WxH, multiples of 16 ({d.size})",
     )
-    g.add_argument("--frame_num", type=int, default=81, help="frames per window, 4n+1 (81)")
-    g.add_argument("--motion_frame", type=int, default=9, help="frames carried between windows, 4n+1 (9)")
     g.add_argument(
-        "--max_frame_num", type=int, default=None, help="cap on the video length in frames (default none)"
+        "--frame_num", type=int, default=d.frame_num, help=f"frames per window, 4n+1 ({d.frame_num})"
     )
-    g.add_argument("--sample_steps", type=int, default=40)
     g.add_argument(
-        "--sample_shift", type=float, default=None, help="flow shift (default 7 at 480, 11 at 720)"
-    )
-    g.add_argument("--sample_text_guide_scale", type=float, default=5.0)
-    g.add_argument("--sample_audio_guide_scale", type=float, default=4.0)
-    g.add_argument("--sampler", choices=SAMPLERS, default="euler")
-    g.add_argument(
-        "--seed", "--base_seed", dest="seed", type=int, default=42, help="random seed (-1: random)"
-    )
-    g.add_argument("--color_correction_strength", type=float, default=1.0, help="0..1 (1.0)")
-    g.add_argument("--use_apg", action="store_true", help="adaptive projected guidance")
-    g.add_argument("--apg_momentum", type=float, default=-0.75)
-    g.add_argument("--apg_norm_threshold", type=float, default=55.0)
-    g.add_argument("--use_teacache", action="store_true")
-    g.add_argument("--teacache_thresh", type=float, default=0.2)
-    g.add_argument(
-        "--batch_guidance", action="store_true", help="run guidance branches as one batch (more memory)"
-    )
-
-    m = p.add_argument_group("several GPUs (start with torchrun --nproc_per_node N; docs/MULTI_GPU.md)")
-    m.add_argument(
-        "--ulysses_size",
+        "--motion_frame",
         type=int,
-        default=1,
-        help="processes splitting the attention heads (all-to-all); must divide the DiT's heads (40)",
+        default=d.motion_frame,
+        help=f"frames carried between windows, 4n+1 ({d.motion_frame})",
     )
-    m.add_argument(
-        "--ring_size",
+    g.add_argument(
+        "--max_frame_num",
         type=int,
-        default=1,
-        help="processes passing key/value blocks around a ring; ulysses_size x ring_size = processes",
+        default=d.max_frame_num,
+        help="cap on the video length in frames (default none)",
     )
-    return p
+    g.add_argument("--sample_steps", type=int, default=d.steps)
+    g.add_argument(
+        "--sample_shift", type=float, default=d.shift, help="flow shift (default 7 at 480, 11 at 720)"
+    )
+    g.add_argument("--sample_text_guide_scale", type=float, default=d.text_scale)
+    g.add_argument("--sample_audio_guide_scale", type=float, default=d.audio_scale)
+    g.add_argument("--sampler", choices=SAMPLERS, default=d.sampler)
+    g.add_argument(
+        "--seed", "--base_seed", dest="seed", type=int, default=d.seed, help="random seed (-1: random)"
+    )
+    g.add_argument(
+        "--color_correction_strength",
+        type=float,
+        default=d.color_correction_strength,
+        help=f"0..1 ({d.color_correction_strength})",
+    )
+    g.add_argument("--use_apg", action="store_true", default=d.use_apg, help="adaptive projected guidance")
+    g.add_argument("--apg_momentum", type=float, default=d.apg_momentum)
+    g.add_argument("--apg_norm_threshold", type=float, default=d.apg_norm_threshold)
+    g.add_argument("--use_teacache", action="store_true", default=d.use_teacache)
+    g.add_argument("--teacache_thresh", type=float, default=d.teacache_thresh)
+    g.add_argument(
+        "--batch_guidance",
+        action="store_true",
+        default=d.batch_guidance,
+        help="run guidance branches as one batch (more memory)",
+    )
 
 
 # ============================================================================ inputs
-@dataclass
-class Inputs:
-    source: object  # StillImage or VideoReader
-    speakers: list[tuple[np.ndarray, int]]
-    normalize: bool
-    audio_type: str
-    prompt: str
-    regions: SpeakerRegions | None
-    cues: list | None
-
-
 def parse_boxes(values: list[str]) -> list[tuple[float, float, float, float]]:
     """``--bbox`` values (given twice, or once as 'box1;box2') -> two boxes (or none)."""
     from .validation import parse_boxes as parse
@@ -404,11 +419,8 @@ def script_inputs(script, args: argparse.Namespace, kokoro_dir: Path | None):
     return [(t, rendered.sample_rate) for t in rendered.tracks], False, rendered.cues, rendered.prompts
 
 
-def _device_dtype(args) -> tuple[torch.device, torch.dtype]:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    names = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    dtype = names[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    return device, dtype
+def _device(args) -> torch.device:
+    return torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def lora_specs(args) -> list[tuple[str, float]]:
@@ -456,22 +468,6 @@ def plan_models(paths: WeightPaths, args, device: torch.device, run, world_size:
     return options, plan
 
 
-def load_dit_model(paths: WeightPaths, options: ModelOptions, plan, device: torch.device, offload: bool):
-    """Build the DiT (LoRAs merged, then quantised) and place it: whole on ``device``, whole in RAM
-    (``--offload_model``), or with its last ``plan.block_swap`` blocks kept in RAM."""
-    from .build import build_dit
-
-    swap = plan.block_swap if device.type == "cuda" else 0
-    home = torch.device("cpu") if offload or swap else device
-    dit = build_dit(paths, options, device=home, plan=plan)
-    placement = None
-    if swap:
-        from .offload import place_model
-
-        placement = place_model(dit, device, swap)
-    return dit, placement
-
-
 # ============================================================================ main
 def _resolve_paths(args, speakers: int, need_kokoro: bool = False) -> WeightPaths:
     """Component paths: explicit flags (--ckpt_dir, --infinitetalk_dir, --wav2vec_dir) win over --weights."""
@@ -514,9 +510,7 @@ def _speaker_count(args, script=None) -> int:
     return 2 if args.audio_path2 else 1
 
 
-def _config(args: argparse.Namespace, session: ParallelSession):
-    from .pipeline import GenerationConfig
-
+def _config(args: argparse.Namespace, session: ParallelSession) -> GenerationConfig:
     return GenerationConfig(
         prompt=args.prompt or "",
         negative_prompt=args.n_prompt or None,
@@ -605,57 +599,40 @@ def _prompt_schedule(args: argparse.Namespace, name: str) -> None:
 
 
 def check_inputs(args: argparse.Namespace, config, speakers: int):
-    """The reference (image or video) and the person boxes: ``(source, regions)``, checked."""
-    from .validation import check_boxes_in_frame, check_speaker_layout, output_size, warn_if_upscaled
+    """The reference (image or video) and the person regions: ``(source, regions)``, checked. Two speakers
+    without --bbox: found from the faces, as the Sampler does (:func:`infinitetalk.runs.speaker_layout`)."""
+    from .runs import speaker_layout
+    from .validation import output_size, warn_if_upscaled
 
     source = load_source(args.input_path)
-    h, w = source.frame(0).shape[:2]
-    warn_if_upscaled(
-        h,
-        w,
-        *output_size(config.size, h, w, name="--size"),
-        name=f"--input_path '{Path(args.input_path).name}'",
+    first = source.frame(0)
+    h, w = first.shape[:2]
+    name = f"--input_path '{Path(args.input_path).name}'"
+    warn_if_upscaled(h, w, *output_size(config.size, h, w, name="--size"), name=name)
+    fix = "add --audio_path2 (or '(s2)' turns in --text), or drop --bbox"
+    regions, _ = speaker_layout(
+        speakers, first, boxes=args.bbox, boxes_name="--bbox", masks_name=None, fix=fix
     )
-    boxes = parse_boxes(args.bbox)
-    check_boxes_in_frame(boxes, w, h, name="--bbox")
-    check_speaker_layout(
-        speakers,
-        regions_given=bool(boxes),
-        name="--bbox",
-        fix="add --audio_path2 (or '(s2)' turns in --text), or drop --bbox",
-    )
-    regions = SpeakerRegions(bboxes=boxes) if boxes else None
     return source, regions
 
 
 def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Path:
-    """Generate the video described by ``args``; returns the mp4 path (written by rank 0 only)."""
-    from .audio_embedding import prepare_audio
-    from .buckets import target_size
-    from .dubbing import face_only_filter
-    from .encoders.clip import load_clip_vision
-    from .encoders.text import load_text_encoder
-    from .encoders.vae import load_vae
-    from .encoders.wav2vec2 import load_audio_encoder
-    from .media import normalize_delivery
-    from .pipeline import DeviceModelManager, InfiniteTalkPipeline
-    from .preflight import RunShape
-    from .runs import PartialVideo, partial_path
-    from .sinks import SegmentStore, segment_codec
-    from .validation import explain_out_of_memory
+    """Generate the video described by ``args``; returns the output path (written by rank 0 only).
 
-    session = session or ParallelSession(device=_device_dtype(args)[0])
+    The command line's host work (arguments, files, models, progress, the output file) around the library's
+    one run (:class:`infinitetalk.runs.GenerationRun`), the same as the ComfyUI Sampler's."""
+    from .buckets import target_size
+    from .preflight import RunShape
+    from .runs import GenerationRun, RunFolder, RunInputs, partial_path
+
+    session = session or ParallelSession(device=_device(args))
     args.device = str(session.device)  # under torchrun: this process's GPU
     out, config = check_arguments(args, session)
-    script = None
-    if args.script:
-        from .script import load_script
-
-        script = load_script(args.script)
+    script = _load_script(args)
     speakers = _speaker_count(args, script)
     paths = _resolve_paths(args, speakers, need_kokoro=script is not None and script.needs_tts)
     session.check_dit_file(paths.dit)  # heads vs --ulysses_size, before any weight is read
-    device, _ = _device_dtype(args)
+    device = _device(args)
     source, regions = check_inputs(args, config, speakers)
     if args.face_only and source.num_frames < 2:
         raise InputError("--face_only needs a source video as --input_path (one image has no source to keep)")
@@ -663,107 +640,98 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     height, width = target_size(config.size, *source.frame(0).shape[:2])
     run_shape = RunShape.for_generation(config, height, width, speakers)
     options, plan = plan_models(paths, args, device, run_shape, session.world_size)
-    dtype = plan.compute_dtype
-    home = torch.device("cpu") if args.offload_model else device
-    prompts = args.prompt_schedule  # None without time tags
     # the run folder: segments, resume state, and the audio buffers too large for memory
     seg_dir = Path(args.segments_dir) if args.segments_dir else out.with_name(out.name + ".parts")
+    prompts = args.prompt_schedule  # None without time tags
     if script is not None:
         tracks, normalize, cues, prompts = script_inputs(script, args, paths.kokoro)
-        config.prompt = args.prompt or prompts[0][1]
     else:
         tracks, normalize, cues = speech_inputs(args, paths.kokoro, seg_dir)
+    # 1. audio features first (the encoder is freed before the big models load), 2. the models
+    audio = encode_speech(paths, tracks, args.audio_type, normalize, device, seg_dir)
+    del tracks  # a one-speaker soundtrack lives on in ``audio``
+    models = load_models(paths, options, plan, device, args.offload_model, session, lora_specs(args))
+    # 3. the one run: per-window segments in the run folder, then the output file
+    inputs = RunInputs(source, audio, regions, tuple(prompts) if prompts else None, args.face_only)
+    job = GenerationRun(inputs, config, models, run_options(args, audio, session))
+    folder = RunFolder(seg_dir, partial_path(out), resume_hint="run again with --resume to continue")
+    if session.is_main and not args.no_live:
+        logger.info("watch it while it is made: %s", seg_dir / "live" / "live.m3u8")
+    with _ProgressBar(config.steps) as bar:
+        done = job.generate(folder, on_progress=bar.update, session=session)
+    if not session.is_main:
+        return out  # rank 0 writes the file
+    return deliver(done, out, cues if args.subtitles else None, args, seg_dir)
 
-    # 1. audio features first, then free the audio encoder before the big models load
+
+def _load_script(args):
+    if not args.script:
+        return None
+    from .script import load_script
+
+    return load_script(args.script)
+
+
+def encode_speech(paths: WeightPaths, tracks, audio_type: str, normalize: bool, device, spill_dir: Path):
+    """wav2vec2 features of the speaker tracks (the encoder loaded for this only, then freed)."""
+    from .encoders.wav2vec2 import load_audio_encoder
+    from .pipeline import InfiniteTalkPipeline
+    from .validation import explain_out_of_memory
+
     with explain_out_of_memory("encoding the audio"):
-        audio_encoder = load_audio_encoder(paths.audio_encoder, device=device, dtype=torch.float32)
-        audio = prepare_audio(audio_encoder, tracks, args.audio_type, normalize, spill_dir=seg_dir)
-    del audio_encoder, tracks  # a one-speaker soundtrack lives on in ``audio``
-    logger.info(
-        "audio: %d speaker(s), %d frames (%.2f s)",
-        audio.num_speakers,
-        audio.num_frames,
-        audio.num_frames / 25,
-    )
+        encoder = load_audio_encoder(paths.audio_encoder, device=device, dtype=torch.float32)
+        audio = InfiniteTalkPipeline(
+            None, None, None, None, encoder, device, torch.float32, spill_dir=spill_dir
+        ).prepare_audio(tracks, audio_type, normalize)
+    seconds = audio.num_frames / VIDEO_FPS
+    logger.info("audio: %d speaker(s), %d frames (%.2f s)", audio.num_speakers, audio.num_frames, seconds)
+    return audio
 
-    # 2. models
+
+def load_models(paths: WeightPaths, options: ModelOptions, plan, device, offload: bool, session, loras=()):
+    """The pipeline over the loaded models (placed as planned) and their identity."""
+    from .build import load_pipeline
+    from .runs import ModelIdentity, RunModels
+    from .validation import explain_out_of_memory
+
     with explain_out_of_memory("loading the models"):
-        text = load_text_encoder(paths.text_encoder, tokenizer=paths.tokenizer, device=home, dtype=dtype)
-        clip = load_clip_vision(paths.clip, device=home, dtype=dtype)
-        vae = load_vae(paths.vae, device=device, dtype=torch.float32)
-        dit, swap = load_dit_model(paths, options, plan, device, args.offload_model)
-    session.attach(dit)  # one process: unchanged; torchrun: this process's share of every forward
-    manager = None
-    if args.offload_model:
-        managed = {"text_encoder": text, "clip": clip} | ({} if swap is not None else {"dit": dit})
-        manager = DeviceModelManager(managed, device)
-    pipe = InfiniteTalkPipeline(dit, vae, clip, text, None, device, dtype, model_manager=manager)
+        pipe = load_pipeline(paths, options, plan, device, offload)
+    session.attach(pipe.dit)  # one process: unchanged; torchrun: this process's share of every forward
+    files = {k: getattr(paths, k) for k in ("dit", "adapter", "text_encoder", "tokenizer", "clip", "vae")}
+    identity = ModelIdentity.of(
+        files, loras=loras, quantization=options.quantization, dtype=plan.compute_dtype
+    )
+    return RunModels(pipe, identity)
 
-    # 3. generate into per-window segments, then mux with the soundtrack
+
+def run_options(args: argparse.Namespace, audio, session: ParallelSession):
+    """Segments for the output format (masters start from exact frames); the delivered soundtrack."""
+    from .media import normalize_delivery
+    from .runs import RunOptions
+    from .sinks import segment_codec
+
     soundtrack = audio.soundtrack_audio  # the user's own audio; the 16 kHz mix stays in the embedding path
     if args.loudness is not None and session.is_main:
         soundtrack = normalize_delivery(soundtrack, args.loudness, args.true_peak)
-    store = None
-    if session.is_main:  # torchrun: rank 0 writes
-        store = SegmentStore(
-            seg_dir,
-            fps=25,
-            crf=args.crf,
-            preset=args.preset,
-            codec=segment_codec(args.format),  # masters start from exact frames
-            soundtrack=soundtrack,
-            live=not args.no_live,
-        )
-        if store.live:
-            logger.info("watch it while it is made: %s", seg_dir / "live" / "live.m3u8")
-    extra = {
-        "weights": {k: str(v) for k, v in vars(paths).items()},
-        "loras": lora_specs(args),
-        "quantization": options.quantization,
-        "dtype": str(dtype),
-    }
-    frame_filter = face_only_filter(source, config, audio.num_frames) if args.face_only else None
-    # what is finished stays playable: OUTPUT_partial.mp4 follows the committed windows (rank 0)
-    partial = PartialVideo(partial_path(out), store, audio=soundtrack) if store is not None else None
-
-    def on_progress(event) -> None:
-        partial.on_progress(event)
-        bar.update(event)
-
-    with _ProgressBar(config.steps) as bar, explain_out_of_memory(f"generating at size {config.size}"):
-        try:
-            result = pipe.generate(
-                source,
-                audio,
-                config,
-                session.output_sink(store),  # torchrun: rank 0 writes, the others follow
-                speaker_regions=regions,
-                on_progress=on_progress if session.is_main else None,
-                resume=args.resume,
-                fingerprint_extra=extra,
-                prompts=prompts,
-                frame_filter=frame_filter,
-            )
-        except BaseException:
-            if partial is not None and partial.flush():
-                logger.warning("the video so far is in %s; run again with --resume to continue", partial.path)
-            raise
-    if not session.is_main:
-        return out  # rank 0 writes the file
-    subtitles = cues if args.subtitles else None
-    final = store.finalize(
-        out, audio=soundtrack, subtitles=subtitles, fmt=args.format, crf=args.crf, preset=args.preset
+    return RunOptions(
+        storage=segment_codec(args.format),
+        crf=args.crf,
+        preset=args.preset,
+        resume=args.resume,
+        live=not args.no_live,
+        soundtrack=soundtrack,
     )
-    partial.discard()
+
+
+def deliver(done, out: Path, subtitles, args: argparse.Namespace, seg_dir: Path) -> Path:
+    """The output file from the finished run's segments; the run folder removed unless kept."""
+    final = done.store.finalize(
+        out, audio=done.soundtrack, subtitles=subtitles, fmt=args.format, crf=args.crf, preset=args.preset
+    )
     if not args.keep_segments:
         shutil.rmtree(seg_dir, ignore_errors=True)
-    logger.info(
-        "wrote %s: %d frames (%.2f s) in %d windows",
-        final,
-        result.num_frames,
-        result.num_frames / 25,
-        result.num_windows,
-    )
+    frames, windows = done.result.num_frames, done.result.num_windows
+    logger.info("wrote %s: %d frames (%.2f s) in %d windows", final, frames, frames / VIDEO_FPS, windows)
     return final
 
 

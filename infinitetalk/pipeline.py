@@ -686,6 +686,7 @@ class InfiniteTalkPipeline:
         fingerprint_extra: dict[str, Any] | None = None,
         prompts: Sequence[tuple[int, str]] | None = None,
         frame_filter: Callable[[np.ndarray, int], np.ndarray] | None = None,
+        fingerprint: str | None = None,
     ) -> GenerationResult:
         """Generate the whole video into ``sink``, window by window.
 
@@ -695,6 +696,8 @@ class InfiniteTalkPipeline:
         ``prompts``: a schedule ``(first video frame, prompt)`` switching the prompt per window (scripts of
         several segments); ``frame_filter(frames, first_index) -> frames`` post-processes the frames before
         the sink (:class:`infinitetalk.dubbing.FaceOnlyCompositor`); neither changes the motion frames.
+        ``fingerprint``: the run's, computed by its caller (:class:`infinitetalk.runs.GenerationRun`); without
+        it the run is fingerprinted here from the inputs, ``fingerprint_extra``, the prompts and the filter.
         """
         source = StillImage(source) if isinstance(source, np.ndarray) else source
         self.check_inputs(source, audio, config)
@@ -712,7 +715,8 @@ class InfiniteTalkPipeline:
         if frame_filter is not None and hasattr(frame_filter, "fingerprint"):
             fingerprint_extra = {**(fingerprint_extra or {}), **frame_filter.fingerprint()}
         if resumable:
-            fingerprint = self.fingerprint(source, audio, config, speaker_regions, fingerprint_extra)
+            if fingerprint is None:
+                fingerprint = self.fingerprint(source, audio, config, speaker_regions, fingerprint_extra)
             state = sink.begin(fingerprint, resume)
             if state is not None:
                 first, motion_frames = self._restore(state, generator)

@@ -242,20 +242,26 @@ def crop_head_and_shoulders(image: np.ndarray, face: Face, size: str = "infinite
 
 
 # ============================================================================ two speakers
-def find_speakers(image: np.ndarray, faces: list[Face] | None = None, margin: float = 0.05) -> SpeakerRegions:
+def find_speakers(
+    image: np.ndarray,
+    faces: list[Face] | None = None,
+    margin: float = 0.05,
+    regions_name: str = "speaker_boxes / speaker_masks",
+) -> SpeakerRegions:
     """Person regions of a two-person image from its two largest faces, person 1 on the left.
 
     Each face box grows into a body region: 1.5 face widths to each side, from half a face height above
     the face down to the bottom, kept ``margin`` (the reference's ``face_scale``) away from the top and
     bottom edges, and split at the midpoint between the two faces so the regions never overlap.
-    Raises ``InputError`` when fewer than two faces are found.
+    Raises ``InputError`` when fewer than two faces are found (naming ``regions_name``, the host's inputs
+    for the regions).
     """
     image = _check_image(image)
     faces = detect_faces(image) if faces is None else faces
     if len(faces) < 2:
         raise InputError(
             f"two speakers but {len(faces)} face{'s' if len(faces) != 1 else ''} found in the image: use a "
-            "photo showing both faces clearly, or give speaker_boxes / speaker_masks (person 1, person 2)"
+            f"photo showing both faces clearly, or give {regions_name} (person 1, person 2)"
         )
     if len(faces) > 2:
         logger.info("%d faces found: the two largest are the speakers", len(faces))
@@ -302,7 +308,9 @@ def draw_regions(image: np.ndarray, regions: SpeakerRegions, faces: list[Face] =
     return out
 
 
-def auto_speaker_regions(image: np.ndarray) -> SpeakerRegions | None:
+def auto_speaker_regions(
+    image: np.ndarray, regions_name: str = "speaker_boxes / speaker_masks"
+) -> SpeakerRegions | None:
     """Person regions for a two-speaker run when the user gave none: from the faces of ``image``.
 
     Two or more faces: :func:`find_speakers` (person 1 on the left). One face: ``InputError`` (the second
@@ -313,7 +321,7 @@ def auto_speaker_regions(image: np.ndarray) -> SpeakerRegions | None:
     if not faces:
         logger.warning("two speakers: no face found in the image, using its left and right halves")
         return None
-    regions = find_speakers(image, faces)
+    regions = find_speakers(image, faces, regions_name=regions_name)
     logger.info("two speakers: regions from the faces, person 1 %s, person 2 %s", *regions.bboxes)
     return regions
 

@@ -292,6 +292,54 @@ def _tick_step(seconds: float) -> float:
     return 7200.0
 
 
+# ============================================================================ a generation run
+class RunReport:
+    """The telemetry of one generation run: :meth:`wrap` its sink, and after every window the report in
+    ``folder`` (``report.png`` / ``report.json``, the run folder) is redrawn, so it can be watched while the
+    run goes on; :meth:`write` puts it beside the output at the end. A resumed run continues the telemetry
+    (its state rides in the run's resume state).
+
+    ``reference``: the run's reference image (a video source's first frame); ``audio``: its
+    :class:`~infinitetalk.pipeline.AudioEmbedding`; ``tracks``: per-speaker 16 kHz speech laid out in the
+    video's time when the caller kept them (else the embedding's, :func:`telemetry.speech_for_run`);
+    ``regions``: the speakers' :class:`~infinitetalk.config.SpeakerRegions` (their faces are told apart by them).
+    """
+
+    def __init__(self, reference: np.ndarray, audio, folder=None, *, regions=None, tracks=None, title: str = ""):
+        from .telemetry import speech_for_run
+
+        boxes = regions.bboxes if regions is not None and getattr(regions, "bboxes", None) else None
+        self.meter = DriftMeter(reference, speech=speech_for_run(audio, tracks), speaker_boxes=boxes)
+        self.folder = Path(folder) if folder is not None else None
+        self.title = title
+
+    def wrap(self, sink):
+        """``sink`` with the telemetry fed by its frames (resumable when ``sink`` is)."""
+        from .telemetry import observe
+
+        return observe(sink, self.meter, self._on_window)
+
+    def _on_window(self, meter, record) -> None:
+        if self.folder is None:
+            return
+        try:
+            write_report(meter.summary(), self.folder, self.title)
+        except OSError as err:  # a report must never stop a generation
+            logger.warning("drift report not written to %s: %s", self.folder, err)
+
+    def summary(self) -> dict[str, Any]:
+        return self.meter.summary()
+
+    def write(self, stem: str | os.PathLike) -> tuple[Path, Path]:
+        """The report beside ``stem`` (``talk.mp4`` -> ``talk.mp4.report.png`` / ``.json``); logs its warnings."""
+        summary = self.summary()
+        for line in summary["warnings"]:
+            logger.warning("drift: %s", line)
+        png, js = write_report(summary, stem, self.title)
+        logger.info("drift report: %s", png)
+        return png, js
+
+
 # ============================================================================ any video: the CLI
 def speech_of_file(path: str | os.PathLike, num_frames: int, start_frame: int = 0, *, name: str) -> np.ndarray:
     """``bool (num_frames,)`` speech activity of an audio file, decoded block by block (16 kHz mono)."""

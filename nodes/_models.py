@@ -10,15 +10,17 @@ device, offloads other models when memory is short, honours ``--cpu``/``--lowvra
 patches. Modules built with ComfyUI's casting layers (``comfy.ops``; the DiT) may be loaded partially in
 low-VRAM mode; the others are always loaded whole.
 
-The DiT's run is planned by :func:`prepare_dit` when the sampler knows the output size: the memory
-preflight (``infinitetalk.preflight``) is logged, ``block_swap = auto`` is resolved against the memory
-ComfyUI can free, and the activation memory is reserved when ComfyUI loads the model.
+The DiT's run is planned by :func:`prepare_dit` when the sampler knows the output size: it passes what
+ComfyUI knows (the memory it can free, whether it places the weights itself) to the library's one memory
+plan (``infinitetalk.build.plan_memory``) and gets the decision back: block swap, and the working memory
+reserved when ComfyUI loads the model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import comfy.model_management as mm
@@ -59,7 +61,10 @@ class Managed:
     role: str
     source: str  # file or folder it was loaded from (shown in errors and logs)
     partial_ok: bool = False  # True when built with comfy.ops casting layers
-    options: dict[str, Any] = field(default_factory=dict)
+    dtype: torch.dtype = torch.float32  # compute dtype
+    plan: Any = None  # the DiT: infinitetalk.build.DiTPlan (its ModelOptions: quantization, block swap, ...)
+    adapter: str = ""  # the DiT: the adapter it was built with (file, or core's model patch)
+    loras: tuple[tuple[str, float], ...] = ()  # the DiT: LoRAs patched in by InfiniteTalk LoRA nodes
 
     @property
     def load_device(self) -> torch.device:
@@ -67,9 +72,7 @@ class Managed:
 
     def clone(self) -> Managed:
         """Same weights, separate patch list (LoRA nodes patch a clone)."""
-        return Managed(
-            self.obj, self.patcher.clone(), self.role, self.source, self.partial_ok, dict(self.options)
-        )
+        return dataclasses.replace(self, patcher=self.patcher.clone())
 
 
 class _Holder(torch.nn.Module):
@@ -93,7 +96,8 @@ def patcher_class() -> type:
     return getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
 
 
-def wrap(obj: Any, role: str, source: str, partial_ok: bool = False, **options: Any) -> Managed:
+def wrap(obj: Any, role: str, source: str, partial_ok: bool = False, **typed: Any) -> Managed:
+    """``typed``: the :class:`Managed` fields past ``partial_ok`` (dtype, plan, adapter)."""
     module = _patchable(torch_module(obj))
     archive = getattr(mm, "archive_model_dtypes", None)
     if archive is not None:  # newer ComfyUI: loaders record each weight's stored dtype (fp8 stays fp8)
@@ -102,7 +106,7 @@ def wrap(obj: Any, role: str, source: str, partial_ok: bool = False, **options: 
     patcher = patcher_class()(
         module, load_device=load_device, offload_device=offload_device, size=mm.module_size(module)
     )
-    return Managed(obj, patcher, role, source, partial_ok, options)
+    return Managed(obj, patcher, role, source, partial_ok, **typed)
 
 
 def is_dynamic(managed: Managed) -> bool:
@@ -171,39 +175,29 @@ class DiTRun:
 
 
 def prepare_dit(managed: Managed, config, height: int, width: int, speakers: int) -> DiTRun:
-    """Memory preflight of a sampler run, before the DiT is moved to the device.
-
-    Logs the estimate; resolves ``block_swap`` (``"auto"``: the fewest blocks that fit what ComfyUI can
-    free); raises ``InputError`` (one line, with the smallest change that fits) when the run cannot fit.
-    ComfyUI's dynamic VRAM (and ``--cpu``) place the weights themselves: no block swap there.
+    """Memory plan of a sampler run, before the DiT is moved to the device: ComfyUI's numbers in, the
+    library's decision (``infinitetalk.build.plan_memory``) out. Raises ``InputError`` (one line, with the
+    smallest change that fits) when the run cannot fit. ComfyUI's dynamic VRAM (and ``--cpu``) place the
+    weights themselves: no block swap there.
     """
-    from ..infinitetalk.preflight import RunShape, check_fits, estimate, fewest_swapped_blocks, gib
+    from ..infinitetalk.build import HostMemory, plan_memory
+    from ..infinitetalk.preflight import RunShape
 
-    model = managed.patcher.model
-    cfg, device = model.config, managed.load_device
-    dtype = managed.options.get("dtype", torch.float32)
-    quantization = managed.options.get("quantization", "none")
+    device, options = managed.load_device, managed.plan.options
+    host = HostMemory(
+        free=_freeable_memory(device),
+        host_copy=True,  # the loader keeps the whole DiT on ComfyUI's offload device
+        streams_weights=mm.is_device_cpu(device) or is_dynamic(managed),
+        streams_unless_swapped=managed.partial_ok,  # comfy.ops layers: low-VRAM mode streams the weights
+        weights_loaded=True,
+    )
     run = RunShape.for_generation(config, height, width, speakers)
-    wanted = managed.options.get("block_swap", 0)
-    kw = {"device_type": device.type, "host_copy": True}
-    free = _freeable_memory(device)
-    streamed = mm.is_device_cpu(device) or is_dynamic(managed) or (wanted == 0 and managed.partial_ok)
-    if streamed:
-        # the weights are in RAM already (CPU) or ComfyUI streams them (dynamic VRAM, low-VRAM mode of the
-        # comfy.ops layers): what must fit is the working memory
-        if wanted not in (0, "auto"):
-            log.info("block_swap %s ignored: ComfyUI places the weights itself here", wanted)
-        resident = estimate(cfg, dtype, quantization, run, 0, **kw).weights_resident
-        est = check_fits(cfg, dtype, quantization, run, 0, free, preloaded=resident, **kw)
-        wanted = 0
-    else:
-        if wanted == "auto":
-            fitted = fewest_swapped_blocks(cfg, dtype, quantization, run, free, **kw)
-            wanted = cfg.num_layers if fitted is None else fitted
-        est = check_fits(cfg, dtype, quantization, run, int(wanted), free, **kw)
-    log.info("InfiniteTalk memory preflight (%s free on %s): %s", gib(free), device, est.describe())
-    swap = BlockSwapPlacement(managed, int(wanted)) if wanted else None
-    return DiTRun(swap, est.working, est)
+    memory = plan_memory(
+        managed.patcher.model.config, managed.dtype, options.quantization, run, options.block_swap,
+        "cpu" if mm.is_device_cpu(device) else device.type, host,
+    )  # fmt: skip
+    swap = BlockSwapPlacement(managed, memory.block_swap) if memory.block_swap else None
+    return DiTRun(swap, memory.working, memory.estimate)
 
 
 def _freeable_memory(device: torch.device) -> int:
@@ -221,14 +215,14 @@ def _freeable_memory(device: torch.device) -> int:
 
 
 def pick_dtype(role: str, wanted: str, device: torch.device | None = None) -> torch.dtype:
-    """Resolve a precision combo ('auto', 'bf16', 'fp16', 'fp32') for a role on its load device."""
-    if wanted != "auto":
-        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[wanted]
+    """A precision combo ('auto', 'bf16', 'fp16', 'fp32') for a role: the library's table, 'auto' from what
+    ComfyUI says the load device computes well."""
+    from ..infinitetalk.build import AUTO, precision_dtype
+
+    if wanted != AUTO:
+        return precision_dtype(wanted)
     device = device if device is not None else devices(role)[0]
-    if mm.is_device_cpu(device):
-        return torch.float32
-    if mm.should_use_bf16(device):
-        return torch.bfloat16
-    if mm.should_use_fp16(device):
-        return torch.float16
-    return torch.float32
+    supported = () if mm.is_device_cpu(device) else tuple(
+        d for d, ok in ((torch.bfloat16, mm.should_use_bf16(device)), (torch.float16, mm.should_use_fp16(device))) if ok
+    )  # fmt: skip
+    return precision_dtype(AUTO, supported)

@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
-import torch
-
+from ..infinitetalk import build
 from ..infinitetalk.weights import Component
 from . import _common as c
 from . import _core, _models
@@ -20,8 +19,8 @@ from ._widgets import advanced
 log = logging.getLogger(__name__)
 
 MERGED = "none (adapter merged into the DiT file)"
-PRECISIONS = ["auto", "bf16", "fp16", "fp32"]
-QUANTIZATIONS = ["none", "fp8_e4m3fn", "quanto_int8", "quanto_fp8"]  # infinitetalk.build.QUANTIZATIONS
+PRECISIONS = list(build.PRECISIONS)
+QUANTIZATIONS = list(build.QUANTIZATIONS)
 ATTENTION = ["auto", "sdpa", "flash", "sage"]
 BLOCK_SWAP_AUTO = -1
 
@@ -162,9 +161,9 @@ class ModelLoader(io.ComfyNode):
         load_device, offload = _models.devices("diffusion")
         dtype = _models.pick_dtype("diffusion", precision, load_device)
         options = ModelOptions(
-            precision=_PRECISION_NAMES[dtype],
+            precision=build.precision_name(dtype),
             quantization=quantization,
-            block_swap="auto" if block_swap == BLOCK_SWAP_AUTO else int(block_swap),
+            block_swap=build.BlockSwap.from_widget(block_swap),
             attention=attention,
             compile=bool(compile),
         )
@@ -180,17 +179,11 @@ class ModelLoader(io.ComfyNode):
             # comfy.ops layers stream their weights under --lowvram; quanto's layers do not (they are loaded
             # whole, or placed by block swap)
             partial_ok=not quantization.startswith("quanto"),
-            adapter=adapter_name,
-            quantization=quantization,
-            attention=plan.attention,
-            block_swap=options.block_swap,
-            compile=options.compile,
             dtype=dtype,
+            plan=plan,  # its ModelOptions go on to the sampler's memory plan and block placement
+            adapter=adapter_name,
         )
         return io.NodeOutput(managed)
-
-
-_PRECISION_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
 def _comfy_operations(quantization: str):
@@ -243,7 +236,7 @@ class LoraLoader(io.ComfyNode):
 
         path = c.resolve_component(Component.LORA, lora)
         patched = model.clone()
-        patched.options["loras"] = [*patched.options.get("loras", []), (str(path), float(strength))]
+        patched.loras = (*patched.loras, (str(path), float(strength)))
         if strength == 0:
             return io.NodeOutput(patched)
         state = load_lora_file(path)

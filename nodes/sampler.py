@@ -9,14 +9,12 @@ migrated when they load (:mod:`nodes._migrate`).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
-from ..infinitetalk.runs import PartialVideo
 from ..infinitetalk.sinks import SEGMENT_CODECS
 from . import _bridge, _core, _models, _runs
 from . import _common as c
@@ -362,11 +360,10 @@ class Sampler(io.ComfyNode):
         config = _config(mode, size_name, custom, steps, seed, text_scale, audio_scale, opts)
         check_config(config)
         with _bridge.reference_source(image, video, c.FPS) as source:
-            h, w = _as_source(source).frame(0).shape[:2]
+            source = _as_source(source)
+            h, w = source.frame(0).shape[:2]
             warn_if_upscaled(h, w, *output_size(config.size, h, w))
-            regions, preview = _regions(
-                opts.speaker_boxes, speaker_masks, audio_embeds.num_speakers, _as_source(source)
-            )
+            regions, preview = _regions(opts.speaker_boxes, speaker_masks, audio_embeds.num_speakers, source)
             frames = cls._generate(
                 model, vae, clip_vision, text_embeds, audio_embeds, source, config, regions, opts
             )
@@ -378,86 +375,73 @@ class Sampler(io.ComfyNode):
 
     @classmethod
     def _generate(cls, model, vae, clip_vision, text_embeds, audio_embeds, source, config, regions, opts):
-        """Run the pipeline into a segment store (memory checked first); returns the frames on disk."""
+        """The library's one run (memory planned first) into this node's run folder; the frames on disk."""
         from ..infinitetalk.buckets import target_size
-        from ..infinitetalk.pipeline import InfiniteTalkPipeline
-        from ..infinitetalk.sinks import SegmentStore
-        from ..infinitetalk.validation import explain_out_of_memory
+        from ..infinitetalk.runs import GenerationRun, RunFolder, RunInputs, RunOptions
 
-        height, width = target_size(config.size, *_as_source(source).frame(0).shape[:2])
+        if opts.face_only and source.num_frames < 2:
+            raise ValueError(
+                "face_only needs a source video ('video' input, or an IMAGE batch of frames): with one image "
+                "there is no source to keep; turn face_only off"
+            )
+        height, width = target_size(config.size, *source.frame(0).shape[:2])
         dit_run = _models.prepare_dit(model, config, height, width, audio_embeds.num_speakers)
-        manager = _bridge.ComfyModelManager({"dit": model, "vae": vae, "clip": clip_vision}, dit_run)
         schedule = getattr(text_embeds, "schedule", None)  # per-segment prompts (InfiniteTalk Script)
-        pipe = InfiniteTalkPipeline(
-            model.patcher.model,
-            vae.obj,
-            clip_vision.obj,
-            _bridge.FixedText(
-                text_embeds.positive, text_embeds.negative, getattr(text_embeds, "by_prompt", None)
-            ),
-            device=model.load_device,
-            dtype=model.options.get("dtype", torch.float32),
-            model_manager=manager,
+        prompts = tuple((int(f), str(t)) for f, t in schedule) if schedule else None
+        run = GenerationRun(
+            RunInputs(source, audio_embeds, regions, prompts, opts.face_only),
+            config,
+            _run_models(model, vae, clip_vision, text_embeds, dit_run),
+            RunOptions(storage=opts.storage, resume=opts.resume, clips=True),  # clips: shown per window
         )
-        # the storage too: runs with H.264 and lossless segments live in separate folders, never mixed
-        extra = {**_fingerprint_extra(model, vae, clip_vision, text_embeds), "segments": opts.storage}
-        if schedule:
-            config.prompt = schedule[0][1]
-        compositor = _face_only(opts.face_only, source, config, audio_embeds.num_frames)
-        if compositor is not None:
-            extra = {**extra, **compositor.fingerprint()}
-        fingerprint = pipe.fingerprint(_as_source(source), audio_embeds, config, regions, extra)
-        window_preview = _bridge.WindowPreview(
-            cls.hidden.unique_id, _bridge.preview_nodes(cls.hidden.prompt, cls.hidden.unique_id)
-        )
-
-        def on_segment(info) -> None:
-            # what is finished stays watchable: the partial mp4 in the output folder grows to each committed
-            # window (a kill leaves it playable), then the window's preview is shown on the node
-            partial.update()
-            window_preview(info)
-
-        store = SegmentStore(
-            _runs.store_dir(cls.hidden.unique_id, fingerprint),  # survives a restart: the run can resume
-            fps=c.FPS,
-            codec=opts.storage,
-            soundtrack=audio_embeds.soundtrack_audio,
-            clips=True,  # each finished window is shown on the node while the run goes on
-            on_segment=on_segment,
-            preview_dir=_runs.preview_dir(cls.hidden.unique_id, fingerprint),
-        )
-        partial = PartialVideo(
-            _runs.partial_file(cls.hidden.prompt, cls.hidden.unique_id, fingerprint),
-            store,
-            audio=audio_embeds.soundtrack_audio,
+        node, prompt = cls.hidden.unique_id, cls.hidden.prompt
+        folder = RunFolder(
+            _runs.store_dir(node, run.fingerprint),  # survives a restart: the run can resume
+            _runs.partial_file(prompt, node, run.fingerprint),  # the partial video in the output folder
+            _runs.preview_dir(node, run.fingerprint),
+            resume_hint="queue again to resume",
         )
         try:
-            with explain_out_of_memory(f"sampling at {config.size} with {config.frame_num}-frame windows"):
-                result = pipe.generate(  # tells the store how many windows the run has
-                    source,
-                    audio_embeds,
-                    config,
-                    store,
-                    speaker_regions=regions,
-                    on_progress=_bridge.Progress(config.steps, cls.hidden.unique_id),
-                    should_cancel=_bridge.should_cancel,
-                    resume=opts.resume,
-                    fingerprint_extra=extra,
-                    prompts=schedule,
-                    frame_filter=compositor,
-                )
-        except BaseException:
-            if partial.flush():
-                log.warning("InfiniteTalk: the video so far is in %s; queue again to resume", partial.path)
-            raise
+            done = run.generate(
+                folder,
+                on_progress=_bridge.Progress(config.steps, node),
+                should_cancel=_bridge.should_cancel,
+                on_segment=_bridge.WindowPreview(node, _bridge.preview_nodes(prompt, node)),
+            )
         finally:
             if dit_run.swap is not None:
                 dit_run.swap.release()
-        partial.discard()
-        w, h = store.size
-        frames = _bridge.FrameStream(store, result.num_frames, w, h, c.FPS, audio_embeds.soundtrack_audio)
-        _runs.remove_when_released(frames, store.directory)  # a finished run goes once ComfyUI drops it
+        w, h = done.store.size
+        frames = _bridge.FrameStream(done.store, done.result.num_frames, w, h, c.FPS, done.soundtrack)
+        _runs.remove_when_released(frames, done.store.directory)  # a finished run goes once ComfyUI drops it
         return frames
+
+
+def _run_models(model, vae, clip_vision, text_embeds, dit_run):
+    """The pipeline over the loaded models (placed through ComfyUI) and their identity."""
+    from ..infinitetalk.pipeline import InfiniteTalkPipeline
+    from ..infinitetalk.runs import ModelIdentity, RunModels
+
+    text = _bridge.FixedText(
+        text_embeds.positive, text_embeds.negative, getattr(text_embeds, "by_prompt", None)
+    )
+    pipe = InfiniteTalkPipeline(
+        model.patcher.model,
+        vae.obj,
+        clip_vision.obj,
+        text,
+        device=model.load_device,
+        dtype=model.dtype,
+        model_manager=_bridge.ComfyModelManager({"dit": model, "vae": vae, "clip": clip_vision}, dit_run),
+    )
+    identity = ModelIdentity.of(
+        {"dit": model.source, "adapter": model.adapter, "vae": vae.source, "clip": clip_vision.source},
+        loras=model.loras,
+        quantization=model.plan.options.quantization,
+        dtype=model.dtype,
+        text_embeddings=(text_embeds.positive, text_embeds.negative),
+    )
+    return RunModels(pipe, identity)
 
 
 def _config(mode, size_name, custom, steps, seed, text_scale, audio_scale, opts: SamplerOptions):
@@ -488,20 +472,6 @@ def _as_source(source):
     return StillImage(source) if isinstance(source, np.ndarray) else source
 
 
-def _face_only(enabled: bool, source, config, num_frames: int):
-    """The face-only compositor for a video source (None when off); tracks the face before sampling."""
-    from ..infinitetalk.dubbing import face_only_filter
-
-    if not enabled:
-        return None
-    if isinstance(source, np.ndarray) or getattr(source, "num_frames", 1) < 2:
-        raise ValueError(
-            "face_only needs a source video ('video' input, or an IMAGE batch of frames): with one image "
-            "there is no source to keep; turn face_only off"
-        )
-    return face_only_filter(source, config, num_frames)
-
-
 def parse_boxes(text: str) -> list[tuple[float, float, float, float]]:
     """'x0,y0,x1,y1; x0,y0,x1,y1' -> two boxes (the speaker_boxes format; ValueError with the fix)."""
     from ..infinitetalk.config import SpeakerRegions
@@ -510,44 +480,14 @@ def parse_boxes(text: str) -> list[tuple[float, float, float, float]]:
 
 
 def _regions(boxes_text: str, masks, num_speakers: int, source):
-    """(speaker regions or None, preview IMAGE of automatic regions or None): boxes or masks checked against
-    the reference frame and the speaker count (library); two speakers without either: found from faces."""
-    from ..infinitetalk.validation import speaker_regions
+    """(speaker regions or None, preview IMAGE of regions found from the faces or None): the library's one
+    decision (:func:`infinitetalk.runs.speaker_layout`), the preview drawn here."""
+    from ..infinitetalk.portrait import draw_regions
+    from ..infinitetalk.runs import speaker_layout
 
-    regions = speaker_regions(num_speakers, source.frame(0).shape[:2], boxes=boxes_text, masks=masks)
-    if regions is None and num_speakers >= 2:
-        return _auto_regions(source)
-    return regions, None
-
-
-def _auto_regions(source):
-    """Regions from the faces of the first frame (library), previewed on it; None: left/right halves."""
-    from ..infinitetalk.portrait import auto_speaker_regions, draw_regions
-
-    if source is None:
-        return None, None
     first = source.frame(0)
-    regions = auto_speaker_regions(first)
-    if regions is None:
-        return None, None
-    preview = _bridge.uint8_to_image(draw_regions(first, regions))
-    return regions, preview
-
-
-def _fingerprint_extra(model, vae, clip_vision, text_embeds) -> dict:
-    """What the pipeline's fingerprint cannot see: which files and LoRAs, and the text embeddings."""
-    h = hashlib.sha256()
-    for t in (text_embeds.positive, text_embeds.negative):
-        h.update(t.detach().float().cpu().numpy().tobytes())
-    return {
-        "dit": model.source,
-        "vae": vae.source,
-        "clip": clip_vision.source,
-        "text": h.hexdigest(),
-        "options": {
-            k: str(v) for k, v in sorted(model.options.items())
-        },  # adapter, LoRAs, dtype, quantization
-    }
+    regions, found = speaker_layout(num_speakers, first, boxes=boxes_text, masks=masks)
+    return regions, _bridge.uint8_to_image(draw_regions(first, regions)) if found else None
 
 
 def _output_connected(prompt, node_id, slot: int) -> bool:

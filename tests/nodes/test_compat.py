@@ -432,7 +432,7 @@ def test_model_patch_from_core_replaces_the_adapter_file(nodes, loaded, tiny_mod
     got = model.patcher.model.state_dict()
     assert set(got) == set(want)
     assert all(torch.equal(got[k], want[k]) for k in want)
-    assert model.options["adapter"].startswith("model_patch:")
+    assert model.adapter.startswith("model_patch:")
     not_talk = comfy.model_patcher.ModelPatcher(
         torch.nn.Linear(2, 2), torch.device("cpu"), torch.device("cpu")
     )

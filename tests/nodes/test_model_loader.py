@@ -41,7 +41,7 @@ def test_attention_kernel_is_checked_before_any_weight_is_read(nodes, tiny_model
 def test_compile_option_compiles_the_blocks(nodes, tiny_models):
     managed = nodes["InfiniteTalkModelLoader"].execute(DIT, ADAPTER, "fp32", "none", 0, "auto", True).args[0]
     dit = managed.patcher.model
-    assert managed.options["compile"] is True and all(
+    assert managed.plan.options.compile is True and all(
         hasattr(b.forward, "_torchdynamo_orig_callable") for b in dit.blocks
     )
 

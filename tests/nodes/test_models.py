@@ -46,7 +46,7 @@ def test_lora_patches_apply_on_load_and_come_off(nodes, model, lora_name):
     base = model.patcher.model.state_dict()[KEY].clone()
     patched = nodes["InfiniteTalkLoraLoader"].execute(model, name, 0.5).args[0]
     assert patched.patcher.model is model.patcher.model  # same weights in memory, separate patch lists
-    assert patched.options["loras"][-1][1] == 0.5
+    assert patched.loras[-1][1] == 0.5
     models.load(patched)
     torch.testing.assert_close(
         model.patcher.model.state_dict()[KEY], base + 0.5 * delta, atol=1e-5, rtol=1e-5

@@ -172,7 +172,7 @@ def test_noise_floor_fills_silences_only():
     out = add_silence_noise_floor(wave, -45.0)
     frames = out.reshape(250, 640)
     inner = np.ones(250, bool)
-    edges = np.flatnonzero(np.diff(active.astype(int))) 
+    edges = np.flatnonzero(np.diff(active.astype(int)))
     inner[np.concatenate([edges, edges + 1])] = False  # frames next to a speech/silence edge hold the fades
     speaking, silent = active & inner, ~active & inner
     assert np.array_equal(frames[speaking], wave.reshape(250, 640)[speaking])

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from infinitetalk.build import AUTO_SWAP, NO_SWAP, BlockSwap
 from infinitetalk.cli import build_parser, main, model_options
 from infinitetalk.errors import InputError
 
@@ -19,13 +20,13 @@ def options(*argv):
 
 
 def test_model_flags_map_to_model_options():
-    assert options().quantization == "none" and options().block_swap == 0 and options().attention == "auto"
+    assert options().quantization == "none" and options().block_swap == NO_SWAP and options().attention == "auto"
     assert options("--quantization", "fp8_e4m3fn").quantization == "fp8_e4m3fn"  # fp8 storage
     assert options("--quant", "int8").quantization == "quanto_int8"  # the reference's flag: optimum-quanto
     assert options("--quant", "fp8").quantization == "quanto_fp8"
     o = options("--block_swap", "auto", "--attention", "sdpa", "--compile", "--dtype", "bf16")
-    assert (o.block_swap, o.attention, o.compile, o.precision) == ("auto", "sdpa", True, "bf16")
-    assert options("--block_swap", "12").block_swap == 12
+    assert (o.block_swap, o.attention, o.compile, o.precision) == (AUTO_SWAP, "sdpa", True, "bf16")
+    assert options("--block_swap", "12").block_swap == BlockSwap(12)
     with pytest.raises(InputError, match="--quant int8 and --quantization fp8_e4m3fn disagree"):
         options("--quant", "int8", "--quantization", "fp8_e4m3fn")
 
