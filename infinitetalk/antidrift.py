@@ -82,6 +82,9 @@ def anchor_window(video: torch.Tensor, reference: torch.Tensor, threshold: float
     if max(de_face, de_bg) <= threshold:
         return video
     logger.info(
-        "colour anchoring: face ΔE %.1f, background ΔE %.1f > %.1f: anchored to the reference", de_face, de_bg, threshold
+        "colour anchoring: face ΔE %.1f, background ΔE %.1f > %.1f: anchored to the reference",
+        de_face,
+        de_bg,
+        threshold,
     )
     return anchor_regions(video, reference, face)

@@ -192,28 +192,47 @@ def render_chart(summary: dict[str, Any], title: str = ""):
     y = 36
     for line in warnings or ["no measure passes its threshold"]:
         line = line.replace("ΔE", "dE")  # the built-in font has no Greek
-        d.text((MARGIN_L, y), ("! " if warnings else "") + line, fill=COLOURS["warn" if warnings else "ok"],
-               font=_font(13))
+        d.text(
+            (MARGIN_L, y),
+            ("! " if warnings else "") + line,
+            fill=COLOURS["warn" if warnings else "ok"],
+            font=_font(13),
+        )
         y += 18
     top = y + 8
     worst = summary.get("worst", {})
 
     # 1. colour
     face, bg = _series(recs, "face_de"), _series(recs, "background_de")
-    p = _Panel(d, top, seconds, 0.0, _top([v for _, v in face + bg], t.get("face_de", 5) * 1.2),
-               "Colour distance to the reference (dE76 of the mean Lab colour)")
+    p = _Panel(
+        d,
+        top,
+        seconds,
+        0.0,
+        _top([v for _, v in face + bg], t.get("face_de", 5) * 1.2),
+        "Colour distance to the reference (dE76 of the mean Lab colour)",
+    )
     p.frame([("face", COLOURS["face"]), ("background", COLOURS["background"])])
     p.threshold(t.get("face_de", 5.0))
     p.line(bg, COLOURS["background"])
     p.line(face, COLOURS["face"])
     _mark(p, recs, worst.get("face_de"), "face_de", lambda v: v > t.get("face_de", 5.0))
-    if worst.get("background_de") and worst["background_de"]["window"] != (worst.get("face_de") or {}).get("window"):
+    if worst.get("background_de") and worst["background_de"]["window"] != (worst.get("face_de") or {}).get(
+        "window"
+    ):
         _mark(p, recs, worst["background_de"], "background_de", lambda v: v > t.get("background_de", 6.0))
     top += PANEL_H
 
     # 2. sharpness
     sharp = _series(recs, "sharpness")
-    p = _Panel(d, top, seconds, 0.0, _top([v for _, v in sharp], 1.2), "Face sharpness against the reference (1 = as sharp)")
+    p = _Panel(
+        d,
+        top,
+        seconds,
+        0.0,
+        _top([v for _, v in sharp], 1.2),
+        "Face sharpness against the reference (1 = as sharp)",
+    )
     p.frame([("face detail", COLOURS["sharpness"])])
     p.threshold(t.get("sharpness", 0.6))
     p.line(sharp, COLOURS["sharpness"])
@@ -223,8 +242,14 @@ def render_chart(summary: dict[str, Any], title: str = ""):
     # 3. face position and size
     shift = _series(recs, "face_shift")
     size = [(x, abs(v - 1)) for x, v in _series(recs, "face_size")]
-    p = _Panel(d, top, seconds, 0.0, _top([v for _, v in shift + size], t.get("face_shift", 0.25) * 1.4),
-               "Face position and size drift (face widths; |size ratio - 1|)")
+    p = _Panel(
+        d,
+        top,
+        seconds,
+        0.0,
+        _top([v for _, v in shift + size], t.get("face_shift", 0.25) * 1.4),
+        "Face position and size drift (face widths; |size ratio - 1|)",
+    )
     p.frame([("position", COLOURS["shift"]), ("size", COLOURS["size"])])
     p.threshold(t.get("face_shift", 0.25))
     p.line(size, COLOURS["size"])
@@ -234,8 +259,15 @@ def render_chart(summary: dict[str, Any], title: str = ""):
 
     # 4. seams
     seams = [(r["time"], r["seam"]) for r in recs if r.get("seam") is not None]
-    p = _Panel(d, top, seconds, 0.0, _top([v for _, v in seams], t.get("seam", 3.0) * 1.2),
-               "Window joins: change across the join / typical change inside windows", "x")
+    p = _Panel(
+        d,
+        top,
+        seconds,
+        0.0,
+        _top([v for _, v in seams], t.get("seam", 3.0) * 1.2),
+        "Window joins: change across the join / typical change inside windows",
+        "x",
+    )
     p.frame([("join", COLOURS["seam"])])
     p.threshold(t.get("seam", 3.0))
     p.bars(seams, COLOURS["seam"])
@@ -251,7 +283,12 @@ def render_chart(summary: dict[str, Any], title: str = ""):
         speaking = m.get("speaking")
         pts = []
         for r in recs:
-            if r.get("mouth") and speaking and r["mouth"][k]["silent"] is not None and r["mouth"][k]["silent_frames"] >= 5:
+            if (
+                r.get("mouth")
+                and speaking
+                and r["mouth"][k]["silent"] is not None
+                and r["mouth"][k]["silent_frames"] >= 5
+            ):
                 pts.append(((r["time"] + r["end_time"]) / 2, r["mouth"][k]["silent"] / speaking))
         series.append(pts)
     label = "Mouth motion in silence / while speaking, per speaker"
@@ -305,7 +342,9 @@ class RunReport:
     ``regions``: the speakers' :class:`~infinitetalk.config.SpeakerRegions` (their faces are told apart by them).
     """
 
-    def __init__(self, reference: np.ndarray, audio, folder=None, *, regions=None, tracks=None, title: str = ""):
+    def __init__(
+        self, reference: np.ndarray, audio, folder=None, *, regions=None, tracks=None, title: str = ""
+    ):
         from .telemetry import speech_for_run
 
         boxes = regions.bboxes if regions is not None and getattr(regions, "bboxes", None) else None
@@ -341,7 +380,9 @@ class RunReport:
 
 
 # ============================================================================ any video: the CLI
-def speech_of_file(path: str | os.PathLike, num_frames: int, start_frame: int = 0, *, name: str) -> np.ndarray:
+def speech_of_file(
+    path: str | os.PathLike, num_frames: int, start_frame: int = 0, *, name: str
+) -> np.ndarray:
     """``bool (num_frames,)`` speech activity of an audio file, decoded block by block (16 kHz mono)."""
     from .media.stream import SPEECH_SR, StreamResampler, iter_audio
 
@@ -401,15 +442,24 @@ def _audio_frames(path) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m infinitetalk.report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m infinitetalk.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("video", help="the video to check (any length: it is streamed)")
     p.add_argument("--reference", required=True, help="the image the video was made from")
     p.add_argument("--audio", help="speech of person 1 (default: none, no mouth measure)")
     p.add_argument("--audio2", help="speech of person 2")
-    p.add_argument("--audio_type", choices=("para", "add"), default="para",
-                   help="two speakers: para = together, add = person 1 then person 2")
-    p.add_argument("--out", help="folder for report.png / report.json (default: beside the video, VIDEO.report.*)")
+    p.add_argument(
+        "--audio_type",
+        choices=("para", "add"),
+        default="para",
+        help="two speakers: para = together, add = person 1 then person 2",
+    )
+    p.add_argument(
+        "--out", help="folder for report.png / report.json (default: beside the video, VIDEO.report.*)"
+    )
     p.add_argument("--frame_num", type=int, default=81, help="frames per window of the run that made it (81)")
     p.add_argument("--motion_frame", type=int, default=9, help="frames carried between its windows (9)")
     return p
@@ -424,12 +474,16 @@ def main(argv: list[str] | None = None) -> int:
 
         check_window(args.frame_num, args.motion_frame)
         if not Path(args.reference).is_file():
-            raise InputError(f"--reference '{args.reference}' does not exist: give the image the video was made from")
+            raise InputError(
+                f"--reference '{args.reference}' does not exist: give the image the video was made from"
+            )
         if args.audio2 and not args.audio:
             raise InputError("--audio2 without --audio: give person 1's speech too")
         reference = read_image(args.reference)
         audio = [a for a in (args.audio, args.audio2) if a]
-        summary = report_video(args.video, reference, audio, args.audio_type, args.frame_num, args.motion_frame)
+        summary = report_video(
+            args.video, reference, audio, args.audio_type, args.frame_num, args.motion_frame
+        )
         video = Path(args.video)
         stem = Path(args.out) if args.out else video
         if args.out:

@@ -158,7 +158,9 @@ def _resize(image: np.ndarray, scale: float) -> np.ndarray:
     if scale == 1.0:
         return image
     h, w = image.shape[:2]
-    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(
+        image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+    )
 
 
 def _clip_box(box, h: int, w: int) -> tuple[int, int, int, int]:
@@ -363,7 +365,9 @@ class DriftMeter:
         if self._ref is None or self._ref["size"] != frames.shape[1:3]:
             self._prepare(*frames.shape[1:3])
         if self._window is None:
-            self._window = _Window(self.frame_index, mouth=[[0.0, 0, 0.0, 0] for _ in range(self.num_speakers)])
+            self._window = _Window(
+                self.frame_index, mouth=[[0.0, 0, 0.0, 0] for _ in range(self.num_speakers)]
+            )
         ref, win = self._ref, self._window
         labs = self._lab(np.stack([_resize(f, ref["scale"]) for f in frames]))  # (T, h, w, 3)
         for frame, lab in zip(frames, labs, strict=True):
@@ -480,15 +484,19 @@ class DriftMeter:
         else:
             rec["seam"] = rec["seam_jump"] = None
         self._prev_median = median
-        rec["mouth"] = [
-            {
-                "silent": _round(s / ns) if ns else None,
-                "speaking": _round(p / np_) if np_ else None,
-                "silent_frames": int(ns),
-                "speaking_frames": int(np_),
-            }
-            for s, ns, p, np_ in win.mouth
-        ] if self.speech is not None and n else []
+        rec["mouth"] = (
+            [
+                {
+                    "silent": _round(s / ns) if ns else None,
+                    "speaking": _round(p / np_) if np_ else None,
+                    "silent_frames": int(ns),
+                    "speaking_frames": int(np_),
+                }
+                for s, ns, p, np_ in win.mouth
+            ]
+            if self.speech is not None and n
+            else []
+        )
         return rec
 
     def summary(self) -> dict[str, Any]:
@@ -533,8 +541,14 @@ class DriftMeter:
     def _mouth_summary(self) -> list[dict[str, Any]]:
         result = []
         for k in range(self.num_speakers if self.speech is not None else 0):
-            sil = [(r["mouth"][k]["silent"], r["mouth"][k]["silent_frames"]) for r in self.records if r["mouth"]]
-            spk = [(r["mouth"][k]["speaking"], r["mouth"][k]["speaking_frames"]) for r in self.records if r["mouth"]]
+            sil = [
+                (r["mouth"][k]["silent"], r["mouth"][k]["silent_frames"]) for r in self.records if r["mouth"]
+            ]
+            spk = [
+                (r["mouth"][k]["speaking"], r["mouth"][k]["speaking_frames"])
+                for r in self.records
+                if r["mouth"]
+            ]
             silent = _weighted(sil)
             speaking = _weighted(spk)
             ratio = silent / speaking if silent is not None and speaking else None
@@ -543,7 +557,9 @@ class DriftMeter:
                 rows = [
                     (r["mouth"][k]["silent"] / speaking, r)
                     for r in self.records
-                    if r["mouth"] and r["mouth"][k]["silent"] is not None and r["mouth"][k]["silent_frames"] >= 5
+                    if r["mouth"]
+                    and r["mouth"][k]["silent"] is not None
+                    and r["mouth"][k]["silent_frames"] >= 5
                 ]
                 if rows:
                     value, rec = max(rows, key=lambda v: v[0])

@@ -94,15 +94,22 @@ def jumps(jump: float, flicker: float = 2.0, num_frames: int = 250) -> Synthetic
     return Synthetic(num_frames, lambda i: np.clip(image + offset(i), 0, 255).astype(np.uint8), base_image())
 
 
-def mouth_moves(speaking: np.ndarray, silent_amp: float, speaking_amp: float = 12.0, two: bool = False,
-                silent_amp2: float | None = None) -> Synthetic:
+def mouth_moves(
+    speaking: np.ndarray,
+    silent_amp: float,
+    speaking_amp: float = 12.0,
+    two: bool = False,
+    silent_amp2: float | None = None,
+) -> Synthetic:
     """The mouth region (:data:`infinitetalk.telemetry.MOUTH_BOX` of the face box) flickers by ``±amp`` grey
     levels every frame: ``speaking_amp`` where ``speaking[k, i]``, ``silent_amp`` (speaker 2:
     ``silent_amp2``) where not. Everything else is still."""
     from infinitetalk.telemetry import MOUTH_BOX, _clip_box, _sub_box
 
     image = base_image(two)
-    boxes = [_clip_box(_sub_box(face_box(image, k), MOUTH_BOX), *image.shape[:2]) for k in range(2 if two else 1)]
+    boxes = [
+        _clip_box(_sub_box(face_box(image, k), MOUTH_BOX), *image.shape[:2]) for k in range(2 if two else 1)
+    ]
     amps = [silent_amp, silent_amp if silent_amp2 is None else silent_amp2]
     base = image.astype(np.float32)
 

@@ -99,7 +99,9 @@ def test_latent_motion_resumes_to_the_same_frames(tmp_path):
         return calls["n"] == 5  # two steps per window
 
     with pytest.raises(Interrupted):
-        fake_pipeline().generate(test_image(), audio, cfg, SegmentStore(tmp_path / "a"), should_cancel=cancel_in_window_3)
+        fake_pipeline().generate(
+            test_image(), audio, cfg, SegmentStore(tmp_path / "a"), should_cancel=cancel_in_window_3
+        )
     fake_pipeline().generate(test_image(), audio, cfg, SegmentStore(tmp_path / "a"), resume=True)
     fake_pipeline().generate(test_image(), audio, cfg, SegmentStore(tmp_path / "b"))
     import json
@@ -178,7 +180,9 @@ def test_noise_floor_fills_silences_only():
     assert np.array_equal(frames[speaking], wave.reshape(250, 640)[speaking])
     rms = np.sqrt((frames[silent].astype(np.float64) ** 2).mean())
     assert rms == pytest.approx(10 ** (-45 / 20), rel=0.05)
-    assert np.array_equal(out, add_silence_noise_floor(wave, -45.0))  # seeded: the same run, the same features
+    assert np.array_equal(
+        out, add_silence_noise_floor(wave, -45.0)
+    )  # seeded: the same run, the same features
 
 
 def test_noise_floor_changes_only_the_silent_features():

@@ -65,9 +65,11 @@ def through_generation(video: dv.Synthetic, speech_tracks=None, speakers=1, feat
     meter = DriftMeter(video.image, speech=speech_for_run(audio), fps=25)
     cfg = small_config(size=f"{w}x{h}", steps=1, text_scale=1.0, color_correction_strength=0.0)
     fake_pipeline().generate(
-        video.image, audio, cfg, observe(Discard(), meter), frame_filter=lambda f, first: np.stack(
-            [video.frame(i) for i in range(first, first + len(f))]
-        )
+        video.image,
+        audio,
+        cfg,
+        observe(Discard(), meter),
+        frame_filter=lambda f, first: np.stack([video.frame(i) for i in range(first, first + len(f))]),
     )
     return meter.summary()
 
@@ -267,17 +269,28 @@ def test_resumed_run_continues_the_telemetry(tmp_path):
     first = DriftMeter(video.image)
     with pytest.raises(Interrupted):
         fake_pipeline().generate(
-            video.image, audio, cfg, observe(SegmentStore(tmp_path / "a"), first),
-            should_cancel=cancel_in_window_3, frame_filter=swap,
+            video.image,
+            audio,
+            cfg,
+            observe(SegmentStore(tmp_path / "a"), first),
+            should_cancel=cancel_in_window_3,
+            frame_filter=swap,
         )
     assert len(first.records) == 2
     resumed = DriftMeter(video.image)
     result = fake_pipeline().generate(
-        video.image, audio, cfg, observe(SegmentStore(tmp_path / "a"), resumed), resume=True, frame_filter=swap
+        video.image,
+        audio,
+        cfg,
+        observe(SegmentStore(tmp_path / "a"), resumed),
+        resume=True,
+        frame_filter=swap,
     )
     assert result.windows_run == [2, 3]
     whole = DriftMeter(video.image)
-    fake_pipeline().generate(video.image, audio, cfg, observe(SegmentStore(tmp_path / "b"), whole), frame_filter=swap)
+    fake_pipeline().generate(
+        video.image, audio, cfg, observe(SegmentStore(tmp_path / "b"), whole), frame_filter=swap
+    )
     assert resumed.records == whole.records and len(whole.records) == 4
     assert resumed.records[2]["seam"] is not None  # the join into the first resumed window is measured
 
