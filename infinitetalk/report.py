@@ -431,8 +431,31 @@ def report_video(
             tracks.append(speech_of_file(audio[1], n, start, name="--audio2"))
         speech = np.stack(tracks)
     meter = DriftMeter(reference, speech=speech, speaker_boxes=speaker_boxes, fps=25)
-    frames = (reader.frame(i) for i in range(n))
-    return measure_frames(frames, meter, n, frame_num, motion_frame)
+    try:
+        return measure_frames((reader.frame(i) for i in range(n)), meter, n, frame_num, motion_frame)
+    finally:
+        reader.close()
+
+
+def speech_of_wave(wave: np.ndarray, sample_rate: int, num_frames: int, start_frame: int = 0) -> np.ndarray:
+    """``bool (num_frames,)`` speech activity of a ``(C, N)`` or ``(N,)`` wave at any rate (a host's audio)."""
+    from .media import prepare_speech
+
+    speech = prepare_speech(np.asarray(wave, np.float32), int(sample_rate), normalize=False)  # 16 kHz mono
+    return activity_from_rms(frame_rms(speech), num_frames, start_frame)
+
+
+def report_frames(
+    frames,
+    num_frames: int,
+    reference: np.ndarray,
+    speech: np.ndarray | None = None,
+    frame_num: int = 81,
+    motion_frame: int = 9,
+) -> dict[str, Any]:
+    """Telemetry of ``frames`` (an iterator of uint8 ``(H, W, 3)``, read once) against ``reference``."""
+    meter = DriftMeter(reference, speech=speech, fps=25)
+    return measure_frames(frames, meter, num_frames, frame_num, motion_frame)
 
 
 def _audio_frames(path) -> int:

@@ -8,7 +8,19 @@ from ._api import ComfyExtension, io
 
 class InfiniteTalkExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        from . import _migrate, audio, checks, conditioning, doctor, loaders, sampler, script, tts, video
+        from . import (
+            _migrate,
+            audio,
+            checks,
+            conditioning,
+            doctor,
+            loaders,
+            report,
+            sampler,
+            script,
+            tts,
+            video,
+        )
 
         _common.register_folders()
         _migrate.register()  # saved prompts of older node schemas are rewritten before validation
@@ -20,6 +32,7 @@ class InfiniteTalkExtension(ComfyExtension):
             *conditioning.NODES,
             *sampler.NODES,
             *video.NODES,
+            *report.NODES,
             *checks.NODES,
             *script.NODES,
         ]

@@ -23,6 +23,7 @@ NODE_IDS = frozenset(
         "InfiniteTalkFindSpeakers",
         "InfiniteTalkAudioCheck",
         "InfiniteTalkScript",
+        "InfiniteTalkRunReport",
     }
 )
 
