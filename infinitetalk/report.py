@@ -31,6 +31,7 @@ import numpy as np
 
 from .errors import InfiniteTalkError, InputError
 from .telemetry import (
+    MIN_MOTION,
     DriftMeter,
     activity_from_rms,
     format_time,
@@ -285,11 +286,13 @@ def render_chart(summary: dict[str, Any], title: str = ""):
         for r in recs:
             if (
                 r.get("mouth")
-                and speaking
+                and speaking is not None
                 and r["mouth"][k]["silent"] is not None
                 and r["mouth"][k]["silent_frames"] >= 5
             ):
-                pts.append(((r["time"] + r["end_time"]) / 2, r["mouth"][k]["silent"] / speaking))
+                pts.append(
+                    ((r["time"] + r["end_time"]) / 2, r["mouth"][k]["silent"] / max(speaking, MIN_MOTION))
+                )
         series.append(pts)
     label = "Mouth motion in silence / while speaking, per speaker"
     if not mouths:

@@ -551,11 +551,14 @@ class DriftMeter:
             ]
             silent = _weighted(sil)
             speaking = _weighted(spk)
-            ratio = silent / speaking if silent is not None and speaking else None
+            # a mouth that barely moves while speaking (under MIN_MOTION) would make any ratio huge
+            ratio = (
+                silent / max(speaking, MIN_MOTION) if silent is not None and speaking is not None else None
+            )
             worst = None
-            if speaking:
+            if speaking is not None:
                 rows = [
-                    (r["mouth"][k]["silent"] / speaking, r)
+                    (r["mouth"][k]["silent"] / max(speaking, MIN_MOTION), r)
                     for r in self.records
                     if r["mouth"]
                     and r["mouth"][k]["silent"] is not None

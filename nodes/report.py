@@ -51,7 +51,9 @@ class RunReport(io.ComfyNode):
                 io.Audio.Input(
                     "audio", optional=True, tooltip="Speech of person 1 (for the mouth-in-silence measure)."
                 ),
-                io.Audio.Input("audio2", optional=True, tooltip="Speech of person 2, laid out in the video's time."),
+                io.Audio.Input(
+                    "audio2", optional=True, tooltip="Speech of person 2, laid out in the video's time."
+                ),
                 advanced(
                     io.Int.Input(
                         "frame_num",
@@ -76,7 +78,8 @@ class RunReport(io.ComfyNode):
             outputs=[
                 io.Image.Output(display_name="chart", tooltip="The chart over time, as an image."),
                 io.String.Output(
-                    display_name="warnings", tooltip="One line per measure past its threshold (empty if none)."
+                    display_name="warnings",
+                    tooltip="One line per measure past its threshold (empty if none).",
                 ),
                 io.String.Output(display_name="report", tooltip="Every figure, as JSON."),
             ],
@@ -97,7 +100,7 @@ class RunReport(io.ComfyNode):
         summary = _summary(frames, video, reference, audio, audio2, frame_num, motion_frame)
         for line in summary["warnings"]:
             log.warning("InfiniteTalk Run Report: %s", line)
-        chart = _bridge.uint8_to_image(np.asarray(render_chart(summary)))
+        chart = _bridge.uint8_to_image(np.array(render_chart(summary)))
         text = json.dumps(summary, ensure_ascii=False)
         return io.NodeOutput(chart, "\n".join(summary["warnings"]), text, ui=ui.PreviewImage(chart, cls=cls))
 
@@ -107,7 +110,9 @@ def _summary(frames, video, reference, audio, audio2, frame_num, motion_frame) -
     from ..infinitetalk.report import report_frames
 
     if (frames is None) == (video is None):
-        raise ValueError("InfiniteTalk Run Report: connect 'frames' (from the Sampler) or 'video', one of them")
+        raise ValueError(
+            "InfiniteTalk Run Report: connect 'frames' (from the Sampler) or 'video', one of them"
+        )
     if frames is not None and getattr(frames, "report", None) is not None:
         return frames.report.summary()
     if reference is None:

@@ -7,7 +7,6 @@ import importlib
 import json
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from tests import drift_videos as dv
@@ -31,7 +30,7 @@ def _write(video: dv.Synthetic, path):
 def test_run_report_on_a_core_video_shows_the_chart(nodes, comfy, tmp_path):
     from comfy_api.latest import InputImpl
 
-    video = dv.jumps(12.0, 2.0, 160)  # two windows, a jump at the join
+    video = dv.jumps(12.0, 2.0, 160)  # 81 + 72 + 7 frames, a jump at each join
     _write(video, tmp_path / "v.mp4")
     active = dv.speech_pattern(160)
     audio = {"waveform": torch.from_numpy(dv.speech_wave(active))[None, None], "sample_rate": 16000}
@@ -40,7 +39,7 @@ def test_run_report_on_a_core_video_shows_the_chart(nodes, comfy, tmp_path):
     )
     chart, warnings, report = out.args
     summary = json.loads(report)
-    assert [r["frames"] for r in summary["windows"]] == [81, 79]
+    assert [r["frames"] for r in summary["windows"]] == [81, 72, 7]
     assert summary["windows"][1]["seam_jump"] > 10 and "window join jumps" in warnings
     assert chart.shape[0] == 1 and chart.shape[2] == 1200 and chart.std() > 0.05
     shown = out.ui.as_dict()["images"]
@@ -64,7 +63,10 @@ def test_sampler_frames_carry_their_report_to_the_node(nodes, tiny_models, comfy
 
     loaders = {
         "model": nodes["InfiniteTalkModelLoader"].execute(
-            "wan2.1_i2v_480p_14B_fp16.safetensors", "wan2.1_infiniteTalk_single_fp16.safetensors", "fp32", "none"
+            "wan2.1_i2v_480p_14B_fp16.safetensors",
+            "wan2.1_infiniteTalk_single_fp16.safetensors",
+            "fp32",
+            "none",
         ),
         "vae": nodes["InfiniteTalkVAELoader"].execute("wan_2.1_vae.safetensors", "auto"),
         "clip_vision": nodes["InfiniteTalkClipVisionLoader"].execute("clip_vision_h.safetensors", "auto"),
@@ -81,7 +83,9 @@ def test_sampler_frames_carry_their_report_to_the_node(nodes, tiny_models, comfy
     options = nodes["InfiniteTalkSamplerOptions"].execute(frame_num=21, motion_frame=5).args[0]
     bridge = importlib.import_module(f"{PACK_MODULE}.nodes._bridge")
     monkeypatch.setattr(bridge, "_server", lambda: None)
-    sampler = nodes["InfiniteTalkSampler"].PREPARE_CLASS_CLONE({io.Hidden.unique_id: "5", io.Hidden.prompt: {}})
+    sampler = nodes["InfiniteTalkSampler"].PREPARE_CLASS_CLONE(
+        {io.Hidden.unique_id: "5", io.Hidden.prompt: {}}
+    )
     frames = sampler.execute(
         m["model"], m["vae"], m["clip_vision"], text, embeds, "streaming", "custom", 1, 3, 1.0, 1.0,
         image=_image(dv.base_image()[::2, ::2]), options=options, width=128, height=128,

@@ -57,7 +57,14 @@ def test_cli_writes_the_drift_report_beside_the_output_and_in_the_run_folder(tin
 
 def test_cli_no_report_and_the_drift_options(tiny_root, tmp_path):
     rc = _run(
-        tiny_root, tmp_path, "--no_report", "--latent_motion", "--color_anchor", "4", "--silence_noise_floor", "-45"
+        tiny_root,
+        tmp_path,
+        "--no_report",
+        "--latent_motion",
+        "--color_anchor",
+        "4",
+        "--silence_noise_floor",
+        "-45",
     )
     assert rc == 0 and (tmp_path / "talk.mp4").is_file()
     assert not (tmp_path / "talk.report.json").exists()
