@@ -590,7 +590,8 @@ class DriftMeter:
             "version": 1,
             "records": [dict(r) for r in self.records],
             "frame_index": self.frame_index,
-            "prev_grey": None if self._prev_grey is None else self._prev_grey.copy(),
+            # a tensor, not an array: the resume state is read back with safe (weights-only) loading
+            "prev_grey": None if self._prev_grey is None else torch.from_numpy(self._prev_grey.copy()),
             "prev_median": self._prev_median,
             "boxes": None if self._boxes is None else [list(b) for b in self._boxes],
         }
@@ -600,7 +601,8 @@ class DriftMeter:
             raise ValueError(f"telemetry state version {state.get('version')} is unknown")
         self.records = [dict(r) for r in state["records"]]
         self.frame_index = int(state["frame_index"])
-        self._prev_grey = state["prev_grey"]
+        grey = state["prev_grey"]
+        self._prev_grey = None if grey is None else np.asarray(grey.numpy() if torch.is_tensor(grey) else grey)
         self._prev_median = state["prev_median"]
         self._boxes = None if state["boxes"] is None else [tuple(b) for b in state["boxes"]]
         self._window = None
