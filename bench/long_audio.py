@@ -39,7 +39,8 @@ import numpy as np, torch
 from pathlib import Path
 sys.path.insert(0, {root!r})
 from infinitetalk import spill
-from infinitetalk.pipeline import _hash_tensor, audio_window, padded_audio_length, plan_windows
+from infinitetalk.pipeline import _hash_tensor
+from infinitetalk.windows import audio_window, padded_audio_length, plan_windows
 
 torch.set_num_threads({threads})
 path, minutes, model_name = {path!r}, {minutes}, {model!r}

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError
+from .media.audio import measure_loudness
+from .media.loudness import k_weighting
 
 FRAME_S = 0.02  # frame length of the noise/silence analysis
 CLIP_LEVEL = 0.999  # |sample| at or above this fraction of full scale counts as clipped
@@ -115,8 +117,6 @@ def loudness_range(wave: np.ndarray, sr: int) -> float:
     """EBU Tech 3342 loudness range (LU) of mono audio; 0 for audio shorter than one 3 s window."""
     from scipy.signal import sosfilt
 
-    from .media.loudness import k_weighting
-
     weighted = sosfilt(k_weighting(sr), np.asarray(wave, np.float64))
     win, hop = int(3.0 * sr), int(0.1 * sr)
     if len(weighted) < win:
@@ -134,8 +134,6 @@ def loudness_range(wave: np.ndarray, sr: int) -> float:
 
 def check_audio(wave: np.ndarray, sr: int) -> AudioReport:
     """Measure speech ``wave`` (float, ``(N,)`` or ``(C, N)``, full scale 1.0) at ``sr`` Hz."""
-    from .media.audio import measure_loudness
-
     if not isinstance(sr, (int, np.integer)) or sr <= 0:
         raise InputError(f"sample rate {sr!r} must be a positive integer (Hz)")
     mono = _mono(wave)
@@ -198,8 +196,6 @@ def clean_audio(
     (None = keep the level). Peaks are pulled back under -1 dBFS if the gain pushed them over.
     Returns float32 of the input's shape."""
     from scipy.signal import butter, sosfiltfilt
-
-    from .media.audio import measure_loudness
 
     wave = np.asarray(wave, dtype=np.float64)
     if wave.ndim not in (1, 2) or wave.shape[-1] == 0:

@@ -52,12 +52,12 @@ def target_size(size: str, src_h: int, src_w: int) -> tuple[int, int]:
     return h, w
 
 
-def _cover_size(src_h: int, src_w: int, h: int, w: int) -> tuple[int, int]:
+def cover_size(src_h: int, src_w: int, h: int, w: int) -> tuple[int, int]:
     scale = max(h / src_h, w / src_w)
     return math.ceil(scale * src_h), math.ceil(scale * src_w)
 
 
-def _crop_box(big_h: int, big_w: int, h: int, w: int) -> tuple[int, int]:
+def crop_box(big_h: int, big_w: int, h: int, w: int) -> tuple[int, int]:
     """Top-left corner of a centred crop, rounding as torchvision's ``center_crop``."""
     return int(round((big_h - h) / 2.0)), int(round((big_w - w) / 2.0))
 
@@ -65,18 +65,18 @@ def _crop_box(big_h: int, big_w: int, h: int, w: int) -> tuple[int, int]:
 def resize_and_crop_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``uint8 (H, W, 3)`` -> ``uint8 (h, w, 3)``: bilinear resize to cover, then centre crop (reference)."""
     h, w = size
-    big_h, big_w = _cover_size(image.shape[0], image.shape[1], h, w)
+    big_h, big_w = cover_size(image.shape[0], image.shape[1], h, w)
     resized = np.asarray(Image.fromarray(image).resize((big_w, big_h), resample=Image.BILINEAR))
-    top, left = _crop_box(big_h, big_w, h, w)
+    top, left = crop_box(big_h, big_w, h, w)
     return np.ascontiguousarray(resized[top : top + h, left : left + w])
 
 
 def resize_and_crop_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``(C, H, W)`` masks -> ``(C, h, w)``: nearest resize to cover, then centre crop (reference)."""
     h, w = size
-    big_h, big_w = _cover_size(masks.shape[-2], masks.shape[-1], h, w)
+    big_h, big_w = cover_size(masks.shape[-2], masks.shape[-1], h, w)
     resized = F.interpolate(masks[None].float(), size=(big_h, big_w), mode="nearest")[0]
-    top, left = _crop_box(big_h, big_w, h, w)
+    top, left = crop_box(big_h, big_w, h, w)
     return resized[:, top : top + h, left : left + w].contiguous()
 
 

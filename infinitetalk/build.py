@@ -9,7 +9,13 @@ attention backend (``flash``/``sage`` installed, CUDA), the files (layout, adapt
 given the run's shape, memory (:mod:`infinitetalk.preflight`); it resolves ``block_swap="auto"`` and logs
 the estimate. :func:`build_dit` then loads (through the layers' own ``load_state_dict``, so any
 ``operations`` class can create or stream its weights), merges LoRAs, quantises, sets the attention kernel
-and compiles the blocks. Placing the model on the device (block swap) stays with the host.
+and compiles the blocks.
+
+:func:`plan_memory` is the one memory decision of a run (block swap, working memory, whether it fits), for
+the command line (through :func:`plan_dit`) and the ComfyUI Sampler (which passes the memory ComfyUI can free,
+:class:`HostMemory`). :data:`PRECISIONS` is the one precision <-> dtype table; :class:`BlockSwap` the one
+block-swap value. :func:`load_pipeline` loads every model of a run this library hosts (the node's models are
+loaded and placed by ComfyUI).
 
 Quantization names (the same in the node and on the command line):
 
@@ -30,7 +36,15 @@ import torch
 
 from .attention import BACKENDS, resolve_backend
 from .config import DiTConfig
+from .encoders.clip import load_clip_vision
+from .encoders.text import load_text_encoder
+from .encoders.vae import load_vae
 from .errors import InputError
+from .loading.dit import inspect_dit, load_dit
+from .lora import merge_loras
+from .model.ops import casting_operations
+from .offload import place_model
+from .pipeline import DeviceModelManager, InfiniteTalkPipeline
 from .preflight import (
     MemoryEstimate,
     RunShape,
@@ -38,8 +52,11 @@ from .preflight import (
     check_fits,
     estimate,
     fewest_swapped_blocks,
+    free_device_memory,
     gib,
+    weight_bytes,
 )
+from .quant import quantize_dit
 
 log = logging.getLogger(__name__)
 
@@ -284,8 +301,6 @@ def plan_dit(
         InputError: unknown option, attention kernel missing, not enough memory (with the smallest fix).
         CheckpointError: missing/unknown/mismatched files.
     """
-    from .loading.dit import inspect_dit
-
     options.validate()
     compute_device = torch.device(compute_device)
     attention = resolve_backend(options.attention, compute_device)
@@ -302,8 +317,6 @@ def plan_dit(
     est = None
     if run is not None:
         if free == -1:
-            from .preflight import free_device_memory
-
             free = free_device_memory(compute_device)
         host = HostMemory(free, host_copy, other_resident)
         memory = plan_memory(cfg, dtype, options.quantization, run, options.block_swap, compute_device.type, host,
@@ -321,8 +334,6 @@ def _check_host_ram(cfg, dtype, options, device, host_copy, load_buffer) -> None
     """Without a run shape: the weights the host loads into RAM must fit the available RAM."""
     if not (host_copy or device.type == "cpu"):
         return
-    from .preflight import weight_bytes
-
     non_block, per_block = weight_bytes(cfg, dtype, options.quantization)
     need = non_block + per_block * cfg.num_layers + load_buffer
     ram = available_ram()
@@ -359,21 +370,14 @@ def build_dit(
     :data:`infinitetalk.model.ops.casting_operations`. ``plan``: from :func:`plan_dit` (made here when
     not given, with ``compute_device`` and ``run``). The model carries ``plan`` as ``model.build_plan``.
     """
-    from .loading.dit import load_dit
-    from .model.ops import casting_operations
-
     if plan is None:
         plan = plan_dit(paths, options, compute_device or device, run)
     if operations is None and options.quantization == "fp8_e4m3fn":
         operations = casting_operations
     model = load_dit(paths.dit, getattr(paths, "adapter", None), device, plan.storage_dtype, operations)
     if options.loras:
-        from .lora import merge_loras
-
         merge_loras(model, list(options.loras))  # before quantising: quanto weights cannot take a delta
     if options.quantization in ("quanto_int8", "quanto_fp8"):
-        from .quant import quantize_dit
-
         quantize_dit(model, options.quantization.removeprefix("quanto_"))
     model.compute_dtype = plan.compute_dtype
     model.attention_backend = plan.attention
@@ -392,8 +396,6 @@ def load_dit_model(paths, options: ModelOptions, plan: DiTPlan, device: torch.de
     dit = build_dit(paths, options, device=home, plan=plan)
     placement = None
     if swap:
-        from .offload import place_model
-
         placement = place_model(dit, device, swap)
     return dit, placement
 
@@ -402,11 +404,6 @@ def load_pipeline(paths, options: ModelOptions, plan: DiTPlan, device: torch.dev
     """The pipeline of a run this library hosts (command line, scripts) over the files of ``paths``
     (:class:`~infinitetalk.weights.WeightPaths`): umT5 and CLIP in the compute dtype (in RAM with
     ``offload``, moved to the device while they run), the VAE in fp32 on the device, the DiT as planned."""
-    # the encoders and the pipeline: imported when a run loads them, not by everything that plans one
-    from .encoders.clip import load_clip_vision
-    from .encoders.text import load_text_encoder
-    from .encoders.vae import load_vae
-    from .pipeline import DeviceModelManager, InfiniteTalkPipeline
 
     dtype, home = plan.compute_dtype, torch.device("cpu") if offload else device
     text = load_text_encoder(paths.text_encoder, tokenizer=paths.tokenizer, device=home, dtype=dtype)

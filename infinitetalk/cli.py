@@ -29,14 +29,57 @@ import numpy as np
 import torch
 
 from .attention import BACKENDS
-from .build import NO_SWAP, PRECISIONS, QUANTIZATIONS, BlockSwap, ModelOptions
+from .audio_embedding import prepare_audio
+from .buckets import target_size
+from .build import (
+    NO_SWAP,
+    PRECISIONS,
+    QUANTIZATIONS,
+    BlockSwap,
+    ModelOptions,
+    load_pipeline,
+    plan_dit,
+)
 from .config import VIDEO_FPS
+from .encoders.wav2vec2 import load_audio_encoder
 from .errors import CheckpointError, InfiniteTalkError, InputError
 from .loading.discover import WeightPaths, find_weights
+from .loading.dit import dit_heads
+from .lora import parse_lora_spec
+from .media import VideoReader, normalize_delivery, output_path, read_image
+from .media.stream import read_audio
 from .parallel.launch import ParallelSession, start_session, torchrun_ranks
-from .pipeline import GenerationConfig
+from .pipeline import GenerationConfig, StillImage
+from .preflight import RunShape, checkpoint_bytes
+from .prompts import format_time, parse_prompt_schedule
+from .runs import (
+    GenerationRun,
+    ModelIdentity,
+    RunFolder,
+    RunInputs,
+    RunModels,
+    RunOptions,
+    partial_path,
+    refuse_other_scheme,
+    speaker_layout,
+)
 from .sampling import SAMPLERS
-from .weights import Component, spec
+from .script import load_script, render_script
+from .sinks import segment_codec
+from .tts import KokoroTTS, check_tts_request, check_tts_text, speaker_tag
+from .tts.kokoro import find_model_dir
+from .validation import (
+    check_audio,
+    check_config,
+    check_image_size,
+    check_not_silent,
+    check_video_frames,
+    explain_out_of_memory,
+    output_size,
+    warn_if_upscaled,
+)
+from .validation import parse_boxes as parse_box_list
+from .weights import DEFAULT_VOICES, Component, spec
 
 __all__ = ["WeightPaths", "build_parser", "find_weights", "main", "parse_boxes", "run"]
 
@@ -108,8 +151,9 @@ def _input_arguments(p: argparse.ArgumentParser) -> None:
         help="a script of several segments (JSON or plain text, see README 'Scripts'): one video, one "
         "identity, the prompt switched per segment; captions across the whole script with --subtitles",
     )
-    io.add_argument("--voice", default="af_heart", help="Kokoro voice of person 1 (default af_heart)")
-    io.add_argument("--voice2", default="am_adam", help="Kokoro voice of person 2 (default am_adam)")
+    for flag, speaker in (("--voice", 1), ("--voice2", 2)):
+        voice = DEFAULT_VOICES[speaker]
+        io.add_argument(flag, default=voice, help=f"Kokoro voice of person {speaker} (default {voice})")
     io.add_argument("--lang", default=None, help="Kokoro language code (default: the voice's language)")
     io.add_argument(
         "--input_json", help="the reference's input JSON (prompt, cond_video, cond_audio, audio_type, bbox)"
@@ -122,7 +166,8 @@ def _input_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="person box 'x_min,y_min,x_max,y_max' in input-image pixels (x = column); give twice "
-        "(person 1, person 2) or once as 'box1;box2'. Default: left/right halves",
+        "(person 1, person 2) or once as 'box1;box2'. Default: found from the two faces (person 1 = left), "
+        "the left/right halves when no face is found",
     )
     io.add_argument(
         "--resume", action="store_true", help="continue an interrupted run (same inputs and options)"
@@ -334,9 +379,7 @@ def _generation_arguments(p: argparse.ArgumentParser) -> None:
 # ============================================================================ inputs
 def parse_boxes(values: list[str]) -> list[tuple[float, float, float, float]]:
     """``--bbox`` values (given twice, or once as 'box1;box2') -> two boxes (or none)."""
-    from .validation import parse_boxes as parse
-
-    return parse(values, name="--bbox")
+    return parse_box_list(values, name="--bbox")
 
 
 def _apply_json(args: argparse.Namespace) -> None:
@@ -364,15 +407,11 @@ def _apply_json(args: argparse.Namespace) -> None:
 
 def load_source(path: str):
     """The reference: a still image (any mode: RGBA, greyscale, 16-bit are converted) or a video."""
-    from .media import VideoReader, read_image
-    from .pipeline import StillImage
-    from .validation import check_image_size, check_video_frames
-
     p = Path(path)
     if not p.is_file():
         raise InputError(f"--input_path '{p}' does not exist: give an image or a video file")
     if p.suffix.lower() in VIDEO_EXTENSIONS:
-        reader = VideoReader(p, fps=25)
+        reader = VideoReader(p, fps=VIDEO_FPS)
         check_video_frames(reader.num_frames, p, name="--input_path")
         check_image_size(reader.height, reader.width, name=f"--input_path '{p.name}'")
         return reader
@@ -386,9 +425,6 @@ def speech_inputs(
 ) -> tuple[list, bool, list | None]:
     """(speaker tracks [(wave, sr)], normalise?, caption cues) from --text or --audio_path(s), checked.
     Long recordings are decoded into file-backed buffers in ``spill_dir`` (:mod:`infinitetalk.spill`)."""
-    from .media.stream import read_audio
-    from .validation import check_audio, check_not_silent
-
     if args.text is not None:
         return _tts_speech(args, kokoro_dir)
     if not args.audio_path and not args.audio_path2:
@@ -413,11 +449,7 @@ def speech_inputs(
 
 
 def _tts_speech(args: argparse.Namespace, kokoro_dir: Path | None) -> tuple[list, bool, list | None]:
-    from .tts import KokoroTTS
-    from .tts.kokoro import find_model_dir
-    from .validation import check_tts_request
-
-    dialogue = bool(re.search(r"[\(\[]\s*[sS]\s*[12]\s*[\)\]]", args.text))
+    dialogue = bool(re.search(speaker_tag("[12]"), args.text, re.IGNORECASE))
     voices = {1: args.voice, 2: args.voice2} if dialogue else {1: args.voice}
     names = {1: "--voice", 2: "--voice2"}
     check_tts_request(
@@ -434,12 +466,8 @@ def _tts_speech(args: argparse.Namespace, kokoro_dir: Path | None) -> tuple[list
 # ============================================================================ models
 def script_inputs(script, args: argparse.Namespace, kokoro_dir: Path | None):
     """(speaker tracks, normalise?, captions, prompt schedule) of a script (segments rendered end to end)."""
-    from .script import render_script
-
     tts = None
     if script.needs_tts:
-        from .tts import KokoroTTS
-
         tts = KokoroTTS(kokoro_dir)
     rendered = render_script(
         script, tts, lang=args.lang, seed=max(args.seed, 0), voices={1: args.voice, 2: args.voice2}
@@ -453,8 +481,6 @@ def _device(args) -> torch.device:
 
 
 def lora_specs(args) -> list[tuple[str, float]]:
-    from .lora import parse_lora_spec
-
     specs = [parse_lora_spec(s) for s in args.lora]
     scales = list(args.lora_scale) + [1.2] * (len(args.lora_dir) - len(args.lora_scale))  # reference default
     specs += list(zip(args.lora_dir, scales[: len(args.lora_dir)], strict=True))
@@ -483,9 +509,6 @@ def plan_models(paths: WeightPaths, args, device: torch.device, run, world_size:
 
     Under torchrun (``world_size > 1``) each process holds only its share of the activations, which the
     single-process estimate does not model: the estimate is logged as an upper bound and not enforced."""
-    from .build import plan_dit
-    from .preflight import checkpoint_bytes
-
     options = model_options(args)
     dtype = options.compute_dtype(device)
     others = checkpoint_bytes(paths.vae, torch.float32)  # the VAE stays on the device
@@ -535,7 +558,7 @@ def _speaker_count(args, script=None) -> int:
     if script is not None:
         return script.num_speakers
     if args.text is not None:
-        return 2 if re.search(r"[\(\[]\s*[sS]\s*2\s*[\)\]]", args.text) else 1
+        return 2 if re.search(speaker_tag("2"), args.text, re.IGNORECASE) else 1
     return 2 if args.audio_path2 else 1
 
 
@@ -568,9 +591,6 @@ def _config(args: argparse.Namespace, session: ParallelSession) -> GenerationCon
 
 def check_arguments(args: argparse.Namespace, session: ParallelSession):
     """The settings, the output and the text, before anything is read: ``(output path, config)``."""
-    from .media import output_path
-    from .validation import check_config, check_tts_text
-
     prompt_name = _read_prompt_file(args)
     if args.input_json:
         _apply_json(args)
@@ -618,8 +638,6 @@ def _read_prompt_file(args: argparse.Namespace) -> str:
 def _prompt_schedule(args: argparse.Namespace, name: str) -> None:
     """A prompt with time tags -> ``args.prompt_schedule`` ``[(first video frame, prompt)]`` and
     ``args.prompt`` the opening prompt; without tags ``args.prompt_schedule`` is None, the prompt untouched."""
-    from .prompts import format_time, parse_prompt_schedule
-
     schedule = parse_prompt_schedule(args.prompt or "", name=name)
     args.prompt_schedule = None
     if len(schedule) == 1 and schedule[0][1] != (args.prompt or ""):  # one tag: a plain prompt
@@ -635,8 +653,6 @@ def _prompt_schedule(args: argparse.Namespace, name: str) -> None:
 def check_inputs(args: argparse.Namespace, config, speakers: int):
     """The reference (image or video) and the person regions: ``(source, regions)``, checked. Two speakers
     without --bbox: found from the faces, as the Sampler does (:func:`infinitetalk.runs.speaker_layout`)."""
-    from .runs import speaker_layout
-    from .validation import output_size, warn_if_upscaled
 
     source = load_source(args.input_path)
     first = source.frame(0)
@@ -655,9 +671,6 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
 
     The command line's host work (arguments, files, models, progress, the output file) around the library's
     one run (:class:`infinitetalk.runs.GenerationRun`), the same as the ComfyUI Sampler's."""
-    from .buckets import target_size
-    from .preflight import RunShape
-    from .runs import GenerationRun, RunFolder, RunInputs, partial_path
 
     session = session or ParallelSession(device=_device(args))
     args.device = str(session.device)  # under torchrun: this process's GPU
@@ -665,7 +678,7 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     script = _load_script(args)
     speakers = _speaker_count(args, script)
     paths = _resolve_paths(args, speakers, need_kokoro=script is not None and script.needs_tts)
-    session.check_dit_file(paths.dit)  # heads vs --ulysses_size, before any weight is read
+    session.check_heads(dit_heads(paths.dit))  # heads vs --ulysses_size, before any weight is read
     device = _device(args)
     source, regions = check_inputs(args, config, speakers)
     if args.face_only and source.num_frames < 2:
@@ -676,13 +689,17 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     options, plan = plan_models(paths, args, device, run_shape, session.world_size)
     # the run folder: segments, resume state, and the audio buffers too large for memory
     seg_dir = Path(args.segments_dir) if args.segments_dir else out.with_name(out.name + ".parts")
+    if args.resume:
+        refuse_other_scheme(seg_dir)  # a folder of an earlier version: refused before any weight is read
     prompts = args.prompt_schedule  # None without time tags
     if script is not None:
         tracks, normalize, cues, prompts = script_inputs(script, args, paths.kokoro)
     else:
         tracks, normalize, cues = speech_inputs(args, paths.kokoro, seg_dir)
     # 1. audio features first (the encoder is freed before the big models load), 2. the models
-    audio = encode_speech(paths, tracks, args.audio_type, normalize, device, seg_dir, args.silence_noise_floor)
+    audio = encode_speech(
+        paths, tracks, args.audio_type, normalize, device, seg_dir, args.silence_noise_floor
+    )
     del tracks  # a one-speaker soundtrack lives on in ``audio``
     models = load_models(paths, options, plan, device, args.offload_model, session, lora_specs(args))
     # 3. the one run: per-window segments in the run folder, then the output file
@@ -701,7 +718,6 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
 def _load_script(args):
     if not args.script:
         return None
-    from .script import load_script
 
     return load_script(args.script)
 
@@ -710,15 +726,12 @@ def encode_speech(
     paths: WeightPaths, tracks, audio_type: str, normalize: bool, device, spill_dir: Path, noise_floor_db=None
 ):
     """wav2vec2 features of the speaker tracks (the encoder loaded for this only, then freed)."""
-    from .encoders.wav2vec2 import load_audio_encoder
-    from .pipeline import InfiniteTalkPipeline
-    from .validation import explain_out_of_memory
 
     with explain_out_of_memory("encoding the audio"):
         encoder = load_audio_encoder(paths.audio_encoder, device=device, dtype=torch.float32)
-        audio = InfiniteTalkPipeline(
-            None, None, None, None, encoder, device, torch.float32, spill_dir=spill_dir
-        ).prepare_audio(tracks, audio_type, normalize, noise_floor_db=noise_floor_db)
+        audio = prepare_audio(
+            encoder, tracks, audio_type, normalize, spill_dir=spill_dir, noise_floor_db=noise_floor_db
+        )
     seconds = audio.num_frames / VIDEO_FPS
     logger.info("audio: %d speaker(s), %d frames (%.2f s)", audio.num_speakers, audio.num_frames, seconds)
     return audio
@@ -726,9 +739,6 @@ def encode_speech(
 
 def load_models(paths: WeightPaths, options: ModelOptions, plan, device, offload: bool, session, loras=()):
     """The pipeline over the loaded models (placed as planned) and their identity."""
-    from .build import load_pipeline
-    from .runs import ModelIdentity, RunModels
-    from .validation import explain_out_of_memory
 
     with explain_out_of_memory("loading the models"):
         pipe = load_pipeline(paths, options, plan, device, offload)
@@ -742,9 +752,6 @@ def load_models(paths: WeightPaths, options: ModelOptions, plan, device, offload
 
 def run_options(args: argparse.Namespace, audio, session: ParallelSession):
     """Segments for the output format (masters start from exact frames); the delivered soundtrack."""
-    from .media import normalize_delivery
-    from .runs import RunOptions
-    from .sinks import segment_codec
 
     soundtrack = audio.soundtrack_audio  # the user's own audio; the 16 kHz mix stays in the embedding path
     if args.loudness is not None and session.is_main:

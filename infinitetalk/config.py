@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import InputError
-
 VIDEO_FPS = 25  # InfiniteTalk's video rate: frames per second of every video it makes
 
 
@@ -84,29 +82,9 @@ class SpeakerRegions:
 
     ``bboxes`` holds one ``(x_min, y_min, x_max, y_max)`` per speaker; when empty, the
     left and right halves of the image are used (shrunk by ``face_scale`` as in the
-    reference).
+    reference). :func:`infinitetalk.validation.speaker_regions` and
+    :func:`~infinitetalk.validation.parse_speaker_regions` build them from box text or masks.
     """
 
     bboxes: list[tuple[float, float, float, float]] = field(default_factory=list)
     face_scale: float = 0.05
-
-    @classmethod
-    def parse(cls, text: str, name: str = "speaker_boxes") -> SpeakerRegions:
-        """``'x0,y0,x1,y1; x0,y0,x1,y1'`` (pixels; ``;`` or newlines between people) -> two boxes
-        (:func:`infinitetalk.validation.parse_boxes`: its messages)."""
-        from .validation import parse_boxes
-
-        boxes = parse_boxes(text, name=name)
-        if not boxes:
-            raise InputError(f"{name}: give exactly two boxes (person 1; person 2), got 0")
-        return cls(bboxes=boxes)
-
-    @classmethod
-    def from_masks(
-        cls, masks, name: str = "speaker_masks", frame_hw: tuple[int, int] | None = None
-    ) -> SpeakerRegions:
-        """Two masks ``(2, H, W)`` (values > 0.5 inside) -> their bounding boxes in pixels; with ``frame_hw``
-        the masks must match the reference's size (:func:`infinitetalk.validation.masks_to_boxes`)."""
-        from .validation import masks_to_boxes
-
-        return cls(bboxes=masks_to_boxes(masks, frame_hw, name=name))

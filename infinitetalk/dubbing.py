@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .buckets import _cover_size, _crop_box, resize_and_crop_image, target_size
+from .buckets import cover_size, crop_box, resize_and_crop_image, target_size
 from .errors import InputError
 from .faces import feathered_mask, track_faces
-from .pipeline import GenerationConfig, ReferenceSource, plan_run
+from .pipeline import GenerationConfig
+from .windows import ReferenceSource, plan_run
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +65,8 @@ class FaceOnlyCompositor:
     def _to_output(self, box) -> np.ndarray:
         src_h, src_w = self.source.frame(0).shape[:2]
         h, w = self.size
-        big_h, big_w = _cover_size(src_h, src_w, h, w)
-        top, left = _crop_box(big_h, big_w, h, w)
+        big_h, big_w = cover_size(src_h, src_w, h, w)
+        top, left = crop_box(big_h, big_w, h, w)
         sy, sx = big_h / src_h, big_w / src_w
         x0, y0, x1, y1 = box
         return np.array([x0 * sx - left, y0 * sy - top, x1 * sx - left, y1 * sy - top])

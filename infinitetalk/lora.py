@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, InputError, snippet
+from .loading.state_dict import safe_torch_load
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ def load_lora_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        from .loading.state_dict import safe_torch_load
-
         obj = safe_torch_load(path)
     except CheckpointError as err:
         raise CheckpointError(f"LoRA {err}: use a .safetensors LoRA") from None

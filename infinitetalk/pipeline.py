@@ -23,11 +23,10 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,14 +38,24 @@ from .color import match_colors
 from .config import VIDEO_FPS, SpeakerRegions
 from .errors import InputError, Interrupted
 from .prompts import unused_prompts
-from .sampling import COND, DROP_AUDIO, DROP_TEXT, UNCOND, GuidanceState, make_sampler
+from .sampling import COND, DROP_AUDIO, DROP_TEXT, UNCOND, GuidanceState, call_groups, make_sampler
 from .sinks import FrameSink, ResumableSink
 from .teacache import TeaCache, TeaCacheConfig
+from .validation import check_config
+from .windows import (
+    LATENT_CHANNELS,
+    VAE_STRIDE_T,
+    ReferenceSource,
+    WindowPlan,
+    audio_window,
+    latent_grid,
+    padded_audio_length,
+    plan_run,
+    window_prompts,
+)
 
 logger = logging.getLogger(__name__)
 
-AUDIO_WINDOW_OFFSETS = (-2, -1, 0, 1, 2)  # audio frames around each video frame
-VAE_STRIDE_T, VAE_STRIDE_HW, LATENT_CHANNELS = 4, 8, 16
 
 # The reference's default negative prompt for InfiniteTalk: `wan/configs/wan_multitalk_14B.py` replaces the
 # shared (Chinese) `sample_neg_prompt` of Wan with this English one, and `infinitetalk-14B` uses that config.
@@ -107,17 +116,6 @@ class ProgressEvent:
     latent_preview: torch.Tensor | None = None  # (1, 16, T, h, w) latent after this step (not a copy)
 
 
-@dataclass(frozen=True)
-class WindowPlan:
-    """One window of the schedule: video frames ``[start, start + frame_num)``."""
-
-    index: int
-    start: int
-    keep_from: int  # first frame of the window written to the sink (0 or motion_frame)
-    keep: int  # frames written (after trimming to the video length)
-    reference_frame: int  # index of the source frame conditioning this window
-
-
 @dataclass
 class GenerationResult:
     num_frames: int
@@ -125,14 +123,6 @@ class GenerationResult:
     windows_run: list[int] = field(default_factory=list)
     reference_frames: list[int] = field(default_factory=list)  # per window run
     fps: int = VIDEO_FPS
-
-
-class ReferenceSource(Protocol):
-    """Frames conditioning the video: ``frame(i) -> uint8 (H, W, 3)`` at 25 fps, ``num_frames``."""
-
-    num_frames: int
-
-    def frame(self, i: int) -> np.ndarray: ...
 
 
 class StillImage:
@@ -175,81 +165,6 @@ class DeviceModelManager:
 
 
 # ============================================================================ pure helpers
-def plan_windows(
-    num_frames: int,
-    frame_num: int,
-    motion_frame: int,
-    mode: str,
-    max_frame_num: int | None = None,
-    source_frames: int = 1,
-    is_video: bool = False,
-) -> tuple[list[WindowPlan], int]:
-    """The window schedule and the output length (spec §4, minus the reference's forced second window).
-
-    Streaming: windows until one ends at or past ``target = min(max_frame_num, L)``; output ``target``
-    frames. Clip: one window, output ``min(frame_num, L)`` frames.
-    """
-    stride = frame_num - motion_frame
-    if mode == "clip":
-        target = min(frame_num, num_frames)
-        count = 1
-    else:
-        target = num_frames if max_frame_num is None else min(max_frame_num, num_frames)
-        count = 1 if target <= frame_num else 1 + math.ceil((target - frame_num) / stride)
-    plans, written = [], 0
-    for k in range(count):
-        start = k * stride
-        keep_from = 0 if k == 0 else motion_frame
-        keep = min(frame_num - keep_from, target - written)
-        ref = min(start, source_frames - 1) if is_video else 0
-        plans.append(WindowPlan(k, start, keep_from, keep, ref))
-        written += keep
-    return plans, target
-
-
-def plan_run(
-    config: GenerationConfig, audio_frames: int, source: ReferenceSource
-) -> tuple[list[WindowPlan], int]:
-    """:func:`plan_windows` of a run: ``config``'s window sizes, mode and cap, ``audio_frames`` of speech and
-    the reference ``source`` (a video gives each window its own reference frame)."""
-    is_video = getattr(source, "is_video", True) and source.num_frames > 1
-    return plan_windows(
-        audio_frames,
-        config.frame_num,
-        config.motion_frame,
-        config.mode,
-        config.max_frame_num,
-        source.num_frames,
-        is_video,
-    )
-
-
-def padded_audio_length(length: int, end: int) -> int:
-    """Frames of the reference's mirror-padded features when the last window ends at ``end``.
-
-    The reference appends ``miss = end - L + 3`` frames, ``f[-miss:]`` reversed, when ``end >= L``
-    (fewer when ``miss > L``: the slice then holds all ``L`` frames).
-    """
-    return length if end < length else length + min(end - length + 3, length)
-
-
-def audio_window(
-    features: torch.Tensor, start: int, frame_num: int, padded_length: int | None = None
-) -> torch.Tensor:
-    """(S, L, layers, C) -> (S, frame_num, 5, layers, C): 5 audio frames around each video frame.
-
-    Indices are clamped to ``[0, padded_length)`` (default ``L``: no padding) and frames past the end read
-    the mirror padding without building it: padded ``[L + j]`` is ``f[L - 1 - j]``. Only the window's rows
-    are read, so ``features`` may be file-backed and is never copied whole.
-    """
-    length = features.shape[1]
-    padded = length if padded_length is None else padded_length
-    centres = torch.arange(start, start + frame_num)[:, None] + torch.tensor(AUDIO_WINDOW_OFFSETS)[None]
-    centres = centres.clamp(0, padded - 1)  # (frame_num, 5)
-    centres = torch.where(centres < length, centres, 2 * length - 1 - centres)
-    return features[:, centres]
-
-
 def condition_mask(frame_num: int, lat_h: int, lat_w: int) -> torch.Tensor:
     """(1, 4, T_lat, h, w) mask channels: 1 on latent frame 0 only, built as the reference."""
     msk = torch.ones(1, frame_num, lat_h, lat_w)
@@ -286,20 +201,6 @@ def speaker_masks(
             people.append(m)
     background = ((people[0] + people[1]) == 0).float()
     return torch.stack([*people, background])
-
-
-def window_prompts(
-    prompts: Sequence[tuple[int, str]], plans: Sequence[WindowPlan], default: str
-) -> list[str]:
-    """The prompt of each window from a schedule of ``(first video frame, prompt)`` pairs: the one active at
-    the middle of the frames the window adds to the video (``default`` before the first entry)."""
-    schedule = sorted((int(start), str(prompt)) for start, prompt in prompts)
-    chosen = []
-    for plan in plans:
-        middle = plan.start + plan.keep_from + max(plan.keep - 1, 0) // 2
-        active = [prompt for start, prompt in schedule if start <= middle]
-        chosen.append(active[-1] if active else default)
-    return chosen
 
 
 def frames_to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -403,8 +304,6 @@ class InfiniteTalkPipeline:
     # ------------------------------------------------------------------ stage 1: inputs
     def check_inputs(self, source: ReferenceSource, audio: AudioEmbedding, config: GenerationConfig) -> None:
         """Validate early; raise ``InputError`` naming the bad value and the fix."""
-        from .validation import check_config
-
         check_config(config)
         if audio.num_speakers not in (1, 2):
             raise InputError(f"audio has {audio.num_speakers} speakers: InfiniteTalk drives one or two")
@@ -470,7 +369,7 @@ class InfiniteTalkPipeline:
         if audio.num_speakers == 2:
             masks = speaker_masks(regions, first.shape[0], first.shape[1], config.face_scale)
             masks = resize_and_crop_masks(masks, (h, w))
-            lat = (h // VAE_STRIDE_HW, w // VAE_STRIDE_HW)
+            lat = latent_grid(config.frame_num, h, w)[1:]
             masks = (F.interpolate(masks[None], size=lat, mode="nearest")[0] > 0).float().to(self.device)
         color_ref = image_to_tensor(resize_and_crop_image(first, (h, w)))[None, :, None].to(self.device)
         return _Encoded(
@@ -497,11 +396,7 @@ class InfiniteTalkPipeline:
     ) -> _Window:
         """Noise (drawn first, as the reference), conditioning of the window's reference frame, motion latents."""
         h, w = enc.size
-        lat_t, lat_h, lat_w = (
-            (config.frame_num - 1) // VAE_STRIDE_T + 1,
-            h // VAE_STRIDE_HW,
-            w // VAE_STRIDE_HW,
-        )
+        lat_t, lat_h, lat_w = latent_grid(config.frame_num, h, w)
         noise = torch.randn(
             (LATENT_CHANNELS, lat_t, lat_h, lat_w),
             generator=generator,
@@ -538,7 +433,7 @@ class InfiniteTalkPipeline:
         padded = torch.cat([cond, cond.new_zeros(1, 3, config.frame_num - 1, h, w)], dim=2)
         latents = self.vae.encode(padded.to(self._vae_dtype())).to(self.dtype)
         self._offload("vae")
-        msk = condition_mask(config.frame_num, h // VAE_STRIDE_HW, w // VAE_STRIDE_HW).to(
+        msk = condition_mask(config.frame_num, *latent_grid(config.frame_num, h, w)[1:]).to(
             self.device, self.dtype
         )
         y = torch.cat([msk, latents], dim=1)
@@ -565,7 +460,7 @@ class InfiniteTalkPipeline:
             config.apg_momentum,
             config.apg_norm_threshold,
         )
-        groups = self._call_groups(guidance.branches, win.audio.shape[1], config.batch_guidance)
+        groups = call_groups(guidance.branches, win.audio.shape[1], config.batch_guidance)
         caches = self._make_caches(groups, config)
         motion, n_motion = win.motion_latents, win.motion_latents.shape[2]
         carry_noise = win.plan.index > 0  # the reference's discarded motion-noise draws
@@ -592,15 +487,6 @@ class InfiniteTalkPipeline:
 
     def _draw_motion_noise(self, motion: torch.Tensor, generator: torch.Generator) -> None:
         torch.randn(motion.shape[1:], generator=generator, device=self.device, dtype=torch.float32)
-
-    @staticmethod
-    def _call_groups(branches: tuple[str, ...], num_speakers: int, batch: bool) -> list[tuple[str, ...]]:
-        """Which branches share one model call: with ``batch``, those with the same speaker count."""
-        if not batch:
-            return [(b,) for b in branches]
-        full = tuple(b for b in branches if b in (COND, DROP_TEXT) or num_speakers == 1)
-        rest = [(b,) for b in branches if b not in full]
-        return [full, *rest]
 
     @staticmethod
     def _make_caches(groups, config: GenerationConfig) -> dict[tuple[str, ...], TeaCache] | None:

@@ -250,7 +250,7 @@ def find_speakers(
 ) -> SpeakerRegions:
     """Person regions of a two-person image from its two largest faces, person 1 on the left.
 
-    Each face box grows into a body region: 1.5 face widths to each side, from half a face height above
+    Each face box grows into a body region: 2 face widths to each side, from half a face height above
     the face down to the bottom, kept ``margin`` (the reference's ``face_scale``) away from the top and
     bottom edges, and split at the midpoint between the two faces so the regions never overlap.
     Raises ``InputError`` when fewer than two faces are found (naming ``regions_name``, the host's inputs

@@ -38,6 +38,11 @@ import torch
 
 from .config import DiTConfig
 from .errors import InputError
+from .loading.dit import dit_key_shapes, target_dtype
+from .loading.state_dict import SAFETENSORS_SUFFIXES, open_checkpoint
+from .model.dit import WanInfiniteTalkDiT
+from .sampling import call_groups, guidance_branches
+from .windows import latent_grid
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +67,7 @@ class RunShape:
     @property
     def latent(self) -> tuple[int, int, int]:
         """(T, h, w) latent grid of one window."""
-        return (self.frame_num - 1) // 4 + 1, self.height // 8, self.width // 8
+        return latent_grid(self.frame_num, self.height, self.width)
 
     def describe(self) -> str:
         calls = f", {self.batch} passes per call" if self.batch > 1 else ""
@@ -72,12 +77,7 @@ class RunShape:
     @classmethod
     def for_generation(cls, config, height: int, width: int, speakers: int) -> RunShape:
         """The shape of a pipeline run (``GenerationConfig``) at its output size."""
-        from .pipeline import InfiniteTalkPipeline
-        from .sampling import guidance_branches
-
-        groups = InfiniteTalkPipeline._call_groups(
-            guidance_branches(config.text_scale), speakers, config.batch_guidance
-        )
+        groups = call_groups(guidance_branches(config.text_scale), speakers, config.batch_guidance)
         return cls(height, width, config.frame_num, max(len(g) for g in groups), speakers)
 
 
@@ -194,9 +194,6 @@ def estimate(
 
 def weight_bytes(cfg: DiTConfig, compute_dtype: torch.dtype, quantization: str) -> tuple[int, int]:
     """(bytes outside the blocks, bytes of one block) as the loader and quantiser store them."""
-    from .loading.dit import dit_key_shapes, target_dtype
-    from .model.dit import WanInfiniteTalkDiT
-
     storage = torch.float8_e4m3fn if quantization == "fp8_e4m3fn" else compute_dtype
     fp32 = WanInfiniteTalkDiT.fp32_modules
     non_block, block0 = 0, 0
@@ -270,8 +267,6 @@ def _activation_formula(cfg: DiTConfig, compute_dtype: torch.dtype, run: RunShap
 @functools.lru_cache(maxsize=64)
 def _activation_bytes(cfg: DiTConfig, compute_dtype: torch.dtype, run: RunShape) -> int:
     from torch._subclasses.fake_tensor import FakeTensorMode
-
-    from .model.dit import WanInfiniteTalkDiT
 
     one_block = replace(cfg, num_layers=1)
     b, (t, h, w) = run.batch, run.latent
@@ -416,8 +411,6 @@ def checkpoint_bytes(path, dtype: torch.dtype) -> int:
     """Bytes a model file takes once loaded in ``dtype``: from the safetensors header (no tensor read);
     other formats (``.pth``) count their size on disk."""
     from pathlib import Path
-
-    from .loading.state_dict import SAFETENSORS_SUFFIXES, open_checkpoint
 
     path = Path(path)
     if path.is_file() and path.name.lower().endswith(SAFETENSORS_SUFFIXES):

@@ -19,6 +19,7 @@ import re
 
 from .config import VIDEO_FPS
 from .errors import InputError
+from .validation import MAX_SCHEDULE_ENTRIES, MAX_TEXT_CHARS, check_text_length
 
 # what looks like a time tag (digits, colons, dots, an optional 's'); "[close-up]" or "[S1]" is text
 _TAG = re.compile(r"^\s*\[\s*([0-9][0-9:.\s]*s?)\s*\]", re.IGNORECASE)
@@ -35,6 +36,7 @@ def parse_prompt_schedule(text: str, name: str = "prompt") -> list[tuple[int, st
     """
     if not isinstance(text, str):
         raise InputError(f"{name} must be text, got {type(text).__name__}")
+    check_text_length(text, MAX_TEXT_CHARS, name=name, what="prompt")
     if not any(_TAG.match(line) for line in text.splitlines()):
         return [(0, text)]
     entries: list[tuple[int, int, list[str]]] = []  # (frame, line number, lines)
@@ -54,6 +56,11 @@ def parse_prompt_schedule(text: str, name: str = "prompt") -> list[tuple[int, st
                 "at least one frame (0.04 s) apart"
             )
         entries.append((frame, number, [line[tag.end() :]]))
+        if len(entries) > MAX_SCHEDULE_ENTRIES:
+            raise InputError(
+                f"{name} line {number}: more than {MAX_SCHEDULE_ENTRIES} timed prompts: merge some "
+                "(each window takes one prompt)"
+            )
     schedule = []
     for frame, number, lines in entries:
         prompt = "\n".join(lines).strip()

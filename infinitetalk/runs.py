@@ -24,6 +24,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from .config import VIDEO_FPS, SpeakerRegions
+from .dubbing import face_only_filter
 from .errors import InfiniteTalkError, InputError
 from .pipeline import (
     AudioEmbedding,
@@ -44,6 +46,7 @@ from .pipeline import (
     ReferenceSource,
     StillImage,
 )
+from .portrait import auto_speaker_regions
 from .report import RunReport
 from .sinks import SEGMENT_CODECS, SegmentStore
 from .validation import explain_out_of_memory, speaker_regions
@@ -69,27 +72,112 @@ def run_status(directory: str | Path) -> str:
         manifest = json.loads((directory / MANIFEST).read_text())
     except (OSError, ValueError):
         return "empty"
+    if not isinstance(manifest, dict):
+        return "empty"
     if manifest.get("complete"):
         return "complete"
-    return "resumable" if any(s.get("file") for s in manifest.get("segments", [])) else "empty"
+    segments = manifest.get("segments")
+    committed = isinstance(segments, list) and any(isinstance(s, dict) and s.get("file") for s in segments)
+    return "resumable" if committed else "empty"
 
 
-def sweep(root: str | Path, keep: Iterable[str | Path] = ()) -> list[Path]:
-    """Remove the run folders under ``root`` that cannot resume (complete or empty), except ``keep``.
-    Returns the removed folders; resumable runs stay until they complete or the user deletes them."""
+@dataclass(frozen=True)
+class RunLimits:
+    """How long and how much unfinished (resumable) runs may stay. Defaults from the environment:
+    ``INFINITETALK_RUNS_MAX_AGE_DAYS`` (7; 0 = no age limit) and ``INFINITETALK_RUNS_MAX_GB`` (20; 0 = no size cap)."""
+
+    max_age_s: float = 7 * 86400.0
+    max_bytes: int = 20 * 1024**3
+
+    @classmethod
+    def from_env(cls) -> RunLimits:
+        def number(var: str, default: float) -> float:
+            raw = os.environ.get(var, "").strip()
+            try:
+                value = float(raw) if raw else default
+            except ValueError:
+                logger.warning("%s=%r is not a number: using %s", var, raw, default)
+                return default
+            return value if value >= 0 else default
+
+        days = number("INFINITETALK_RUNS_MAX_AGE_DAYS", 7.0)
+        gib = number("INFINITETALK_RUNS_MAX_GB", 20.0)
+        return cls(max_age_s=days * 86400.0, max_bytes=int(gib * 1024**3))
+
+
+def sweep(
+    root: str | Path,
+    keep: Iterable[str | Path] = (),
+    *,
+    finished: bool = True,
+    limits: RunLimits | None = None,
+    now: float | None = None,
+) -> list[Path]:
+    """Remove run folders under ``root``, except ``keep``; one log line per removal. Returns the removed.
+
+    ``finished``: the folders that cannot resume (complete or nothing committed). ``limits``: unfinished runs
+    last used longer ago than ``max_age_s``, then the least recently used ones until all that stay take at
+    most ``max_bytes`` (0 switches either off).
+    """
     root = Path(root)
     if not root.is_dir():
         return []
     kept = {Path(k).resolve() for k in keep}
-    removed = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        if folder.resolve() in kept or run_status(folder) == "resumable":
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    unfinished: list[tuple[float, int, Path]] = []  # (last used, bytes, folder)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
+        if folder.resolve() in kept:
             continue
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    if removed:
-        logger.info("removed %d finished run folder(s) from %s", len(removed), root)
+        status = run_status(folder)
+        if status == "resumable":
+            unfinished.append((_last_used(folder), _folder_bytes(folder), folder))
+        elif finished:
+            _remove(folder, "finished" if status == "complete" else "nothing committed", removed)
+    if limits is not None:
+        unfinished.sort()  # oldest first
+        if limits.max_age_s > 0:
+            for used, _, folder in [u for u in unfinished if now - u[0] > limits.max_age_s]:
+                _remove(folder, f"unfinished, unused for {(now - used) / 86400:.1f} days", removed)
+            unfinished = [u for u in unfinished if u[2] not in removed]
+        total = sum(size for _, size, _ in unfinished) + sum(_folder_bytes(Path(k)) for k in kept)
+        for _, size, folder in unfinished:
+            if limits.max_bytes <= 0 or total <= limits.max_bytes:
+                break
+            _remove(
+                folder,
+                f"unfinished, runs take {total / 1024**3:.1f} GB > {limits.max_bytes / 1024**3:.1f}",
+                removed,
+            )
+            total -= size
     return removed
+
+
+def _remove(folder: Path, why: str, removed: list[Path]) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    removed.append(folder)
+    logger.info("removed run folder %s (%s)", folder, why)
+
+
+def _last_used(folder: Path) -> float:
+    """When the run last committed a window (its manifest), else when the folder changed."""
+    for path in (folder / MANIFEST, folder):
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(folder):  # symlinks to folders are not followed
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def partial_path(final: str | Path) -> Path:
@@ -275,7 +363,6 @@ class GenerationRun:
         """Face-only dubbing's compositor (None when off); tracks the face over the source once."""
         if not self.inputs.face_only:
             return None
-        from .dubbing import face_only_filter
 
         return face_only_filter(self.inputs.source, self.config, self.inputs.audio.num_frames)
 
@@ -413,7 +500,6 @@ def speaker_layout(
     )  # fmt: skip
     if regions is not None or num_speakers < 2:
         return regions, False
-    from .portrait import auto_speaker_regions  # face detection (OpenCV): loaded for two-speaker runs only
 
     given = boxes_name if masks_name is None else f"{boxes_name} / {masks_name}"
     found = auto_speaker_regions(frame, regions_name=given)

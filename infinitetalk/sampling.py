@@ -218,3 +218,13 @@ class GuidanceState:
             preds[DROP_TEXT] - preds[UNCOND], cond, self.audio_momentum, norm_threshold=thr
         )
         return cond + (self.text_scale - 1) * text + (self.audio_scale - 1) * audio
+
+
+def call_groups(branches: tuple[str, ...], num_speakers: int, batch: bool) -> list[tuple[str, ...]]:
+    """Which guidance branches share one model call: each its own without ``batch``; with it, the branches
+    that see every speaker (all of them for one speaker) in one call, the silent ones alone."""
+    if not batch:
+        return [(b,) for b in branches]
+    full = tuple(b for b in branches if b in (COND, DROP_TEXT) or num_speakers == 1)
+    rest = [(b,) for b in branches if b not in full]
+    return [full, *rest]

@@ -20,6 +20,12 @@ Plain text (one segment per line; ``#`` starts a comment; ``key: value`` lines s
     pause: 0.2                                 # seconds of silence between segments
     [S1] Welcome back! (laughs) Today: scripts.
     [S2] audio: answer.wav | caption of the recording
+
+Recordings are found relative to the script's folder (``load_script``) or the ``base_dir`` given to
+``parse_script``. A script from an untrusted source (the Script node) is parsed with ``confine=True``: every
+recording must then lie inside ``base_dir`` (the input folder) and every voice is a voice name of the Kokoro
+model (no ``.pt`` path), checked by :mod:`infinitetalk.paths` before anything is opened. Caps (characters,
+segments): :mod:`infinitetalk.validation`.
 """
 
 from __future__ import annotations
@@ -32,17 +38,21 @@ from pathlib import Path
 
 import numpy as np
 
+from . import paths
 from .config import VIDEO_FPS
 from .errors import InputError
+from .media import load_audio, loudness_normalize, resample, to_mono
 from .media.captions import Cue
+from .tts.dialogue import speaker_tag
+from .validation import MAX_SCRIPT_CHARS, MAX_SEGMENTS, MAX_TEXT_CHARS, check_text_length
+from .weights import DEFAULT_VOICES
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000  # Kokoro's rate; recordings are resampled to it
-_SPEAKER = re.compile(r"^\s*(?:\(\s*s\s*([12])\s*\)|\[\s*s\s*([12])\s*\])\s*", re.IGNORECASE)
-_SPEAKER_ANY = re.compile(r"\(\s*s\s*2\s*\)|\[\s*s\s*2\s*\]", re.IGNORECASE)
+_SPEAKER = re.compile(rf"^\s*{speaker_tag('[12]')}\s*", re.IGNORECASE)
+_SPEAKER_ANY = re.compile(speaker_tag("2"), re.IGNORECASE)
 _DIRECTIVE = re.compile(r"^(prompt|voice(?:\s*([12]))?|pause)\s*:\s*(.*)$", re.IGNORECASE)
-DEFAULT_VOICES = {1: "af_heart", 2: "am_adam"}
 
 
 @dataclass
@@ -64,6 +74,7 @@ class Script:
     voices: dict[int, str] = field(default_factory=dict)  # set by the script (else the caller's / defaults)
     pause_s: float = 0.0
     base_dir: Path = field(default_factory=Path)
+    confined: bool = False  # recordings must lie inside base_dir (a script from a prompt)
 
     @property
     def num_speakers(self) -> int:
@@ -99,16 +110,41 @@ def load_script(path: str | Path) -> Script:
     return parse_script(text, path.parent, name=str(path))
 
 
-def parse_script(text: str, base_dir: str | Path = ".", name: str = "script") -> Script:
+def parse_script(
+    text: str, base_dir: str | Path = ".", name: str = "script", confine: bool = False
+) -> Script:
+    """A script from its text. ``confine``: recordings must lie inside ``base_dir`` and voices are names
+    (the script came from a prompt, not from the machine's user); refused here, before anything is read."""
     if not isinstance(text, str) or not text.strip():
         raise InputError(f"{name} is empty: write one segment per line, e.g. '[S1] Hello there.'")
+    check_text_length(text, MAX_SCRIPT_CHARS, name=name, what="script")
     script = _parse_json(text, name) if text.lstrip().startswith("{") else _parse_text(text, name)
-    script.base_dir = Path(base_dir)
+    script.base_dir, script.confined = Path(base_dir), confine
     if not script.segments:
         raise InputError(f"{name} has no segments: add lines to say (or 'audio: file.wav')")
+    if len(script.segments) > MAX_SEGMENTS:
+        raise InputError(
+            f"{name} has {len(script.segments):,} segments, more than the {MAX_SEGMENTS:,} allowed: "
+            "split it into several scripts"
+        )
     if not 0 <= script.pause_s <= 10:
         raise InputError(f"{name}: pause {script.pause_s} must be between 0 and 10 seconds")
+    for i, seg in enumerate(script.segments, 1):
+        check_text_length(seg.text, MAX_TEXT_CHARS, name=f"{name} segment {i}", what="segment")
+        if seg.audio is not None and confine:
+            paths.check_name(seg.audio, what=f"{name} segment {i} audio")
+    if confine:
+        for speaker, voice in script.voices.items():
+            for part in str(voice).split(","):
+                check_voice_name(part.strip(), what=f"{name} voice {speaker}")
     return script
+
+
+def check_voice_name(voice: str, *, what: str) -> None:
+    """A Kokoro voice given by name only (``af_heart``), not a path to a ``.pt`` file."""
+    parts = paths.check_name(voice, what=what)
+    if len(parts) != 1 or voice.endswith(".pt"):
+        raise InputError(f"{what} '{voice}' is a file path: give a voice name such as 'af_heart'")
 
 
 def _parse_json(text: str, name: str) -> Script:
@@ -120,15 +156,25 @@ def _parse_json(text: str, name: str) -> Script:
         raise InputError(
             f'{name}: expected an object with a \'segments\' list, e.g. {{"segments": [{{"text": "Hi"}}]}}'
         )
-    voices = {int(k): str(v) for k, v in (data.get("voices") or {}).items()}
+    try:
+        voices = {int(k): str(v) for k, v in (data.get("voices") or {}).items()}
+    except (AttributeError, TypeError, ValueError) as err:
+        raise InputError(
+            f'{name}: \'voices\' must map speaker numbers to voices, e.g. {{"1": "af_heart"}}'
+        ) from err
+    if not set(voices) <= {1, 2}:
+        raise InputError(f"{name}: 'voices' names speakers {sorted(voices)}: scripts have speakers 1 and 2")
     segments = []
     for i, item in enumerate(data["segments"]):
         if not isinstance(item, dict) or not (item.get("text") or item.get("audio")):
             raise InputError(f"{name}: segment {i + 1} needs 'text' or 'audio'")
-        speaker = int(item.get("speaker", 1))
-        if speaker not in (1, 2):
+        speaker = item.get("speaker", 1)
+        if speaker not in (1, 2) or isinstance(speaker, bool):
             raise InputError(f"{name}: segment {i + 1} has speaker {speaker}: use 1 or 2")
-        segments.append(Segment(str(item.get("text", "")), item.get("audio"), item.get("prompt"), speaker))
+        audio, prompt = item.get("audio"), item.get("prompt")
+        if not isinstance(audio, (str, type(None))) or not isinstance(prompt, (str, type(None))):
+            raise InputError(f"{name}: segment {i + 1}: 'audio' and 'prompt' must be text")
+        segments.append(Segment(str(item.get("text", "")), audio, prompt, int(speaker)))
     return Script(segments, str(data.get("prompt", "")), voices, float(data.get("pause", 0.0)))
 
 
@@ -163,7 +209,7 @@ def _number(value: str, name: str, line: int) -> float:
 
 def _segment_line(line: str, prompt: str | None) -> Segment:
     m = _SPEAKER.match(line)
-    speaker = int(m.group(1) or m.group(2)) if m else 1
+    speaker = int(m.group("speaker")) if m else 1
     rest = line[m.end() :] if m else line
     if rest.lower().startswith("audio:"):
         path, _, caption = rest[6:].partition("|")
@@ -199,7 +245,9 @@ def render_script(
             for t in tracks:
                 t.append(np.zeros(gap, np.float32))
             pos += gap
-        parts, seg_cues = _render_segment(seg, script.base_dir, voices, tts, n_speakers, (speed, lang, seed))
+        parts, seg_cues = _render_segment(
+            seg, script.base_dir, voices, tts, n_speakers, (speed, lang, seed), script.confined
+        )
         start = pos / SAMPLE_RATE
         for t, part in zip(tracks, parts, strict=True):
             t.append(part)
@@ -216,10 +264,18 @@ def render_script(
     )
 
 
-def _render_segment(seg: Segment, base_dir: Path, voices: dict[int, str], tts, n_speakers: int, say):
+def _recording_path(name: str, base_dir: Path, confined: bool) -> Path:
+    if confined:  # from a prompt: inside base_dir (the input folder) or refused
+        return paths.join(base_dir, name, what="script audio")
+    return Path(name) if Path(name).is_absolute() else base_dir / name
+
+
+def _render_segment(
+    seg: Segment, base_dir: Path, voices: dict[int, str], tts, n_speakers: int, say, confined: bool = False
+):
     """(per-speaker arrays of one length, cues relative to the segment start)."""
     if seg.audio is not None:
-        wave = _recording(Path(seg.audio) if Path(seg.audio).is_absolute() else base_dir / seg.audio)
+        wave = _recording(_recording_path(seg.audio, base_dir, confined))
         parts = [wave if s == seg.speaker else np.zeros_like(wave) for s in range(1, n_speakers + 1)]
         cue = [_Speaking(0.0, len(wave) / SAMPLE_RATE, seg.text, seg.speaker)] if seg.text.strip() else []
         return parts, cue
@@ -246,8 +302,6 @@ def _shifted(c: _Speaking, offset: float, n_speakers: int) -> Cue:
 
 
 def _recording(path: Path) -> np.ndarray:
-    from .media import load_audio, loudness_normalize, resample, to_mono
-
     if not path.is_file():
         raise InputError(f"script audio '{path}' does not exist: give the path relative to the script file")
     wave, sr = load_audio(path)

@@ -28,10 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import av
 import numpy as np
 import torch
 
-from .errors import InfiniteTalkError, InputError
+from .config import VIDEO_FPS
+from .errors import InfiniteTalkError, InputError, snippet
+from .loading.state_dict import safe_torch_load
+from .media import Mp4Writer, mux
+from .media.export import write_video
+from .media.live import LivePlaylist, write_clip
+from .media.video import frame_to_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +145,7 @@ class SegmentStore:
     def __init__(
         self,
         directory: str | os.PathLike,
-        fps: int = 25,
+        fps: int = VIDEO_FPS,
         crf: int = 18,
         preset: str = "medium",
         codec: str = "h264",
@@ -222,8 +229,6 @@ class SegmentStore:
         self._start_playlist()
         if self._state_file is None:
             return None
-        from .loading.state_dict import safe_torch_load
-
         try:
             state = safe_torch_load(self.directory / self._state_file, mmap=False)
         except InfiniteTalkError as err:
@@ -236,8 +241,6 @@ class SegmentStore:
 
     def write(self, frames: np.ndarray) -> None:
         """Append ``uint8 (T, H, W, 3)`` frames to the current window's segment."""
-        from .media import Mp4Writer
-
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.dtype != np.uint8 or frames.shape[-1] != 3:
             raise InputError(f"frames {frames.dtype} {tuple(frames.shape)}: expected uint8 (T, H, W, 3)")
@@ -300,8 +303,6 @@ class SegmentStore:
     def _start_playlist(self) -> None:
         if not self.live:
             return
-        from .media.live import LivePlaylist
-
         self._playlist = LivePlaylist(self.directory / LIVE_DIR, self.fps, self.soundtrack)
         entries, start = [], 0
         for k, seg in enumerate(self.segments):
@@ -332,8 +333,6 @@ class SegmentStore:
             self.on_segment(info)
 
     def _write_clip(self, index: int, segment: Path, start: int) -> Path:
-        from .media.live import write_clip
-
         folder = self.preview_dir
         folder.mkdir(parents=True, exist_ok=True)
         clip = write_clip(segment, folder / _CLIP.format(index), start, self.fps, self.soundtrack)
@@ -350,17 +349,13 @@ class SegmentStore:
     # ------------------------------------------------------------------ reading back
     def iter_frames(self) -> Iterator[np.ndarray]:
         """Decode the committed segments in order: yields ``uint8 (H, W, 3)`` frames (colour tags honoured)."""
-        import av
-
-        from .media.video import frame_to_rgb
-
         for path in self.segment_paths:
             with av.open(str(path)) as container:
                 for frame in container.decode(video=0):
                     rgb = frame_to_rgb(frame)
                     yield rgb[: self.size[1], : self.size[0]] if self.size else rgb
 
-    def iter_chunks(self, size: int = 25) -> Iterator[np.ndarray]:
+    def iter_chunks(self, size: int = VIDEO_FPS) -> Iterator[np.ndarray]:
         """The committed frames as ``uint8 (T <= size, H, W, 3)`` chunks."""
         batch = []
         for frame in self.iter_frames():
@@ -384,9 +379,6 @@ class SegmentStore:
         """Write the final file with ``audio = (wave, sample_rate)`` (the soundtrack, at its own rate) and
         ``subtitles``: H.264 mp4 segments are remuxed without re-encoding; other formats (or ``burn``
         captions) re-encode the frames (:func:`infinitetalk.media.export.write_video`). Returns the path."""
-        from .media import mux
-        from .media.export import write_video
-
         paths = self.segment_paths
         if not paths:
             raise InputError(f"'{self.directory}' holds no committed video segment: nothing to write")
@@ -422,9 +414,11 @@ class SegmentStore:
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
+            manifest = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise InputError(f"'{path}' is unreadable ({err}): run without --resume to start over") from err
+        _check_manifest(manifest, path)
+        return manifest
 
     def _write_manifest(self) -> None:
         manifest = {
@@ -445,3 +439,27 @@ class SegmentStore:
         for path in self.directory.iterdir():
             if _OWN_FILE.match(path.name) and path.name not in keep:
                 path.unlink()
+
+
+_SEGMENT_FILE = re.compile(r"^segment_\d{5}\.mp4$")
+_STATE_FILE = re.compile(r"^state_\d{5}\.pt$")
+
+
+def _check_manifest(manifest: Any, path: Path) -> None:
+    """A manifest names only this run's own files (``segment_NNNNN.mp4``, ``state_NNNNN.pt``), never a path:
+    a planted or damaged manifest cannot make a run read, list or delete files outside its folder."""
+    fix = "delete that run folder or turn resume off to start over"
+    segments = manifest.get("segments") if isinstance(manifest, dict) else None
+    if not isinstance(segments, list) or not all(isinstance(s, dict) for s in segments):
+        raise InputError(f"'{path}' is not a run manifest (no 'segments' list): {fix}")
+    for entry in segments:
+        name = entry.get("file")
+        if name is not None and not (isinstance(name, str) and _SEGMENT_FILE.match(name)):
+            raise InputError(
+                f"'{path}' names '{snippet(str(name), 80)}' as a segment, not a file of this run: {fix}"
+            )
+    state = manifest.get("state")
+    if state is not None and not (isinstance(state, str) and _STATE_FILE.match(state)):
+        raise InputError(
+            f"'{path}' names '{snippet(str(state), 80)}' as its state, not a file of this run: {fix}"
+        )

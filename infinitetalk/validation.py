@@ -15,12 +15,15 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from .config import VIDEO_FPS
-from .errors import InfiniteTalkError, InputError, snippet
+from .buckets import target_size
+from .config import VIDEO_FPS, SpeakerRegions
+from .errors import InfiniteTalkError, InputError
+from .sampling import SAMPLERS
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,52 @@ MAX_CHANNELS = 8  # 7.1; media.to_mono and the muxer take at most 8 channels
 SILENCE_PEAK = 1e-4  # -80 dBFS: quieter audio is treated as silence (no lip motion to follow)
 MIN_AUDIO_S = 1 / VIDEO_FPS  # one video frame
 SIZE_NAMES = ("infinitetalk-480", "infinitetalk-720")
+
+
+class Range(NamedTuple):
+    """Bounds of a number setting: ``lo <= value <= hi``, ``value - lo`` a multiple of ``step``."""
+
+    lo: int
+    hi: int
+    step: int = 1
+
+
+# ============================================================================ limits
+# What the node widgets promise is enforced here too: the widgets read these numbers, and ComfyUI's own range
+# check is switched off for every input a node names in validate_inputs (and the API can send any value).
+# docs/HARDENING.md lists them.
+FRAME_NUM = Range(5, 201, 4)  # frames per window (81 as trained)
+MOTION_FRAME = Range(1, 197, 4)  # frames carried into the next window
+STEPS = Range(1, 100)  # denoising steps per window
+MAX_FRAMES = Range(0, 1_000_000)  # length cap in frames (0 = the whole audio; 1e6 frames = 11 hours)
+OUTPUT_SIDE = Range(16, 2048, 16)  # custom output width / height in pixels
+AUDIO_SECONDS = Range(0, 36_000)  # start / duration of a slice of an audio file (10 hours)
+MAX_TEXT_CHARS = 20_000  # one TTS text or one prompt (about 20 minutes of speech; umT5 reads 512 tokens)
+MAX_SCRIPT_CHARS = 200_000  # one script
+MAX_SEGMENTS = 1_000  # segments of one script
+MAX_SCHEDULE_ENTRIES = 200  # timed prompts of one schedule (each one is a umT5 encoding)
+MAX_SPEAKERS = 2  # the multi adapter animates two people
+ENCODE_BATCH = 8  # prompts encoded by umT5 at a time
+
+
+def check_seconds(value: float, *, name: str, bounds: Range = AUDIO_SECONDS) -> float:
+    """A time in seconds within ``bounds`` (finite, not negative)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not bounds.lo <= value <= bounds.hi:
+        raise InputError(
+            f"{name} {value!r} must be a number of seconds between {bounds.lo} and {bounds.hi:,}"
+        )
+    return float(value)
+
+
+def check_text_length(text: str, limit: int, *, name: str, what: str = "text") -> None:
+    """``text`` holds at most ``limit`` characters (a cap on the work a prompt can ask for)."""
+    if isinstance(text, str) and len(text) > limit:
+        raise InputError(
+            f"{name} is {len(text):,} characters long, more than the {limit:,} allowed for one {what}: "
+            "split it into several runs"
+        )
+
+
 _WXH = re.compile(r"^\s*(\d+)\s*[xX*]\s*(\d+)\s*$")
 
 
@@ -41,11 +90,19 @@ _WXH = re.compile(r"^\s*(\d+)\s*[xX*]\s*(\d+)\s*$")
 def check_window(
     frame_num: int, motion_frame: int, *, frame_name: str = "frame_num", motion_name: str = "motion_frame"
 ) -> None:
-    """``frame_num`` and ``motion_frame`` are 4n+1 and ``motion_frame < frame_num``."""
-    if isinstance(frame_num, bool) or not isinstance(frame_num, int) or frame_num < 5 or (frame_num - 1) % 4:
+    """``frame_num`` and ``motion_frame`` are 4n+1 within their :data:`FRAME_NUM` / :data:`MOTION_FRAME`
+    ranges and ``motion_frame < frame_num``."""
+    if (
+        isinstance(frame_num, bool)
+        or not isinstance(frame_num, int)
+        or frame_num < FRAME_NUM.lo
+        or (frame_num - 1) % 4
+    ):
         raise InputError(
             f"{frame_name} {frame_num} must be 4n+1 and at least 5: use 81 (as trained), 49, 33 or 17"
         )
+    if frame_num > FRAME_NUM.hi:
+        raise InputError(f"{frame_name} {frame_num} is above {FRAME_NUM.hi}: use 81 (as trained)")
     if isinstance(motion_frame, bool) or not isinstance(motion_frame, int) or motion_frame < 1:
         raise InputError(f"{motion_name} {motion_frame} must be 4n+1 and positive: use 9 (the default) or 5")
     if (motion_frame - 1) % 4:
@@ -73,26 +130,28 @@ def check_size(size: str, *, name: str = "size") -> tuple[int, int] | None:
         raise InputError(
             f"{name} '{size}': width and height must be multiples of 16, at least 16 (e.g. 832x480)"
         )
-    if w > MAX_IMAGE_SIDE or h > MAX_IMAGE_SIDE:
+    if w > OUTPUT_SIDE.hi or h > OUTPUT_SIDE.hi:
         raise InputError(
-            f"{name} '{size}' is larger than {MAX_IMAGE_SIDE} pixels on a side: use 832x480 or 1280x720"
+            f"{name} '{size}' is larger than {OUTPUT_SIDE.hi} pixels on a side: use 832x480 or 1280x720"
         )
     return h, w
 
 
 def check_config(config, *, size_name: str = "size") -> None:
     """Every setting of a :class:`~infinitetalk.pipeline.GenerationConfig` (no inputs needed)."""
-    from .sampling import SAMPLERS
-
     c = config
     if c.mode not in ("streaming", "clip"):
         raise InputError(f"mode '{c.mode}' is unknown: use 'streaming' or 'clip'")
     check_window(c.frame_num, c.motion_frame)
     check_size(c.size, name=size_name)
-    if c.steps < 1:
-        raise InputError(f"steps {c.steps} must be at least 1 (40 is the default, 4-8 with a distill LoRA)")
-    if c.max_frame_num is not None and c.max_frame_num < 1:
-        raise InputError(f"max_frame_num {c.max_frame_num} must be positive (or None for the whole audio)")
+    if isinstance(c.steps, bool) or not isinstance(c.steps, int) or not STEPS.lo <= c.steps <= STEPS.hi:
+        raise InputError(
+            f"steps {c.steps} must be between {STEPS.lo} and {STEPS.hi} (40 is the default, 4-8 with a distill LoRA)"
+        )
+    if c.max_frame_num is not None and not 1 <= c.max_frame_num <= MAX_FRAMES.hi:
+        raise InputError(
+            f"max_frame_num {c.max_frame_num} must be between 1 and {MAX_FRAMES.hi:,} (or None for the whole audio)"
+        )
     if not 0.0 <= c.color_correction_strength <= 1.0:
         raise InputError(f"color_correction_strength {c.color_correction_strength} must be in [0, 1]")
     if not 0.0 <= getattr(c, "color_anchor", 0.0) <= 100.0:
@@ -122,6 +181,15 @@ def parse_boxes(spec: str | Sequence[str], *, name: str = "speaker_boxes") -> li
             "e.g. '0,0,416,480; 416,0,832,480'"
         )
     return boxes
+
+
+def parse_speaker_regions(text: str, *, name: str = "speaker_boxes") -> SpeakerRegions:
+    """``'x0,y0,x1,y1; x0,y0,x1,y1'`` (pixels; ``;`` or newlines between people) -> two people's regions
+    (:func:`parse_boxes`' messages; an empty text is refused)."""
+    boxes = parse_boxes(text, name=name)
+    if not boxes:
+        raise InputError(f"{name}: give exactly two boxes (person 1; person 2), got 0")
+    return SpeakerRegions(bboxes=boxes)
 
 
 def _parse_box(part: str, name: str) -> Box:
@@ -203,8 +271,6 @@ def speaker_regions(
 ):
     """Person regions from box text or two masks, checked against the reference frame ``(H, W)`` and the
     number of speakers: a :class:`~infinitetalk.config.SpeakerRegions`, or None (left/right halves)."""
-    from .config import SpeakerRegions
-
     parsed = parse_boxes(boxes, name=boxes_name) if boxes else []
     given = boxes_name if parsed else masks_name if masks is not None else ""
     check_speaker_layout(num_speakers, regions_given=bool(given), name=given, fix=fix)
@@ -283,8 +349,6 @@ def warn_if_upscaled(height: int, width: int, out_h: int, out_w: int, *, name: s
 
 def output_size(size: str, height: int, width: int, *, name: str = "size") -> tuple[int, int]:
     """``(height, width)`` of the video for a size option and a reference of ``height x width``."""
-    from .buckets import target_size
-
     check_size(size, name=name)
     return target_size(size, height, width)
 
@@ -342,57 +406,6 @@ def check_not_silent(tracks: Sequence[np.ndarray], names: Sequence[str]) -> None
             f"{what} {'is' if len(names) == 1 else 'are'} silent ({level}): the lips would not move; "
             "check the file, its start/duration and that the right track is connected"
         )
-
-
-# ============================================================================ text to speech
-_SPEAKER_TAG = re.compile(r"\(\s*s\s*\d+\s*\)|\[\s*s\s*\d+\s*\]", re.IGNORECASE)
-
-
-def check_tts_text(text: str, *, name: str = "text") -> None:
-    """Text with something to say: not empty, not only speaker tags and symbols."""
-    if not isinstance(text, str) or not text.strip():
-        raise InputError(f"{name} is empty: write what to say, e.g. 'Hello!' or '(s1) Hello. (s2) Hi!'")
-    words = _SPEAKER_TAG.sub(" ", text)
-    if not any(ch.isalnum() for ch in words):
-        raise InputError(
-            f"{name} '{snippet(text)}' holds only markup and symbols: write words after the tags, "
-            "e.g. '(s1) Hello. (s2) Hi!'"
-        )
-
-
-def check_tts_request(
-    model_dir: str | os.PathLike,
-    text: str,
-    voices: dict[int, str],
-    lang: str | None,
-    *,
-    voice_names: dict[int, str] | None = None,
-    lang_name: str = "language",
-    text_name: str = "text",
-) -> None:
-    """Everything about a TTS request that can be checked before Kokoro is loaded."""
-    from .tts.dialogue import parse_dialogue
-    from .tts.kokoro import list_voices
-    from .tts.languages import resolve_lang
-
-    check_tts_text(text, name=text_name)
-    available = list_voices(model_dir)
-    for speaker, voice in voices.items():
-        label = (voice_names or {}).get(speaker, f"voice_{speaker}")
-        if not isinstance(voice, str) or not voice.strip():
-            raise InputError(f"{label} is empty: choose one of {available}")
-        for part in (v.strip() for v in voice.split(",")):
-            if part not in available and not (part.endswith(".pt") and Path(part).is_file()):
-                shown = ", ".join(available[:12]) + (", ..." if len(available) > 12 else "")
-                raise InputError(
-                    f"{label} '{part}' is not a Kokoro voice in '{Path(model_dir) / 'voices'}': use one of {shown}"
-                )
-        try:
-            resolve_lang(lang, voice)
-        except InputError as err:
-            raise InputError(f"{lang_name}: {err}") from None
-    if len(voices) > 1:
-        parse_dialogue(text, sorted(voices))
 
 
 # ============================================================================ video

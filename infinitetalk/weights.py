@@ -135,6 +135,7 @@ WAN_720 = "Wan-AI/Wan2.1-I2V-14B-720P"
 INFINITETALK = "MeiGen-AI/InfiniteTalk"
 WAV2VEC2 = "TencentGameMate/chinese-wav2vec2-base"
 KOKORO = "hexgrad/Kokoro-82M"
+KOKORO_ZH = "hexgrad/Kokoro-82M-v1.1-zh"  # the Mandarin model (its own voices and front end)
 COMFY_WAN = "Comfy-Org/Wan_2.1_ComfyUI_repackaged"
 KIJAI = "Kijai/WanVideo_comfy"
 KIJAI_FP8 = "Kijai/WanVideo_comfy_fp8_scaled"
@@ -146,6 +147,10 @@ WAN_DIR_720 = "Wan2.1-I2V-14B-720P"
 UMT5_TOKENIZER_DIR = f"{WAN_DIR}/google/umt5-xxl"
 UMT5_TOKENIZER_FILES = ("spiece.model", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json")
 WRAPPER_TOKENIZER = "configs/T5_tokenizer"  # inside custom_nodes/ComfyUI-WanVideoWrapper
+# Kokoro's weights files, each with its repository (the Mandarin model names its repository for the front end).
+KOKORO_MODEL_FILES = {"kokoro-v1_0.pth": KOKORO, "kokoro-v1_1-zh.pth": KOKORO_ZH}
+# Released Kokoro voices (prefix: language letter + gender), a few per language: the hub downloads them, the tiny
+# model holds them. Any other voices/*.pt in the model folder works too.
 KOKORO_VOICES = (
     "af_heart",
     "af_bella",
@@ -153,9 +158,16 @@ KOKORO_VOICES = (
     "am_michael",
     "bf_emma",
     "bm_george",
+    "ef_dora",
+    "ff_siwis",
+    "hf_alpha",
+    "if_sara",
+    "jf_alpha",
+    "pf_dora",
     "zf_xiaobei",
     "zm_yunjian",
 )
+DEFAULT_VOICES = {1: "af_heart", 2: "am_adam"}  # speaker -> Kokoro voice when none is chosen
 
 # Evidence: the public files that name each file (docs/WEIGHTS.md quotes them).
 EV_TEMPLATE = (
@@ -174,6 +186,7 @@ EV_ARTOFFICIAL = (
 EV_RUNPOD = "https://github.com/affibox/Infinitetalk_Runpod_hub/blob/main/download-models.sh"
 EV_KIJAI_HF = "https://huggingface.co/Kijai/WanVideo_comfy/tree/main/InfiniteTalk"
 EV_KOKORO = "https://huggingface.co/hexgrad/Kokoro-82M"
+EV_KOKORO_ZH = "https://huggingface.co/hexgrad/Kokoro-82M-v1.1-zh"
 EV_KIJAI_FP8_HF = "https://huggingface.co/Kijai/WanVideo_comfy_fp8_scaled/tree/main/InfiniteTalk"
 
 
@@ -310,6 +323,7 @@ _SPECS: tuple[ComponentSpec, ...] = (
                   contents=tuple((f, None) for f in _KOKORO_FILES)),
         _comfy("comfy", "kokoro-v1_0.pth", "kokoro", "hexgrad", "fp16", KOKORO, "", EV_KOKORO, hub=True,
                companions=[f for f in _KOKORO_FILES if f != "kokoro-v1_0.pth"]),
+        _comfy("comfy_zh", "kokoro-v1_1-zh.pth", "kokoro", "hexgrad", "as published", KOKORO_ZH, "", EV_KOKORO_ZH),
     ), ("fp16",), "models/kokoro/ is this pack's folder (config.json, kokoro-v1_0.pth, voices/*.pt)."),
     ComponentSpec(Component.LORA, "LoRA (optional: step-distill, FusionX)", "lora", False, ("loras",), (
         _comfy("lightx2v", "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors", "loras", "Kijai",

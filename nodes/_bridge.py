@@ -28,6 +28,7 @@ import comfy.utils
 import numpy as np
 import torch
 
+from ..infinitetalk.config import VIDEO_FPS
 from . import _models
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ class FrameStream:
     num_frames: int
     width: int
     height: int
-    fps: int = 25
+    fps: int = VIDEO_FPS
     soundtrack: tuple[np.ndarray, int] | None = None  # ((C, N), rate): the user's audio, frame-timed
     report: object | None = None  # infinitetalk.report.RunReport: drift measured while the frames streamed
 
@@ -314,7 +315,7 @@ class WindowPreview:
             }
             server.send_sync("executed", message, server.client_id)
         total = f"/{info.num_windows}" if info.num_windows else ""
-        seconds = (info.start_frame + info.frames) / 25
+        seconds = (info.start_frame + info.frames) / VIDEO_FPS
         server.send_progress_text(f"window {info.window + 1}{total} ready ({seconds:.1f} s)", self.node_id)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import folder_paths
 
+from ..infinitetalk import paths
 from ..infinitetalk import weights as registry
 from ..infinitetalk.config import VIDEO_FPS
 from ..infinitetalk.loading import discover
@@ -103,7 +104,9 @@ def component_options(*components: Component) -> list[str]:
 
 def resolve_component(component: Component, name: str, *others: Component) -> Path:
     """Turn a combo entry back into a path (an entry sent through the API may name any file of the
-    component's folders: the loader then says what it is)."""
+    component's folders: the loader then says what it is). Names are checked by the path boundary
+    (:mod:`infinitetalk.paths`) before any folder is read."""
+    paths.check_name(name, what=component.value)
     if name.startswith("("):
         raise FileNotFoundError(
             f"no {component.value} file found: put {registry.download_hint(component)} in place "
@@ -117,12 +120,10 @@ def resolve_component(component: Component, name: str, *others: Component) -> Pa
     if name.startswith(WEIGHTS_PREFIX):
         return resolve(registry.spec(component).folders[0], name)
     for folder in registry.spec(component).folders:
-        try:
-            full = folder_paths.get_full_path(folder, name)
-        except KeyError:
-            full = None
-        if full is not None:
-            return Path(full)
+        roots = model_folders(folder)
+        full = paths.resolve(name, roots, what=component.value, must_exist=False) if roots else None
+        if full is not None and full.is_file():
+            return full
     raise FileNotFoundError(
         f"'{name}' is not a {component.value} file in ComfyUI's folders "
         f"{', '.join(registry.spec(component).folders)}: refresh the node list or run InfiniteTalk Doctor"
@@ -133,9 +134,9 @@ def loader_extras(component: Component, path: Path) -> dict:
     """Extra loader arguments found by the registry: the umT5 tokenizer for a file without one."""
     if component is not Component.TEXT_ENCODER:
         return {}
-    paths = search_paths()
-    found, _ = discover.inventory(paths)
-    return {"tokenizer": discover.find_tokenizer(path, found, paths)}
+    where = search_paths()
+    found, _ = discover.inventory(where)
+    return {"tokenizer": discover.find_tokenizer(path, found, where)}
 
 
 def _weights_roots() -> list[Path]:
@@ -175,23 +176,56 @@ def folder_entries(folder: str) -> list[str]:
         return []
 
 
+def model_folders(folder: str) -> list[Path]:
+    """The folders of one ComfyUI model folder name (``extra_model_paths.yaml`` included; none if unknown)."""
+    register_folders()
+    try:
+        return [Path(p) for p in folder_paths.get_folder_paths(folder)]
+    except KeyError:
+        return []
+
+
 def resolve(folder: str, name: str) -> Path:
-    """Turn a combo entry back into a path: ``weights/...`` in the official trees, else a model folder."""
+    """Turn a combo entry back into a path: ``weights/...`` in the official trees, else a model folder.
+    The name goes through the path boundary (:mod:`infinitetalk.paths`): it cannot leave those folders."""
+    paths.check_name(name, what=folder)
     if name.startswith(WEIGHTS_PREFIX):
         rel = name[len(WEIGHTS_PREFIX) :]
-        for root in _weights_roots():
-            path = root / rel
-            if path.exists():
-                return path
+        path = paths.resolve(
+            rel, _weights_roots(), what=folder, kind="InfiniteTalk weights", must_exist=False
+        )
+        if path.exists():
+            return path
         raise FileNotFoundError(
             f"'{name}' not found in any InfiniteTalk weights folder "
             f"({', '.join(str(r) for r in _weights_roots()) or 'none registered'}); "
             "refresh the node list or download the weights (see README, 'Weights')"
         )
-    full = folder_paths.get_full_path(folder, name)
-    if full is None:
+    full = paths.resolve(name, model_folders(folder), what=folder, must_exist=False)
+    if not full.is_file():
         raise FileNotFoundError(
             f"'{name}' not found in ComfyUI's '{folder}' model folder(s) "
             f"{folder_paths.get_folder_paths(folder)}; put the file there or refresh the node list"
         )
-    return Path(full)
+    return full
+
+
+_ANNOTATIONS = {
+    "[input]": "get_input_directory",
+    "[output]": "get_output_directory",
+    "[temp]": "get_temp_directory",
+}
+
+
+def media_file(name: str, what: str, must_exist: bool = True) -> Path:
+    """A media file named in a prompt (``clip.wav``, ``sub/clip.wav``, ``clip.wav [output]``): resolved by the
+    path boundary inside ComfyUI's input folder (or the output / temp folder its annotation names), never
+    outside it. Refused in one line before any file is touched."""
+    paths.check_name(name, what=what)
+    root, kind = folder_paths.get_input_directory(), "ComfyUI input"
+    for tag, getter in _ANNOTATIONS.items():
+        if name.rstrip().endswith(tag):
+            name, root = name.rstrip()[: -len(tag)].rstrip(), getattr(folder_paths, getter)()
+            kind = f"ComfyUI {tag[1:-1]}"
+            break
+    return paths.resolve(name, [root], what=what, kind=kind, must_exist=must_exist)

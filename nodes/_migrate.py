@@ -87,7 +87,9 @@ def widget_defaults(class_type) -> dict:
     key = (class_type, has_dynamic_combo())
     if key not in _DEFAULTS:
         cls = _pack_nodes().get(class_type)
-        info = cls.INPUT_TYPES() if cls is not None else {}
+        if cls is None:  # a class type sent in a prompt: not cached (the cache holds only the pack's nodes)
+            return {}
+        info = cls.INPUT_TYPES()
         widgets = {**info.get("required", {}), **info.get("optional", {})}
         _DEFAULTS[key] = {
             name: spec[1]["default"]

@@ -8,6 +8,7 @@ import folder_paths
 import numpy as np
 import torch
 
+from ..infinitetalk.validation import AUDIO_SECONDS
 from . import _common as c
 from . import _core, _models
 from ._api import io
@@ -67,8 +68,8 @@ class LoadAudio(io.ComfyNode):
                     io.Float.Input(
                         "start_seconds",
                         default=0.0,
-                        min=0.0,
-                        max=36000.0,
+                        min=float(AUDIO_SECONDS.lo),  # the library's bounds: they hold through the API
+                        max=float(AUDIO_SECONDS.hi),
                         step=0.1,
                         tooltip="Skip this many seconds at the start.",
                     )
@@ -77,8 +78,8 @@ class LoadAudio(io.ComfyNode):
                     io.Float.Input(
                         "duration_seconds",
                         default=0.0,
-                        min=0.0,
-                        max=36000.0,
+                        min=float(AUDIO_SECONDS.lo),  # the library's bounds: they hold through the API
+                        max=float(AUDIO_SECONDS.hi),
                         step=0.1,
                         tooltip="Keep at most this many seconds (0 = to the end).",
                     )
@@ -98,7 +99,7 @@ class LoadAudio(io.ComfyNode):
 
         # decoded block by block: the skipped start is never stored, long files are not held twice and
         # live in a file-backed buffer once large (infinitetalk.spill)
-        path = folder_paths.get_annotated_filepath(audio)
+        path = c.media_file(audio, "audio")  # the path boundary: inside the input folder or refused
         wave, sr = read_audio(path, start_seconds, duration_seconds, name="audio", spill_dir=spill_dir())
         if wave.shape[-1] == 0:
             raise ValueError(f"audio '{audio}': nothing left after start_seconds={start_seconds}; lower it")
@@ -106,13 +107,24 @@ class LoadAudio(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, audio, start_seconds=0.0, duration_seconds=0.0):
-        path = folder_paths.get_annotated_filepath(audio)
-        return (os.path.getmtime(path) if os.path.exists(path) else None, start_seconds, duration_seconds)
+        from ..infinitetalk.errors import InputError
+
+        try:
+            path = c.media_file(audio, "audio", must_exist=False)
+        except InputError:
+            return (None, start_seconds, duration_seconds)  # refused by validate_inputs / execute
+        return (os.path.getmtime(path) if path.exists() else None, start_seconds, duration_seconds)
 
     @classmethod
     def validate_inputs(cls, audio, start_seconds=0.0, duration_seconds=0.0):
-        if not folder_paths.exists_annotated_filepath(audio):
-            return f"audio file '{audio}' not found in ComfyUI's input folder: upload it or pick another file"
+        # the path boundary (infinitetalk.paths) answers before anything is looked up: a name outside the
+        # input folder is refused, never tested for existence
+        from ..infinitetalk.errors import InputError
+
+        try:
+            c.media_file(audio, "audio")
+        except InputError as err:
+            return str(err)
         return True
 
 

@@ -8,7 +8,7 @@ import torch
 
 from ..infinitetalk.pipeline import DEFAULT_NEGATIVE_PROMPT
 from . import _common as c
-from . import _models
+from . import _core, _models
 from ._api import io
 
 
@@ -35,11 +35,16 @@ class TextEncode(io.ComfyNode):
             node_id="InfiniteTalkTextEncode",
             display_name="InfiniteTalk Text Encode",
             category=c.CATEGORY_CONDITIONING,
-            description="Encodes the scene description and the negative prompt with umT5-XXL. The prompt steers "
+            description="Encodes the scene description and the negative prompt with umT5-XXL (the pack's loader or "
+            "ComfyUI's Load CLIP, type wan). The prompt steers "
             "the look and the motion; the audio drives the lips.",
             inputs=[
-                io.Custom("INFINITETALK_TEXT_ENCODER").Input(
-                    "text_encoder", tooltip="From InfiniteTalk Text Encoder Loader."
+                io.MultiType.Input(
+                    "text_encoder",
+                    types=[io.Custom("INFINITETALK_TEXT_ENCODER"), io.Custom(_core.CLIP)],
+                    tooltip="From InfiniteTalk Text Encoder Loader, or ComfyUI's Load CLIP (type wan) with umT5 "
+                    "(also a GGUF umT5 through ComfyUI-GGUF's CLIP loader): the same embeddings, trimmed to the "
+                    "real tokens as the reference does.",
                 ),
                 io.String.Input(
                     "prompt",
@@ -68,6 +73,7 @@ class TextEncode(io.ComfyNode):
     def execute(cls, text_encoder, prompt, negative_prompt) -> io.NodeOutput:
         from ..infinitetalk.prompts import parse_prompt_schedule
 
+        text_encoder = _core.pack_text_encoder(text_encoder)
         schedule = parse_prompt_schedule(prompt)
         if len(schedule) > 1:
             return io.NodeOutput(encode_schedule(text_encoder, schedule, negative_prompt))

@@ -10,7 +10,7 @@ import logging
 from types import SimpleNamespace
 
 from ..infinitetalk import build
-from ..infinitetalk.weights import Component
+from ..infinitetalk.weights import DEFAULT_VOICES, Component
 from . import _common as c
 from . import _core, _models
 from ._api import io
@@ -359,7 +359,13 @@ def voice_options() -> list[str]:
             names.add(parts[-1][:-3])
     for entry in c.official_entries("*/voices/*.pt"):
         names.add(entry.rsplit("/", 1)[-1][:-3])
-    return sorted(names) or ["af_heart"]
+    return sorted(names) or [DEFAULT_VOICES[1]]
+
+
+def default_voice(voices: list[str], speaker: int = 1) -> str:
+    """The registry's default voice of ``speaker`` when it is installed, else the first (speaker 1) or the last."""
+    wanted = DEFAULT_VOICES[speaker]
+    return wanted if wanted in voices else voices[0 if speaker == 1 else -1]
 
 
 class KokoroLoader(io.ComfyNode):
@@ -393,7 +399,7 @@ class KokoroLoader(io.ComfyNode):
         path = c.resolve_component(Component.TTS, name)
         model_dir = path if path.is_dir() else path.parent
         _, offload = _models.devices("tts")
-        tts = KokoroTTS(model_dir, device=offload)
+        tts = KokoroTTS(model_dir, device=offload, voice_files=False)  # voices from prompts: names only
         return io.NodeOutput(_models.wrap(tts, "tts", str(model_dir)))
 
 

@@ -15,7 +15,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from ..infinitetalk.pipeline import GenerationConfig
+from ..infinitetalk.sampling import SAMPLERS as LIBRARY_SAMPLERS
 from ..infinitetalk.sinks import SEGMENT_CODECS
+from ..infinitetalk.validation import FRAME_NUM, MAX_FRAMES, MOTION_FRAME, OUTPUT_SIDE, STEPS
 from . import _bridge, _core, _models, _runs
 from . import _common as c
 from ._api import io, ui
@@ -24,21 +27,24 @@ from ._widgets import choice, dynamic_combo
 log = logging.getLogger(__name__)
 
 SIZES = ["infinitetalk-480", "infinitetalk-720", "custom"]
-SAMPLERS = ["euler", "unipc", "dpm++"]
+SAMPLERS = list(LIBRARY_SAMPLERS)
 OPTIONS_TYPE = "INFINITETALK_SAMPLER_OPTIONS"
+
+
+_G = GenerationConfig()  # the reference's generation defaults: one home, read here and by the command line
 
 
 @dataclass(frozen=True)
 class SamplerOptions:
-    """The expert knobs of the Sampler; the defaults are the reference's."""
+    """The expert knobs of the Sampler; the defaults are the reference's (``GenerationConfig``)."""
 
     shift: float = 0.0  # 0: automatic (7 at 480p, 11 at 720p)
-    scheduler: str = "euler"
-    frame_num: int = 81
-    motion_frame: int = 9
+    scheduler: str = _G.sampler
+    frame_num: int = _G.frame_num
+    motion_frame: int = _G.motion_frame
     max_frames: int = 0  # 0: the whole audio
-    color_correction: float = 1.0
-    apg: bool = False
+    color_correction: float = _G.color_correction_strength
+    apg: bool = _G.use_apg
     teacache: float = 0.0  # 0: off
     speaker_boxes: str = ""
     face_only: bool = False  # video-to-video: keep the source outside the face
@@ -73,24 +79,24 @@ def _option_inputs() -> list:
         io.Int.Input(
             "frame_num",
             default=d.frame_num,
-            min=5,
-            max=201,
-            step=4,
+            min=FRAME_NUM.lo,  # the library's bounds: they hold through the API too
+            max=FRAME_NUM.hi,
+            step=FRAME_NUM.step,
             tooltip="Frames per window (4n+1). 81 as trained; fewer is faster but less coherent.",
         ),
         io.Int.Input(
             "motion_frame",
             default=d.motion_frame,
-            min=1,
-            max=197,
-            step=4,
+            min=MOTION_FRAME.lo,
+            max=MOTION_FRAME.hi,
+            step=MOTION_FRAME.step,
             tooltip="Frames carried from one window into the next (4n+1, below frame_num).",
         ),
         io.Int.Input(
             "max_frames",
             default=d.max_frames,
-            min=0,
-            max=1_000_000,
+            min=MAX_FRAMES.lo,
+            max=MAX_FRAMES.hi,
             step=1,
             tooltip="Stop after this many frames (25 per second); 0 = the whole audio.",
         ),
@@ -165,7 +171,7 @@ def _option_inputs() -> list:
     ]
 
 
-def check_options(frame_num=81, motion_frame=9, speaker_boxes="") -> str | None:
+def check_options(frame_num=_G.frame_num, motion_frame=_G.motion_frame, speaker_boxes="") -> str | None:
     """The message for inconsistent options (None when they are fine); ComfyUI checks the bounds itself.
     The messages are the library's (:mod:`infinitetalk.validation`), the command line's too."""
     from ..infinitetalk.errors import InputError
@@ -201,7 +207,7 @@ class SamplerOptionsNode(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, frame_num=81, motion_frame=9, speaker_boxes=""):
+    def validate_inputs(cls, frame_num=_G.frame_num, motion_frame=_G.motion_frame, speaker_boxes=""):
         # No **kwargs: ComfyUI then still checks the bounds of every other input itself.
         return check_options(frame_num, motion_frame, speaker_boxes) or True
 
@@ -213,15 +219,25 @@ class SamplerOptionsNode(io.ComfyNode):
 # ------------------------------------------------------------------------------------------- sampler node
 def _inputs() -> list:
     width = io.Int.Input(
-        "width", default=832, min=64, max=2048, step=16, tooltip="Output width in pixels (multiple of 16)."
+        "width",
+        default=832,
+        min=64,
+        max=OUTPUT_SIDE.hi,
+        step=OUTPUT_SIDE.step,
+        tooltip="Output width in pixels (multiple of 16).",
     )
     height = io.Int.Input(
-        "height", default=480, min=64, max=2048, step=16, tooltip="Output height in pixels (multiple of 16)."
+        "height",
+        default=480,
+        min=64,
+        max=OUTPUT_SIDE.hi,
+        step=OUTPUT_SIDE.step,
+        tooltip="Output height in pixels (multiple of 16).",
     )
     size = io.Combo.Input(
         "size",
         options=SIZES,
-        default="infinitetalk-480",
+        default=_G.size,
         tooltip="Output size: infinitetalk-480 picks the closest aspect bucket of about 640x640 pixels "
         "(832x480 for 16:9), infinitetalk-720 of about 960x960; the image is resized to cover and "
         "centre-cropped. custom: width x height.",
@@ -230,9 +246,15 @@ def _inputs() -> list:
         io.Custom("INFINITETALK_MODEL").Input(
             "model", tooltip="From InfiniteTalk Model Loader (optionally through InfiniteTalk LoRA)."
         ),
-        io.Custom("INFINITETALK_VAE").Input("vae", tooltip="From InfiniteTalk VAE Loader."),
-        io.Custom("INFINITETALK_CLIP_VISION").Input(
-            "clip_vision", tooltip="From InfiniteTalk CLIP Vision Loader."
+        io.MultiType.Input(
+            "vae",
+            types=[io.Custom("INFINITETALK_VAE"), io.Custom(_core.VAE)],
+            tooltip="From InfiniteTalk VAE Loader, or ComfyUI's Load VAE (wan_2.1_vae).",
+        ),
+        io.MultiType.Input(
+            "clip_vision",
+            types=[io.Custom("INFINITETALK_CLIP_VISION"), io.Custom(_core.CLIP_VISION)],
+            tooltip="From InfiniteTalk CLIP Vision Loader, or ComfyUI's Load CLIP Vision (clip_vision_h).",
         ),
         io.Custom("INFINITETALK_TEXT_EMBEDS").Input("text_embeds", tooltip="From InfiniteTalk Text Encode."),
         io.MultiType.Input(
@@ -273,20 +295,20 @@ def _inputs() -> list:
         io.Combo.Input(
             "mode",
             options=["streaming", "clip"],
-            default="streaming",
+            default=_G.mode,
             tooltip="streaming: the whole audio, in overlapping windows (any length). clip: one window only.",
         ),
         io.Int.Input(
             "steps",
-            default=40,
-            min=1,
-            max=100,
+            default=_G.steps,
+            min=STEPS.lo,
+            max=STEPS.hi,
             step=1,
             tooltip="Denoising steps per window: 40 as the reference; 4-8 with a step-distill LoRA.",
         ),
         io.Int.Input(
             "seed",
-            default=42,
+            default=_G.seed,
             min=0,
             max=0xFFFFFFFFFFFFFFFF,
             control_after_generate=True,
@@ -294,7 +316,7 @@ def _inputs() -> list:
         ),
         io.Float.Input(
             "text_scale",
-            default=5.0,
+            default=_G.text_scale,
             min=0.0,
             max=20.0,
             step=0.1,
@@ -302,7 +324,7 @@ def _inputs() -> list:
         ),
         io.Float.Input(
             "audio_scale",
-            default=4.0,
+            default=_G.audio_scale,
             min=0.0,
             max=20.0,
             step=0.1,
@@ -369,6 +391,7 @@ class Sampler(io.ComfyNode):
     ) -> io.NodeOutput:
         from ..infinitetalk.validation import check_config, output_size, warn_if_upscaled
 
+        _runs.check_node_id(cls.hidden.unique_id)  # it names the run folder
         opts = options if options is not None else DEFAULTS
         problem = check_options(opts.frame_num, opts.motion_frame, opts.speaker_boxes)
         if problem:
@@ -376,6 +399,7 @@ class Sampler(io.ComfyNode):
         size_name, custom = choice(size, "size", {"width": width, "height": height})
         if _core.is_audio_encoder_output(audio_embeds):
             audio_embeds = _core.audio_embeds(audio_embeds)
+        vae, clip_vision = _core.pack_vae(vae), _core.pack_clip_vision(clip_vision)
         config = _config(mode, size_name, custom, steps, seed, text_scale, audio_scale, opts)
         check_config(config)
         with _bridge.reference_source(image, video, c.FPS) as source:
@@ -464,8 +488,6 @@ def _run_models(model, vae, clip_vision, text_embeds, dit_run):
 
 
 def _config(mode, size_name, custom, steps, seed, text_scale, audio_scale, opts: SamplerOptions):
-    from ..infinitetalk.pipeline import GenerationConfig
-
     return GenerationConfig(
         mode=mode,
         size=f"{custom['width']}x{custom['height']}" if size_name == "custom" else size_name,
@@ -481,7 +503,7 @@ def _config(mode, size_name, custom, steps, seed, text_scale, audio_scale, opts:
         sampler=opts.scheduler,
         use_apg=opts.apg,
         use_teacache=opts.teacache > 0,
-        teacache_thresh=opts.teacache or 0.2,
+        teacache_thresh=opts.teacache or _G.teacache_thresh,
         latent_motion=opts.latent_motion,
         color_anchor=opts.color_anchor,
     )
@@ -495,9 +517,9 @@ def _as_source(source):
 
 def parse_boxes(text: str) -> list[tuple[float, float, float, float]]:
     """'x0,y0,x1,y1; x0,y0,x1,y1' -> two boxes (the speaker_boxes format; ValueError with the fix)."""
-    from ..infinitetalk.config import SpeakerRegions
+    from ..infinitetalk.validation import parse_speaker_regions
 
-    return SpeakerRegions.parse(text).bboxes
+    return parse_speaker_regions(text).bboxes
 
 
 def _regions(boxes_text: str, masks, num_speakers: int, source):

@@ -11,8 +11,8 @@ from ._api import io
 from ._widgets import advanced
 from .audio import numpy_to_audio
 from .conditioning import encode_schedule
-from .loaders import voice_options
-from .tts import AUTO, _lang_code, _language_options
+from .loaders import default_voice, voice_options
+from .tts import AUTO, lang_code, language_options
 
 EXAMPLE = """prompt: A woman talks to the camera in a bright studio, natural head movement.
 [S1] Welcome back! (laughs) Today we make a video from a script.
@@ -53,13 +53,13 @@ class Script(io.ComfyNode):
                 io.Combo.Input(
                     "voice_1",
                     options=voices,
-                    default="af_heart" if "af_heart" in voices else voices[0],
+                    default=default_voice(voices, 1),
                     tooltip="Voice of speaker 1 (a 'voice 1:' line in the script wins).",
                 ),
                 io.Combo.Input(
                     "voice_2",
                     options=voices,
-                    default="am_adam" if "am_adam" in voices else voices[-1],
+                    default=default_voice(voices, 2),
                     tooltip="Voice of speaker 2 (a 'voice 2:' line in the script wins).",
                 ),
                 io.Float.Input(
@@ -68,7 +68,7 @@ class Script(io.ComfyNode):
                 advanced(
                     io.Combo.Input(
                         "language",
-                        options=_language_options(),
+                        options=language_options(),
                         default=AUTO,
                         tooltip="Pronunciation rules. Default: each voice's language.",
                     )
@@ -100,6 +100,22 @@ class Script(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, script=None, voice_1=None, voice_2=None):
+        """Refused at queue time: a recording outside the input folder, a voice path, an over-long script."""
+        from ..infinitetalk.errors import InputError
+        from ..infinitetalk.script import check_voice_name, parse_script
+
+        try:
+            if isinstance(script, str):
+                parse_script(script, folder_paths.get_input_directory(), confine=True)
+            for name, voice in (("voice_1", voice_1), ("voice_2", voice_2)):
+                if isinstance(voice, str):
+                    check_voice_name(voice, what=name)
+        except InputError as err:
+            return str(err)
+        return True
+
+    @classmethod
     def execute(
         cls,
         text_encoder,
@@ -114,14 +130,15 @@ class Script(io.ComfyNode):
         from ..infinitetalk.media import srt_format
         from ..infinitetalk.script import parse_script, render_script
 
-        parsed = parse_script(script, folder_paths.get_input_directory())
+        # a script from a prompt: recordings inside the input folder, voices by name (infinitetalk.paths)
+        parsed = parse_script(script, folder_paths.get_input_directory(), confine=True)
         if kokoro is not None:
             _models.load(kokoro)
         rendered = render_script(
             parsed,
             kokoro.obj if kokoro is not None else None,
             speed=speed,
-            lang=_lang_code(language),
+            lang=lang_code(language),
             voices={1: voice_1, 2: voice_2},
         )
         embeds = encode_schedule(text_encoder, rendered.prompts, negative_prompt)

@@ -7,31 +7,31 @@ from . import _models
 from ._api import io
 from ._widgets import advanced
 from .audio import numpy_to_audio
-from .loaders import voice_options
+from .loaders import default_voice, voice_options
 
 AUTO = "auto (from the voice name)"
 
 
-def _language_options() -> list[str]:
+def language_options() -> list[str]:
     from ..infinitetalk.tts.languages import LANGUAGES
 
     return [AUTO] + [f"{code}: {lang.name}" for code, lang in LANGUAGES.items()]
 
 
-def _lang_code(option: str) -> str | None:
+def lang_code(option: str) -> str | None:
     return None if option == AUTO else option.split(":", 1)[0]
 
 
 def _check_request(text, voices: dict, language) -> str | bool:
     """validate_inputs of both TTS nodes: the text says something, the voices and the language exist."""
     from ..infinitetalk.errors import InputError
-    from ..infinitetalk.validation import check_tts_text
+    from ..infinitetalk.tts import check_tts_text
 
     try:
         if isinstance(text, str):
             check_tts_text(text)
-        if isinstance(language, str) and language not in _language_options():
-            return f"language '{language}' is unknown: use one of {', '.join(_language_options())}"
+        if isinstance(language, str) and language not in language_options():
+            return f"language '{language}' is unknown: use one of {', '.join(language_options())}"
         known = voice_options()
         for name, voice in voices.items():
             for part in (v.strip() for v in str(voice).split(",")) if isinstance(voice, str) else ():
@@ -61,7 +61,7 @@ def _speed_language() -> list:
         advanced(
             io.Combo.Input(
                 "language",
-                options=_language_options(),
+                options=language_options(),
                 default=AUTO,
                 tooltip="Pronunciation rules. Default: the voice's language (its first letter: a = "
                 "American English, b = British, e, f, h, i, j, p, z = Mandarin).",
@@ -88,7 +88,7 @@ class TextToSpeech(io.ComfyNode):
                 io.Combo.Input(
                     "voice",
                     options=voices,
-                    default="af_heart" if "af_heart" in voices else voices[0],
+                    default=default_voice(voices),
                     tooltip="Voice file (voices/<name>.pt next to the Kokoro model).",
                 ),
                 *_speed_language(),
@@ -106,7 +106,7 @@ class TextToSpeech(io.ComfyNode):
     @classmethod
     def execute(cls, kokoro, text, voice, speed, language=AUTO) -> io.NodeOutput:
         _models.load(kokoro)
-        speech = kokoro.obj.speak(text, voice, speed=speed, lang=_lang_code(language))
+        speech = kokoro.obj.speak(text, voice, speed=speed, lang=lang_code(language))
         return io.NodeOutput(numpy_to_audio(speech.audio, speech.sample_rate), speech.srt())
 
 
@@ -114,8 +114,7 @@ class DialogueTTS(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         voices = voice_options()
-        first = "af_heart" if "af_heart" in voices else voices[0]
-        second = "am_adam" if "am_adam" in voices else voices[-1]
+        first, second = default_voice(voices, 1), default_voice(voices, 2)
         return io.Schema(
             node_id="InfiniteTalkDialogueTTS",
             display_name="InfiniteTalk Dialogue TTS (Kokoro)",
@@ -172,7 +171,7 @@ class DialogueTTS(io.ComfyNode):
     def execute(cls, kokoro, text, voice_1, voice_2, pause, speed, language=AUTO) -> io.NodeOutput:
         _models.load(kokoro)
         dialogue = kokoro.obj.speak_dialogue(
-            text, {1: voice_1, 2: voice_2}, speed=speed, lang=_lang_code(language), pause_s=pause
+            text, {1: voice_1, 2: voice_2}, speed=speed, lang=lang_code(language), pause_s=pause
         )
         sr = dialogue.sample_rate
         one, two = dialogue.tracks

@@ -31,7 +31,7 @@ LOUDNESS = {
     "-23 LUFS": -23.0,
     "-24 LUFS": -24.0,
 }
-CHUNK = 25  # frames encoded at a time when re-encoding (one second)
+CHUNK = c.FPS  # frames encoded at a time when re-encoding (one second)
 PROXY_CRF = 23  # browser preview of formats a browser cannot play
 
 
@@ -111,7 +111,7 @@ class VideoCombine(io.ComfyNode):
                 advanced(
                     io.Float.Input(
                         "fps",
-                        default=25.0,
+                        default=float(c.FPS),
                         min=1.0,
                         max=120.0,
                         step=1.0,
@@ -179,7 +179,7 @@ class VideoCombine(io.ComfyNode):
         srt=None,
         format="h264-mp4",
         loudness="original",
-        fps=25.0,
+        fps=float(c.FPS),
         crf=19,
         preset="medium",
         true_peak=-1.0,

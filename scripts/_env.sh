@@ -10,6 +10,9 @@ export COMFYUI_DIR="$COMFY"
 
 log() { echo "[infinitetalk] $*"; }
 
+# CI=true (or 1/yes), as .ci/run and hosted CI set it: missing test tools fail instead of being skipped.
+is_ci() { case "${CI:-}" in [Tt][Rr][Uu][Ee] | 1 | [Yy][Ee][Ss]) return 0 ;; *) return 1 ;; esac; }
+
 ensure_setup() {
   bash "$ROOT/scripts/setup_venv.sh"
   bash "$ROOT/scripts/provision_comfyui.sh"

@@ -6,7 +6,8 @@ widgets set by name and sockets linked by name, then ``app.graph.serialize()`` g
 
 Usage (maintainers, after changing nodes or the specs below; needs chromium + chromedriver):
 
-    python scripts/make_workflows.py
+    python scripts/make_workflows.py            # all of them
+    python scripts/make_workflows.py NAME ...   # only these
 """
 
 from __future__ import annotations
@@ -242,6 +243,48 @@ WORKFLOWS = {
             ("tts", "srt", "combine", "srt"),
         ],
     },
+    "infinitetalk_comfyui_loaders": {
+        "note": "ComfyUI's own loaders: umT5 from Load CLIP (type wan), the Wan VAE from Load VAE and CLIP vision "
+        "from Load CLIP Vision, as in ComfyUI's Wan templates (files in models/text_encoders, vae, "
+        "clip_vision), feed the streaming sampler: nothing is loaded twice. The files of ComfyUI's InfiniteTalk "
+        "template (umt5_xxl_fp8_e4m3fn_scaled, Wan2_1_VAE_bf16) and a GGUF umT5 from ComfyUI-GGUF's CLIP loader "
+        "work the same way. README, 'ComfyUI's own encoders'.",
+        "nodes": {
+            "model": loaders(SINGLE)["model"],
+            "text_encoder": (
+                "CLIPLoader",
+                (0, 260),
+                {"clip_name": "umt5_xxl_fp16.safetensors", "type": "wan"},
+            ),
+            "clip_vision": ("CLIPVisionLoader", (0, 390), {"clip_name": "clip_vision_h.safetensors"}),
+            "vae": ("VAELoader", (0, 520), {"vae_name": "wan_2.1_vae.safetensors"}),
+            "audio_encoder": audio_encoder(),
+            "image": ("LoadImage", (420, 420), {"image": "infinitetalk_portrait.png"}),
+            "audio": ("InfiniteTalkLoadAudio", (0, 780), {"audio": "infinitetalk_speech.wav"}),
+            "embed": ("InfiniteTalkAudioEmbed", (420, 250), {}),
+            "encode": ("InfiniteTalkTextEncode", (420, 0), {"prompt": PROMPT}),
+            "sampler": sampler(),
+            "options": sampler_options(),
+            "combine": (
+                "InfiniteTalkVideoCombine",
+                (1250, 0),
+                {"filename_prefix": "InfiniteTalk/comfyui_loaders"},
+            ),
+        },
+        "links": [
+            ("model", "model", "sampler", "model"),
+            ("vae", "VAE", "sampler", "vae"),
+            ("clip_vision", "CLIP_VISION", "sampler", "clip_vision"),
+            ("text_encoder", "CLIP", "encode", "text_encoder"),
+            ("encode", "text_embeds", "sampler", "text_embeds"),
+            ("embed", "audio_embeds", "sampler", "audio_embeds"),
+            ("options", "options", "sampler", "options"),
+            ("audio_encoder", "audio_encoder", "embed", "audio_encoder"),
+            ("audio", "audio", "embed", "audio_1"),
+            ("image", "IMAGE", "sampler", "image"),
+            ("sampler", "frames", "combine", "frames"),
+        ],
+    },
 }
 
 BUILD_JS = """
@@ -282,7 +325,7 @@ const done = arguments[arguments.length - 1];
 """
 
 
-def main() -> int:
+def main(only: list[str]) -> int:
     from tests.integration.browser import open_editor
     from tests.integration.harness import ComfyServer, ensure_comfyui
 
@@ -297,6 +340,8 @@ def main() -> int:
         driver.set_script_timeout(60)
         (OUT / "api").mkdir(parents=True, exist_ok=True)
         for name, spec in WORKFLOWS.items():
+            if only and name not in only:
+                continue
             result = json.loads(driver.execute_async_script(BUILD_JS, spec))
             if "error" in result:
                 raise RuntimeError(f"{name}: {result['error']}")
@@ -312,4 +357,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -31,6 +31,7 @@ import torch
 
 from ..errors import CheckpointError, InputError
 from ..loading.state_dict import CheckpointReader, open_checkpoint
+from ..validation import ENCODE_BATCH
 from . import FrozenEncoder, LazyStateDict, build_module, strip_prefix
 
 logger = logging.getLogger(__name__)
@@ -323,8 +324,12 @@ class TextEncoder(FrozenEncoder):
     def encode(self, prompts: list[str]) -> list[torch.Tensor]:
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
             raise InputError(f"prompts must be a list of strings, got {type(prompts).__name__}")
-        if not prompts:
-            return []
+        out: list[torch.Tensor] = []
+        for start in range(0, len(prompts), ENCODE_BATCH):  # bounded batches: a schedule may hold many
+            out += self._encode_batch(prompts[start : start + ENCODE_BATCH])
+        return out
+
+    def _encode_batch(self, prompts: list[str]) -> list[torch.Tensor]:
         ids, mask = self.tokenizer([clean_prompt(p) for p in prompts], self.text_len)
         lengths = mask.gt(0).sum(dim=1).tolist()  # from the host copy: no wait on the GPU
         ids, mask = ids.to(self.device), mask.to(self.device)

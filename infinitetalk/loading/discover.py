@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,27 +97,26 @@ def inventory(paths: SearchPaths):
     unplaced = []
     for folder, dirs in paths.folders.items():
         for base in dirs:
-            for path in walk(base):
-                key = path.resolve()
-                if key in seen:
-                    continue
-                seen.add(key)
-                info = identify(path)
+            for info in _identify_new(base, seen):
                 rel = info.path.relative_to(base).as_posix() if info.path != base else info.path.name
                 if "/" in folder:  # a path-like folder (an HF model folder): name it by its path
                     rel = f"{folder}/{rel}" if info.path != base else folder
                 _place(info, rel, found, unplaced)
     for base in paths.official:
-        for path in walk(base):
-            key = path.resolve()
-            if key in seen:
-                continue
-            seen.add(key)
-            info = identify(path)
+        for info in _identify_new(base, seen):
             shown = info.path.parent if info.component is Component.TTS else info.path  # Kokoro: its folder
             _place(info, "weights/" + shown.relative_to(base).as_posix(), found, unplaced)
     found.sort(key=_preference)
     return found, unplaced
+
+
+def _identify_new(base: Path, seen: set[Path]) -> Iterator[Identified]:
+    """What each candidate under ``base`` is, skipping files already met (one file reached twice counts once)."""
+    for path in walk(base):
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            yield identify(path)
 
 
 def _place(info, display: str, found: list, unplaced: list) -> None:

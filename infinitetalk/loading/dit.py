@@ -36,6 +36,7 @@ import torch
 
 from ..config import AudioEncoderConfig, DiTConfig
 from ..errors import CheckpointError
+from ..model.dit import WanInfiniteTalkDiT
 from .state_dict import FP8_DTYPES, CheckpointReader, open_checkpoint
 
 log = logging.getLogger(__name__)
@@ -303,6 +304,12 @@ class DiTCheckpoint:
     largest_tensor_bytes: int  # the biggest single tensor as stored: the loader's read buffer
 
 
+def dit_heads(dit_path: str | os.PathLike) -> int:
+    """The DiT's attention heads, from the shape of one tensor in its header (no weight is read)."""
+    with open_checkpoint(dit_path, anchor=DIT_ANCHOR) as reader:
+        return reader.shape(DIT_ANCHOR)[0] // HEAD_DIM
+
+
 def inspect_dit(
     dit_path: str | os.PathLike,
     adapter_path: str | os.PathLike | None = None,
@@ -426,8 +433,6 @@ def check_adapter_fits(dit: CheckpointReader, adapter: CheckpointReader | None, 
 
 
 def _build_on_meta(cfg: DiTConfig, dtype: torch.dtype, operations):
-    from ..model.dit import WanInfiniteTalkDiT
-
     return WanInfiniteTalkDiT(cfg, device="meta", dtype=dtype, operations=operations)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import soundfile
 from scipy.signal import resample_poly
 
+from .. import spill
 from ..config import VIDEO_FPS
 from ..errors import InputError
 from . import loudness
@@ -33,7 +34,7 @@ from . import loudness
 logger = logging.getLogger(__name__)
 
 SPEECH_SR = 16000  # wav2vec2 input rate
-_SOUNDFILE_EXTS = {".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".w64", ".rf64", ".caf"}
+SOUNDFILE_EXTS = {".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".w64", ".rf64", ".caf"}
 _LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 AAC_MAX_CHANNELS = 6  # FFmpeg's AAC encoder: mono, stereo, 2.1, quad, 5.0, 5.1
 
@@ -48,7 +49,7 @@ def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise InputError(f"audio file '{path}' does not exist: check the path or pick another file")
     wave, sr = None, 0
-    if path.suffix.lower() in _SOUNDFILE_EXTS:
+    if path.suffix.lower() in SOUNDFILE_EXTS:
         try:
             data, sr = soundfile.read(str(path), dtype="float32", always_2d=True)  # (N, C)
             wave = np.ascontiguousarray(data.T)
@@ -414,8 +415,6 @@ def _output_like(source: object, shape: tuple[int, ...], out: np.ndarray | None)
         source = source.base
     if not isinstance(source, np.memmap):
         return np.empty(shape, np.float32)
-    from .. import spill
-
     folder = Path(source.filename).parent if source.filename else None
     writable = folder is not None and os.access(folder, os.W_OK)
     return spill.empty_array(tuple(shape), np.float32, folder if writable else None)

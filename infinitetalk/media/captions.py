@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..config import VIDEO_FPS
 from ..errors import InputError
 
 
@@ -129,7 +130,7 @@ def burn_captions(
     frames: np.ndarray,
     cues: Sequence[Cue],
     t0: float,
-    fps: int = 25,
+    fps: int = VIDEO_FPS,
     font_size: int | None = None,
     font_path: str | Path | None = None,
 ) -> np.ndarray:

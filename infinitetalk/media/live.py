@@ -27,8 +27,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..config import VIDEO_FPS
 from .audio import Soundtrack, as_soundtrack, fit_aac_channels, resample
-from .mux import _probe_segment, _video_packets, aac_rate, add_audio_stream, audio_packets, mux
+from .mux import aac_rate, add_audio_stream, audio_packets, mux, probe_segment, video_packets
 from .video import VideoWriter, frame_to_rgb
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class LivePlaylist:
     """HLS playlist of the windows written so far (module doc). ``audio``: the soundtrack (or None)."""
 
     def __init__(
-        self, directory: str | os.PathLike, fps: int = 25, audio: tuple[np.ndarray, int] | None = None
+        self, directory: str | os.PathLike, fps: int = VIDEO_FPS, audio: tuple[np.ndarray, int] | None = None
     ):
         self.directory = Path(directory)
         self.fps = int(fps)
@@ -128,7 +129,7 @@ def write_ts(
 
 
 def _write_ts(segment: Path, out_path: Path, start_frame: int, fps: int, audio: Soundtrack | None) -> Path:
-    count, delay_s, _ = _probe_segment(segment)
+    count, delay_s, _ = probe_segment(segment)
     fps_q = Fraction(int(fps))
     delay = ceil(delay_s * fps_q)
     start, end = Fraction(start_frame) / fps_q, Fraction(start_frame + count) / fps_q
@@ -137,7 +138,7 @@ def _write_ts(segment: Path, out_path: Path, start_frame: int, fps: int, audio: 
     with av.open(str(partial), "w", format="mpegts", options={"avoid_negative_ts": "disabled"}) as out:
         with av.open(str(segment)) as src:
             v_out = out.add_stream_from_template(src.streams.video[0], opaque=True)
-        sources = [_video_packets([segment], [count], delay, fps_q, v_out, start=start)]
+        sources = [video_packets([segment], [count], delay, fps_q, v_out, start=start)]
         if audio is not None:
             rate = audio.sample_rate
             first = _grid(start * rate)  # packets [first, last) belong to this file
@@ -171,7 +172,7 @@ def write_clip(
     """One window as a standalone mp4 (H.264 4:2:0 remuxed, AAC of the window's span): a playable preview."""
     out_path = Path(out_path)
     with playable(Path(segment), out_path.with_name(out_path.stem + ".h264.mp4"), fps) as video:
-        count = _probe_segment(video)[0]
+        count = probe_segment(video)[0]
         sound = None
         if audio is not None:
             track = as_soundtrack(audio)
@@ -185,7 +186,7 @@ def write_clip(
 def playable(segment: Path, scratch: Path, fps: int) -> Iterator[Path]:
     """``segment`` itself when it is H.264 4:2:0, else an H.264 4:2:0 copy written to ``scratch`` (removed on
     exit): lossless RGB H.264 is High 4:4:4, which browsers, Safari and hardware decoders do not play."""
-    codec, pix_fmt, _ = _probe_segment(segment)[2].split(" ")
+    codec, pix_fmt, _ = probe_segment(segment)[2].split(" ")
     if (codec, pix_fmt) == ("h264", PLAYABLE_PIX_FMT):
         yield segment
         return

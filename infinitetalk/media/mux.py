@@ -22,6 +22,7 @@ import av
 import numpy as np
 from av.subtitles.subtitle import SubtitleSet
 
+from ..config import VIDEO_FPS
 from ..errors import InputError
 from .audio import as_soundtrack, channel_layout, fit_aac_channels, resample
 from .captions import Cue
@@ -51,7 +52,7 @@ def mux(
     out_path: str | Path,
     audio: tuple[np.ndarray, int] | None = None,
     subtitles: Sequence[Cue] | None = None,
-    fps: int = 25,
+    fps: int = VIDEO_FPS,
     audio_codec: str | None = None,
 ) -> Path:
     """Concatenate video segments (as written by ``VideoWriter``, same codec, size and settings) into
@@ -71,7 +72,7 @@ def mux(
     if codec not in ("aac", "pcm_s24le"):
         raise InputError(f"audio codec '{codec}' is not offered: use 'aac' or 'pcm_s24le'")
     fps_q = Fraction(int(fps))
-    probes = [_probe_segment(seg) for seg in segments]
+    probes = [probe_segment(seg) for seg in segments]
     for seg, probe in zip(segments[1:], probes[1:], strict=True):
         if probe[2] != probes[0][2]:
             raise InputError(
@@ -112,7 +113,7 @@ def _write(
         a_out = add_audio_stream(out, codec, wave.shape[0], rate) if wave is not None else None
         s_out = _add_subtitle_stream(out, container) if subtitles else None
         out.start_encoding()
-        sources = [_video_packets(segments, counts, delay, fps_q, v_out)]
+        sources = [video_packets(segments, counts, delay, fps_q, v_out)]
         if a_out is not None:
             sources.append(audio_packets(a_out, wave))
         if s_out is not None:
@@ -121,7 +122,7 @@ def _write(
             out.mux(packet)
 
 
-def _probe_segment(path: Path) -> tuple[int, Fraction, str]:
+def probe_segment(path: Path) -> tuple[int, Fraction, str]:
     """``(frame count, decode delay in seconds, "codec WxH")``; the delay is how far the first decode time
     precedes the first presentation time (B-frames)."""
     try:
@@ -147,7 +148,7 @@ def _probe_segment(path: Path) -> tuple[int, Fraction, str]:
         raise InputError(f"video segment '{path}' is unreadable ({err}): rewrite it") from err
 
 
-def _video_packets(
+def video_packets(
     segments, counts, delay: int, fps: Fraction, stream, start: Fraction = Fraction(0)
 ) -> Iterator[tuple[Fraction, int, av.Packet]]:
     """Packets of every segment, presentation times shifted by the frames before it (and ``start`` s).

@@ -21,11 +21,17 @@ import soundfile
 from scipy.signal import firwin, upfirdn
 
 from ..errors import InputError
-from .audio import _SOUNDFILE_EXTS, SPEECH_SR, resample_ratio
+from ..spill import empty_array
+from ..validation import MAX_CHANNELS, check_sample_rate, check_seconds
+from .audio import SOUNDFILE_EXTS, SPEECH_SR, resample_ratio
 
 logger = logging.getLogger(__name__)
 
 BLOCK_S = 10.0  # seconds decoded at a time
+# A header's length is a claim: a few-KB file may say it holds hours. Buffers are sized up front for no more
+# audio than the file could carry at this bit rate (below that of any speech codec in use; Opus's floor is
+# 6 kbit/s), and grow while decoding when a file really holds more.
+MIN_BITRATE = 6000  # bits per second
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ def probe_audio(path: str | Path, *, name: str = "audio file") -> AudioInfo:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{name} '{path}' does not exist: check the path or pick another file")
-    if path.suffix.lower() in _SOUNDFILE_EXTS:
+    if path.suffix.lower() in SOUNDFILE_EXTS:
         try:
             info = soundfile.info(str(path))
             return AudioInfo(
@@ -70,6 +76,16 @@ def probe_audio(path: str | Path, *, name: str = "audio file") -> AudioInfo:
         raise InputError(
             f"{name} '{path}' is not a readable audio or video file ({err}): convert it to wav"
         ) from err
+
+
+def believable_samples(info: AudioInfo) -> int:
+    """Samples per channel the file can hold by its size at :data:`MIN_BITRATE` (the cap on what a buffer is
+    sized for before decoding)."""
+    try:
+        size = info.path.stat().st_size
+    except OSError:
+        size = 0
+    return int(size * 8 / MIN_BITRATE * info.sample_rate) + 1
 
 
 def iter_audio(
@@ -123,9 +139,8 @@ def read_audio(
     end), decoded block by block into one buffer: what is skipped is never stored, and no block list or
     transposed copy doubles the memory of a long file. A buffer above :func:`~infinitetalk.spill.
     spill_threshold` is file-backed in ``spill_dir`` (an ``np.memmap``; default: the temp folder)."""
-    from ..spill import empty_array
-    from ..validation import MAX_CHANNELS, check_sample_rate
-
+    start_s = check_seconds(start_s, name="start_seconds")  # NaN, negative and 1e300 refused
+    duration_s = check_seconds(duration_s, name="duration_seconds")
     info = probe_audio(path, name=name)
     check_sample_rate(info.sample_rate, name=f"{name} '{Path(path).name}'")
     if info.channels > MAX_CHANNELS:
@@ -139,6 +154,7 @@ def read_audio(
         end = max(1, round(info.duration * info.sample_rate))
         wanted = max(0, end - first) if wanted is None else min(wanted, max(0, end - first))
     size = wanted if wanted is not None else max(0, int(info.duration * info.sample_rate) - first + 1)
+    size = min(size, believable_samples(info))  # the header's claim against the file's size
     out = empty_array((max(1, info.channels), size), np.float32, spill_dir)
     pos, filled = 0, 0  # samples of the file seen, samples stored
     for block, _ in iter_audio(path, name=name):
@@ -151,10 +167,12 @@ def read_audio(
                 break
             continue
         piece = block[:, lo:hi]
-        if filled + piece.shape[1] > out.shape[1]:  # the header under-reported the length
-            out = np.concatenate(
-                [out, np.empty((out.shape[0], max(out.shape[1], piece.shape[1])), np.float32)], 1
+        if filled + piece.shape[1] > out.shape[1]:  # more than the header said (or than was believed)
+            grown = empty_array(
+                (out.shape[0], filled + max(out.shape[1], piece.shape[1])), np.float32, spill_dir
             )
+            grown[:, :filled] = out[:, :filled]
+            out = grown
         out[: piece.shape[0], filled : filled + piece.shape[1]] = piece
         filled += piece.shape[1]
     return out[:, :filled] if filled < out.shape[1] else out, info.sample_rate
@@ -221,12 +239,11 @@ def load_speech(path: str | Path, *, name: str = "audio file") -> np.ndarray:
     Equals ``resample(to_mono(load_audio(path)[0]), sr, 16000)`` within float rounding, at a fraction of
     the memory for long or multi-channel files.
     """
-    from ..validation import check_sample_rate
-
     info = probe_audio(path, name=name)
     check_sample_rate(info.sample_rate, name=f"{name} '{Path(path).name}'")
     resampler: StreamResampler | None = None
-    expected = int(info.duration * SPEECH_SR) + SPEECH_SR if info.duration else 0
+    believed = min(info.duration, believable_samples(info) / max(1, info.sample_rate))
+    expected = int(believed * SPEECH_SR) + SPEECH_SR if info.duration else 0
     out = np.empty(expected, np.float32)
     filled = 0
 

@@ -21,7 +21,10 @@ import numpy as np
 from av.video.reformatter import Interpolation
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..config import VIDEO_FPS
 from ..errors import InputError
+from ..validation import MAX_IMAGE_SIDE as MAX_SIDE
+from ..validation import check_image_size, to_rgb8
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +70,6 @@ def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as ``uint8 (H, W, 3)`` RGB; EXIF rotation applied. Transparency is composited over
     white, greyscale repeated, 16-bit scaled (not clipped); sizes are checked before the pixels are decoded."""
-    from ..validation import MAX_IMAGE_SIDE as MAX_SIDE
-    from ..validation import check_image_size, to_rgb8
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image file '{path}' does not exist: check the path or pick another file")
@@ -117,7 +117,7 @@ class VideoReader:
     the frame shown at ``start``; ``duration`` 0 means to the end.
     """
 
-    def __init__(self, path: str | Path, fps: int = 25, start: float = 0.0, duration: float = 0.0):
+    def __init__(self, path: str | Path, fps: int = VIDEO_FPS, start: float = 0.0, duration: float = 0.0):
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError(f"video file '{self.path}' does not exist: check the path or pick another file")
@@ -315,7 +315,7 @@ class VideoWriter:
     def __init__(
         self,
         path: str | Path,
-        fps: int = 25,
+        fps: int = VIDEO_FPS,
         width: int = 0,
         height: int = 0,
         crf: int = 18,

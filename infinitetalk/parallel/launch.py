@@ -74,19 +74,12 @@ class ParallelSession:
         self.strategy.check_model(dit.config.num_heads, dit.attention_backend)
         dit.parallel = self.strategy
 
-    def check_dit_file(self, dit_path) -> None:
-        """Check the DiT's heads (read from its shapes, no weight loaded) against the split, early."""
+    def check_heads(self, num_heads: int) -> None:
+        """Check the DiT's attention heads against the split, early (before any weight is read: the
+        command line passes :func:`infinitetalk.loading.dit.dit_heads` of the file)."""
         if self.world_size == 1:
             return
-        from ..loading.dit import DIT_ANCHOR, HEAD_DIM
-        from ..loading.state_dict import open_checkpoint
-
-        reader = open_checkpoint(dit_path, anchor=DIT_ANCHOR)
-        try:
-            heads = reader.shape(DIT_ANCHOR)[0] // HEAD_DIM
-        finally:
-            reader.close()
-        check_sizes(self.strategy.ulysses_size, self.strategy.ring_size, self.world_size, heads)
+        check_sizes(self.strategy.ulysses_size, self.strategy.ring_size, self.world_size, num_heads)
 
     def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value`` on every process (any picklable object)."""

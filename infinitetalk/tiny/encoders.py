@@ -38,6 +38,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from ..encoders.clip import convert_open_clip
+from ..encoders.text import wan_to_hf_keys
 from ..weights import UMT5_TOKENIZER_DIR, Component, spec
 
 
@@ -225,8 +227,6 @@ def umt5_source(seed: int, vocab: int) -> dict[str, torch.Tensor]:
 
 def umt5_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Original Wan umT5 keys -> Hugging Face / ComfyUI keys."""
-    from ..encoders.text import wan_to_hf_keys
-
     return {hf: state[src] for hf, src in wan_to_hf_keys(list(state)).items()}
 
 
@@ -307,8 +307,6 @@ def clip_source(seed: int) -> dict[str, torch.Tensor]:
 
 
 def write_clip(root: Path, seed: int) -> dict[str, Path]:
-    from ..encoders.clip import convert_open_clip
-
     source = clip_source(seed)
     paths = {
         "clip_pth": root / _tiny(Component.CLIP, "official"),

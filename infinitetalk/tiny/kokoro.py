@@ -24,9 +24,11 @@ from pathlib import Path
 
 import torch
 
+from ..weights import KOKORO_VOICES, Component, spec
+
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "kokoro-v1_0.pth"
+MODEL_FILE = spec(Component.TTS).published("comfy").name  # kokoro-v1_0.pth
 
 # The released Kokoro-82M phoneme vocabulary (phoneme -> token id; 0 is the pad/boundary id).
 # fmt: off
@@ -47,22 +49,6 @@ VOCAB: dict[str, int] = {
 }
 # fmt: on
 
-# Released voice names (prefix: language letter + gender); a few per language the tests use.
-VOICES = (
-    "af_heart",
-    "af_bella",
-    "am_adam",
-    "bf_emma",
-    "bm_george",
-    "ef_dora",
-    "ff_siwis",
-    "hf_alpha",
-    "if_sara",
-    "jf_alpha",
-    "pf_dora",
-    "zf_xiaobei",
-    "zm_yunjian",
-)
 
 STYLE_ROWS = 510  # one style row per phoneme count (1..510)
 FRAMES_PER_PHONEME = 1.3  # mean duration of the tiny model, in 25 ms frames (rounds to 1 or 2)
@@ -164,7 +150,7 @@ def _write_model_dir(dest: Path, seed: int) -> None:
         torch.manual_seed(seed)
         modules = _build_modules(config)
         _shorten_durations(modules["predictor"], config["max_dur"])
-        voices = {v: torch.randn(STYLE_ROWS, 1, 256) * 0.15 for v in VOICES}  # (510, 1, 256)
+        voices = {v: torch.randn(STYLE_ROWS, 1, 256) * 0.15 for v in KOKORO_VOICES}  # (510, 1, 256)
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2), "utf-8")
     torch.save(_state_dicts(modules), dest / MODEL_FILE)

@@ -6,22 +6,27 @@ with one aligned track per speaker (the input of the two-speaker ``para`` mode).
 """
 
 from .captions import SpeakerCue, phrase_cues, word_cues
-from .dialogue import Turn, parse_dialogue
+from .checks import check_tts_request, check_tts_text
+from .dialogue import SPEAKER_TAG, Turn, parse_dialogue, speaker_tag
 from .kokoro import SAMPLE_RATE, Dialogue, KokoroTTS, Speech, find_model_dir, list_voices
 from .languages import LANGUAGES, resolve_lang
 
 __all__ = [
     "LANGUAGES",
     "SAMPLE_RATE",
+    "SPEAKER_TAG",
     "Dialogue",
     "KokoroTTS",
     "SpeakerCue",
     "Speech",
     "Turn",
+    "check_tts_request",
+    "check_tts_text",
     "find_model_dir",
     "list_voices",
     "parse_dialogue",
     "phrase_cues",
     "resolve_lang",
+    "speaker_tag",
     "word_cues",
 ]

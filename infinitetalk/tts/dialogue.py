@@ -20,7 +20,15 @@ from ..errors import InputError, snippet
 
 logger = logging.getLogger(__name__)
 
-_TAG = re.compile(r"\(\s*s\s*(\d+)\s*\)|\[\s*s\s*(\d+)\s*\]", re.IGNORECASE)
+
+def speaker_tag(number: str = r"\d+") -> str:
+    """The one grammar of a speaker tag, ``(s1)`` or ``[S1]`` (any case, spaces allowed inside, the brackets
+    matched), as a regular expression for the speaker numbers that ``number`` (a regular expression)
+    matches. Compile it with ``re.IGNORECASE``; the number is the group ``speaker``."""
+    return rf"(?:(?P<round>\()|\[)\s*s\s*(?P<speaker>{number})\s*(?(round)\)|\])"
+
+
+SPEAKER_TAG = re.compile(speaker_tag(), re.IGNORECASE)  # any speaker number
 NONVERBAL_PAUSE_S = 0.4
 # Dia's non-verbal tags (nari-labs/dia README) plus common variants. Kokoro cannot voice them.
 PAUSE_TAGS = frozenset(
@@ -101,9 +109,9 @@ def _speaker_turns(text: str, speakers: Collection[int]) -> list[Turn]:
         raise InputError("TTS text is empty: write what to say, e.g. '(s1) Hello. (s2) Hi!'")
     turns: list[Turn] = []
     speaker, start = 1, 0
-    for m in _TAG.finditer(text):
+    for m in SPEAKER_TAG.finditer(text):
         _add(turns, speaker, text[start : m.start()])
-        speaker = int(m.group(1) or m.group(2))
+        speaker = int(m.group("speaker"))
         if speaker not in speakers:
             raise InputError(
                 f"dialogue tag '{m.group(0)}' names speaker {speaker}, which has no voice: "

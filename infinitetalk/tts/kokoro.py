@@ -23,8 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import paths
 from ..errors import CheckpointError, InputError, snippet
+from ..loading.state_dict import safe_torch_load
 from ..media.captions import Cue, srt_format
+from ..validation import MAX_SPEAKERS, MAX_TEXT_CHARS, check_text_length
+from ..weights import DEFAULT_VOICES, KOKORO, KOKORO_MODEL_FILES
 from .captions import SpeakerCue, phrase_cues, shift, word_cues
 from .dialogue import Turn, parse_dialogue, split_nonverbal
 from .languages import LANGUAGES, front_end, resolve_lang
@@ -32,12 +36,11 @@ from .languages import LANGUAGES, front_end, resolve_lang
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000
-HF_REPO = "hexgrad/Kokoro-82M"
-MODEL_FILES = {"kokoro-v1_0.pth": HF_REPO, "kokoro-v1_1-zh.pth": "hexgrad/Kokoro-82M-v1.1-zh"}
 SUBMODULES = ("bert", "bert_encoder", "predictor", "text_encoder", "decoder")
 CONFIG_KEYS = ("vocab", "n_token", "plbert", "hidden_dim", "style_dim", "n_layer", "istftnet")
 SPEED_RANGE = (0.25, 4.0)
 STYLE_ROWS = 510  # a voice holds one style row per phoneme count of a chunk (1..510)
+MAX_VOICE_PACKS = 16  # voices (and mixes 'a,b') kept loaded: 0.5 MB each
 _PUNCT_PHONEMES = frozenset(';:,.!?—…"()“”')
 
 
@@ -101,7 +104,7 @@ def find_model_dir(path: str | Path) -> Path:
             return candidate
     raise CheckpointError(
         f"no Kokoro model in '{path}': expected config.json, kokoro-v1_0.pth and voices/*.pt "
-        f"(download them from Hugging Face '{HF_REPO}' into ComfyUI/models/kokoro/)"
+        f"(download them from Hugging Face '{KOKORO}' into ComfyUI/models/kokoro/)"
     )
 
 
@@ -112,15 +115,15 @@ def list_voices(model_dir: str | Path) -> list[str]:
 
 
 def _model_file(model_dir: Path) -> Path:
-    for name in MODEL_FILES:
+    for name in KOKORO_MODEL_FILES:
         if (model_dir / name).is_file():
             return model_dir / name
     others = sorted(model_dir.glob("*.pth"))
     if len(others) == 1:
         return others[0]
     raise CheckpointError(
-        f"no Kokoro weights in '{model_dir}': expected one of {list(MODEL_FILES)} "
-        f"(found {[p.name for p in others]}); download kokoro-v1_0.pth from Hugging Face '{HF_REPO}'"
+        f"no Kokoro weights in '{model_dir}': expected one of {list(KOKORO_MODEL_FILES)} "
+        f"(found {[p.name for p in others]}); download kokoro-v1_0.pth from Hugging Face '{KOKORO}'"
     )
 
 
@@ -130,12 +133,12 @@ def _read_config(model_dir: Path) -> dict:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CheckpointError(
-            f"cannot read Kokoro config '{path}': {exc}; re-download it from '{HF_REPO}'"
+            f"cannot read Kokoro config '{path}': {exc}; re-download it from '{KOKORO}'"
         ) from exc
     missing = [k for k in CONFIG_KEYS if k not in config]
     if missing:
         raise CheckpointError(
-            f"Kokoro config '{path}' lacks {missing}: expected the config.json of '{HF_REPO}'"
+            f"Kokoro config '{path}' lacks {missing}: expected the config.json of '{KOKORO}'"
         )
     return config
 
@@ -143,7 +146,7 @@ def _read_config(model_dir: Path) -> dict:
 def _load_model(config: dict, weights: Path, device: str | torch.device):
     from kokoro import KModel
 
-    repo_id = MODEL_FILES.get(weights.name, HF_REPO)
+    repo_id = KOKORO_MODEL_FILES.get(weights.name, KOKORO)
     try:
         model = KModel(repo_id=repo_id, config=config, model=str(weights))
     except Exception as exc:  # torch/pickle/shape errors: all mean the file does not fit
@@ -167,7 +170,7 @@ def _check_weights(model: torch.nn.Module, weights: Path) -> None:
         if missing:
             raise CheckpointError(
                 f"Kokoro weights '{weights}' miss {len(missing)} '{name}' tensors (e.g. {missing[0]}): "
-                f"the file is truncated or not a Kokoro-82M checkpoint; re-download it from '{HF_REPO}'"
+                f"the file is truncated or not a Kokoro-82M checkpoint; re-download it from '{KOKORO}'"
             )
 
 
@@ -186,7 +189,12 @@ def _token_pipeline(model, repo_id: str):
 class KokoroTTS:
     """Kokoro-82M speech synthesis from a local model folder; never downloads."""
 
-    def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, model_dir: str | Path, device: str | torch.device = "cpu", voice_files: bool = True
+    ) -> None:
+        """``voice_files``: a voice may also be a path to a ``.pt`` file (the command line). Hosts that take
+        voices from untrusted prompts pass False: a voice is then a name in the model's ``voices/`` folder."""
+        self.voice_files = voice_files
         self.model_dir = find_model_dir(model_dir)
         weights = _model_file(self.model_dir)
         self.config = _read_config(self.model_dir)
@@ -194,12 +202,12 @@ class KokoroTTS:
         self.voices = list_voices(self.model_dir)
         if not self.voices:
             raise CheckpointError(
-                f"no voices in '{self.model_dir / 'voices'}': download voices/*.pt from '{HF_REPO}'"
+                f"no voices in '{self.model_dir / 'voices'}': download voices/*.pt from '{KOKORO}'"
             )
         self._zh_version = "1.1" if "v1_1" in weights.name else None
-        self._pipeline = _token_pipeline(self.model, MODEL_FILES.get(weights.name, HF_REPO))
+        self._pipeline = _token_pipeline(self.model, KOKORO_MODEL_FILES.get(weights.name, KOKORO))
         self._front_ends: dict[str, Callable[[str], list]] = {}
-        self._packs: dict[str, torch.Tensor] = {}
+        self._packs: dict[str, torch.Tensor] = {}  # voice -> style pack; at most MAX_VOICE_PACKS kept
 
     # -- public API
     def speak(
@@ -212,6 +220,7 @@ class KokoroTTS:
         """
         if not isinstance(text, str) or not text.strip():
             raise InputError("TTS text is empty: write what to say")
+        check_text_length(text, MAX_TEXT_CHARS, name="TTS text", what="text to speak")
         notes: list[str] = []
         pieces, _ = split_nonverbal(text, notes)  # Dia-style (sighs), (laughs): pauses or dropped
         for note in notes:
@@ -252,6 +261,7 @@ class KokoroTTS:
         speakers = _check_speakers(voices)
         if not (isinstance(pause_s, numbers.Real) and 0.0 <= pause_s <= 10.0):
             raise InputError(f"pause_s={pause_s!r}: expected seconds of silence between turns in [0, 10]")
+        check_text_length(text, MAX_TEXT_CHARS, name="TTS text", what="text to speak")
         turns = parse_dialogue(text, speakers)
         for voice in voices.values():
             self._voice(voice)  # every voice checked before any synthesis
@@ -307,17 +317,26 @@ class KokoroTTS:
             raise InputError(f"TTS voice is empty: choose one of {self.voices}")
         if voice not in self._packs:
             packs = [self._load_pack(v.strip()) for v in voice.split(",")]
+            if len(self._packs) >= MAX_VOICE_PACKS:  # keyed by prompt text (mixes): bounded
+                self._packs.pop(next(iter(self._packs)))
             self._packs[voice] = torch.stack(packs).mean(0) if len(packs) > 1 else packs[0]
         return self._packs[voice]
 
+    def _voice_path(self, name: str) -> Path:
+        if name.endswith(".pt") and self.voice_files:
+            return Path(name)  # the command line's user may name any file
+        voices = self.model_dir / "voices"
+        if name.endswith(".pt"):
+            name = name[:-3]
+        # the path boundary: a name, inside voices/ (no '..', no absolute path, no drive)
+        return paths.resolve(f"{name}.pt", [voices], what="TTS voice", kind="Kokoro voices", must_exist=False)
+
     def _load_pack(self, name: str) -> torch.Tensor:
-        path = Path(name) if name.endswith(".pt") else self.model_dir / "voices" / f"{name}.pt"
+        path = self._voice_path(name)
         if not path.is_file():
             raise InputError(
                 f"unknown Kokoro voice '{name}': available in {self.model_dir / 'voices'}: {self.voices}"
             )
-        from ..loading.state_dict import safe_torch_load
-
         pack = safe_torch_load(path, mmap=False)
         if (
             not isinstance(pack, torch.Tensor)
@@ -344,10 +363,10 @@ def _check_speakers(voices: Mapping[int, str]) -> list[int]:
     if (
         not isinstance(voices, Mapping)
         or 1 not in voices
-        or not all(isinstance(k, int) and k > 0 for k in voices)
+        or not all(isinstance(k, int) and 0 < k <= MAX_SPEAKERS for k in voices)
     ):
         raise InputError(
-            f"dialogue voices={voices!r}: expected {{1: 'af_heart', 2: 'am_adam'}} (speaker number -> voice)"
+            f"dialogue voices={voices!r}: expected e.g. {DEFAULT_VOICES} (speaker number -> voice)"
         )
     return sorted(voices)
 

@@ -26,6 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 COMFY_DIR = Path(os.environ.get("COMFYUI_DIR", REPO / ".comfyui"))
 ARTIFACTS = REPO / "test-artifacts"
 PACK_NAME = "ComfyUI-InfiniteTalk"
+# custom-node folder of the test server only: lets 0.3.75's Load CLIP / Load CLIP Vision take tiny files
+TEST_PLUGINS = REPO / "tests" / "integration" / "comfy_plugins"
 
 
 def ensure_comfyui() -> Path:
@@ -47,6 +49,7 @@ def write_model_paths(path: Path, tiny: Path) -> Path:
     lines = ["infinitetalk_tiny:", f"  base_path: {tiny / 'models'}"]
     lines += [f"  {f}: {f}" for f in MODEL_FOLDERS]
     lines += ["infinitetalk_tiny_official:", f"  infinitetalk_weights: {tiny / 'weights'}"]
+    lines += ["infinitetalk_test_plugins:", f"  custom_nodes: {TEST_PLUGINS}"]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -61,8 +64,11 @@ class ComfyServer:
         port: int | None = None,
         model_paths: str | None = None,
         name: str = "",
+        front_end: str | None = None,
     ):
-        """``model_paths``: the text of an extra_model_paths.yaml (default: the tiny trees of ``tiny``)."""
+        """``model_paths``: the text of an extra_model_paths.yaml (default: the tiny trees of ``tiny``).
+        ``front_end``: a front end's static folder (``--front-end-root``; default COMFYUI_FRONT_END_ROOT, else
+        the one ComfyUI pins)."""
         self.workdir = Path(workdir)
         self.tiny = Path(tiny).resolve()
         self.port = port or free_port()
@@ -72,6 +78,7 @@ class ComfyServer:
         self.temp_dir = self.workdir / "temp"
         self.user_dir = self.workdir / "user"  # the pack's resumable run folders live here
         self.model_paths = model_paths
+        self.front_end = front_end or os.environ.get("COMFYUI_FRONT_END_ROOT")
         self.log_path = ARTIFACTS / (f"comfyui-server-{name}.log" if name else "comfyui-server.log")
         self.client_id = uuid.uuid4().hex
         self.proc: subprocess.Popen | None = None
@@ -114,9 +121,8 @@ class ComfyServer:
             "latent2rgb",
         ]
         # another front end, e.g. an unpacked newer comfyui-frontend-package (see docs/COMPAT.md)
-        front_end = os.environ.get("COMFYUI_FRONT_END_ROOT")
-        if front_end:
-            cmd += ["--front-end-root", front_end]
+        if self.front_end:
+            cmd += ["--front-end-root", self.front_end]
         self._log = open(self.log_path, "a" if self.restarts else "w")  # a restart keeps the first log
         self.restarts += 1
         self.proc = subprocess.Popen(
@@ -191,6 +197,8 @@ class ComfyServer:
             while time.monotonic() < deadline:
                 entry = self.history(prompt_id)
                 if entry is not None:  # history is written when the prompt has finished (or failed)
+                    if on_message is not None:
+                        _drain(ws, on_message)  # the run's last messages (interrupted, executed) too
                     return entry
                 try:
                     raw = ws.recv()
@@ -209,6 +217,19 @@ class ComfyServer:
 
     def run(self, prompt: dict, timeout: float = 600, on_message=None) -> dict:
         return self.wait(self.queue(prompt), timeout, on_message)
+
+
+def _drain(ws, on_message) -> None:
+    """Hand the messages already sent to ``on_message``, until the socket stays quiet for its timeout (1 s)."""
+    import websocket
+
+    while True:
+        try:
+            raw = ws.recv()
+        except (websocket.WebSocketTimeoutException, websocket.WebSocketConnectionClosedException):
+            return
+        if isinstance(raw, str):
+            on_message(json.loads(raw))
 
 
 class PromptError(RuntimeError):

@@ -1,6 +1,10 @@
-"""The editor in headless Chromium: every example workflow loads (from the template route, as users get it),
-has no missing nodes, converts to the same API prompt as its shipped twin, queues from the page, and its
-output video appears in the Video Combine node. Screenshots go to test-artifacts/.
+"""The editor in headless Chromium, in every front-end configuration (browser.FRONT_ENDS: the front end
+ComfyUI 0.3.75 pins, and the newest one on PyPI in the classic canvas and in the Vue node mode), one server
+each: every example workflow loads (from the template route, as users get it), has no missing nodes, takes a
+widget edit, converts to the same API prompt as its shipped twin, queues from the page, and its output video
+appears in the Video Combine node; the window clips, the Doctor's report and the Load Audio player show; old
+workflows are migrated; and the console shows no error from the pack's scripts. Screenshots (no dialog over
+the canvas) go to test-artifacts/browser_<configuration>_*.png, the console to browser-console-*.log.
 
 Sampler inputs are overridden for CPU speed exactly as in test_workflows.py (documented there), plus a
 different seed so the sampler really runs again instead of coming from ComfyUI's cache.
@@ -10,31 +14,87 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 
 import pytest
 
-from .browser import body_text, chromedriver_path, close_dialogs, open_editor
-from .harness import ARTIFACTS, REPO
+from tests.needs import need_browser
+
+from .browser import (
+    FRONT_ENDS,
+    FrontEnd,
+    body_text,
+    close_dialogs,
+    console_entries,
+    dialogs_open,
+    errors_from_our_scripts,
+    open_editor,
+    prepare_settings,
+    vue_nodes_active,
+)
+from .harness import ARTIFACTS, REPO, ComfyServer, ensure_comfyui
 from .test_workflows import CPU_OPTIONS, CPU_OVERRIDES
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser]
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.usefixtures("chromedriver")]
 
 NAMES = sorted(p.stem for p in (REPO / "example_workflows").glob("*.json"))
 SKIP_API_KEYS = {"audioUI"}  # front-end-only widget values the editor includes in prompts
 
 
-@pytest.fixture(scope="module")
-def editor(comfy_server):
-    if chromedriver_path() is None:
-        pytest.skip(
-            "chromedriver not installed (scripts/test.sh installs chromium + chromium-driver with apt-get)"
-        )
-    driver = open_editor(comfy_server.url)
-    driver.set_script_timeout(60)
+@pytest.fixture(scope="session")
+def chromedriver() -> str:
+    return need_browser()  # skips locally; fails under CI=true (before a server is started)
+
+
+@dataclass
+class Editor:
+    server: ComfyServer
+    driver: object
+    front_end: FrontEnd
+
+    def screenshot(self, name: str) -> None:
+        """The canvas, fitted to the graph, no dialog over it."""
+        close_dialogs(self.driver)
+        assert dialogs_open(self.driver) == 0, "a dialog covers the canvas"
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.driver.save_screenshot(str(ARTIFACTS / f"browser_{self.front_end.name}_{name}.png"))
+
+
+@pytest.fixture(scope="module", params=FRONT_ENDS, ids=lambda f: f.name)
+def editor(request, chromedriver, tiny_models, tmp_path_factory):
+    front_end: FrontEnd = request.param
+    ensure_comfyui()
+    server = ComfyServer(
+        tmp_path_factory.mktemp(f"browser_{front_end.name}"),
+        tiny_models,
+        name=f"browser-{front_end.name}",
+        front_end=front_end.static_root(),
+    )
+    server.start()
+    driver = None
+    log = ARTIFACTS / f"browser-console-{front_end.name}.log"
     try:
-        yield driver
+        prepare_settings(server, front_end)
+        driver = open_editor(server.url)
+        driver.set_script_timeout(60)
+        log.write_text("")
+        yield Editor(server, driver, front_end)
     finally:
-        driver.quit()
+        if driver is not None:
+            driver.quit()
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_console_errors_from_our_scripts(editor):
+    """After each test: the console holds no error from the pack's scripts (all entries kept in a log)."""
+    yield
+    entries = console_entries(editor.driver)
+    log = ARTIFACTS / f"browser-console-{editor.front_end.name}.log"
+    with log.open("a") as f:
+        f.writelines(f"{e['level']} {e['message']}\n" for e in entries)
+    errors = errors_from_our_scripts(entries)
+    assert not errors, errors
 
 
 LOAD_JS = """
@@ -53,8 +113,10 @@ const done = arguments[arguments.length - 1];
     }
   }
   const p = await window.app.graphToPrompt();
-  done(JSON.stringify({prompt: p.output, combine: String(window.app.graph._nodes.find(
-    (n) => n.type === "InfiniteTalkVideoCombine").id)}));
+  await new Promise((r) => setTimeout(r, 500));
+  const combine = window.app.graph._nodes.find((n) => n.type === "InfiniteTalkVideoCombine");
+  done(JSON.stringify({prompt: p.output, combine: combine ? String(combine.id) : null,
+    vueNodes: document.querySelectorAll("[data-node-id]").length}));
 })().catch((e) => done(JSON.stringify({error: String(e && e.stack || e)})));
 """
 
@@ -80,27 +142,30 @@ def _with_overrides(prompt: dict, overrides: dict) -> dict:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_workflow_in_editor(comfy_server, editor, name):
+def test_workflow_in_editor(editor, name):
+    comfy_server, driver = editor.server, editor.driver
     overrides = _overrides(1234)
     url = f"/api/workflow_templates/ComfyUI-InfiniteTalk/{name}.json"
-    result = json.loads(editor.execute_async_script(LOAD_JS, url, overrides))
+    result = json.loads(driver.execute_async_script(LOAD_JS, url, overrides))
     assert "error" not in result, result.get("error")
-    text = body_text(editor)
+    # the configuration's node mode is really on: Vue renders each node as an element with data-node-id
+    assert (result["vueNodes"] > 0) == editor.front_end.vue_nodes, result["vueNodes"]
+    assert vue_nodes_active(driver) == editor.front_end.vue_nodes
+    text = body_text(driver)
     assert "missing nodes" not in text.lower(), text[:2000]
     # the UI file and its API twin describe the same graph
     twin = json.loads((REPO / "example_workflows" / "api" / f"{name}_api.json").read_text())
     assert _strip(result["prompt"]) == _strip(_with_overrides(twin, overrides))
 
     before = set(comfy_server.get("/history") or {})
-    editor.execute_script("window.app.queuePrompt(0, 1)")
+    driver.execute_script("window.app.queuePrompt(0, 1)")
     entry = _wait_new_history(comfy_server, before, timeout=900)
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
     filename = entry["outputs"][result["combine"]]["images"][0]["filename"]
-    assert _wait_preview(editor, filename, timeout=30), f"{filename} not shown in the editor"
-    assert "Prompt outputs failed validation" not in body_text(editor)
-    ARTIFACTS.mkdir(exist_ok=True)
-    close_dialogs(editor)
-    editor.save_screenshot(str(ARTIFACTS / f"browser_{name}.png"))
+    _focus(driver, result["combine"])
+    assert _wait_preview(driver, filename, timeout=30), f"{filename} not shown in the editor"
+    assert "Prompt outputs failed validation" not in body_text(driver)
+    editor.screenshot(name)
 
 
 LEGACY_UI = sorted(p.stem for p in (REPO / "tests" / "legacy").glob("*.json") if not p.stem.endswith("_api"))
@@ -125,18 +190,19 @@ def _canonical(prompt: dict) -> dict:
 
 
 @pytest.mark.parametrize("name", LEGACY_UI)
-def test_legacy_workflow_in_editor(comfy_server, editor, name):
+def test_legacy_workflow_in_editor(editor, name):
     """A workflow saved with the old 26-input Sampler loads migrated: the expert values sit on a new options
     node, the graph equals the current twin, and it runs from the page."""
+    comfy_server, driver = editor.server, editor.driver
     legacy = json.loads((REPO / "tests" / "legacy" / f"{name}.json").read_text())
     sampler = next(n for n in legacy["nodes"] if n["type"] == "InfiniteTalkSampler")
     assert len(sampler["widgets_values"]) == len(LEGACY_WIDGETS)
     overrides = _overrides(4321)
     for key, value in {**overrides["InfiniteTalkSampler"], **CPU_OPTIONS}.items():
         sampler["widgets_values"][LEGACY_WIDGETS.index(key)] = value  # saved values, not set in the page
-    result = json.loads(editor.execute_async_script(LOAD_JS, legacy, {}))
+    result = json.loads(driver.execute_async_script(LOAD_JS, legacy, {}))
     assert "error" not in result, result.get("error")
-    assert "missing nodes" not in body_text(editor).lower()
+    assert "missing nodes" not in body_text(driver).lower()
     twin = json.loads((REPO / "example_workflows" / "api" / f"{name}_api.json").read_text())
     saved = {"InfiniteTalkModelLoader": {"block_swap": 0}}  # the old default, saved in the legacy file
     assert _canonical(result["prompt"]) == _canonical(_with_overrides(twin, {**overrides, **saved}))
@@ -144,26 +210,40 @@ def test_legacy_workflow_in_editor(comfy_server, editor, name):
         return  # the same graph as its twin, which test_workflow_in_editor runs: one queued run is enough
 
     before = set(comfy_server.get("/history") or {})
-    editor.execute_script("window.app.queuePrompt(0, 1)")
+    driver.execute_script("window.app.queuePrompt(0, 1)")
     entry = _wait_new_history(comfy_server, before, timeout=900)
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
-    close_dialogs(editor)
-    editor.save_screenshot(str(ARTIFACTS / f"browser_legacy_{name}.png"))
+    options = next(k for k, v in result["prompt"].items() if v["class_type"] == "InfiniteTalkSamplerOptions")
+    _focus(driver, options, scale=0.6)  # the options node the migration added, linked to the sampler
+    editor.screenshot(f"legacy_{name}")
 
 
-def test_options_node_saved_before_the_storage_widget(comfy_server, editor):
+def test_options_node_saved_before_the_storage_widget(editor):
     """An options node saved before its last widget (storage) loads with its saved values in place and
     storage at its default: the prompt equals the current twin's."""
+    driver = editor.driver
     name = "infinitetalk_image_to_video"
     graph = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
     options = next(n for n in graph["nodes"] if n["type"] == "InfiniteTalkSamplerOptions")
     assert options["widgets_values"].pop() == "h264"  # the layout saved before the widget existed
     options["widgets_values"][2] = 33  # frame_num: a saved value that must stay where it was
-    result = json.loads(editor.execute_async_script(LOAD_JS, graph, {}))
+    result = json.loads(driver.execute_async_script(LOAD_JS, graph, {}))
     assert "error" not in result, result.get("error")
     twin = json.loads((REPO / "example_workflows" / "api" / f"{name}_api.json").read_text())
     expected = _with_overrides(twin, {"InfiniteTalkSamplerOptions": {"frame_num": 33}})
     assert _strip(result["prompt"]) == _strip(expected)
+
+
+def _focus(driver, node_id: str, scale: float = 0.8) -> None:
+    """The node in the middle of the view at a scale where its widgets and previews are drawn."""
+    driver.execute_script(
+        "const node = window.app.graph.getNodeById(Number(arguments[0]));"
+        "window.app.canvas.ds.scale = arguments[1]; window.app.canvas.centerOnNode(node);"
+        "window.app.graph.setDirtyCanvas(true, true);",
+        node_id,
+        scale,
+    )
+    time.sleep(0.5)
 
 
 def _wait_new_history(server, before: set, timeout: float) -> dict:
@@ -196,27 +276,29 @@ return {videos, text: document.body.innerText, hasNode: !!node};
 """
 
 
-def test_windows_are_previewed_while_the_sampler_runs(comfy_server, editor):
+def test_windows_are_previewed_while_the_sampler_runs(editor):
     """Watch while it is made: the first finished window plays in the editor (on the Video Combine node
     the frames go to) before the run ends.
 
     4 s of speech in 17-frame windows (12 new frames each) is 8 windows here, so the run is still going
     when window 1 is shown; the test then cancels it (what was generated stays for a resume).
     """
+    comfy_server, driver = editor.server, editor.driver
     name = "infinitetalk_image_to_video"
     overrides = {
         "InfiniteTalkSampler": {**CPU_OVERRIDES, "seed": 4242, "steps": 3},
         "InfiniteTalkSamplerOptions": {**CPU_OPTIONS, "max_frames": 0},
     }
     url = f"/api/workflow_templates/ComfyUI-InfiniteTalk/{name}.json"
-    result = json.loads(editor.execute_async_script(LOAD_JS, url, overrides))
+    result = json.loads(driver.execute_async_script(LOAD_JS, url, overrides))
     assert "error" not in result, result.get("error")
     sampler = next(k for k, v in result["prompt"].items() if v["class_type"] == "InfiniteTalkSampler")
+    _focus(driver, result["combine"])  # where the window clips play
     before = set(comfy_server.get("/history") or {})
-    editor.execute_script("window.app.queuePrompt(0, 1)")
+    driver.execute_script("window.app.queuePrompt(0, 1)")
     deadline, seen = time.monotonic() + 600, None
     while time.monotonic() < deadline and seen is None:
-        state = editor.execute_script(PREVIEW_JS, sampler)
+        state = driver.execute_script(PREVIEW_JS, sampler)
         previews = [v for v in state["videos"] if "window_0" in v["src"] and "type=temp" in v["src"]]
         if previews:
             seen = previews[0]
@@ -231,7 +313,7 @@ def test_windows_are_previewed_while_the_sampler_runs(comfy_server, editor):
     # it is a real, playable video (the browser read its header and duration)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        state = editor.execute_script(PREVIEW_JS, sampler)
+        state = driver.execute_script(PREVIEW_JS, sampler)
         playable = [
             v for v in state["videos"] if "window_0" in v["src"] and v["ready"] >= 1 and v["duration"] > 0
         ]
@@ -240,10 +322,94 @@ def test_windows_are_previewed_while_the_sampler_runs(comfy_server, editor):
         time.sleep(0.5)
     assert playable, state["videos"]
     assert 0.5 < playable[0]["duration"] < 1.0  # one window: 17 frames at 25 fps (0.68 s)
-    ARTIFACTS.mkdir(exist_ok=True)
-    close_dialogs(editor)
-    editor.save_screenshot(str(ARTIFACTS / "browser_window_preview.png"))
+    editor.screenshot("window_preview")
+    # the run is still going (8 windows, the first just shown): the cancel must stop it, not find it done
+    assert comfy_server.get("/queue")["queue_running"], "the run ended before the test could cancel it"
     comfy_server.post("/interrupt")
     entry = _wait_new_history(comfy_server, before, timeout=300)
     kinds = [m[0] for m in entry["status"]["messages"]]
-    assert "execution_interrupted" in kinds or entry["status"]["status_str"] == "success", kinds
+    assert "execution_interrupted" in kinds and entry["status"]["status_str"] == "error", kinds
+
+
+AUDIO_JS = """
+const done = arguments[arguments.length - 1];
+(async () => {
+  const node = window.app.graph._nodes.find((n) => n.type === "InfiniteTalkLoadAudio");
+  const player = node.widgets.find((w) => w.name === "audioUI");
+  window.app.canvas.ds.scale = 1;  // at full size, the node in the middle of the view
+  window.app.canvas.centerOnNode(node);
+  window.app.graph.setDirtyCanvas(true, true);
+  await new Promise((r) => setTimeout(r, 1000));
+  const audio = Array.from(document.querySelectorAll("audio")).find((a) => a.src.includes(arguments[0]));
+  if (!audio) return done(JSON.stringify({player: !!player, audio: null}));
+  audio.muted = true;
+  await audio.play();
+  await new Promise((r) => setTimeout(r, 1500));
+  done(JSON.stringify({player: !!player, audio: {src: audio.src, time: audio.currentTime, paused: audio.paused,
+    duration: audio.duration,
+    // the classic canvas shows the <audio> controls; the Vue node mode hides it inside its own player
+    visible: audio.getBoundingClientRect().width > 0 || audio.parentElement.getBoundingClientRect().width > 0}}));
+})().catch((e) => done(JSON.stringify({error: String(e && e.stack || e)})));
+"""
+
+
+def test_load_audio_has_a_player_that_plays(editor):
+    """InfiniteTalk Load Audio shows ComfyUI's audio player with the chosen file, and it plays."""
+    driver = editor.driver
+    url = "/api/workflow_templates/ComfyUI-InfiniteTalk/infinitetalk_image_to_video.json"
+    result = json.loads(driver.execute_async_script(LOAD_JS, url, {}))
+    assert "error" not in result, result.get("error")
+    time.sleep(1)
+    state = json.loads(driver.execute_async_script(AUDIO_JS, "infinitetalk_speech.wav"))
+    assert "error" not in state, state["error"]
+    assert state["player"] and state["audio"] is not None, state
+    audio = state["audio"]
+    assert "type=input" in audio["src"] and audio["visible"], audio
+    assert audio["time"] > 0.2 and not audio["paused"] and audio["duration"] > 1, audio  # it really plays
+    editor.screenshot("load_audio_player")
+
+
+DOCTOR_JS = """
+const done = arguments[arguments.length - 1];
+(async () => {
+  window.app.graph.clear();
+  const node = LiteGraph.createNode("InfiniteTalkDoctor");
+  node.pos = [100, 100];
+  window.app.graph.add(node);
+  await new Promise((r) => setTimeout(r, 500));
+  done(JSON.stringify({id: String(node.id)}));
+})().catch((e) => done(JSON.stringify({error: String(e && e.stack || e)})));
+"""
+
+REPORT_JS = """
+const node = window.app.graph.getNodeById(Number(arguments[0]));
+const widget = (node.widgets || []).find((w) => w.name === "report_text");
+const boxes = Array.from(document.querySelectorAll("textarea.infinitetalk-doctor-report"));
+return {widget: widget ? String(widget.value) : null, serialize: widget ? widget.serialize : null,
+  shown: boxes.filter((b) => b.getBoundingClientRect().width > 0).map((b) => b.value)};
+"""
+
+
+def test_doctor_report_is_shown_on_the_node(editor):
+    """Queued alone, InfiniteTalk Doctor shows its report in a read-only text box on the node."""
+    comfy_server, driver = editor.server, editor.driver
+    result = json.loads(driver.execute_async_script(DOCTOR_JS))
+    assert "error" not in result, result.get("error")
+    before = set(comfy_server.get("/history") or {})
+    driver.execute_script("window.app.queuePrompt(0, 1)")
+    entry = _wait_new_history(comfy_server, before, timeout=300)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+    report = entry["outputs"][result["id"]]["text"]
+    report = "\n".join(report) if isinstance(report, list) else report
+    deadline, state = time.monotonic() + 30, None
+    while time.monotonic() < deadline:
+        state = driver.execute_script(REPORT_JS, result["id"])
+        if state["widget"] and state["shown"]:
+            break
+        time.sleep(0.5)
+    assert state["widget"] == report and report.strip().splitlines()[-1].endswith("ready"), state
+    assert state["shown"] == [report], state  # the text box on the page holds the report
+    assert state["serialize"] is False  # never saved with the workflow
+    driver.execute_script("window.app.extensionManager?.command?.execute?.('Comfy.Canvas.FitView')")
+    time.sleep(0.5)
+    editor.screenshot("doctor_report")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 
 import pytest
 
@@ -20,6 +19,9 @@ LOADER_FOLDERS = {
     "InfiniteTalkVAELoader": {"name": "vae"},
     "InfiniteTalkAudioEncoderLoader": {"name": "audio_encoders"},
     "InfiniteTalkKokoroLoader": {"name": "kokoro"},
+    "CLIPLoader": {"clip_name": "text_encoders"},  # ComfyUI's own loaders (infinitetalk_comfyui_loaders)
+    "VAELoader": {"vae_name": "vae"},
+    "CLIPVisionLoader": {"clip_name": "clip_vision"},
 }
 
 
@@ -68,10 +70,22 @@ def test_offline_fails_fast_with_one_line(tmp_path, monkeypatch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    start = time.monotonic()
+    import huggingface_hub
+
+    tries, real_connect = [], socket.create_connection
+
+    def connect(address, *args, **kwargs):
+        tries.append(address)
+        return real_connect(address, *args, **kwargs)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a file download was tried after the endpoint was found unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", connect)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
     with pytest.raises(CheckpointError) as err:
         download("comfyui", tmp_path, only=["vae"])
-    assert time.monotonic() - start < 10
+    assert tries == [("127.0.0.1", port)]  # fast = one refused connection, no retries, no per-file tries
     message = str(err.value)
     assert "cannot reach 127.0.0.1" in message and "\n" not in message
     assert not (tmp_path / "vae").exists()

@@ -38,7 +38,8 @@ def test_text_encode_schedule_drives_the_sampler_windows(nodes, encoder, tiny_mo
     )
     assert torch.equal(embeds.by_prompt["a smiling face\nwith bright eyes"], smiling.float())
     assert torch.equal(embeds.positive, calm.float()) and torch.equal(embeds.negative, negative.float())
-    with pytest.raises(Exception, match=r"prompt line 2: \[1:75\] is not a time"):
+    errors = importlib.import_module(f"{PACK_MODULE}.infinitetalk.errors")  # the pack as ComfyUI imports it
+    with pytest.raises(errors.InputError, match=r"prompt line 2: \[1:75\] is not a time"):
         nodes["InfiniteTalkTextEncode"].execute(encoder, "a\n[1:75] b", "")
 
     model = (

@@ -57,7 +57,8 @@ def test_resize_covers_then_centre_crops():
 
 
 def test_crop_offset_rounds_like_torchvision():
-    tv = pytest.importorskip("torchvision.transforms.functional")
+    import torchvision.transforms.functional as tv  # the oracle (scripts/requirements-test.txt)
+
     masks = torch.rand(3, 37, 91) > 0.5
     ours = resize_and_crop_masks(masks, (32, 48))
     # scale = max(32/37, 48/91) = 0.8649 -> (32, ceil(78.7)=79)

@@ -20,7 +20,9 @@ def options(*argv):
 
 
 def test_model_flags_map_to_model_options():
-    assert options().quantization == "none" and options().block_swap == NO_SWAP and options().attention == "auto"
+    assert (
+        options().quantization == "none" and options().block_swap == NO_SWAP and options().attention == "auto"
+    )
     assert options("--quantization", "fp8_e4m3fn").quantization == "fp8_e4m3fn"  # fp8 storage
     assert options("--quant", "int8").quantization == "quanto_int8"  # the reference's flag: optimum-quanto
     assert options("--quant", "fp8").quantization == "quanto_fp8"

@@ -8,6 +8,9 @@ import torch
 
 from infinitetalk.color import lab_to_rgb, match_colors, rgb_to_lab
 from infinitetalk.errors import InputError
+from tests.needs import need_module
+
+SKIMAGE = "pip install -r scripts/requirements-test.txt (scikit-image)"
 
 
 def _frames(seed=0, t=3, h=16, w=20):
@@ -51,13 +54,19 @@ def test_flat_channel_takes_reference_mean():
     flat = torch.zeros(1, 3, 1, 8, 8)  # grey: a and b channels have std 0
     ref = _frames(2, t=1, h=8, w=8)
     out = match_colors(flat, ref, 1.0)
-    assert torch.isfinite(out).all()
+    # every Lab channel of the frame has std 0, so each takes the reference's mean: the whole frame becomes
+    # the one colour whose Lab is the reference mean (0.05 Lab units: float32 sRGB round trip)
+    pixels = out[0, :, 0].permute(1, 2, 0).reshape(-1, 3)
+    assert torch.equal(pixels, pixels[:1].expand_as(pixels))  # still flat
+    ref_lab = rgb_to_lab(((ref[0, :, 0].permute(1, 2, 0) + 1) / 2).reshape(-1, 3))
+    got_lab = rgb_to_lab((pixels[0] + 1) / 2)
+    assert torch.allclose(got_lab, ref_lab.mean(0), atol=0.05), (got_lab, ref_lab.mean(0))
 
 
 # ---------------------------------------------------------------------------- against scikit-image
 def _skimage_reference(source: torch.Tensor, reference: torch.Tensor, strength: float) -> np.ndarray:
     """The reference's algorithm (skimage rgb2lab/lab2rgb, numpy mean/std) re-derived for the test."""
-    color = pytest.importorskip("skimage.color")
+    color = need_module("skimage.color", SKIMAGE)
     src = np.clip((source[0].permute(1, 2, 3, 0).numpy() + 1) / 2, 0, 1)
     ref_lab = color.rgb2lab(np.clip((reference[0, :, 0].permute(1, 2, 0).numpy() + 1) / 2, 0, 1))
     out = []
@@ -73,7 +82,7 @@ def _skimage_reference(source: torch.Tensor, reference: torch.Tensor, strength: 
 
 
 def test_rgb_to_lab_matches_skimage():
-    color = pytest.importorskip("skimage.color")
+    color = need_module("skimage.color", SKIMAGE)
     rgb = np.random.default_rng(0).random((7, 9, 3))
     ours = rgb_to_lab(torch.from_numpy(rgb)).numpy()
     np.testing.assert_allclose(ours, color.rgb2lab(rgb), atol=1e-6)  # float64 both sides

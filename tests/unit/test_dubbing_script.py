@@ -14,9 +14,9 @@ from PIL import Image
 from infinitetalk.dubbing import FaceOnlyCompositor, FaceOnlyOptions, match_region_colors
 from infinitetalk.errors import InputError
 from infinitetalk.media import audio_num_frames, srt_parse
-from infinitetalk.pipeline import plan_windows, window_prompts
 from infinitetalk.script import load_script, parse_script, render_script
 from infinitetalk.sinks import MemorySink
+from infinitetalk.windows import plan_windows, window_prompts
 from tests.photos import grace_hopper
 from tests.unit.test_pipeline import (
     audio_embedding,

@@ -113,6 +113,25 @@ def test_umt5_matches_reference_maths_and_trims(files):
     assert len(out[0]) > 16
 
 
+def test_umt5_encodes_a_long_schedule_in_bounded_batches(files):
+    """A prompt schedule may hold 200 prompts: umT5 sees at most ENCODE_BATCH of them at a time, each prompt
+    encoded as it would be alone (a padded row does not change the others)."""
+    from infinitetalk.encoders import load_text_encoder
+    from infinitetalk.validation import ENCODE_BATCH
+
+    enc = load_text_encoder(files["umt5_pth"])
+    prompts = [f"take {i}: she talks " + "softly " * (i % 5) for i in range(2 * ENCODE_BATCH + 3)]
+    batches = []
+    forward = enc.model.forward
+    enc.model.forward = lambda input_ids, **kw: (
+        batches.append(len(input_ids)) or forward(input_ids=input_ids, **kw)
+    )
+    out = enc.encode(prompts)
+    assert batches == [ENCODE_BATCH, ENCODE_BATCH, 3]
+    for prompt, got in zip(prompts[::5], out[::5], strict=True):
+        torch.testing.assert_close(got, enc.encode([prompt])[0], rtol=1e-5, atol=1e-5)
+
+
 def test_umt5_tokenizer_json_and_embedded_sentencepiece_agree(files):
     from infinitetalk.encoders.text import load_tokenizer
     from infinitetalk.loading.state_dict import open_checkpoint

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from infinitetalk.config import SpeakerRegions
 from infinitetalk.errors import InputError
 from infinitetalk.faces import Face, detect_faces, feathered_mask, track_faces
 from infinitetalk.pipeline import speaker_masks
@@ -22,9 +21,10 @@ from infinitetalk.portrait import (
     find_speakers,
     head_and_shoulders_box,
 )
+from tests.needs import need_module
 from tests.photos import ASTRONAUT_FACE, GRACE_FACE, astronaut, grace_hopper, iou, two_people
 
-pytest.importorskip("cv2")
+need_module("cv2", "pip install -r requirements.txt (opencv-python-headless<5)")
 
 
 @pytest.fixture(scope="module")
@@ -185,9 +185,20 @@ def test_one_face_in_a_two_speaker_run_is_a_clear_error():
         find_speakers(astronaut())
 
 
-def test_regions_type():
-    image, _ = two_people()
-    assert isinstance(find_speakers(image), SpeakerRegions)
+def test_speaker_regions_from_given_faces_follow_the_documented_rule():
+    """Person 1 is the left face whatever the order given; each region spans 2 face widths to each side of
+    its face (docs/PRODUCTION.md), stops short of the midpoint between the faces by margin * w / 4, and runs
+    from half a face height above the face to the bottom, kept margin * h away from the top and bottom."""
+    h, w = 400, 1000
+    right = Face((360, 100, 440, 200), 0.9)  # 80 x 100, centre x 400
+    left = Face((200, 20, 260, 90), 0.8)  # 60 x 70, centre x 230
+    regions = find_speakers(np.full((h, w, 3), 128, np.uint8), faces=[right, left], margin=0.04)
+    assert regions.face_scale == 0.04
+    split, gap = (230 + 400) / 2, 0.04 * w / 4  # 315 and 10
+    assert regions.bboxes == [
+        (230 - 2 * 60, 0.04 * h, split - gap, 0.96 * h),  # 20 - 70 / 2 is above the top margin
+        (split + gap, 100 - 100 / 2, 400 + 2 * 80, 0.96 * h),  # the outer sides: 2 face widths
+    ]
 
 
 # ============================================================================ video helpers

@@ -25,7 +25,7 @@ import traceback
 import numpy as np
 import pytest
 import torch
-from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorDeviceMismatchError, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from infinitetalk.pipeline import (
@@ -33,11 +33,11 @@ from infinitetalk.pipeline import (
     GenerationConfig,
     InfiniteTalkPipeline,
     StillImage,
-    plan_windows,
 )
-from infinitetalk.sampling import guidance_branches
+from infinitetalk.sampling import call_groups, guidance_branches
 from infinitetalk.sinks import MemorySink
 from infinitetalk.teacache import TeaCache, TeaCacheConfig
+from infinitetalk.windows import plan_windows
 
 CUDA = torch.device("cuda", 0)
 WAN = ("weights", "Wan2.1-I2V-14B-480P")
@@ -162,7 +162,7 @@ def test_audit_catches_every_kind_of_host_sync():
         bool(x[0] > 0)
         x.cpu()
         torch.ones(2).sum().item()  # host tensor: no sync
-        with pytest.raises(Exception, match="cuda:0 and cpu"):
+        with pytest.raises(FakeTensorDeviceMismatchError, match="cuda:0 and cpu"):
             x + torch.ones(4)  # the device mix a GPU rejects
     assert [kind for kind, _ in audit.syncs] == ["item/tolist/bool"] * (1 + 4 + 1)  # item, 4 x tolist, bool
     assert [shape for shape, _ in audit.to_host] == [(4,)]
@@ -178,7 +178,7 @@ def test_dit_forward_on_fake_cuda(tiny_root, dtype, speakers):
     model = fake_dit(tiny_root, mode, dtype, speakers)
     compute = torch.bfloat16 if dtype == torch.float8_e4m3fn else dtype
     assert model.compute_dtype == compute
-    groups = InfiniteTalkPipeline._call_groups(guidance_branches(5.0), speakers, batch=True)
+    groups = call_groups(guidance_branches(5.0), speakers, batch=True)
     with mode, audit, torch.no_grad():
         for group in groups:
             inputs = dit_inputs(model.config, len(group), 1 if group == ("uncond",) else speakers, compute)

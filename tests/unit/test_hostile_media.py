@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import av
@@ -67,11 +66,9 @@ def test_8k_image_is_taken_and_a_bomb_is_refused(tmp_path):
     big = np.zeros((4320, 7680, 3), np.uint8)
     big[:, :, 1] = 200
     Image.fromarray(big).save(tmp_path / "8k.png", compress_level=1)
-    start = time.monotonic()
     image = read_image(tmp_path / "8k.png")
     out = resize_and_crop_image(image, target_size("infinitetalk-480", *image.shape[:2]))
     assert out.shape == (448, 896, 3) and out[..., 1].min() == 200  # the 16:9 bucket of 480p
-    assert time.monotonic() - start < 30  # 33 megapixels: read and resized in seconds
     bomb = tmp_path / "bomb.png"
     Image.new("L", (20000, 20000)).save(bomb, optimize=False, compress_level=9)  # 400 Mpx, small file
     with pytest.raises(InputError) as err:

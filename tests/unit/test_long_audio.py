@@ -24,10 +24,9 @@ from infinitetalk.pipeline import (
     InfiniteTalkPipeline,
     StillImage,
     _hash_tensor,
-    audio_window,
-    padded_audio_length,
 )
 from infinitetalk.sinks import MemorySink, SegmentStore
+from infinitetalk.windows import audio_window, padded_audio_length
 from tests.unit.test_pipeline import (
     FakeAudioEncoder,
     FakeClip,

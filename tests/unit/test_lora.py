@@ -9,6 +9,7 @@ from torch import nn
 
 from infinitetalk.errors import CheckpointError, InputError
 from infinitetalk.lora import lora_deltas, lora_key_map, merge_lora, merge_loras, parse_lora_spec
+from tests.needs import need_module
 
 
 class Attn(nn.Module):
@@ -148,7 +149,7 @@ def test_float8_weight_dequant_merge_requant():
 
 
 def test_quantised_weights_are_refused():
-    quanto = pytest.importorskip("optimum.quanto")
+    quanto = need_module("optimum.quanto", "pip install -r requirements.txt (optimum-quanto)")
     model = TinyDiT()
     quanto.quantize(model.blocks[0], weights=quanto.qint8)
     quanto.freeze(model.blocks[0])

@@ -31,6 +31,7 @@ import torch
 
 from infinitetalk.cli import main
 from infinitetalk.errors import InputError
+from infinitetalk.loading.dit import dit_heads
 from infinitetalk.model.dit import AudioCrossAttention
 from infinitetalk.parallel import SINGLE_PROCESS, ParallelSession, TokenSpan, check_sizes
 from infinitetalk.parallel.launch import process_device
@@ -193,8 +194,8 @@ def test_heads_are_checked_from_the_file_before_loading(tiny_root):
     session = ParallelSession(0, 4, strategy=SimpleNamespace(ulysses_size=4, ring_size=1))
     dit = tiny_root / "models" / "diffusion_models" / "wan2.1_i2v_480p_14B_fp16.safetensors"
     with pytest.raises(InputError, match="does not divide the DiT's 2 attention heads"):
-        session.check_dit_file(dit)
-    ParallelSession().check_dit_file(dit)  # one process: nothing to check
+        session.check_heads(dit_heads(dit))
+    ParallelSession().check_heads(dit_heads(dit))  # one process: nothing to check
 
 
 def test_process_device_under_torchrun():

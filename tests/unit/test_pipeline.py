@@ -17,14 +17,12 @@ from infinitetalk.pipeline import (
     GenerationConfig,
     InfiniteTalkPipeline,
     StillImage,
-    audio_window,
     condition_mask,
-    padded_audio_length,
-    plan_windows,
     speaker_masks,
 )
 from infinitetalk.sinks import MemorySink
 from infinitetalk.tiny.encoders import TINY_WAV2VEC2
+from infinitetalk.windows import audio_window, padded_audio_length, plan_windows
 
 LAYERS, CH = 2, 4  # fake wav2vec2 features
 

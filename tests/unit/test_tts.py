@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("kokoro")
-pytest.importorskip("misaki")
+from tests.needs import need_module  # noqa: E402
+
+need_module("kokoro", "pip install -r requirements.txt (kokoro>=0.9.4)")
+need_module("misaki", "pip install -r requirements.txt (misaki[en,zh]>=0.9.4)")
 
 from kokoro.pipeline import KPipeline  # noqa: E402
 

@@ -1,9 +1,10 @@
-// ComfyUI-InfiniteTalk front-end glue.
+// ComfyUI-InfiniteTalk front-end glue. Works with the front end ComfyUI 0.3.75 pins (1.32.9) and the newer
+// ones, in the classic canvas and in the Vue node mode ("Nodes 2.0"). Only `app` is imported (the extension
+// API); no internal module (scripts/widgets.js) is used.
+import { app } from "../../../scripts/app.js";
+
 // The core audio upload button expects an audio player widget ("audioUI") that the front end only adds to
 // core audio nodes; give InfiniteTalk Load Audio the same player (created before the upload button).
-import { app } from "../../../scripts/app.js";
-import { ComfyWidgets } from "../../../scripts/widgets.js";
-
 app.registerExtension({
   name: "InfiniteTalk.LoadAudioPlayer",
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -17,7 +18,30 @@ app.registerExtension({
   },
 });
 
-// InfiniteTalk Doctor: show the report it returns (ui.text) in a read-only text box on the node.
+// InfiniteTalk Doctor: show the report it returns (ui.text) in a read-only text box on the node: a DOM widget
+// (node.addDOMWidget), which both node modes render; never saved with the workflow.
+const REPORT = "report_text";
+
+function reportWidget(node) {
+  const found = node.widgets?.find((w) => w.name === REPORT);
+  if (found) return found;
+  const area = document.createElement("textarea");
+  area.readOnly = true;
+  area.spellcheck = false;
+  area.className = "comfy-multiline-input infinitetalk-doctor-report";
+  Object.assign(area.style, { fontFamily: "monospace", width: "100%", height: "100%", resize: "none" });
+  const widget = node.addDOMWidget(REPORT, "infinitetalk_report", area, {
+    getValue: () => area.value,
+    setValue: (value) => {
+      area.value = value ?? "";
+    },
+    getMinHeight: () => 240,
+    serialize: false,
+  });
+  widget.serialize = false;
+  return widget;
+}
+
 app.registerExtension({
   name: "InfiniteTalk.DoctorReport",
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -27,15 +51,9 @@ app.registerExtension({
       onExecuted?.apply(this, arguments);
       const text = Array.isArray(message?.text) ? message.text.join("\n") : message?.text;
       if (typeof text !== "string") return;
-      let widget = this.widgets?.find((w) => w.name === "report_text");
-      if (!widget) {
-        widget = ComfyWidgets["STRING"](this, "report_text", ["STRING", { multiline: true }], app).widget;
-        widget.inputEl.readOnly = true;
-        widget.inputEl.style.fontFamily = "monospace";
-        widget.serialize = false;
-      }
-      widget.value = text;
+      reportWidget(this).value = text;
       this.setSize([Math.max(this.size[0], 720), Math.max(this.size[1], 420)]);
+      this.setDirtyCanvas?.(true, true);
     };
   },
 });
