@@ -32,6 +32,7 @@ import torch
 
 from .color import anchor_regions, region_drift
 from .errors import InputError
+from .faces import detect_faces, feathered_mask
 from .telemetry import frame_rms
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,6 @@ def add_silence_noise_floor(wave_16k: np.ndarray, db: float, seed: int = NOISE_S
 def anchor_window(video: torch.Tensor, reference: torch.Tensor, threshold: float) -> torch.Tensor:
     """``video (1, 3, T, H, W)`` in [-1, 1], anchored region by region to ``reference (1, 3, 1, H, W)`` when its
     face or background colour is more than ``threshold`` ΔE from the reference's; else ``video`` itself."""
-    from .faces import detect_faces, feathered_mask
 
     ref_rgb = ((reference[0, :, 0].float().permute(1, 2, 0) + 1) * 127.5).clamp(0, 255).byte().cpu().numpy()
     faces = detect_faces(ref_rgb, landmarks=False)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import spill
+from .antidrift import add_silence_noise_floor
 from .errors import InputError
 from .media.audio import combine_soundtracks, combine_speakers, prepare_speech
 
@@ -97,8 +98,6 @@ def prepare_audio(
     else:
         mix = tracks[0]
     if noise_floor_db is not None:
-        from .antidrift import add_silence_noise_floor
-
         tracks = [add_silence_noise_floor(t, noise_floor_db) for t in tracks]
     mix = spill.spill_array(np.asarray(mix, np.float32), spill_dir)
     wave = soundtrack.wave if len(speakers) == 1 else spill.spill_array(soundtrack.wave, spill_dir)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .antidrift import check_noise_floor
 from .attention import BACKENDS
 from .audio_embedding import prepare_audio
 from .buckets import target_size
@@ -601,7 +602,6 @@ def check_arguments(args: argparse.Namespace, session: ParallelSession):
     check_config(config, size_name="--size")
     if args.resume and args.seed < 0:
         raise InputError("--resume needs a fixed --seed (the interrupted run's seed)")
-    from .antidrift import check_noise_floor
 
     check_noise_floor(args.silence_noise_floor, name="--silence_noise_floor")
     if not 0 <= args.crf <= 51:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .antidrift import anchor_window
 from .audio_embedding import AudioEmbedding, ModelManager, prepare_audio
 from .buckets import default_shift, image_to_tensor, resize_and_crop_image, resize_and_crop_masks, target_size
 from .color import match_colors
@@ -541,8 +542,6 @@ class InfiniteTalkPipeline:
         self._offload("vae")
         video = match_colors(video, enc.color_reference, config.color_correction_strength)
         if config.color_anchor > 0:
-            from .antidrift import anchor_window
-
             video = anchor_window(video, enc.color_reference, config.color_anchor)
         return video
 
@@ -668,7 +667,9 @@ class InfiniteTalkPipeline:
         self.sink_window(video, plan, sink, frame_filter)
         motion_frames = video[:, :, -config.motion_frame :].float().contiguous()  # (1, 3, m, H, W)
         if config.latent_motion:  # the window's last latents: (1, 16, (m - 1) // 4 + 1, h, w)
-            motion_frames = latent[:, :, -((config.motion_frame - 1) // VAE_STRIDE_T + 1) :].float().contiguous()
+            motion_frames = (
+                latent[:, :, -((config.motion_frame - 1) // VAE_STRIDE_T + 1) :].float().contiguous()
+            )
         if isinstance(sink, ResumableSink):
             sink.commit(plan.index, self._state(plan, motion_frames, generator))
         return motion_frames

@@ -28,8 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from .errors import InfiniteTalkError, InputError
+from .media import VideoReader, prepare_speech, read_image
+from .media.stream import SPEECH_SR, StreamResampler, iter_audio, probe_audio
 from .telemetry import (
     MIN_MOTION,
     DriftMeter,
@@ -37,7 +40,10 @@ from .telemetry import (
     format_time,
     frame_rms,
     measure_frames,
+    observe,
+    speech_for_run,
 )
+from .validation import check_window
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +98,6 @@ def _atomic(path: Path, data: bytes) -> None:
 
 # ============================================================================ the chart
 def _font(size: int):
-    from PIL import ImageFont
 
     return ImageFont.load_default(size=size)
 
@@ -181,7 +186,6 @@ def _top(values: Sequence[float], floor: float) -> float:
 
 def render_chart(summary: dict[str, Any], title: str = ""):
     """A PIL image: header (length, verdict, warnings) and five panels over time."""
-    from PIL import Image, ImageDraw
 
     recs, seconds = summary.get("windows", []), float(summary.get("seconds") or 0.0)
     t, warnings = summary.get("thresholds", {}), summary.get("warnings", [])
@@ -348,7 +352,6 @@ class RunReport:
     def __init__(
         self, reference: np.ndarray, audio, folder=None, *, regions=None, tracks=None, title: str = ""
     ):
-        from .telemetry import speech_for_run
 
         boxes = regions.bboxes if regions is not None and getattr(regions, "bboxes", None) else None
         self.meter = DriftMeter(reference, speech=speech_for_run(audio, tracks), speaker_boxes=boxes)
@@ -357,7 +360,6 @@ class RunReport:
 
     def wrap(self, sink):
         """``sink`` with the telemetry fed by its frames (resumable when ``sink`` is)."""
-        from .telemetry import observe
 
         return observe(sink, self.meter, self._on_window)
 
@@ -387,7 +389,6 @@ def speech_of_file(
     path: str | os.PathLike, num_frames: int, start_frame: int = 0, *, name: str
 ) -> np.ndarray:
     """``bool (num_frames,)`` speech activity of an audio file, decoded block by block (16 kHz mono)."""
-    from .media.stream import SPEECH_SR, StreamResampler, iter_audio
 
     parts: list[np.ndarray] = []
     resampler, pending = None, np.zeros(0, np.float32)
@@ -422,7 +423,6 @@ def report_video(
     speaker_boxes=None,
 ) -> dict[str, Any]:
     """Telemetry of an existing video file against ``reference`` (uint8 RGB), streamed frame by frame."""
-    from .media import VideoReader
 
     reader = VideoReader(video, fps=25)
     n = reader.num_frames
@@ -442,7 +442,6 @@ def report_video(
 
 def speech_of_wave(wave: np.ndarray, sample_rate: int, num_frames: int, start_frame: int = 0) -> np.ndarray:
     """``bool (num_frames,)`` speech activity of a ``(C, N)`` or ``(N,)`` wave at any rate (a host's audio)."""
-    from .media import prepare_speech
 
     speech = prepare_speech(np.asarray(wave, np.float32), int(sample_rate), normalize=False)  # 16 kHz mono
     return activity_from_rms(frame_rms(speech), num_frames, start_frame)
@@ -462,7 +461,6 @@ def report_frames(
 
 
 def _audio_frames(path) -> int:
-    from .media.stream import probe_audio
 
     return int(math.ceil(probe_audio(path).duration * 25))
 
@@ -495,9 +493,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:
-        from .media import read_image
-        from .validation import check_window
-
         check_window(args.frame_num, args.motion_frame)
         if not Path(args.reference).is_file():
             raise InputError(

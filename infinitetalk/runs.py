@@ -336,7 +336,9 @@ class RunResult:
     store: SegmentStore | None  # None on the processes of a torchrun that do not write
     result: GenerationResult
     soundtrack: tuple[np.ndarray, int] | None
-    report: RunReport | None = None  # the drift telemetry (RunOptions.report), ``write(stem)`` beside the output
+    report: RunReport | None = (
+        None  # the drift telemetry (RunOptions.report), ``write(stem)`` beside the output
+    )
 
 
 class GenerationRun:

@@ -38,7 +38,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .buckets import resize_and_crop_image
 from .config import VIDEO_FPS
+from .faces import detect_faces
+from .sinks import ResumableSink
 
 logger = logging.getLogger(__name__)
 
@@ -280,8 +283,6 @@ class DriftMeter:
     def _prepare(self, h: int, w: int) -> None:
         """The reference at the video's size: faces per speaker, Lab statistics of face and background,
         face detail."""
-        from .buckets import resize_and_crop_image
-        from .faces import detect_faces
 
         ref = self.source_reference
         sh, sw = ref.shape[:2]
@@ -392,7 +393,6 @@ class DriftMeter:
 
     def _track(self, frame: np.ndarray, win: _Window) -> None:
         """Follow each speaker's face (detector every ``detect_every`` frames, kept by overlap)."""
-        from .faces import detect_faces
 
         faces = [f.box for f in detect_faces(frame, work_size=DETECT_SIDE, landmarks=False)]
         for k, last in enumerate(self._boxes):
@@ -602,7 +602,9 @@ class DriftMeter:
         self.records = [dict(r) for r in state["records"]]
         self.frame_index = int(state["frame_index"])
         grey = state["prev_grey"]
-        self._prev_grey = None if grey is None else np.asarray(grey.numpy() if torch.is_tensor(grey) else grey)
+        self._prev_grey = (
+            None if grey is None else np.asarray(grey.numpy() if torch.is_tensor(grey) else grey)
+        )
         self._prev_median = state["prev_median"]
         self._boxes = None if state["boxes"] is None else [tuple(b) for b in state["boxes"]]
         self._window = None
@@ -727,7 +729,6 @@ class ResumableTelemetrySink(TelemetrySink):
 
 def observe(sink, meter: DriftMeter, on_window=None) -> TelemetrySink:
     """``sink`` with ``meter`` fed by its frames; resumable when ``sink`` is."""
-    from .sinks import ResumableSink
 
     cls = ResumableTelemetrySink if isinstance(sink, ResumableSink) else TelemetrySink
     return cls(sink, meter, on_window)

@@ -54,7 +54,16 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "files and speech",
         ("infinitetalk.loading.identify", "infinitetalk.loading.discover", "infinitetalk.tts"),
     ),
-    ("generation", ("infinitetalk.audio_embedding", "infinitetalk.sinks", "infinitetalk.pipeline")),
+    (
+        "generation",
+        (
+            "infinitetalk.audio_embedding",
+            "infinitetalk.sinks",
+            "infinitetalk.pipeline",
+            "infinitetalk.telemetry",
+            "infinitetalk.antidrift",
+        ),
+    ),
     (
         "front ends",
         (
@@ -63,6 +72,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "infinitetalk.dubbing",
             "infinitetalk.portrait",
             "infinitetalk.script",
+            "infinitetalk.report",
             "infinitetalk.runs",
             "infinitetalk.hub",
             "infinitetalk.doctor",
