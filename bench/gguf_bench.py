@@ -52,7 +52,9 @@ def random_raw(qtype: str, rows: int, cols: int, rng: np.random.Generator) -> to
         return values.to(dtype).view(torch.uint8).reshape(-1)
     blocks = rng.integers(0, 256, size=(rows * cols // n, size), dtype=np.uint8)
     for at in _SCALES[qtype]:
-        blocks[:, at : at + 2] = (rng.standard_normal(len(blocks)) * 0.001).astype(np.float16).view(np.uint8).reshape(-1, 2)
+        blocks[:, at : at + 2] = (
+            (rng.standard_normal(len(blocks)) * 0.001).astype(np.float16).view(np.uint8).reshape(-1, 2)
+        )
     return torch.from_numpy(blocks.reshape(-1))
 
 
@@ -69,14 +71,18 @@ def _best(fn, repeat: int, device: torch.device) -> float:
     return min(times[1:])
 
 
-def bench_dequant(device: torch.device, dtype: torch.dtype, rows: int, cols: int, tokens: int, repeat: int) -> None:
+def bench_dequant(
+    device: torch.device, dtype: torch.dtype, rows: int, cols: int, tokens: int, repeat: int
+) -> None:
     rng = np.random.default_rng(0)
     x = torch.randn(tokens, cols, device=device, dtype=dtype)
     w = torch.randn(rows, cols, device=device, dtype=dtype)
     t_mm = _best(lambda: F.linear(x, w), repeat, device)
     print(f"\n{device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), {dtype}, "
           f"weight {rows}x{cols}, input {tokens} tokens: matmul {t_mm * 1e3:.2f} ms")  # fmt: skip
-    print(f"{'type':6s} {'bits/w':>6s} {'dequant ms':>10s} {'Mweights/s':>11s} {'GB/s read':>9s} {'ratio':>6s}")
+    print(
+        f"{'type':6s} {'bits/w':>6s} {'dequant ms':>10s} {'Mweights/s':>11s} {'GB/s read':>9s} {'ratio':>6s}"
+    )
     for qtype in BLOCKS:
         raw = random_raw(qtype, rows, cols, rng).to(device)
         t = _best(lambda raw=raw, q=qtype: dequantize(raw, q, (rows, cols), dtype), repeat, device)
@@ -168,7 +174,17 @@ print(json.dumps(dict(exit=os.waitstatus_to_exitcode(status), maxrss_kib=usage.r
 
 def child_run(path: Path, dims: dict, shape: tuple[int, int, int]) -> tuple[dict, int]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), MALLOC_MMAP_THRESHOLD_="131072")
-    cmd = [sys.executable, "-c", LAUNCH, sys.executable, "-c", CHILD, str(path), json.dumps(dims), json.dumps(shape)]
+    cmd = [
+        sys.executable,
+        "-c",
+        LAUNCH,
+        sys.executable,
+        "-c",
+        CHILD,
+        str(path),
+        json.dumps(dims),
+        json.dumps(shape),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     lines = out.stdout.strip().splitlines()
     usage = json.loads(lines[-1]) if lines else {"exit": out.returncode}
@@ -208,7 +224,9 @@ def main() -> int:
         bench_dequant(torch.device("cpu"), torch.float32, args.rows, args.cols, args.tokens, args.repeat)
         bench_dequant(torch.device("cpu"), torch.bfloat16, args.rows, args.cols, args.tokens, args.repeat)
         if torch.cuda.is_available():
-            bench_dequant(torch.device("cuda"), torch.bfloat16, args.rows, args.cols, args.tokens, args.repeat)
+            bench_dequant(
+                torch.device("cuda"), torch.bfloat16, args.rows, args.cols, args.tokens, args.repeat
+            )
     if args.part in ("all", "memory"):
         bench_memory(args.dim, args.layers, (128, 128, 9))
     return 0

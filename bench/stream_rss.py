@@ -2,6 +2,7 @@
 
     python bench/stream_rss.py                        # 10 s, 60 s, 300 s of audio, 32x32, 1 step
     python bench/stream_rss.py --seconds 10 60 --size 64x64 --steps 2 --tiny /tmp/tiny
+    python bench/stream_rss.py --seconds 10 60 --size 128x128 --telemetry   # with the drift telemetry
 
 1. Tiny random checkpoints (``infinitetalk.tiny``) are written once into a temporary folder (or
    ``--tiny DIR`` is reused).
@@ -63,6 +64,9 @@ pipe = InfiniteTalkPipeline(
     device="cpu", dtype=torch.float32)
 yy, xx = np.mgrid[0:96, 0:128]
 image = np.stack([xx * 2, yy * 2, np.full_like(xx, 120)], -1).astype(np.uint8)
+if {telemetry}:  # a real face (scikit-image's astronaut), so every measure runs, the face ones included
+    from skimage import data
+    image = np.ascontiguousarray(data.astronaut()[::4, ::4])
 config = GenerationConfig(prompt="a person talking", size={size!r}, steps={steps}, text_scale=1.0, seed=1)
 loaded = rss_mb()
 peak = {{"loop": loaded}}
@@ -73,6 +77,10 @@ def on_progress(event):
     if event.step == 0:
         window_rss.append(rss)
 store = SegmentStore({out!r})
+if {telemetry}:
+    from infinitetalk.report import RunReport
+    report = RunReport(image, audio, Path({out!r}))  # report.png / report.json redrawn after every window
+    store = report.wrap(store)
 t0 = time.time()
 result = pipe.generate(image, audio, config, store, on_progress=on_progress)
 store.finalize(Path({out!r}) / "out.mp4", audio=(audio.waveform_16k_mix, 16000))
@@ -85,10 +93,19 @@ print(json.dumps(dict(seconds=seconds, frames=result.num_frames, windows=result.
 """
 
 
-def run_child(tiny: Path, seconds: float, size: str, steps: int, threads: int, work: Path) -> dict:
+def run_child(
+    tiny: Path, seconds: float, size: str, steps: int, threads: int, work: Path, telemetry: bool = False
+) -> dict:
     out = work / f"run_{seconds:g}s"
     code = CHILD.format(
-        root=str(ROOT), tiny=str(tiny), seconds=seconds, size=size, steps=steps, threads=threads, out=str(out)
+        root=str(ROOT),
+        tiny=str(tiny),
+        seconds=seconds,
+        size=size,
+        steps=steps,
+        threads=threads,
+        out=str(out),
+        telemetry=telemetry,
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -103,6 +120,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tiny", type=Path, default=None, help="reuse tiny checkpoints from this folder")
+    ap.add_argument(
+        "--telemetry", action="store_true", help="measure drift as the frames stream (infinitetalk.report)"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -128,9 +148,10 @@ def main() -> None:
         rows = []
         for s in args.seconds:
             t0 = time.time()
-            rows.append(run_child(tiny, s, args.size, args.steps, args.threads, work))
+            rows.append(run_child(tiny, s, args.size, args.steps, args.threads, work, args.telemetry))
             print(f"  {s:g} s done in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
-    print(f"\nstreaming RSS, tiny weights, {args.size}, {args.steps} step(s), 2-pass guidance, CPU")
+    extra = ", drift telemetry on" if args.telemetry else ""
+    print(f"\nstreaming RSS, tiny weights, {args.size}, {args.steps} step(s), 2-pass guidance, CPU{extra}")
     print(
         f"{'audio':>7} {'frames':>7} {'windows':>7} {'loaded MB':>10} {'loop peak MB':>13} {'ru_maxrss MB':>13} "
         f"{'loop s':>7}"

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import spill
+from .antidrift import add_silence_noise_floor
 from .errors import InputError
 from .media.audio import combine_soundtracks, combine_speakers, prepare_speech
 
@@ -71,6 +72,7 @@ def prepare_audio(
     *,
     spill_dir: str | Path | None = None,
     model_manager: ModelManager | None = None,
+    noise_floor_db: float | None = None,
 ) -> AudioEmbedding:
     """One or two ``(wave, sample_rate)`` tracks -> wav2vec2 features at 25 fps, the 16 kHz speech mix,
     and the soundtrack (the tracks themselves, mixed for ``para``, one after the other for ``add``).
@@ -79,7 +81,9 @@ def prepare_audio(
     buffer, the mix and a two-speaker soundtrack are file-backed above :func:`spill.spill_threshold`
     (in ``spill_dir``; default the system's temp folder). A one-speaker soundtrack is the caller's own
     array, kept as given. ``model_manager`` (optional) moves the encoder in (``load("audio_encoder")``)
-    and out around the encoding.
+    and out around the encoding. ``noise_floor_db``: white noise at this level in the silences of each speech
+    track before wav2vec2 (:func:`infinitetalk.antidrift.add_silence_noise_floor`; None: off); the 16 kHz mix
+    and the soundtrack are untouched.
     """
     if not 1 <= len(speakers) <= 2:
         raise InputError(f"{len(speakers)} audio tracks given: InfiniteTalk drives one or two speakers")
@@ -93,6 +97,8 @@ def prepare_audio(
         tracks = [t1, t2]
     else:
         mix = tracks[0]
+    if noise_floor_db is not None:
+        tracks = [add_silence_noise_floor(t, noise_floor_db) for t in tracks]
     mix = spill.spill_array(np.asarray(mix, np.float32), spill_dir)
     wave = soundtrack.wave if len(speakers) == 1 else spill.spill_array(soundtrack.wave, spill_dir)
     shape = audio_encoder.feature_shape(len(tracks[0]))  # (L, layers, C), all tracks alike

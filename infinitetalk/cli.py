@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .antidrift import check_noise_floor
 from .attention import BACKENDS
 from .audio_embedding import prepare_audio
 from .buckets import target_size
@@ -384,6 +385,35 @@ def _generation_arguments(p: argparse.ArgumentParser) -> None:
         default=d.batch_guidance,
         help="run guidance branches as one batch (more memory)",
     )
+    dr = p.add_argument_group("drift over long runs (docs/TELEMETRY.md; every option off by default)")
+    dr.add_argument(
+        "--no_report",
+        action="store_true",
+        help="do not measure drift: by default OUTPUT.report.png / .json (and report.* in the run folder, "
+        "redrawn after every window) chart colour, sharpness, face position, window joins and mouths in silence",
+    )
+    dr.add_argument(
+        "--silence_noise_floor",
+        type=float,
+        default=None,
+        metavar="DBFS",
+        help="add white noise at this level (about -45) to the silences of the speech before wav2vec2, "
+        "against mouths moving in silence (the soundtrack is untouched)",
+    )
+    dr.add_argument(
+        "--latent_motion",
+        action="store_true",
+        help="carry the motion frames across window joins as latents instead of decoding and re-encoding "
+        "them (one VAE encode less per window, no round-trip loss; approximate, see docs/TELEMETRY.md)",
+    )
+    dr.add_argument(
+        "--color_anchor",
+        type=float,
+        default=0.0,
+        metavar="DE",
+        help="anchor the face and background colours to the reference, region by region, in windows whose "
+        "colour drifts more than this many ΔE (about 4; 0 = off)",
+    )
 
 
 # ============================================================================ inputs
@@ -594,6 +624,8 @@ def _config(args: argparse.Namespace, session: ParallelSession) -> GenerationCon
         use_teacache=args.use_teacache,
         teacache_thresh=args.teacache_thresh,
         batch_guidance=args.batch_guidance,
+        latent_motion=args.latent_motion,
+        color_anchor=args.color_anchor,
     )
 
 
@@ -609,6 +641,8 @@ def check_arguments(args: argparse.Namespace, session: ParallelSession):
     check_config(config, size_name="--size")
     if args.resume and args.seed < 0:
         raise InputError("--resume needs a fixed --seed (the interrupted run's seed)")
+
+    check_noise_floor(args.silence_noise_floor, name="--silence_noise_floor")
     if not 0 <= args.crf <= 51:
         raise InputError(f"--crf {args.crf} is outside 0..51: use 18 (visually lossless) to 28 (small)")
     out = Path(args.output_path or (args.save_file + ".mp4" if args.save_file else "infinitetalk.mp4"))
@@ -712,7 +746,9 @@ def run(args: argparse.Namespace, session: ParallelSession | None = None) -> Pat
     else:
         tracks, normalize, cues = speech_inputs(args, paths.kokoro, seg_dir)
     # 1. audio features first (the encoder is freed before the big models load), 2. the models
-    audio = encode_speech(paths, tracks, args.audio_type, normalize, device, seg_dir)
+    audio = encode_speech(
+        paths, tracks, args.audio_type, normalize, device, seg_dir, args.silence_noise_floor
+    )
     del tracks  # a one-speaker soundtrack lives on in ``audio``
     models = load_models(paths, options, plan, device, args.offload_model, session, lora_specs(args))
     # 3. the one run: per-window segments in the run folder, then the output file
@@ -735,12 +771,16 @@ def _load_script(args):
     return load_script(args.script)
 
 
-def encode_speech(paths: WeightPaths, tracks, audio_type: str, normalize: bool, device, spill_dir: Path):
+def encode_speech(
+    paths: WeightPaths, tracks, audio_type: str, normalize: bool, device, spill_dir: Path, noise_floor_db=None
+):
     """wav2vec2 features of the speaker tracks (the encoder loaded for this only, then freed)."""
 
     with explain_out_of_memory("encoding the audio"):
         encoder = load_audio_encoder(paths.audio_encoder, device=device, dtype=torch.float32)
-        audio = prepare_audio(encoder, tracks, audio_type, normalize, spill_dir=spill_dir)
+        audio = prepare_audio(
+            encoder, tracks, audio_type, normalize, spill_dir=spill_dir, noise_floor_db=noise_floor_db
+        )
     seconds = audio.num_frames / VIDEO_FPS
     logger.info("audio: %d speaker(s), %d frames (%.2f s)", audio.num_speakers, audio.num_frames, seconds)
     return audio
@@ -771,6 +811,7 @@ def run_options(args: argparse.Namespace, audio, session: ParallelSession):
         preset=args.preset,
         resume=args.resume,
         live=not args.no_live,
+        report=not args.no_report,
         soundtrack=soundtrack,
     )
 
@@ -787,6 +828,8 @@ def deliver(done, out: Path, subtitles, args: argparse.Namespace, seg_dir: Path)
         transform=args.presenter_plan.build(getattr(args, "backdrop_color", None)),
         matte=args.matte,
     )
+    if done.report is not None:  # the drift report beside the output: OUTPUT.report.png / .json
+        done.report.write(out.with_suffix(""))
     if not args.keep_segments:
         shutil.rmtree(seg_dir, ignore_errors=True)
     frames, windows = done.result.num_frames, done.result.num_windows

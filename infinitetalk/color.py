@@ -85,3 +85,49 @@ def match_colors(video: torch.Tensor, reference: torch.Tensor, strength: float) 
             fixed = transfer_frame(frame01, ref_mean, ref_std, strength)
             out[b, :, t] = (fixed * 2.0 - 1.0).permute(2, 0, 1).to(video.dtype)
     return out
+
+
+# ============================================================================ regional anchoring
+def _masked_stats(lab: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted per-channel mean and std of ``lab (H, W, 3)`` under ``weight (H, W)`` -> two ``(3,)``."""
+    w = weight[..., None]
+    total = w.sum().clamp_min(1e-6)
+    mean = (lab * w).sum((0, 1)) / total
+    std = (((lab - mean) ** 2 * w).sum((0, 1)) / total).sqrt()
+    return mean, std
+
+
+def region_drift(video: torch.Tensor, reference: torch.Tensor, face: torch.Tensor) -> tuple[float, float]:
+    """Mean ΔE76 over the frames of ``video (1, 3, T, H, W)`` in [-1, 1] between the mean Lab colour of the
+    face region (weights ``face (H, W)`` in [0, 1]) and the reference's, and the same for the background
+    (weights ``1 - face``). ``reference``: ``(1, 3, 1, H, W)`` in [-1, 1]."""
+    ref = rgb_to_lab(((reference[0, :, 0].float().permute(1, 2, 0) + 1) / 2).clamp(0, 1))
+    face = face.to(ref)
+    ref_face, ref_bg = _masked_stats(ref, face)[0], _masked_stats(ref, 1 - face)[0]
+    de_face = de_bg = 0.0
+    for t in range(video.shape[2]):
+        lab = rgb_to_lab(((video[0, :, t].float().permute(1, 2, 0) + 1) / 2).clamp(0, 1))
+        de_face += float((_masked_stats(lab, face)[0] - ref_face).norm())
+        de_bg += float((_masked_stats(lab, 1 - face)[0] - ref_bg).norm())
+    n = max(1, video.shape[2])
+    return de_face / n, de_bg / n
+
+
+def anchor_regions(video: torch.Tensor, reference: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+    """Lab mean/std transfer per region: the face region (soft weights ``face (H, W)``) takes the reference
+    face's statistics, the background the reference background's; the two blend by the weights. Stronger
+    than :func:`match_colors`, which matches the whole frame at once (and so leaves a face that drifted one
+    way and a background that drifted the other)."""
+    ref = rgb_to_lab(((reference[0, :, 0].float().permute(1, 2, 0) + 1) / 2).clamp(0, 1))
+    face = face.to(ref)
+    targets = [_masked_stats(ref, face), _masked_stats(ref, 1 - face)]
+    out = torch.empty_like(video)
+    for t in range(video.shape[2]):
+        lab = rgb_to_lab(((video[0, :, t].float().permute(1, 2, 0) + 1) / 2).clamp(0, 1))
+        parts = []
+        for weight, (ref_mean, ref_std) in zip((face, 1 - face), targets, strict=True):
+            mean, std = _masked_stats(lab, weight)
+            parts.append((lab - mean) * (ref_std / std.clamp_min(1e-6)) + ref_mean)
+        blended = parts[0] * face[..., None] + parts[1] * (1 - face[..., None])
+        out[0, :, t] = (lab_to_rgb(blended) * 2 - 1).permute(2, 0, 1).to(video.dtype)
+    return out

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .antidrift import anchor_window
 from .audio_embedding import AudioEmbedding, ModelManager, prepare_audio
 from .buckets import default_shift, image_to_tensor, resize_and_crop_image, resize_and_crop_masks, target_size
 from .color import match_colors
@@ -94,6 +95,9 @@ class GenerationConfig:
     teacache_use_ret_steps: bool = True
     batch_guidance: bool = False  # one model call for the branches that share a speaker count
     face_scale: float = 0.05  # margin of the automatic left/right speaker halves
+    # ways to bound drift (infinitetalk.antidrift), off by default: frames then exactly as without them
+    latent_motion: bool = False  # carry the motion frames across joins as latents (no decode -> re-encode)
+    color_anchor: float = 0.0  # ΔE: anchor face and background colours to the reference past it (0: off)
 
     @property
     def effective_shift(self) -> float:
@@ -311,7 +315,11 @@ class InfiniteTalkPipeline:
 
     # ------------------------------------------------------------------ stage 2: audio
     def prepare_audio(
-        self, speakers: Sequence[tuple[np.ndarray, int]], audio_type: str = "para", normalize: bool = True
+        self,
+        speakers: Sequence[tuple[np.ndarray, int]],
+        audio_type: str = "para",
+        normalize: bool = True,
+        noise_floor_db: float | None = None,
     ) -> AudioEmbedding:
         """:func:`infinitetalk.audio_embedding.prepare_audio` with this pipeline's audio encoder, model
         manager and spill folder."""
@@ -322,6 +330,7 @@ class InfiniteTalkPipeline:
             normalize,
             spill_dir=self.spill_dir,
             model_manager=self.model_manager,
+            noise_floor_db=noise_floor_db,
         )
 
     # ------------------------------------------------------------------ stage 3: run-wide conditioning
@@ -397,8 +406,11 @@ class InfiniteTalkPipeline:
         )[None]
         cond_image, y, clip = self._reference_conditioning(plan.reference_frame, enc, source, config)
         self._load("vae")
-        pixels = cond_image if motion_frames is None else motion_frames.to(self.device)
-        motion_latents = self.vae.encode(pixels.to(self._vae_dtype())).float()  # (1, 16, n_motion, h, w)
+        if config.latent_motion and motion_frames is not None:  # already latents (antidrift)
+            motion_latents = motion_frames.to(self.device).float()
+        else:
+            pixels = cond_image if motion_frames is None else motion_frames.to(self.device)
+            motion_latents = self.vae.encode(pixels.to(self._vae_dtype())).float()  # (1, 16, n_motion, h, w)
         self._offload("vae")
         audio = audio_window(enc.features, plan.start, config.frame_num, enc.audio_length)[None]
         # (1, S, F, 5, layers, C)
@@ -528,7 +540,10 @@ class InfiniteTalkPipeline:
         self._load("vae")
         video = self.vae.decode(latent.to(self._vae_dtype())).float()
         self._offload("vae")
-        return match_colors(video, enc.color_reference, config.color_correction_strength)
+        video = match_colors(video, enc.color_reference, config.color_correction_strength)
+        if config.color_anchor > 0:
+            video = anchor_window(video, enc.color_reference, config.color_anchor)
+        return video
 
     # ------------------------------------------------------------------ stage 7: output
     @staticmethod
@@ -651,6 +666,10 @@ class InfiniteTalkPipeline:
         video = self.decode(latent, enc, config)  # (1, 3, T, H, W)
         self.sink_window(video, plan, sink, frame_filter)
         motion_frames = video[:, :, -config.motion_frame :].float().contiguous()  # (1, 3, m, H, W)
+        if config.latent_motion:  # the window's last latents: (1, 16, (m - 1) // 4 + 1, h, w)
+            motion_frames = (
+                latent[:, :, -((config.motion_frame - 1) // VAE_STRIDE_T + 1) :].float().contiguous()
+            )
         if isinstance(sink, ResumableSink):
             sink.commit(plan.index, self._state(plan, motion_frames, generator))
         return motion_frames

@@ -47,6 +47,7 @@ from .pipeline import (
     StillImage,
 )
 from .portrait import auto_speaker_regions
+from .report import RunReport
 from .sinks import SEGMENT_CODECS, SegmentStore
 from .validation import explain_out_of_memory, speaker_regions
 
@@ -309,6 +310,7 @@ class RunOptions:
     resume: bool = False
     live: bool = False  # a live HLS playlist in the run folder
     clips: bool = False  # one playable clip per finished window (the Sampler shows them)
+    report: bool = True  # drift telemetry: report.png / report.json in the run folder (infinitetalk.report)
     soundtrack: tuple[np.ndarray, int] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -334,6 +336,9 @@ class RunResult:
     store: SegmentStore | None  # None on the processes of a torchrun that do not write
     result: GenerationResult
     soundtrack: tuple[np.ndarray, int] | None
+    report: RunReport | None = (
+        None  # the drift telemetry (RunOptions.report), ``write(stem)`` beside the output
+    )
 
 
 class GenerationRun:
@@ -399,7 +404,11 @@ class GenerationRun:
         if partial is not None:
             store.on_segment = _chain(lambda info: partial.update(), store.on_segment)
         i, config = self.inputs, self.config
-        sink = store if session is None else session.output_sink(store)
+        report = None
+        if writes and self.options.report:  # drift telemetry as the frames stream (its state resumes too)
+            report = RunReport(i.source.frame(0), i.audio, folder.directory, regions=i.regions)
+        sink = store if report is None else report.wrap(store)
+        sink = sink if session is None else session.output_sink(sink)
         stage = f"sampling at {config.size} with {config.frame_num}-frame windows"
         try:
             with explain_out_of_memory(stage):
@@ -419,7 +428,7 @@ class GenerationRun:
             raise
         if partial is not None:
             partial.discard()
-        return RunResult(store, result, self.soundtrack)
+        return RunResult(store, result, self.soundtrack, report)
 
     def _store(self, folder: RunFolder, on_segment) -> SegmentStore:
         o = self.options

@@ -154,6 +154,8 @@ def check_config(config, *, size_name: str = "size") -> None:
         )
     if not 0.0 <= c.color_correction_strength <= 1.0:
         raise InputError(f"color_correction_strength {c.color_correction_strength} must be in [0, 1]")
+    if not 0.0 <= getattr(c, "color_anchor", 0.0) <= 100.0:
+        raise InputError(f"color_anchor {c.color_anchor} must be a ΔE in 0..100 (about 4; 0 = off)")
     if not c.effective_shift > 0:
         raise InputError(f"shift {c.shift} must be positive (7 at 480p, 11 at 720p)")
     if c.sampler not in SAMPLERS:

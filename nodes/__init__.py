@@ -16,6 +16,7 @@ class InfiniteTalkExtension(ComfyExtension):
             conditioning,
             doctor,
             loaders,
+            report,
             sampler,
             script,
             tts,
@@ -33,6 +34,7 @@ class InfiniteTalkExtension(ComfyExtension):
             *sampler.NODES,
             *video.NODES,
             *compositing.NODES,
+            *report.NODES,
             *checks.NODES,
             *script.NODES,
         ]

@@ -251,6 +251,7 @@ class FrameStream:
     height: int
     fps: int = VIDEO_FPS
     soundtrack: tuple[np.ndarray, int] | None = None  # ((C, N), rate): the user's audio, frame-timed
+    report: object | None = None  # infinitetalk.report.RunReport: drift measured while the frames streamed
 
     @property
     def directory(self) -> Path:

@@ -166,6 +166,18 @@ class AudioEmbed(io.ComfyNode):
                     tooltip="Two speakers only. para: both tracks play together (dialogue tracks "
                     "from TTS are already aligned). add: speaker 1 talks first, then speaker 2.",
                 ),
+                advanced(
+                    io.Float.Input(
+                        "silence_noise_floor",
+                        default=0.0,
+                        min=-90.0,
+                        max=0.0,
+                        step=1.0,
+                        tooltip="Drift: white noise at this level (dBFS, about -45) in the silences of the "
+                        "speech before wav2vec2, against mouths moving in silence; the soundtrack is untouched. "
+                        "0 = off.",
+                    )
+                ),
             ],
             outputs=[
                 io.Custom("INFINITETALK_AUDIO_EMBEDS").Output(
@@ -182,7 +194,9 @@ class AudioEmbed(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, audio_encoder, audio_1, normalize_loudness, mode, audio_2=None) -> io.NodeOutput:
+    def execute(
+        cls, audio_encoder, audio_1, normalize_loudness, mode, audio_2=None, silence_noise_floor=0.0
+    ) -> io.NodeOutput:
         from ..infinitetalk.audio_embedding import prepare_audio
         from ..infinitetalk.validation import check_not_silent
         from ._bridge import ComfyModelManager
@@ -201,6 +215,7 @@ class AudioEmbed(io.ComfyNode):
                 normalize=normalize_loudness,
                 spill_dir=spill_dir(),
                 model_manager=ComfyModelManager({"audio_encoder": audio_encoder}),
+                noise_floor_db=silence_noise_floor or None,
             )
         if audio_2 is None:  # the original AUDIO, not a copy
             return io.NodeOutput(embeds, audio_1)

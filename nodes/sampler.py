@@ -50,6 +50,8 @@ class SamplerOptions:
     face_only: bool = False  # video-to-video: keep the source outside the face
     resume: bool = True
     storage: str = "h264"  # how finished windows are kept: infinitetalk.sinks.SEGMENT_CODECS
+    latent_motion: bool = False  # drift: motion frames carried as latents (infinitetalk.antidrift)
+    color_anchor: float = 0.0  # drift: ΔE past which colours are anchored to the reference (0: off)
 
 
 DEFAULTS = SamplerOptions()
@@ -148,6 +150,23 @@ def _option_inputs() -> list:
             "(small; h264-mp4 output is a remux). h264-lossless: the exact frames, so prores-mov, ffv1-mkv "
             "and png-wav masters are made from them (tens of times larger: about 5 MB per second at 480p). "
             "A run keeps one kind: changing it starts the run over.",
+        ),
+        io.Boolean.Input(
+            "latent_motion",
+            default=d.latent_motion,
+            tooltip="Drift: carry the motion frames across window joins as latents instead of decoding and "
+            "re-encoding them (one VAE encode less per window, no round-trip loss of colour and detail; "
+            "approximate). Off: the reference's way.",
+        ),
+        io.Float.Input(
+            "color_anchor",
+            default=d.color_anchor,
+            min=0.0,
+            max=30.0,
+            step=0.5,
+            tooltip="Drift: in windows whose face or background colour is more than this many ΔE from the "
+            "reference (measured after the colour correction), anchor face and background separately to "
+            "the reference's colours. 0 = off; about 4.",
         ),
     ]
 
@@ -436,7 +455,9 @@ class Sampler(io.ComfyNode):
             if dit_run.swap is not None:
                 dit_run.swap.release()
         w, h = done.store.size
-        frames = _bridge.FrameStream(done.store, done.result.num_frames, w, h, c.FPS, done.soundtrack)
+        frames = _bridge.FrameStream(
+            done.store, done.result.num_frames, w, h, c.FPS, done.soundtrack, done.report
+        )
         _runs.remove_when_released(frames, done.store.directory)  # a finished run goes once ComfyUI drops it
         return frames
 
@@ -485,6 +506,8 @@ def _config(mode, size_name, custom, steps, seed, text_scale, audio_scale, opts:
         use_apg=opts.apg,
         use_teacache=opts.teacache > 0,
         teacache_thresh=opts.teacache or _G.teacache_thresh,
+        latent_motion=opts.latent_motion,
+        color_anchor=opts.color_anchor,
     )
 
 

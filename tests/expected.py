@@ -25,6 +25,7 @@ NODE_IDS = frozenset(
         "InfiniteTalkScript",
         "InfiniteTalkPortraitBackdrop",
         "InfiniteTalkKey",
+        "InfiniteTalkRunReport",
     }
 )
 

@@ -60,7 +60,16 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "files and speech",
         ("infinitetalk.loading.identify", "infinitetalk.loading.discover", "infinitetalk.tts"),
     ),
-    ("generation", ("infinitetalk.audio_embedding", "infinitetalk.sinks", "infinitetalk.pipeline")),
+    (
+        "generation",
+        (
+            "infinitetalk.audio_embedding",
+            "infinitetalk.sinks",
+            "infinitetalk.pipeline",
+            "infinitetalk.telemetry",
+            "infinitetalk.antidrift",
+        ),
+    ),
     (
         "front ends",
         (
@@ -70,6 +79,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "infinitetalk.composite",
             "infinitetalk.portrait",
             "infinitetalk.script",
+            "infinitetalk.report",
             "infinitetalk.runs",
             "infinitetalk.hub",
             "infinitetalk.doctor",
