@@ -181,9 +181,10 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def partial_path(final: str | Path) -> Path:
-    """``talk.mp4`` -> ``talk_partial.mp4``: where the unfinished video of ``final`` is kept."""
+    """``talk.mov`` -> ``talk_partial.mp4``: where the unfinished video of ``final`` is kept (always an H.264
+    mp4, whatever the final format: the file :class:`PartialVideo` writes and removes)."""
     final = Path(final)
-    return final.with_name(final.stem + PARTIAL_SUFFIX + (final.suffix or ".mp4"))
+    return final.with_name(final.stem + PARTIAL_SUFFIX + ".mp4")
 
 
 class PartialVideo:

@@ -144,7 +144,12 @@ def test_cli_under_torchrun_rank0_writes_the_video(two_processes, tiny_root, tmp
     ranks = [json.loads((two_processes / f"cli_rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["rc"] for r in ranks] == [0, 0]
     assert [r["frames_written"] for r in ranks] == [9, 0]  # rank 1 writes nothing
-    assert sorted(p.name for p in (two_processes / "cli").iterdir()) == ["out.mkv"]
+    # the video and its drift report (on by default), no partial file or run folder left
+    assert sorted(p.name for p in (two_processes / "cli").iterdir()) == [
+        "out.mkv",
+        "out.report.json",
+        "out.report.png",
+    ]
     single = tmp_path / "single.mkv"
     with one_thread():
         assert main(cli_argv(tiny_root, two_processes, single)) == 0
