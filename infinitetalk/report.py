@@ -206,8 +206,17 @@ def render_chart(summary: dict[str, Any], title: str = ""):
         y += 18
     top = y + 8
     worst = summary.get("worst", {})
+    panels = (_colour_panel, _sharpness_panel, _face_panel, _seam_panel)  # 1.-4.
+    for k, panel in enumerate(panels):
+        panel(d, top + k * PANEL_H, seconds, recs, t, worst)
+    top += len(panels) * PANEL_H
+    _mouth_panel(d, top, seconds, recs, t, worst, summary.get("mouth", []))  # 5.
+    _time_axis(d, top + PANEL_H, seconds)
+    return image
 
-    # 1. colour
+
+def _colour_panel(d, top: int, seconds: float, recs, t, worst) -> None:
+    """1. Colour distance of face and background to the reference."""
     face, bg = _series(recs, "face_de"), _series(recs, "background_de")
     p = _Panel(
         d,
@@ -226,9 +235,10 @@ def render_chart(summary: dict[str, Any], title: str = ""):
         "window"
     ):
         _mark(p, recs, worst["background_de"], "background_de", lambda v: v > t.get("background_de", 6.0))
-    top += PANEL_H
 
-    # 2. sharpness
+
+def _sharpness_panel(d, top: int, seconds: float, recs, t, worst) -> None:
+    """2. Face sharpness against the reference."""
     sharp = _series(recs, "sharpness")
     p = _Panel(
         d,
@@ -242,9 +252,10 @@ def render_chart(summary: dict[str, Any], title: str = ""):
     p.threshold(t.get("sharpness", 0.6))
     p.line(sharp, COLOURS["sharpness"])
     _mark(p, recs, worst.get("sharpness"), "sharpness", lambda v: v < t.get("sharpness", 0.6))
-    top += PANEL_H
 
-    # 3. face position and size
+
+def _face_panel(d, top: int, seconds: float, recs, t, worst) -> None:
+    """3. Face position and size drift."""
     shift = _series(recs, "face_shift")
     size = [(x, abs(v - 1)) for x, v in _series(recs, "face_size")]
     p = _Panel(
@@ -260,9 +271,10 @@ def render_chart(summary: dict[str, Any], title: str = ""):
     p.line(size, COLOURS["size"])
     p.line(shift, COLOURS["shift"])
     _mark(p, recs, worst.get("face_shift"), "face_shift", lambda v: v > t.get("face_shift", 0.25))
-    top += PANEL_H
 
-    # 4. seams
+
+def _seam_panel(d, top: int, seconds: float, recs, t, worst) -> None:
+    """4. Window joins against the typical change inside windows."""
     seams = [(r["time"], r["seam"]) for r in recs if r.get("seam") is not None]
     p = _Panel(
         d,
@@ -279,10 +291,10 @@ def render_chart(summary: dict[str, Any], title: str = ""):
     if worst.get("seam") and worst["seam"]["window"] < len(recs):
         w = worst["seam"]
         p.mark(recs[w["window"]], w["value"], w["value"] > t.get("seam", 3.0), at=w["time"])
-    top += PANEL_H
 
-    # 5. mouth in silence, per speaker
-    mouths = summary.get("mouth", [])
+
+def _mouth_panel(d, top: int, seconds: float, recs, t, worst, mouths) -> None:
+    """5. Mouth motion in silence against speaking, per speaker."""
     series = []
     for k, m in enumerate(mouths):
         speaking = m.get("speaking")
@@ -310,9 +322,10 @@ def render_chart(summary: dict[str, Any], title: str = ""):
         if m.get("worst") and m["worst"]["window"] < len(recs):
             w = m["worst"]
             p.mark(recs[w["window"]], w["value"], w["value"] > t.get("silent_ratio", 0.5))
-    top += PANEL_H
 
-    # time axis
+
+def _time_axis(d, top: int, seconds: float) -> None:
+    """Time ticks under the last panel."""
     small = _font(12)
     step = _tick_step(seconds)
     k = 0
@@ -321,7 +334,6 @@ def render_chart(summary: dict[str, Any], title: str = ""):
         d.line([(x, top - 18), (x, top - 12)], fill=COLOURS["axis"])
         d.text((x - 14, top - 10), format_time(k * step).split(".")[0], fill=COLOURS["axis"], font=small)
         k += 1
-    return image
 
 
 def _mark(panel: _Panel, recs, worst, name, is_bad) -> None:

@@ -130,6 +130,13 @@ def _option_inputs() -> list:
             tooltip="Two speakers only: 'x0,y0,x1,y1; x0,y0,x1,y1' boxes of person 1 and 2 in source-image "
             "pixels (overrides the sampler's speaker_masks). Empty = masks, else found from the faces.",
         ),
+        *_run_option_inputs(d),
+    ]
+
+
+def _run_option_inputs(d: SamplerOptions) -> list:
+    """Dubbing, resume, segment storage and the ways to bound drift."""
+    return [
         io.Boolean.Input(
             "face_only",
             default=d.face_only,
@@ -217,31 +224,8 @@ class SamplerOptionsNode(io.ComfyNode):
 
 
 # ------------------------------------------------------------------------------------------- sampler node
-def _inputs() -> list:
-    width = io.Int.Input(
-        "width",
-        default=832,
-        min=64,
-        max=OUTPUT_SIDE.hi,
-        step=OUTPUT_SIDE.step,
-        tooltip="Output width in pixels (multiple of 16).",
-    )
-    height = io.Int.Input(
-        "height",
-        default=480,
-        min=64,
-        max=OUTPUT_SIDE.hi,
-        step=OUTPUT_SIDE.step,
-        tooltip="Output height in pixels (multiple of 16).",
-    )
-    size = io.Combo.Input(
-        "size",
-        options=SIZES,
-        default=_G.size,
-        tooltip="Output size: infinitetalk-480 picks the closest aspect bucket of about 640x640 pixels "
-        "(832x480 for 16:9), infinitetalk-720 of about 960x960; the image is resized to cover and "
-        "centre-cropped. custom: width x height.",
-    )
+def _model_inputs() -> list:
+    """The models, the conditioning, the reference (image or video), speaker masks and the options node."""
     return [
         io.Custom("INFINITETALK_MODEL").Input(
             "model", tooltip="From InfiniteTalk Model Loader (optionally through InfiniteTalk LoRA)."
@@ -292,6 +276,36 @@ def _inputs() -> list:
             "colour correction, APG, TeaCache, speaker boxes, face-only dubbing, resume, segment storage). "
             "Not connected: the reference's defaults.",
         ),
+    ]
+
+
+def _inputs() -> list:
+    width = io.Int.Input(
+        "width",
+        default=832,
+        min=64,
+        max=OUTPUT_SIDE.hi,
+        step=OUTPUT_SIDE.step,
+        tooltip="Output width in pixels (multiple of 16).",
+    )
+    height = io.Int.Input(
+        "height",
+        default=480,
+        min=64,
+        max=OUTPUT_SIDE.hi,
+        step=OUTPUT_SIDE.step,
+        tooltip="Output height in pixels (multiple of 16).",
+    )
+    size = io.Combo.Input(
+        "size",
+        options=SIZES,
+        default=_G.size,
+        tooltip="Output size: infinitetalk-480 picks the closest aspect bucket of about 640x640 pixels "
+        "(832x480 for 16:9), infinitetalk-720 of about 960x960; the image is resized to cover and "
+        "centre-cropped. custom: width x height.",
+    )
+    return [
+        *_model_inputs(),
         io.Combo.Input(
             "mode",
             options=["streaming", "clip"],

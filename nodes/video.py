@@ -68,6 +68,176 @@ def _srt_input() -> io.String.Input:
     )
 
 
+def _source_inputs() -> list:
+    """What is written: the sampler's frames or an IMAGE batch, the soundtrack, captions."""
+    return [
+        io.Custom("INFINITETALK_FRAMES").Input(
+            "frames",
+            optional=True,
+            tooltip="Frames from InfiniteTalk Sampler (on disk; carries its soundtrack).",
+        ),
+        io.Image.Input(
+            "images",
+            optional=True,
+            tooltip="Or an IMAGE batch from any node (used when 'frames' is not connected).",
+        ),
+        io.Audio.Input(
+            "audio",
+            optional=True,
+            tooltip="Soundtrack. Default: the one the sampler's frames carry (the audio given to "
+            "Audio Embed, at its own rate and channels). Cut or padded with silence to the video length.",
+        ),
+        *dynamic_combo(
+            io.Combo.Input(
+                "captions",
+                options=CAPTIONS,
+                default="none",
+                tooltip="none: no captions. burn-in: draw the captions of the SRT into the picture "
+                "(re-encodes). subtitle track: add a switchable mov_text subtitle stream.",
+            ),
+            {"burn-in": [_srt_input()], "subtitle track": [_srt_input()]},
+            flat_before=True,  # where the srt socket always was
+        ),
+    ]
+
+
+def _file_inputs() -> list:
+    """Where and how: the file name, the format, the loudness."""
+    return [
+        io.String.Input(
+            "filename_prefix",
+            default="InfiniteTalk/video",
+            tooltip="Output file prefix inside ComfyUI's output folder (sub-folders allowed).",
+        ),
+        io.Combo.Input(
+            "format",
+            options=FORMATS,
+            default="h264-mp4",
+            tooltip="h264-mp4: H.264 (BT.709) + AAC, plays everywhere. prores-mov: ProRes 422 HQ "
+            "10-bit + 24-bit PCM, for editing. ffv1-mkv: lossless RGB + 24-bit PCM, for archiving. "
+            "png-wav: a folder of PNG frames + soundtrack.wav (+ captions.srt), for compositing. "
+            "With alpha (frames from InfiniteTalk Key, or images + mask; straight, not premultiplied): "
+            "prores4444-mov (editing), webm-vp9 (browsers, + Opus), ffv1-rgba-mkv (lossless), png-rgba. "
+            "The preview is an H.264 copy when the browser cannot play the format. For masters made "
+            "from the exact generated frames set storage h264-lossless on InfiniteTalk Sampler Options.",
+        ),
+        io.Combo.Input(
+            "loudness",
+            options=list(LOUDNESS),
+            default="original",
+            tooltip="original: the audio's own level, untouched. Or a delivery target (integrated, "
+            "with a true-peak limiter): -14 LUFS music streaming, -16 podcasts and web video, "
+            "-23 EBU R128 broadcast, -24 ATSC A/85.",
+        ),
+    ]
+
+
+def _encoding_inputs() -> list:
+    """Expert encoding knobs (advanced)."""
+    return [
+        advanced(
+            io.Float.Input(
+                "fps",
+                default=float(c.FPS),
+                min=1.0,
+                max=120.0,
+                step=1.0,
+                tooltip="Frame rate for an IMAGE batch (sampler frames are always 25 fps).",
+            )
+        ),
+        advanced(
+            io.Int.Input(
+                "crf",
+                default=19,
+                min=0,
+                max=51,
+                step=1,
+                tooltip="H.264 quality when encoding (0 lossless, 18-23 typical, 51 worst). The "
+                "sampler's frames stored as H.264 (at 18) are remuxed as they are unless captions are "
+                "burnt in; frames stored lossless are encoded at this crf.",
+            )
+        ),
+        advanced(
+            io.Combo.Input(
+                "preset",
+                options=PRESETS,
+                default="medium",
+                tooltip="x264 speed/size trade-off when encoding H.264 (slower = smaller file, "
+                "same quality).",
+            )
+        ),
+        advanced(
+            io.Float.Input(
+                "true_peak",
+                default=-1.0,
+                min=-9.0,
+                max=0.0,
+                step=0.1,
+                tooltip="True-peak ceiling (dBTP) applied with a loudness target (-1 for EBU R128 "
+                "and most platforms, -2 for some streaming services).",
+            )
+        ),
+    ]
+
+
+def _composite_inputs() -> list:
+    """The presenter over a background (slide or video), the alpha of an IMAGE batch, the matte."""
+    return [
+        io.Image.Input(
+            "background",
+            optional=True,
+            tooltip="A background for the presenter (a slide): the keyed frames go over it at x, y, "
+            "scale and the video is opaque, in any format, at the background's size.",
+        ),
+        io.Video.Input(
+            "background_video",
+            optional=True,
+            tooltip="Or a background video (looped when shorter than the talk).",
+        ),
+        io.Mask.Input(
+            "mask",
+            optional=True,
+            tooltip="Alpha for an 'images' batch (1 = opaque), e.g. from a background-removal node.",
+        ),
+        io.Float.Input(
+            "x",
+            optional=True,  # older saved prompts do not have it
+            default=1.0,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            tooltip="Presenter position across the background: 0 left edge, 0.5 centre, 1 right edge.",
+        ),
+        io.Float.Input(
+            "y",
+            optional=True,  # older saved prompts do not have it
+            default=1.0,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            tooltip="Presenter position down the background: 0 top, 1 standing on the bottom edge.",
+        ),
+        io.Float.Input(
+            "scale",
+            optional=True,  # older saved prompts do not have it
+            default=0.8,
+            min=0.05,
+            max=2.0,
+            step=0.01,
+            tooltip="Presenter height as a fraction of the background's height.",
+        ),
+        advanced(
+            io.Boolean.Input(
+                "matte",
+                optional=True,  # older saved prompts do not have it
+                default=False,
+                tooltip="Alpha formats: also write the alpha alone as a grey video (NAME_matte) for "
+                "editors that want a separate matte.",
+            )
+        ),
+    ]
+
+
 class VideoCombine(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -80,154 +250,7 @@ class VideoCombine(io.ComfyNode):
             "FFV1 lossless mkv, or a PNG sequence + WAV. The sound is the user's own audio (own sample rate "
             "and channels), at its own loudness or a delivery target. Captions from an SRT text: burnt into "
             "the picture or as a subtitle track.",
-            inputs=[
-                io.Custom("INFINITETALK_FRAMES").Input(
-                    "frames",
-                    optional=True,
-                    tooltip="Frames from InfiniteTalk Sampler (on disk; carries its soundtrack).",
-                ),
-                io.Image.Input(
-                    "images",
-                    optional=True,
-                    tooltip="Or an IMAGE batch from any node (used when 'frames' is not connected).",
-                ),
-                io.Audio.Input(
-                    "audio",
-                    optional=True,
-                    tooltip="Soundtrack. Default: the one the sampler's frames carry (the audio given to "
-                    "Audio Embed, at its own rate and channels). Cut or padded with silence to the video length.",
-                ),
-                *dynamic_combo(
-                    io.Combo.Input(
-                        "captions",
-                        options=CAPTIONS,
-                        default="none",
-                        tooltip="none: no captions. burn-in: draw the captions of the SRT into the picture "
-                        "(re-encodes). subtitle track: add a switchable mov_text subtitle stream.",
-                    ),
-                    {"burn-in": [_srt_input()], "subtitle track": [_srt_input()]},
-                    flat_before=True,  # where the srt socket always was
-                ),
-                io.String.Input(
-                    "filename_prefix",
-                    default="InfiniteTalk/video",
-                    tooltip="Output file prefix inside ComfyUI's output folder (sub-folders allowed).",
-                ),
-                io.Combo.Input(
-                    "format",
-                    options=FORMATS,
-                    default="h264-mp4",
-                    tooltip="h264-mp4: H.264 (BT.709) + AAC, plays everywhere. prores-mov: ProRes 422 HQ "
-                    "10-bit + 24-bit PCM, for editing. ffv1-mkv: lossless RGB + 24-bit PCM, for archiving. "
-                    "png-wav: a folder of PNG frames + soundtrack.wav (+ captions.srt), for compositing. "
-                    "With alpha (frames from InfiniteTalk Key, or images + mask; straight, not premultiplied): "
-                    "prores4444-mov (editing), webm-vp9 (browsers, + Opus), ffv1-rgba-mkv (lossless), png-rgba. "
-                    "The preview is an H.264 copy when the browser cannot play the format. For masters made "
-                    "from the exact generated frames set storage h264-lossless on InfiniteTalk Sampler Options.",
-                ),
-                io.Combo.Input(
-                    "loudness",
-                    options=list(LOUDNESS),
-                    default="original",
-                    tooltip="original: the audio's own level, untouched. Or a delivery target (integrated, "
-                    "with a true-peak limiter): -14 LUFS music streaming, -16 podcasts and web video, "
-                    "-23 EBU R128 broadcast, -24 ATSC A/85.",
-                ),
-                advanced(
-                    io.Float.Input(
-                        "fps",
-                        default=float(c.FPS),
-                        min=1.0,
-                        max=120.0,
-                        step=1.0,
-                        tooltip="Frame rate for an IMAGE batch (sampler frames are always 25 fps).",
-                    )
-                ),
-                advanced(
-                    io.Int.Input(
-                        "crf",
-                        default=19,
-                        min=0,
-                        max=51,
-                        step=1,
-                        tooltip="H.264 quality when encoding (0 lossless, 18-23 typical, 51 worst). The "
-                        "sampler's frames stored as H.264 (at 18) are remuxed as they are unless captions are "
-                        "burnt in; frames stored lossless are encoded at this crf.",
-                    )
-                ),
-                advanced(
-                    io.Combo.Input(
-                        "preset",
-                        options=PRESETS,
-                        default="medium",
-                        tooltip="x264 speed/size trade-off when encoding H.264 (slower = smaller file, "
-                        "same quality).",
-                    )
-                ),
-                advanced(
-                    io.Float.Input(
-                        "true_peak",
-                        default=-1.0,
-                        min=-9.0,
-                        max=0.0,
-                        step=0.1,
-                        tooltip="True-peak ceiling (dBTP) applied with a loudness target (-1 for EBU R128 "
-                        "and most platforms, -2 for some streaming services).",
-                    )
-                ),
-                io.Image.Input(
-                    "background",
-                    optional=True,
-                    tooltip="A background for the presenter (a slide): the keyed frames go over it at x, y, "
-                    "scale and the video is opaque, in any format, at the background's size.",
-                ),
-                io.Video.Input(
-                    "background_video",
-                    optional=True,
-                    tooltip="Or a background video (looped when shorter than the talk).",
-                ),
-                io.Mask.Input(
-                    "mask",
-                    optional=True,
-                    tooltip="Alpha for an 'images' batch (1 = opaque), e.g. from a background-removal node.",
-                ),
-                io.Float.Input(
-                    "x",
-                    optional=True,  # older saved prompts do not have it
-                    default=1.0,
-                    min=0.0,
-                    max=1.0,
-                    step=0.01,
-                    tooltip="Presenter position across the background: 0 left edge, 0.5 centre, 1 right edge.",
-                ),
-                io.Float.Input(
-                    "y",
-                    optional=True,  # older saved prompts do not have it
-                    default=1.0,
-                    min=0.0,
-                    max=1.0,
-                    step=0.01,
-                    tooltip="Presenter position down the background: 0 top, 1 standing on the bottom edge.",
-                ),
-                io.Float.Input(
-                    "scale",
-                    optional=True,  # older saved prompts do not have it
-                    default=0.8,
-                    min=0.05,
-                    max=2.0,
-                    step=0.01,
-                    tooltip="Presenter height as a fraction of the background's height.",
-                ),
-                advanced(
-                    io.Boolean.Input(
-                        "matte",
-                        optional=True,  # older saved prompts do not have it
-                        default=False,
-                        tooltip="Alpha formats: also write the alpha alone as a grey video (NAME_matte) for "
-                        "editors that want a separate matte.",
-                    )
-                ),
-            ],
+            inputs=[*_source_inputs(), *_file_inputs(), *_encoding_inputs(), *_composite_inputs()],
             outputs=[io.Video.Output(display_name="video", tooltip="The written mp4 as a ComfyUI VIDEO.")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
             is_output_node=True,

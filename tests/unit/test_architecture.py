@@ -84,6 +84,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "infinitetalk.hub",
             "infinitetalk.doctor",
             "infinitetalk.tiny",
+            "infinitetalk.cli_args",
             "infinitetalk.cli",
             "infinitetalk.__main__",
         ),
