@@ -219,13 +219,15 @@ def test_legacy_workflow_in_editor(editor, name):
 
 
 def test_options_node_saved_before_the_storage_widget(editor):
-    """An options node saved before its last widget (storage) loads with its saved values in place and
-    storage at its default: the prompt equals the current twin's."""
+    """An options node saved before its last widgets (storage, then latent_motion and color_anchor) loads with
+    its saved values in place and those widgets at their defaults: the prompt equals the current twin's."""
     driver = editor.driver
     name = "infinitetalk_image_to_video"
     graph = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
     options = next(n for n in graph["nodes"] if n["type"] == "InfiniteTalkSamplerOptions")
-    assert options["widgets_values"].pop() == "h264"  # the layout saved before the widget existed
+    saved = options["widgets_values"]
+    assert saved[-3:] == ["h264", False, 0]  # storage, latent_motion, color_anchor: the widgets added last
+    del saved[-3:]  # the layout saved before they existed
     options["widgets_values"][2] = 33  # frame_num: a saved value that must stay where it was
     result = json.loads(driver.execute_async_script(LOAD_JS, graph, {}))
     assert "error" not in result, result.get("error")
