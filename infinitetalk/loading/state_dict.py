@@ -210,7 +210,21 @@ class _TorchFile(_MemoryTensors):
         self.tensors = {}
 
 
+SAFE_TORCH = (2, 6)  # before 2.6, torch.load(weights_only=True) can be bypassed (CVE-2025-32434)
+
+
+def check_safe_torch(path: Path, version: str = torch.__version__) -> None:
+    """Refuse to unpickle ``path`` on a torch whose ``weights_only`` loading can be bypassed."""
+    major, minor = (int("".join(ch for ch in part if ch.isdigit()) or 0) for part in version.split(".")[:2])
+    if (major, minor) < SAFE_TORCH:
+        raise CheckpointError(
+            f"{path.name}: torch {version} cannot load .pth/.pt files safely (weights_only loading can be "
+            "bypassed before torch 2.6): upgrade torch to 2.6 or newer, or use the .safetensors version"
+        )
+
+
 def _torch_load(path: Path, mmap: bool | None = None):
+    check_safe_torch(path)
     if mmap is None:
         mmap = zipfile.is_zipfile(path)  # only the zip serialisation can be memory-mapped
     try:

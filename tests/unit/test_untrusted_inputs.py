@@ -14,7 +14,7 @@ import pytest
 import soundfile
 
 from infinitetalk import validation as V
-from infinitetalk.errors import InputError
+from infinitetalk.errors import CheckpointError, InputError
 from infinitetalk.pipeline import GenerationConfig
 from infinitetalk.prompts import parse_prompt_schedule
 from infinitetalk.script import parse_script, render_script
@@ -273,3 +273,19 @@ def test_kokoro_caps_the_text_itself_when_a_node_cannot_check_it_at_queue_time(t
         tts.speak_dialogue(long, {1: "af_heart", 2: "am_adam"})
     with pytest.raises(InputError, match="dialogue voices"):
         tts.speak_dialogue("(s1) hi (s3) ho", {1: "a", 2: "b", 3: "c"})  # two speakers at most
+
+
+# --------------------------------------------------------------------------------------------- torch pin
+def test_pickled_files_are_refused_on_a_torch_older_than_2_6(tmp_path):
+    import torch
+
+    from infinitetalk.loading.state_dict import check_safe_torch, safe_torch_load
+
+    path = tmp_path / "voice.pt"
+    torch.save({"w": torch.zeros(2)}, path)
+    with pytest.raises(
+        CheckpointError, match=r"voice\.pt: torch 2\.5\.1\+cu121 cannot load .* upgrade torch"
+    ):
+        check_safe_torch(path, "2.5.1+cu121")
+    check_safe_torch(path, "2.6.0")  # the first safe release, and this one, load
+    assert safe_torch_load(path)["w"].shape == (2,)
