@@ -25,6 +25,7 @@ class RunReport(io.ComfyNode):
             node_id="InfiniteTalkRunReport",
             display_name="InfiniteTalk Run Report",
             category=c.CATEGORY_VIDEO,
+            is_output_node=True,  # the chart is shown on the node: it runs at the end of a graph too
             description="How far a long video drifts from its reference, window by window: colour of face and "
             "background, face sharpness, face position and size, jumps at window joins, mouths moving in "
             "silence (per speaker). From the Sampler's frames (measured while they were made) or any video "

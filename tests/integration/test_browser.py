@@ -2,9 +2,10 @@
 ComfyUI 0.3.75 pins, and the newest one on PyPI in the classic canvas and in the Vue node mode), one server
 each: every example workflow loads (from the template route, as users get it), has no missing nodes, takes a
 widget edit, converts to the same API prompt as its shipped twin, queues from the page, and its output video
-appears in the Video Combine node; the window clips, the Doctor's report and the Load Audio player show; old
-workflows are migrated; and the console shows no error from the pack's scripts. Screenshots (no dialog over
-the canvas) go to test-artifacts/browser_<configuration>_*.png, the console to browser-console-*.log.
+appears in the Video Combine node; the window clips, the Doctor's report, the Run Report's chart and the Load
+Audio player show; old workflows are migrated; and the console shows no error from the pack's scripts.
+Screenshots (no dialog over the canvas) go to test-artifacts/browser_<configuration>_*.png, the console to
+browser-console-*.log.
 
 Sampler inputs are overridden for CPU speed exactly as in test_workflows.py (documented there), plus a
 different seed so the sampler really runs again instead of coming from ComfyUI's cache.
@@ -12,8 +13,11 @@ different seed so the sampler really runs again instead of coming from ComfyUI's
 
 from __future__ import annotations
 
+import io
 import json
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 
 import pytest
@@ -509,3 +513,89 @@ def test_transparent_presenter_is_previewed_over_a_checkerboard(editor):
     assert "conic-gradient" in state["background"], state  # the checkerboard behind it
     assert (state["width"], state["height"]) == (64, 64), state
     editor.screenshot("transparent_presenter")
+
+
+RUN_REPORT_JS = """
+const [source, overrides] = arguments;
+const done = arguments[arguments.length - 1];
+(async () => {
+  const graph = await (await fetch(source)).json();
+  await window.app.loadGraphData(graph);
+  for (const [type, values] of Object.entries(overrides)) {
+    const node = window.app.graph._nodes.find((n) => n.type === type);
+    for (const [k, v] of Object.entries(values)) node.widgets.find((x) => x.name === k).value = v;
+  }
+  const sampler = window.app.graph._nodes.find((n) => n.type === "InfiniteTalkSampler");
+  const report = LiteGraph.createNode("InfiniteTalkRunReport");
+  // to the right of the whole graph, large enough to read the chart (nothing else over it in the screenshot)
+  const right = Math.max(...window.app.graph._nodes.map((n) => n.pos[0] + n.size[0]));
+  report.pos = [right + 120, sampler.pos[1]];
+  window.app.graph.add(report);
+  report.setSize([720, 660]);
+  const link = sampler.connect(sampler.findOutputSlot("frames"), report, report.findInputSlot("frames"));
+  await new Promise((r) => setTimeout(r, 500));
+  const p = await window.app.graphToPrompt();
+  done(JSON.stringify({report: String(report.id), linked: !!link, inputs: p.output[String(report.id)]?.inputs,
+    sampler: String(sampler.id)}));
+})().catch((e) => done(JSON.stringify({error: String(e && e.stack || e)})));
+"""
+
+# The images the page shows for a node: the classic canvas draws node.imgs (Image objects, not in the DOM);
+# the Vue node mode puts an <img> inside the node's element. Each with its size once loaded.
+NODE_IMAGES_JS = """
+const id = arguments[0];
+const node = window.app.graph.getNodeById(Number(id));
+const info = (img) => ({src: img.currentSrc || img.src || "", complete: !!img.complete,
+  width: img.naturalWidth || 0, height: img.naturalHeight || 0,
+  shown: img.isConnected ? img.getBoundingClientRect().width > 0 : null});
+const element = document.querySelector(`[data-node-id="${id}"]`);
+return {canvas: (node?.imgs || []).map(info),
+        dom: element ? Array.from(element.querySelectorAll("img")).map(info) : [],
+        debug: {element: !!element, html: element ? element.innerHTML.length : 0,
+                all: Array.from(document.querySelectorAll("img")).map((i) => i.src).filter((s) => s.includes("view")),
+                outputs: JSON.stringify(window.app.nodeOutputs?.[id] ?? null),
+                ids: Array.from(document.querySelectorAll("[data-node-id]")).map((e) => e.dataset.nodeId)}};
+"""
+
+
+def test_run_report_chart_is_shown_on_the_node(editor):
+    """InfiniteTalk Run Report on the Sampler's frames (the image-to-video workflow, the node added in the
+    page): the drift chart the library draws is served from /view and shown on the node, loaded."""
+    from PIL import Image
+
+    from infinitetalk.report import HEADER, PANEL_H, WIDTH
+
+    comfy_server, driver = editor.server, editor.driver
+    url = "/api/workflow_templates/ComfyUI-InfiniteTalk/infinitetalk_image_to_video.json"
+    result = json.loads(driver.execute_async_script(RUN_REPORT_JS, url, _overrides(7272)))
+    assert "error" not in result, result.get("error")
+    assert result["linked"] and result["inputs"]["frames"] == [result["sampler"], 0], result
+    before = set(comfy_server.get("/history") or {})
+    driver.execute_script("window.app.queuePrompt(0, 1)")
+    entry = _wait_new_history(comfy_server, before, timeout=900)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+    (chart,) = entry["outputs"][result["report"]]["images"]
+    assert chart["filename"].endswith(".png"), chart
+
+    # the PNG the server serves is the library's chart: its width, and at least a header, a line and 5 panels
+    query = urllib.parse.urlencode({k: chart[k] for k in ("filename", "subfolder", "type")})
+    with urllib.request.urlopen(f"{comfy_server.url}/view?{query}", timeout=30) as r:
+        png = Image.open(io.BytesIO(r.read()))
+    assert png.format == "PNG" and png.width == WIDTH and png.height >= HEADER + 18 + 5 * PANEL_H + 30, png
+
+    _focus(driver, result["report"], scale=0.6)
+    deadline, state, shown = time.monotonic() + 30, None, []
+    while time.monotonic() < deadline and not shown:
+        state = driver.execute_script(NODE_IMAGES_JS, result["report"])
+        images = state["dom"] if editor.front_end.vue_nodes else state["canvas"]
+        shown = [i for i in images if "/view?" in i["src"] and chart["filename"] in i["src"] and i["complete"]
+                 and i["width"] > 0]  # fmt: skip
+        time.sleep(0.5)
+    if not shown:
+        editor.screenshot("run_report_chart_failed")
+    assert shown, state
+    assert (shown[0]["width"], shown[0]["height"]) == png.size, shown  # the browser decoded that PNG
+    if editor.front_end.vue_nodes:
+        assert shown[0]["shown"], shown  # laid out on the node, not hidden
+    _focus(driver, result["report"], scale=0.9)
+    editor.screenshot("run_report_chart")

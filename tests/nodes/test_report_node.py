@@ -44,6 +44,7 @@ def test_run_report_on_a_core_video_shows_the_chart(nodes, comfy, tmp_path):
     assert chart.shape[0] == 1 and chart.shape[2] == 1200 and chart.std() > 0.05
     shown = out.ui.as_dict()["images"]
     assert len(shown) == 1 and shown[0]["type"] == "temp"  # the chart, previewed on the node
+    assert nodes["InfiniteTalkRunReport"].GET_SCHEMA().is_output_node  # it runs where a graph ends in it
 
 
 def test_run_report_refuses_a_video_without_its_reference(nodes, comfy, tmp_path):

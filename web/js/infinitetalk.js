@@ -57,3 +57,18 @@ app.registerExtension({
     };
   },
 });
+
+// InfiniteTalk Run Report: its preview is the chart (an image). The Vue node mode shows the outputs of a node
+// with a VIDEO input (its optional 'video') as a video unless the node says otherwise: say "image".
+app.registerExtension({
+  name: "InfiniteTalk.RunReportChart",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData?.name !== "InfiniteTalkRunReport") return;
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const result = onNodeCreated?.apply(this, arguments);
+      this.previewMediaType = "image";
+      return result;
+    };
+  },
+});
