@@ -60,8 +60,11 @@ def test_sampler_bounds(nodes):
         "face_only",
         "resume",
         "storage",
+        "latent_motion",
+        "color_anchor",
     }
-    assert list(opts)[-1] == "storage"  # added last: options nodes saved before keep their widget values
+    # each added last: options nodes saved before keep their widget values
+    assert list(opts)[-3:] == ["storage", "latent_motion", "color_anchor"]
     assert (
         opts["storage"][1]["options"] == ["h264", "h264-lossless"] and opts["storage"][1]["default"] == "h264"
     )
